@@ -1,0 +1,359 @@
+"""HTTP throughput and latency of the gateway against nginx, measured with wrk.
+
+    python bench/bench_http.py [--quick] [--duration S] [--connections C]
+
+One run measures, on 127.0.0.1, with ``wrk -t1 --latency`` and a Lua ``done`` hook that prints
+exact percentiles:
+
+* backend        - one cheap backend directly (nginx returning a fixed JSON body);
+* nginx proxy    - nginx ``proxy_pass`` (one worker, upstream keep-alive) to that backend;
+* endosec n=1    - the gateway in front of one such backend;
+* endosec n=3    - the gateway voting over three backends (one gateway process);
+* n=3 5% dissent - the same, with one backend answering a different body on 5% of requests.
+  The pool is exactly three executors with floor 2: the dissenter is quarantined, the other
+  two keep answering, it is cleansed (its nginx restarted) and votes again, so it keeps
+  dissenting for the whole run. Quarantines and cleanses are read from the admin ``/status``.
+
+Every backend is nginx (``bench/http/backend.sh``) so the gateway is what is measured. The
+gateway's executors are declared ``stateless: true`` with distinct profiles. Added latency is
+measured at roughly half of the gateway's peak load (see ``_half_load``). The benchmark
+reports targets as PASS/MISS; it never fails on them. Every process it starts is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent / "http"
+BACKEND = HERE / "backend.sh"
+REPORT_LUA = HERE / "report.lua"
+ENDOSEC = Path(sys.executable).with_name("endosec")
+DISSENT_PERCENT = 5
+HEADERS_IGNORED = ["date", "server", "keep-alive", "connection", "content-length",
+                   "transfer-encoding"]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # socket errors and non-2xx/3xx replies
+    non2xx: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    wrk: str
+    nginx: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(port: int, path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path} within {timeout} s")
+
+
+def _get_json(url: str) -> Any:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5.0)
+    conn.request("GET", "/status")
+    body = conn.getresponse().read()
+    conn.close()
+    return json.loads(body)
+
+
+class Group:
+    """A process started in its own session; stopped by signalling its process group."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log,
+                                     start_new_session=True, env=env)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+def _nginx(tools: Tools, prefix: Path, port: int, *, proxy_to: int | None = None) -> Group:
+    """An nginx instance with its own prefix, config and pid file, in the foreground."""
+    prefix.mkdir(parents=True)
+    env = {**os.environ, "NGINX": tools.nginx}
+    if proxy_to is None:
+        argv = ["sh", str(BACKEND), str(port), str(prefix), "0"]
+    else:
+        (prefix / "tmp").mkdir()
+        text = (HERE / "proxy.conf.in").read_text()
+        for key, value in (("@PREFIX@", str(prefix)), ("@PORT@", str(port)),
+                           ("@UPSTREAM@", f"127.0.0.1:{proxy_to}")):
+            text = text.replace(key, value)
+        (prefix / "nginx.conf").write_text(text)
+        argv = [tools.nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"]
+    group = Group(argv, prefix.with_suffix(".log"), env)
+    try:
+        _wait_http(port, "/health" if proxy_to is None else "/")
+    except BaseException:
+        group.stop()
+        raise
+    return group
+
+
+class Gateway:
+    """``endosec run`` on a generated config; its executors are nginx backends."""
+
+    def __init__(self, tools: Tools, root: Path, name: str, n: int, dissent: bool) -> None:
+        self.root = root / name
+        self.root.mkdir(parents=True)
+        executors = []
+        for i in range(n):
+            percent = DISSENT_PERCENT if dissent and i == n - 1 else 0
+            executors.append({
+                "name": f"b{i}",
+                "argv": ["sh", str(BACKEND), "{port}", "{scratch}", str(percent)],
+                "env": {"NGINX": tools.nginx},
+                "profile": ["os:linux", "http:nginx", f"build:b{i}"],
+                "stateless": True,
+                "health": {"path": "/health", "interval": 60, "start_timeout": 10},
+            })
+        config = {
+            "listen": "127.0.0.1:0",
+            "admin": {"listen": "127.0.0.1:0"},
+            "controller": {"active": n, "floor": n // 2 + 1},
+            "scheduler": {"seed": 1},
+            "limits": {"max_connections": 4096},
+            "gateway": {"events": str(self.root / "events.jsonl")},
+            "canonicalise": {"headers": {"ignore": HEADERS_IGNORED},
+                             "bodies": [{"content_type": "application/json", "json": {}}]},
+            "executors": executors,
+        }
+        path = self.root / "endosec.json"  # JSON is YAML
+        path.write_text(json.dumps(config, indent=1))
+        self.group = Group([str(ENDOSEC), "run", "--config", str(path), "--state-dir",
+                            str(self.root / "state")], self.root / "gateway.log")
+        self.url, self.admin = self._ready()
+        self.executor_pids: set[int] = set()
+
+    def _ready(self, timeout: float = 30.0) -> tuple[str, str]:
+        assert self.group.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.group.proc.stdout.readline().decode()
+            if not line:
+                break
+            if line.startswith("endosec: serving "):
+                words = line.split()
+                return words[2], words[4]
+        self.group.stop()
+        raise RuntimeError(f"the gateway did not start; see {self.group.log.name}")
+
+    def status(self) -> Any:
+        status = _get_json(self.admin)
+        self.executor_pids |= {e["pid"] for e in status["executors"] if e["pid"]}
+        return status
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.status()
+        self.group.stop(timeout=20.0)
+        for pid in self.executor_pids:  # the gateway stops them; make sure, by their group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _gateway(tools: Tools, root: Path, name: str, n: int, dissent: bool = False
+             ) -> Iterator[Gateway]:
+    gw = Gateway(tools, root, name, n, dissent)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def wrk(tools: Tools, url: str, connections: int, seconds: int) -> Result:
+    argv = [tools.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-s", str(REPORT_LUA), url + "/"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         timeout=seconds + 30).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return Result(rps=data["requests"] / (data["duration_us"] / 1e6),
+                  p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+                  requests=data["requests"], errors=errors, non2xx=data["status"])
+
+
+def measure(tools: Tools, url: str, connections: int, seconds: int, warmup: int) -> Result:
+    wrk(tools, url, connections, warmup)
+    return wrk(tools, url, connections, seconds)
+
+
+def _half_load(tools: Tools, url: str, peak: float, probe: int) -> tuple[int, list[str]]:
+    """The connection count whose throughput is closest to half of ``peak``.
+
+    Debian's wrk has no constant-rate mode, so load is set by concurrency: each wrk connection
+    sends its next request when the previous reply arrives. Probing c = 1, 2, 4, ... and picking
+    the one nearest peak/2 measures latency at about half of the peak load.
+    """
+    best, best_gap, lines = 1, float("inf"), []
+    for c in (1, 2, 4, 8, 16):
+        r = wrk(tools, url, c, probe)
+        lines.append(f"c={c}: {r.rps:,.0f} req/s ({r.rps / peak:.2f} of peak)")
+        gap = abs(r.rps - peak / 2)
+        if gap < best_gap:
+            best, best_gap = c, gap
+        if r.rps > peak / 2:
+            break
+    return best, lines
+
+
+def _counters(status: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for e in status["executors"]:
+        for key, value in e["counters"].items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _tools() -> Tools:
+    wrk_bin = shutil.which("wrk")
+    nginx_bin = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).exists()), None)
+    if wrk_bin is None or nginx_bin is None:
+        sys.exit("bench_http: needs wrk and nginx (Debian: wrk nginx-light; "
+                 "scripts/install-system-deps.sh installs them)")
+    if not ENDOSEC.exists():
+        sys.exit(f"bench_http: {ENDOSEC} not found; pip install -e . into this interpreter's venv")
+    return Tools(wrk_bin, nginx_bin)
+
+
+def _check(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="about 2 s per wrk run")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections at peak")
+    args = parser.parse_args()
+    seconds = args.duration or (2 if args.quick else 5)
+    warmup = 1
+    probe = 1 if args.quick else 2
+    c = args.connections
+    tools = _tools()
+    root = Path(tempfile.mkdtemp(prefix="endosec-bench-http-"))
+    print(f"wrk -t1 -c{c}, {seconds:g} s per run after a {warmup:g} s warm-up; everything on "
+          f"127.0.0.1 sharing {os.cpu_count()} CPU(s) (wrk, nginx, the gateway, the backends)")
+    peak: dict[str, Result] = {}
+    extra: dict[str, str] = {}
+    groups: list[Group] = []
+    try:
+        backend_port, proxy_port = _free_port(), _free_port()
+        groups.append(_nginx(tools, root / "backend", backend_port))
+        groups.append(_nginx(tools, root / "proxy", proxy_port, proxy_to=backend_port))
+        backend_url = f"http://127.0.0.1:{backend_port}"
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        peak["backend"] = measure(tools, backend_url, c, seconds, warmup)
+        peak["nginx proxy_pass"] = measure(tools, proxy_url, c, seconds, warmup)
+        with _gateway(tools, root, "n1", 1) as gw:
+            peak["endosec n=1"] = measure(tools, gw.url, c, seconds, warmup)
+        with _gateway(tools, root, "n3", 3) as gw:
+            peak["endosec n=3"] = r3 = measure(tools, gw.url, c, seconds, warmup)
+            half_c, probes = _half_load(tools, gw.url, r3.rps, probe)
+            half = {
+                "backend": measure(tools, backend_url, half_c, seconds, warmup),
+                "nginx proxy_pass": measure(tools, proxy_url, half_c, seconds, warmup),
+                "endosec n=3": measure(tools, gw.url, half_c, seconds, warmup),
+            }
+        with _gateway(tools, root, "n3d", 3, dissent=True) as gw:
+            before = _counters(gw.status())
+            name = f"n=3 {DISSENT_PERCENT}% dissent"
+            peak[name] = rd = measure(tools, gw.url, c, seconds, warmup)
+            after = _counters(gw.status())
+            delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+            extra[name] = (f"in the measured run and its warm-up: {delta.get('dissents', 0)} "
+                           f"dissents, {delta.get('quarantines', 0)} quarantines, "
+                           f"{delta.get('cleanses', 0)} cleanses; "
+                           f"{rd.non2xx} non-2xx of {rd.requests} replies "
+                           f"({100 * (1 - rd.non2xx / max(rd.requests, 1)):.3f}% available)")
+    finally:
+        for group in reversed(groups):
+            group.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    base = peak["nginx proxy_pass"].rps
+    print(f"\nPeak (c={c}):")
+    print(f"  {'scenario':<20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'vs proxy':>9}")
+    for name, r in peak.items():
+        print(f"  {name:<20} {r.rps:>10,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>7} "
+              f"{r.rps / base:>8.2f}x")
+        if name in extra:
+            print(f"    {extra[name]}")
+
+    print(f"\nLatency at about half of endosec n=3's peak ({r3.rps:,.0f} req/s): wrk has no "
+          "constant-rate mode, so\nload is set by concurrency; probed "
+          + "; ".join(probes) + f"\n-> c={half_c}, where every scenario is then measured:")
+    for name, r in half.items():
+        print(f"  {name:<20} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms")
+    added = half["endosec n=3"].p50_ms - half["backend"].p50_ms
+    added_proxy = half["nginx proxy_pass"].p50_ms - half["backend"].p50_ms
+    print(f"  added p50: endosec n=3 {added:.3f} ms, nginx proxy_pass {added_proxy:.3f} ms "
+          "(each minus the backend's p50 at the same c)")
+
+    ratio3 = peak["endosec n=3"].rps / base
+    ratio_d = rd.rps / r3.rps
+    print("\nTargets:")
+    print(f"  [{_check(ratio3 >= 0.3)}] endosec n=3 throughput >= 0.3x nginx proxy_pass: "
+          f"{ratio3:.2f}x")
+    print(f"  [{_check(added < 1.0)}] p50 added latency at half of peak load < 1 ms: "
+          f"{added:.3f} ms")
+    print(f"  [{_check(ratio_d >= 0.8)}] {DISSENT_PERCENT}% dissent keeps >= 0.8x clean n=3 "
+          f"throughput: {ratio_d:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

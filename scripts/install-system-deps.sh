@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages used by the tests and benchmarks: Node.js (the third demo stack), wrk and
+# nginx (the HTTP benchmark's load generator and baseline proxy), bubblewrap (sandboxed
+# executors). Idempotent; needs root.
+set -euo pipefail
+packages=(nodejs wrk nginx-light bubblewrap)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs may come from elsewhere on the machine; accept any working `node`.
+if command -v node >/dev/null 2>&1; then
+  missing=("${missing[@]/nodejs}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "system packages present: ${packages[*]}"

@@ -1,0 +1,157 @@
+"""The ``endosec`` command: a thin shell over the gateway, the quantifier and the tools."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from endosec.config import Config, ConfigError, config_from_mapping, load_config, parse_address
+
+__all__ = ["main"]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEMO_CONFIG = EXAMPLES / "demo" / "endosec.yaml"
+
+
+def _load(path: Path) -> Config:
+    try:
+        config = load_config(path)
+        _check_rules(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return config
+
+
+def _check_rules(config: Config) -> None:
+    from endosec.core.canonicalise import compile_rules
+
+    try:
+        compile_rules(config.canonicalise)
+    except ValueError as exc:
+        raise ConfigError(f"canonicalise.{exc}") from exc
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Directory for executor scratch space and records (default: a per-user state dir).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="endosec")
+def main() -> None:
+    """endosec: Dynamic Heterogeneous Redundancy in front of any request/response service."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="YAML configuration file.")
+def check(config_path: Path) -> None:
+    """Validate a configuration file and exit."""
+    config = _load(config_path)
+    click.echo(f"{config_path}: ok ({len(config.executors)} executors, "
+               f"{config.controller.active} active, arbiter {config.arbiter.strategy})")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="YAML configuration file.")
+@state_dir_option
+def run(config_path: Path, state_dir: Path | None) -> None:
+    """Serve the mimic gateway described by a configuration file."""
+    from endosec.gateway.app import default_state_dir, run_forever
+
+    config = _load(config_path)
+
+    def ready(where: Any) -> None:
+        click.echo(f"endosec: serving {where.serve_url}  admin {where.admin_url}  "
+                   f"executors: {', '.join(where.executors)}")
+        sys.stdout.flush()
+
+    run_forever(config, state_dir=state_dir or default_state_dir(), on_ready=ready)
+
+
+def demo_config(listen: str | None, admin: str | None, backdoor: str | None) -> Config:
+    """The shipped demo configuration, adjusted by the demo's options."""
+    import yaml
+
+    data = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    if listen:
+        data["listen"] = listen
+    if admin:
+        data.setdefault("admin", {})["listen"] = admin
+    executors = data["executors"]
+    if shutil.which("node") is None:
+        kept = [e for e in executors if "node" not in e["argv"][0]]
+        click.echo("endosec demo: Node.js not found; running the Python executors only "
+                   f"({', '.join(e['name'] for e in kept)})", err=True)
+        executors[:] = kept
+        controller = data.setdefault("controller", {})
+        controller["active"] = min(controller.get("active", 3), len(kept))
+        controller["floor"] = min(controller.get("floor", 2), controller["active"])
+    if backdoor is not None:
+        names = [e["name"] for e in executors]
+        if backdoor not in names:
+            raise click.BadParameter(f"no executor named {backdoor!r}; choose from "
+                                     f"{', '.join(names)}", param_hint="--backdoor")
+        for e in executors:
+            if e["name"] == backdoor:
+                e.setdefault("env", {})["NOTES_BACKDOOR_SECRET"] = str(
+                    DEMO_CONFIG.parent / "secret.txt")
+    try:
+        config = config_from_mapping(data, source=str(DEMO_CONFIG), here=DEMO_CONFIG.parent)
+        _check_rules(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return config
+
+
+@main.command()
+@click.option("--listen", callback=_address, default=None, metavar="HOST:PORT",
+              help="Client listener (default from the demo config: 127.0.0.1:8080).")
+@click.option("--admin", callback=_address, default=None, metavar="HOST:PORT",
+              help="Admin listener (default 127.0.0.1:8081).")
+@click.option("--backdoor", default=None, metavar="NAME",
+              help="Plant a backdoor in this executor: 'X-Debug: letmein' leaks a secret file.")
+@state_dir_option
+def demo(listen: str | None, admin: str | None, backdoor: str | None,
+         state_dir: Path | None) -> None:
+    """Run the gateway in front of the bundled heterogeneous demo executors."""
+    from endosec.gateway.app import default_state_dir, run_forever
+
+    if not DEMO_CONFIG.is_file():
+        raise click.ClickException(f"demo configuration not found at {DEMO_CONFIG}; run "
+                                   "endosec from a source checkout (pip install -e .)")
+    config = demo_config(listen, admin, backdoor)
+
+    def ready(where: Any) -> None:
+        click.echo(f"endosec demo: serving {where.serve_url}  admin {where.admin_url}  "
+                   f"executors: {', '.join(where.executors)}")
+        sys.stdout.flush()
+
+    run_forever(config, state_dir=state_dir or default_state_dir() / "demo", on_ready=ready)
+
+
+def _register_optional() -> None:
+    from endosec.quantify.cli import quantify
+
+    main.add_command(quantify)
+
+
+_register_optional()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The endosec configuration file: YAML, validated with messages that name the field.
+
+A configuration describes one mimic boundary: where the gateway listens, how the arbiter votes,
+how the controller and scheduler behave, the canonicalisation rules, and the executors. See the
+configuration reference in README.md and the annotated example in examples/demo/endosec.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from endosec.core.model import Profile
+
+__all__ = [
+    "AdminConfig",
+    "ArbiterConfig",
+    "Config",
+    "ConfigError",
+    "ControllerConfig",
+    "ExecutorConfig",
+    "load_config",
+    "load_profiles",
+    "parse_address",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the field."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
+    return host, int(port)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdminConfig(_Strict):
+    listen: str = "127.0.0.1:8081"
+    token: str | None = Field(default=None, description="bearer token for POST actions")
+    token_env: str = Field(default="ENDOSEC_ADMIN_TOKEN",
+                           description="environment variable holding the token")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_address(v)
+        return v
+
+    def resolved_token(self) -> str | None:
+        """The token from the file, else from the environment; None disables admin actions."""
+        return self.token or os.environ.get(self.token_env) or None
+
+
+class ArbiterConfig(_Strict):
+    strategy: Literal["majority", "threshold", "plurality", "unanimity",
+                      "trust-weighted"] = "majority"
+    k: int | None = Field(default=None, ge=1)
+    min_support: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _params(self) -> ArbiterConfig:
+        if self.strategy == "threshold" and self.k is None:
+            raise ValueError("strategy 'threshold' needs k")
+        if self.k is not None and self.strategy != "threshold":
+            raise ValueError("k applies only to strategy 'threshold'")
+        if self.min_support is not None and self.strategy != "plurality":
+            raise ValueError("min_support applies only to strategy 'plurality'")
+        return self
+
+
+class ControllerConfig(_Strict):
+    active: int = Field(default=3, ge=1, description="executors voting at once")
+    floor: int | None = Field(default=None, ge=1,
+                              description="fewest voters that may answer (default: active//2+1)")
+    quarantine_after: int = Field(default=1, ge=1)
+    dissent_window: float = Field(default=60.0, gt=0)
+    probation_agreements: int = Field(default=0, ge=0)
+    rotate_every: float | None = Field(default=None, gt=0)
+    rotate_count: int = Field(default=1, ge=1)
+    cleanse_on_rotate: bool = True
+    failures_are_dissent: bool = True
+
+    @property
+    def effective_floor(self) -> int:
+        return self.floor if self.floor is not None else self.active // 2 + 1
+
+    @model_validator(mode="after")
+    def _floor(self) -> ControllerConfig:
+        if self.floor is not None and self.floor > self.active:
+            raise ValueError(f"floor ({self.floor}) cannot exceed active ({self.active})")
+        return self
+
+
+class SchedulerConfig(_Strict):
+    policy: Literal["random", "round-robin", "max-dissimilarity",
+                    "credibility-weighted"] = "max-dissimilarity"
+    seed: int | None = None
+
+
+class LimitsConfig(_Strict):
+    max_request_body: int = Field(default=1 << 20, ge=0)
+    max_response_body: int = Field(default=16 << 20, ge=1)
+    max_header_bytes: int = Field(default=16 << 10, ge=256)
+    max_headers: int = Field(default=100, ge=1)
+    connect_timeout: float = Field(default=1.0, gt=0)
+    read_timeout: float = Field(default=5.0, gt=0)
+    client_header_timeout: float = Field(default=10.0, gt=0,
+                                         description="time a client has to send a full request")
+    client_idle_timeout: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=1024, ge=1)
+
+
+class JournalConfig(_Strict):
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=64 << 20, ge=1)
+
+
+class HealthConfig(_Strict):
+    path: str = "/health"
+    timeout: float = Field(default=2.0, gt=0)
+    interval: float = Field(default=5.0, gt=0)
+    start_timeout: float = Field(default=20.0, gt=0)
+
+
+class ExecutorConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    argv: list[str] = Field(min_length=1)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="fixed port; omit to let the gateway allocate {port}")
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    template: Path | None = Field(default=None, description="pristine scratch directory")
+    sandbox: bool = False
+    stateless: bool = Field(default=False,
+                            description="no journal replay needed after cleansing")
+    profile: list[str] = Field(min_length=1, description="components this executor is built from")
+
+    def as_profile(self) -> Profile:
+        return Profile(self.name, frozenset(self.profile))
+
+
+class GatewayConfig(_Strict):
+    verdict_headers: bool = Field(default=False, description="add X-Endosec-* response headers")
+    events: Path | None = Field(default=None, description="JSON-lines event file (default stderr)")
+    recent_verdicts: int = Field(default=50, ge=0)
+
+
+class Config(_Strict):
+    listen: str = "127.0.0.1:8080"
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    state_dir: Path | None = None
+    arbiter: ArbiterConfig = Field(default_factory=ArbiterConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    canonicalise: dict[str, Any] = Field(default_factory=dict)
+    quantify: dict[str, Any] = Field(default_factory=dict)
+    executors: list[ExecutorConfig] = Field(min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_address(v)
+        return v
+
+    @model_validator(mode="after")
+    def _pool(self) -> Config:
+        names = [e.name for e in self.executors]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"executor names must be unique; repeated: {', '.join(duplicates)}")
+        if self.controller.active > len(self.executors):
+            raise ValueError(f"controller.active ({self.controller.active}) exceeds the "
+                             f"{len(self.executors)} executors declared")
+        if self.arbiter.k is not None and self.arbiter.k > self.controller.active:
+            raise ValueError(f"arbiter.k ({self.arbiter.k}) exceeds controller.active "
+                             f"({self.controller.active})")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _expand(value: Any, here: Path) -> Any:
+    """Substitute ``{python}`` and ``{here}`` in strings; ``{port}`` etc. are left for runtime."""
+    if isinstance(value, str):
+        return value.replace("{python}", sys.executable).replace("{here}", str(here))
+    if isinstance(value, list):
+        return [_expand(v, here) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, here) for k, v in value.items()}
+    return value
+
+
+def _resolve_paths(config: Config, here: Path) -> Config:
+    executors = []
+    for e in config.executors:
+        executors.append(e.model_copy(update={
+            "cwd": (here / e.cwd) if e.cwd is not None else here,
+            "template": (here / e.template) if e.template is not None else None,
+        }))
+    update: dict[str, Any] = {"executors": executors}
+    if config.state_dir is not None:
+        update["state_dir"] = here / config.state_dir
+    if config.gateway.events is not None:
+        update["gateway"] = config.gateway.model_copy(
+            update={"events": here / config.gateway.events})
+    return config.model_copy(update=update)
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path) -> Config:
+    """Validate an already-parsed configuration; relative paths resolve against ``here``."""
+    try:
+        config = Config.model_validate(_expand(dict(data), here))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{source}: {_location(tuple(err['loc']))}: {msg}")
+        raise ConfigError("\n".join(lines)) from exc
+    return _resolve_paths(config, here)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a YAML configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): expected a mapping of settings")
+    return config_from_mapping(data, source=str(path), here=path.resolve().parent)
+
+
+def load_profiles(path: Path | str) -> list[Profile]:
+    """The executors' profiles declared in a configuration file (for the quantifier)."""
+    return [e.as_profile() for e in load_config(path).executors]

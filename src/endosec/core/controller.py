@@ -1,0 +1,653 @@
+"""The negative-feedback controller: events in, actions out, no I/O.
+
+The gateway feeds it what happened (`VerdictReached`, `ProbationResult`, `HealthReport`, `Tick`,
+`ActionDone`, `AdminRequest`) and carries out what it returns (`Quarantine`, `Cleanse`,
+`Activate`, `Deactivate`, `Alert`, `RequestWakeup`). Before each fan-out it reads `voters` (the
+ballot) and `shadows` (executors on probation, asked but not counted).
+
+Every event is translated into per-executor `Signal`s, and every state change goes through the
+single table `TRANSITIONS` (state x signal -> next state). A pair missing from the table is a
+move the controller refuses: for example an operator cannot activate a QUARANTINED or CLEANSING
+executor, because ``(QUARANTINED, ACTIVATE)`` is not there. The only way back to SPARE from
+QUARANTINED is through CLEANSING, so an executor is never activated uncleansed.
+
+Policies (see `ControllerPolicy`): quarantine after ``quarantine_after`` dissents within
+``dissent_window`` seconds; cleanse at once, retrying failed cleanses with exponential backoff;
+optionally hold cleansed executors on probation; keep ``active_size`` executors active or
+activating, replacing from spares at once; rotate ``rotate_count`` executors every
+``rotate_every`` seconds, make-before-break (the retiree leaves only when its replacement votes,
+so rotation never lowers the number of voters); raise an `Alert` when spares run out and a
+critical one when fewer than ``floor`` executors remain active or activating.
+
+A runtime carries out the orders for one executor in the order given and answers each
+`Activate` and `Cleanse` with ``ActionDone(action, ok, now)`` passing back the very action it
+received: its ``seq`` tells a current order from a stale one (an activation cut short by a
+quarantine, say), and stale completions are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Final, Literal
+
+from endosec.core.model import ExecutorState, Profile, Verdict
+from endosec.core.scheduler import Scheduler
+from endosec.core.trust import TrustBook
+
+__all__ = [
+    "COUNTERS",
+    "TRANSITIONS",
+    "Action",
+    "ActionDone",
+    "Activate",
+    "AdminRequest",
+    "Alert",
+    "Cleanse",
+    "Controller",
+    "ControllerPolicy",
+    "Deactivate",
+    "Event",
+    "HealthReport",
+    "ProbationResult",
+    "Quarantine",
+    "RequestWakeup",
+    "Signal",
+    "Tick",
+    "VerdictReached",
+]
+
+ACTIVE, ACTIVATING, SPARE = ExecutorState.ACTIVE, ExecutorState.ACTIVATING, ExecutorState.SPARE
+QUARANTINED, CLEANSING = ExecutorState.QUARANTINED, ExecutorState.CLEANSING
+PROBATION = ExecutorState.PROBATION
+
+
+def _check_time(what: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+
+
+# -- actions (out) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Stop routing to ``executor``; the controller has already removed it from voting."""
+
+    executor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanse:
+    """Stop, wipe, restore the pristine image, start, wait healthy, replay the journal; then
+    answer ``ActionDone(this, ok)``. ``seq`` identifies the order and is ignored by ``==``."""
+
+    executor: str
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Activate:
+    """Bring ``executor``'s state up to date (journal replay); then answer
+    ``ActionDone(this, ok)``. It votes only after a successful completion."""
+
+    executor: str
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deactivate:
+    """``executor`` leaves voting because it was rotated out (not because it misbehaved)."""
+
+    executor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator should know: ``critical`` means the arbiter must fail closed."""
+
+    level: Literal["warning", "critical"]
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.level not in ("warning", "critical"):
+            raise ValueError(f"alert level must be 'warning' or 'critical', got {self.level!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWakeup:
+    """Send the controller ``Tick(at)`` at time ``at`` (rotation and cleanse-retry timers)."""
+
+    at: float
+
+    def __post_init__(self) -> None:
+        _check_time("RequestWakeup.at", self.at)
+
+
+Action = Quarantine | Cleanse | Activate | Deactivate | Alert | RequestWakeup
+
+
+# -- events (in) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictReached:
+    """A ballot closed. Final verdicts only: early ones do not yet name every failure."""
+
+    verdict: Verdict
+    now: float
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbationResult:
+    """A shadow executor's output did or did not agree with the accepted answer."""
+
+    executor: str
+    agreed: bool
+    now: float
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The runtime's health check of one executor."""
+
+    executor: str
+    healthy: bool
+    now: float
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The clock reached ``now`` (usually in answer to a `RequestWakeup`)."""
+
+    now: float
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone:
+    """The runtime finished ``action`` (the object it was given), successfully or not."""
+
+    action: Action
+    ok: bool
+    now: float
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+
+
+AdminKind = Literal["quarantine", "cleanse", "activate"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """An operator's order. Quarantine holds the executor (for inspection) without cleansing."""
+
+    kind: AdminKind
+    executor: str
+    now: float
+
+    def __post_init__(self) -> None:
+        _check_time("now", self.now)
+        if self.kind not in ("quarantine", "cleanse", "activate"):
+            raise ValueError(f"admin request kind must be quarantine, cleanse or activate, "
+                             f"got {self.kind!r}")
+
+
+Event = VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
+
+
+# -- the transition table --------------------------------------------------------------------
+
+
+class Signal(Enum):
+    """What an event means for one executor."""
+
+    FAULT = "fault"  # dissent limit, unhealthy, failed activation or probation, operator
+    CLEANSE = "cleanse"  # start restoring the pristine image
+    CLEANSED = "cleansed"  # restored; back to the spares
+    CLEANSED_ON_PROBATION = "cleansed-on-probation"  # restored; must agree before it may vote
+    CLEANSE_FAILED = "cleanse-failed"  # still dirty: hold and retry later
+    PROBATION_PASSED = "probation-passed"  # enough consecutive agreements while shadowing
+    ACTIVATE = "activate"  # chosen to vote: bring its state up to date
+    ACTIVATED = "activated"  # up to date: it votes from now on
+    ROTATE_OUT = "rotate-out"  # its replacement votes; it leaves (a rotation, not a fault)
+
+
+TRANSITIONS: Final[Mapping[tuple[ExecutorState, Signal], ExecutorState]] = MappingProxyType({
+    (ACTIVE, Signal.FAULT): QUARANTINED,
+    (ACTIVATING, Signal.FAULT): QUARANTINED,
+    (SPARE, Signal.FAULT): QUARANTINED,
+    (PROBATION, Signal.FAULT): QUARANTINED,
+    (QUARANTINED, Signal.CLEANSE): CLEANSING,
+    (SPARE, Signal.CLEANSE): CLEANSING,
+    (CLEANSING, Signal.CLEANSED): SPARE,
+    (CLEANSING, Signal.CLEANSED_ON_PROBATION): PROBATION,
+    (CLEANSING, Signal.CLEANSE_FAILED): QUARANTINED,
+    (PROBATION, Signal.PROBATION_PASSED): SPARE,
+    (SPARE, Signal.ACTIVATE): ACTIVATING,
+    (PROBATION, Signal.ACTIVATE): ACTIVATING,  # operator only: it is clean, just unproven
+    (ACTIVATING, Signal.ACTIVATED): ACTIVE,
+    (ACTIVE, Signal.ROTATE_OUT): SPARE,
+})
+
+#: The per-executor counters kept for status pages, in display order.
+COUNTERS: Final = ("dissents", "quarantines", "cleanses", "rotations", "activations")
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerPolicy:
+    """How the loop reacts. ``floor`` is the fewest voters a quorum-capable set needs."""
+
+    active_size: int = 3
+    floor: int = 2
+    quarantine_after: int = 1
+    dissent_window: float = 60.0
+    probation_agreements: int = 0
+    rotate_every: float | None = None
+    rotate_count: int = 1
+    cleanse_on_rotate: bool = True
+    failures_are_dissent: bool = True
+    cleanse_retry: float = 1.0  # first wait after a failed cleanse; doubles per failure
+    cleanse_retry_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        positive = {"active_size": self.active_size, "floor": self.floor,
+                    "quarantine_after": self.quarantine_after, "rotate_count": self.rotate_count}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        if self.floor > self.active_size:
+            raise ValueError(f"floor ({self.floor}) cannot exceed active_size "
+                             f"({self.active_size})")
+        if self.probation_agreements < 0:
+            raise ValueError(f"probation_agreements must be >= 0, got "
+                             f"{self.probation_agreements!r}")
+        seconds: dict[str, float] = {
+            "dissent_window": self.dissent_window, "cleanse_retry": self.cleanse_retry,
+            "cleanse_retry_max": self.cleanse_retry_max}
+        if self.rotate_every is not None:
+            seconds["rotate_every"] = self.rotate_every
+        for name, secs in seconds.items():
+            if not (math.isfinite(secs) and secs > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {secs!r}")
+
+
+class Controller:
+    """The feedback loop over one pool of executors.
+
+    **Parameters:**
+
+    * **profiles** - the pool, in display order; names must be unique.
+    * **policy** - how to react (`ControllerPolicy`).
+    * **scheduler** - which spares join and which actives a rotation retires.
+    * **trust** - the `TrustBook` this controller feeds (also read by a trust-weighted arbiter).
+    * **rng** - the only source of randomness, handed to the scheduler.
+    """
+
+    def __init__(self, profiles: Sequence[Profile], policy: ControllerPolicy,
+                 scheduler: Scheduler, trust: TrustBook, rng: random.Random) -> None:
+        if not profiles:
+            raise ValueError("profiles: the pool needs at least one executor")
+        self._profiles = {p.name: p for p in profiles}
+        if len(self._profiles) != len(profiles):
+            raise ValueError("profiles: executor names must be unique")
+        for name in self._profiles:
+            trust.score(name)  # raises ValueError if the book does not know it
+        self.policy = policy
+        self._scheduler = scheduler
+        self._trust = trust
+        self._rng = rng
+        self._state = dict.fromkeys(self._profiles, SPARE)
+        self._states_view = MappingProxyType(self._state)
+        self._voters: tuple[str, ...] = ()
+        self._shadows: tuple[str, ...] = ()
+        self._dissents: dict[str, deque[float]] = {n: deque() for n in self._profiles}
+        self._streak = dict.fromkeys(self._profiles, 0)
+        self._counters = {n: dict.fromkeys(COUNTERS, 0) for n in self._profiles}
+        self._awaiting: dict[str, int] = {}  # executor -> seq of its outstanding order
+        self._seq = 0
+        self._failed_cleanses = dict.fromkeys(self._profiles, 0)
+        self._retry_at: dict[str, float] = {}
+        self._rotating: dict[str, str] = {}  # retiree -> replacement being activated
+        self._next_rotation: float | None = None
+        self._short = False
+        self._below_floor = False
+        self._started = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The ACTIVE executors, in pool order: the ballot's voters."""
+        return self._voters
+
+    @property
+    def shadows(self) -> tuple[str, ...]:
+        """The PROBATION executors, in pool order: asked, compared, never counted."""
+        return self._shadows
+
+    @property
+    def states(self) -> Mapping[str, ExecutorState]:
+        """A live read-only view of every executor's state."""
+        return self._states_view
+
+    def state(self, name: str) -> ExecutorState:
+        self._known(name)
+        return self._state[name]
+
+    def counters(self, name: str) -> dict[str, int]:
+        """``name``'s lifetime counts of `COUNTERS`, as plain data for status pages."""
+        self._known(name)
+        return dict(self._counters[name])
+
+    # -- driving -----------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Choose the first active set from the pool (all SPARE) and start the rotation timer."""
+        _check_time("now", now)
+        if self._started:
+            raise RuntimeError("the controller has already started")
+        self._started = True
+        out: list[Action] = []
+        self._settle(out)
+        if self.policy.rotate_every is not None:
+            self._next_rotation = now + self.policy.rotate_every
+            out.append(RequestWakeup(self._next_rotation))
+        return out
+
+    def handle(self, event: Event) -> list[Action]:
+        """Apply one event; return the actions to carry out, in order."""
+        if not self._started:
+            raise RuntimeError("start() the controller before handling events")
+        out: list[Action] = []
+        match event:
+            case VerdictReached():
+                self._on_verdict(event, out)
+            case ProbationResult():
+                self._on_probation(event, out)
+            case HealthReport():
+                self._on_health(event, out)
+            case Tick():
+                self._on_tick(event, out)
+            case ActionDone():
+                self._on_done(event, out)
+            case AdminRequest():
+                self._on_admin(event, out)
+            case _:
+                raise TypeError(f"not a controller event: {event!r}")
+        self._settle(out)
+        return out
+
+    # -- event handlers ----------------------------------------------------------------------
+
+    def _on_verdict(self, event: VerdictReached, out: list[Action]) -> None:
+        v = event.verdict
+        for name in (*v.agreed, *v.dissented, *v.failed):
+            self._known(name)
+        failed = v.failed if self.policy.failures_are_dissent else ()
+        if v.accepted:
+            accountable = v.dissented + failed
+        else:
+            out.append(Alert("warning", f"{v.outcome.value}: {v.reason}"))
+            accountable = failed  # no winner to dissent from
+        for name in v.agreed:
+            self._trust.record(name, True)
+        for name in accountable:
+            self._trust.record(name, False)
+            self._bump(name, "dissents")
+            if self._state[name] in (ACTIVE, ACTIVATING):
+                self._count_dissent(name, event.now, out)
+
+    def _count_dissent(self, name: str, now: float, out: list[Action]) -> None:
+        window = self._dissents[name]
+        window.append(now)
+        while window and window[0] <= now - self.policy.dissent_window:
+            window.popleft()
+        if len(window) >= self.policy.quarantine_after:
+            self._quarantine_and_cleanse(
+                name, f"dissented {len(window)} time(s) within {self.policy.dissent_window:g}s",
+                out)
+
+    def _on_probation(self, event: ProbationResult, out: list[Action]) -> None:
+        name = event.executor
+        self._known(name)
+        if self._state[name] is not PROBATION:
+            return  # stale: it already passed or failed
+        self._trust.record(name, event.agreed)
+        if not event.agreed:
+            self._bump(name, "dissents")
+            self._quarantine_and_cleanse(name, "disagreed while on probation", out)
+            return
+        self._streak[name] += 1
+        if self._streak[name] >= self.policy.probation_agreements:
+            self._fire(name, Signal.PROBATION_PASSED, out)
+
+    def _on_health(self, event: HealthReport, out: list[Action]) -> None:
+        name = event.executor
+        self._known(name)
+        if not event.healthy and self._can(name, Signal.FAULT):
+            self._quarantine_and_cleanse(name, "failed its health check", out)
+
+    def _on_tick(self, event: Tick, out: list[Action]) -> None:
+        now = event.now
+        for name, at in list(self._retry_at.items()):
+            if at <= now:
+                self._fire(name, Signal.CLEANSE, out)
+        every = self.policy.rotate_every
+        if every is not None and self._next_rotation is not None and now >= self._next_rotation:
+            self._rotate(out)
+            self._next_rotation = now + every
+            out.append(RequestWakeup(self._next_rotation))
+
+    def _on_done(self, event: ActionDone, out: list[Action]) -> None:
+        action = event.action
+        if isinstance(action, (Alert, RequestWakeup)):
+            return
+        name = action.executor
+        self._known(name)
+        if not isinstance(action, (Activate, Cleanse)) or self._awaiting.get(name) != action.seq:
+            return  # nothing to wait for, or a stale order
+        detail = f": {event.detail}" if event.detail else ""
+        if isinstance(action, Activate):
+            if event.ok:
+                self._fire(name, Signal.ACTIVATED, out)
+            else:
+                out.append(Alert("warning", f"activating {name} failed{detail}"))
+                self._quarantine_and_cleanse(name, f"activation failed{detail}", out)
+        elif event.ok:
+            probation = self.policy.probation_agreements > 0
+            self._fire(name, Signal.CLEANSED_ON_PROBATION if probation else Signal.CLEANSED, out)
+        else:
+            self._failed_cleanses[name] += 1
+            failures = self._failed_cleanses[name]
+            wait = min(self.policy.cleanse_retry * 2 ** (failures - 1),
+                       self.policy.cleanse_retry_max)
+            self._fire(name, Signal.CLEANSE_FAILED, out)
+            self._retry_at[name] = event.now + wait
+            out.append(Alert("warning", f"cleansing {name} failed{detail}; it stays quarantined, "
+                                        f"retry {failures} in {wait:g}s"))
+            out.append(RequestWakeup(event.now + wait))
+
+    def _on_admin(self, event: AdminRequest, out: list[Action]) -> None:
+        name = event.executor
+        self._known(name)
+        state = self._state[name]
+        if event.kind == "quarantine":
+            if self._can(name, Signal.FAULT):
+                self._fire(name, Signal.FAULT, out, "operator order")
+                if len(self._voters) < self.policy.floor:
+                    out.append(Alert("warning", f"operator quarantined {name}: "
+                                                f"{len(self._voters)} voter(s) left, below the "
+                                                f"floor of {self.policy.floor}"))
+        elif event.kind == "cleanse":
+            if self._can(name, Signal.CLEANSE):
+                self._fire(name, Signal.CLEANSE, out)
+            elif self._can(name, Signal.FAULT):
+                self._quarantine_and_cleanse(name, "operator order", out)
+        elif self._can(name, Signal.ACTIVATE):
+            self._fire(name, Signal.ACTIVATE, out)
+        elif state not in (ACTIVE, ACTIVATING):
+            out.append(Alert("warning", f"refused to activate {name}: it is {state.value} and "
+                                        "has not been cleansed"))
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _quarantine_and_cleanse(self, name: str, reason: str, out: list[Action]) -> None:
+        self._fire(name, Signal.FAULT, out, reason)
+        self._fire(name, Signal.CLEANSE, out)
+
+    def _rotate(self, out: list[Action]) -> None:
+        """Start replacing up to ``rotate_count`` actives; `_settle` retires each one when its
+        replacement votes."""
+        movable = [n for n in self._in(ACTIVE) if n not in self._rotating]
+        spares = self._in(SPARE)
+        count = min(self.policy.rotate_count, len(spares), len(movable))
+        if count == 0:
+            return
+        trust = self._trust.snapshot()
+        retirees = self._checked(
+            self._scheduler.retire(self._p(movable), count, trust, self._rng), movable, count)
+        keep = [p for p in self._keep() if p.name not in retirees]
+        picks = self._checked(
+            self._scheduler.choose(self._p(spares), keep, count, trust, self._rng), spares, count)
+        for old, new in zip(retirees, picks, strict=True):
+            self._rotating[old] = new
+            self._fire(new, Signal.ACTIVATE, out)
+
+    def _settle(self, out: list[Action]) -> None:
+        """After every event: finish or repair rotations, refill the active set, report."""
+        for old, new in list(self._rotating.items()):
+            if self._state[old] is not ACTIVE:
+                del self._rotating[old]  # it left on its own; `new` simply fills the gap
+            elif self._state[new] is ACTIVE:
+                del self._rotating[old]
+                self._fire(old, Signal.ROTATE_OUT, out, f"rotated out for {new}")
+                if self.policy.cleanse_on_rotate:
+                    self._fire(old, Signal.CLEANSE, out)
+            elif self._state[new] is not ACTIVATING:
+                spares = self._in(SPARE)
+                if not spares:
+                    del self._rotating[old]  # no other replacement: `old` stays
+                    continue
+                keep = [p for p in self._keep() if p.name != old]
+                pick = self._checked(self._scheduler.choose(
+                    self._p(spares), keep, 1, self._trust.snapshot(), self._rng), spares, 1)[0]
+                self._rotating[old] = pick
+                self._fire(pick, Signal.ACTIVATE, out)
+        need = self.policy.active_size - self._committed()
+        spares = self._in(SPARE)
+        if need > 0 and spares:
+            count = min(need, len(spares))
+            picks = self._checked(self._scheduler.choose(
+                self._p(spares), self._keep(), count, self._trust.snapshot(), self._rng),
+                spares, count)
+            for name in picks:
+                self._fire(name, Signal.ACTIVATE, out)
+        committed = self._committed()
+        short = committed < self.policy.active_size
+        if short and not self._short:
+            out.append(Alert("warning", f"no spare left: {committed} of "
+                                        f"{self.policy.active_size} executors active or "
+                                        "activating"))
+        self._short = short
+        below = committed < self.policy.floor
+        if below and not self._below_floor:
+            out.append(Alert("critical", f"only {committed} executor(s) active or activating, "
+                                         f"below the floor of {self.policy.floor}: the arbiter "
+                                         "must fail closed"))
+        self._below_floor = below
+
+    # -- the one place state changes ---------------------------------------------------------
+
+    def _can(self, name: str, signal: Signal) -> bool:
+        return (self._state[name], signal) in TRANSITIONS
+
+    def _fire(self, name: str, signal: Signal, out: list[Action], reason: str = "") -> None:
+        old = self._state[name]
+        new = TRANSITIONS.get((old, signal))
+        if new is None:
+            raise RuntimeError(f"no transition from {old.value} on {signal.value} ({name})")
+        self._state[name] = new
+        self._awaiting.pop(name, None)
+        if ACTIVE in (old, new):
+            self._voters = self._in(ACTIVE)
+        if PROBATION in (old, new):
+            self._shadows = self._in(PROBATION)
+        match signal:
+            case Signal.FAULT:
+                out.append(Quarantine(name, reason))
+                self._bump(name, "quarantines")
+                self._dissents[name].clear()
+            case Signal.CLEANSE:
+                self._retry_at.pop(name, None)
+                out.append(Cleanse(name, self._order(name)))
+            case Signal.CLEANSED | Signal.CLEANSED_ON_PROBATION:
+                self._bump(name, "cleanses")
+                self._failed_cleanses[name] = 0
+                self._streak[name] = 0
+            case Signal.ACTIVATE:
+                out.append(Activate(name, self._order(name)))
+            case Signal.ACTIVATED:
+                self._bump(name, "activations")
+            case Signal.ROTATE_OUT:
+                out.append(Deactivate(name, reason))
+                self._bump(name, "rotations")
+            case Signal.CLEANSE_FAILED | Signal.PROBATION_PASSED:
+                pass
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _order(self, name: str) -> int:
+        self._seq += 1
+        self._awaiting[name] = self._seq
+        return self._seq
+
+    def _known(self, name: str) -> None:
+        if name not in self._state:
+            raise ValueError(f"unknown executor {name!r}")
+
+    def _bump(self, name: str, counter: str) -> None:
+        self._counters[name][counter] += 1
+
+    def _in(self, state: ExecutorState) -> tuple[str, ...]:
+        return tuple(n for n, s in self._state.items() if s is state)
+
+    def _p(self, names: Sequence[str]) -> list[Profile]:
+        return [self._profiles[n] for n in names]
+
+    def _keep(self) -> list[Profile]:
+        """The executors staying in the active set: active or activating, minus retirees."""
+        return [p for n, p in self._profiles.items()
+                if self._state[n] in (ACTIVE, ACTIVATING) and n not in self._rotating]
+
+    def _committed(self) -> int:
+        """Executors active or activating, a replacement and its retiree counted once."""
+        return len(self._in(ACTIVE)) + len(self._in(ACTIVATING)) - len(self._rotating)
+
+    @staticmethod
+    def _checked(names: Sequence[str], allowed: Sequence[str], count: int) -> list[str]:
+        picked = list(names)
+        if len(picked) != count or len(set(picked)) != count or not set(picked) <= set(allowed):
+            raise RuntimeError(f"scheduler returned {picked!r}; wanted {count} distinct names "
+                               f"from {list(allowed)!r}")
+        return picked

@@ -1,0 +1,104 @@
+"""Assemble and run one gateway: executors, engine, client listener and admin listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from endosec.config import Config, parse_address
+from endosec.gateway.admin import AdminHandler
+from endosec.gateway.engine import MimicGateway
+from endosec.gateway.server import ServerState, serve
+from endosec.gateway.tasks import cancel_all
+from endosec.observe.events import EventLog
+from endosec.observe.metrics import GatewayMetrics
+
+__all__ = ["Listening", "default_state_dir", "run", "run_forever"]
+
+try:
+    from uvloop import run as _run_loop
+except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+    from asyncio import run as _run_loop  # type: ignore[assignment]
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/endosec``, else ``~/.local/state/endosec``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "endosec"
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Where the gateway ended up listening (ports may have been chosen by the system)."""
+
+    serve_url: str
+    admin_url: str
+    executors: tuple[str, ...]
+
+
+def _url(server: asyncio.Server) -> str:
+    sock = server.sockets[0]
+    host, port = sock.getsockname()[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
+              on_ready: Callable[[Listening], None]) -> None:
+    """Serve until ``stop`` is set, then shut everything down (executors included)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(config.gateway.events, keep=500)
+    metrics = GatewayMetrics()
+    gateway = MimicGateway(config, scratch_root=state_dir / "executors", events=events,
+                           metrics=metrics)
+    servers: list[asyncio.Server] = []
+    try:
+        events.emit("config-loaded", executors=[e.name for e in config.executors])
+        await gateway.start()
+        limits = config.limits
+
+        def rejected(status: int) -> None:
+            metrics.rejected.labels(str(status)).inc()
+
+        client = ServerState(handler=gateway.handle, limits=gateway.limits,
+                             header_timeout=limits.client_header_timeout,
+                             idle_timeout=limits.client_idle_timeout,
+                             max_connections=limits.max_connections, on_reject=rejected)
+        admin = ServerState(handler=AdminHandler(gateway, config.admin.resolved_token()),
+                            limits=gateway.limits, header_timeout=limits.client_header_timeout,
+                            idle_timeout=limits.client_idle_timeout, max_connections=64)
+        servers.append(await serve(client, *parse_address(config.listen)))
+        servers.append(await serve(admin, *parse_address(config.admin.listen)))
+        events.emit("serving", url=_url(servers[0]), admin=_url(servers[1]),
+                    active=list(gateway.controller.voters))
+        on_ready(Listening(_url(servers[0]), _url(servers[1]),
+                           tuple(e.name for e in config.executors)))
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        await gateway.stop()
+        await cancel_all()
+        events.emit("stopped")
+        events.close()
+
+
+def run_forever(config: Config, *, state_dir: Path,
+                on_ready: Callable[[Listening], None]) -> None:
+    """Run with uvloop when available, until SIGINT or SIGTERM."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(config, state_dir=state_dir, stop=stop, on_ready=on_ready)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_loop(main())

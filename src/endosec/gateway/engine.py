@@ -1,0 +1,413 @@
+"""The mimic gateway's engine: fan a request out, vote, answer, and carry out the controller.
+
+This is the only place that ties the pure core (arbiter, controller) to I/O: it awaits the
+executors, feeds the core each event, and performs every action the controller returns. An
+action kind it does not know is a bug and raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from endosec.config import Config
+from endosec.core.arbiter import Ballot, TrustWeightedMajority, strategy_from_config
+from endosec.core.canonicalise import compile_rules
+from endosec.core.controller import (
+    Action,
+    ActionDone,
+    Activate,
+    AdminRequest,
+    Alert,
+    Cleanse,
+    Controller,
+    ControllerPolicy,
+    Deactivate,
+    Event,
+    HealthReport,
+    ProbationResult,
+    Quarantine,
+    RequestWakeup,
+    Tick,
+    VerdictReached,
+)
+from endosec.core.model import ExecutorState, Output, Verdict
+from endosec.core.scheduler import scheduler_from_config
+from endosec.core.trust import TrustBook
+from endosec.gateway.journal import Journal, JournalGap
+from endosec.gateway.rwlock import WriteOrderLock
+from endosec.gateway.tasks import spawn
+from endosec.gateway.upstream import Exchange, UpstreamPool
+from endosec.observe.events import EventLog
+from endosec.observe.metrics import GatewayMetrics
+from endosec.protocols.http import (
+    HttpLimits,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+    response_output,
+    upstream_request_bytes,
+)
+from endosec.runtime.base import RuntimeDriverError
+from endosec.runtime.process import ExecutorSpec, ProcessExecutor
+
+__all__ = ["MimicGateway", "ReplayError"]
+
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+class ReplayError(Exception):
+    """A journal entry could not be replayed into an executor."""
+
+
+@dataclass(slots=True)
+class _Round:
+    """One request's fan-out: the ballot, the responses so far, and who is still out."""
+
+    ballot: Ballot
+    responses: dict[str, Response]
+    shadow_outputs: dict[str, Output]
+    decided: asyncio.Future[Verdict]
+    outstanding: int
+    write: bool
+    method: bytes
+    path: str
+    started: float
+
+
+class MimicGateway:
+    """One mimic boundary: its executors, the core objects deciding about them, and the I/O."""
+
+    def __init__(self, config: Config, *, scratch_root: Path, events: EventLog,
+                 metrics: GatewayMetrics | None = None) -> None:
+        self.config = config
+        self.events = events
+        self.metrics = metrics or GatewayMetrics()
+        self.limits = HttpLimits(
+            max_header_bytes=config.limits.max_header_bytes,
+            max_headers=config.limits.max_headers,
+            max_body_bytes=config.limits.max_request_body,
+            max_response_bytes=config.limits.max_response_body,
+        )
+        self.rules = compile_rules(config.canonicalise)
+        a = config.arbiter
+        self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
+        self._weighted = isinstance(self.strategy, TrustWeightedMajority)
+        names = [e.name for e in config.executors]
+        self.trust = TrustBook(names)
+        c = config.controller
+        self.floor = c.effective_floor
+        self.controller = Controller(
+            [e.as_profile() for e in config.executors],
+            ControllerPolicy(
+                active_size=c.active, floor=self.floor, quarantine_after=c.quarantine_after,
+                dissent_window=c.dissent_window, probation_agreements=c.probation_agreements,
+                rotate_every=c.rotate_every, rotate_count=c.rotate_count,
+                cleanse_on_rotate=c.cleanse_on_rotate,
+                failures_are_dissent=c.failures_are_dissent,
+            ),
+            scheduler_from_config(config.scheduler.policy),
+            self.trust,
+            random.Random(config.scheduler.seed),
+        )
+        self.executors = {
+            e.name: ProcessExecutor(ExecutorSpec(
+                name=e.name, argv=list(e.argv), cwd=e.cwd, env=dict(e.env), port=e.port,
+                health_path=e.health.path, health_timeout=e.health.timeout,
+                start_timeout=e.health.start_timeout, template=e.template,
+                scratch_root=scratch_root, sandbox=e.sandbox,
+            ))
+            for e in config.executors
+        }
+        self.stateless = {e.name for e in config.executors if e.stateless}
+        self.pools: dict[str, UpstreamPool] = {}
+        self.journal = Journal(config.journal.max_entries, config.journal.max_bytes)
+        self.synced = dict.fromkeys(names, 0)
+        self.lock = WriteOrderLock()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=config.gateway.recent_verdicts)
+        self._health_task: asyncio.Task[None] | None = None
+        self._wakeups: list[asyncio.TimerHandle] = []
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def start(self, *, ready_timeout: float = 60.0) -> None:
+        """Start every executor, let the controller choose the active set, wait until it votes."""
+        results = await asyncio.gather(
+            *(self._start_one(name) for name in self.executors), return_exceptions=True)
+        for name, result in zip(self.executors, results, strict=True):
+            if isinstance(result, BaseException):
+                self.events.emit("start-failed", executor=name, detail=str(result))
+                self._dispatch(HealthReport(name, False, self.now))
+        self._execute(self.controller.start(self.now))
+        self._health_task = spawn(self._health_loop(), name="endosec-health")
+        deadline = self.now + ready_timeout
+        while len(self.controller.voters) < min(self.config.controller.active,
+                                                len(self.executors)) and self.now < deadline:
+            await asyncio.sleep(0.05)
+        if len(self.controller.voters) < self.floor:
+            raise RuntimeError(
+                f"only {len(self.controller.voters)} executors became active; the floor is "
+                f"{self.floor}")
+
+    async def _start_one(self, name: str) -> None:
+        runner = self.executors[name]
+        await runner.start()
+        self._reset_pool(name)
+
+    def _reset_pool(self, name: str) -> None:
+        address = self.executors[name].address
+        pool = self.pools.get(name)
+        if pool is None:
+            self.pools[name] = UpstreamPool(
+                address, self.limits, connect_timeout=self.config.limits.connect_timeout,
+                read_timeout=self.config.limits.read_timeout)
+        else:
+            pool.reset(address)
+
+    async def stop(self) -> None:
+        for handle in self._wakeups:
+            handle.cancel()
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await asyncio.gather(*(r.stop() for r in self.executors.values()),
+                             return_exceptions=True)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> bytes:
+        """Answer one client request with the consensus response, or fail closed with a 502."""
+        write = request.method not in SAFE_METHODS
+        await self.lock.acquire(write)
+        voters = self.controller.voters
+        if len(voters) < self.floor:
+            self.lock.release(write)
+            reason = (f"only {len(voters)} executors can vote; at least {self.floor} are "
+                      "needed")
+            self.metrics.requests.labels("no-quorum").inc()
+            self.events.emit("no-quorum", method=request.method.decode("latin-1"),
+                             path=_path(request), reason=reason)
+            return error_response(502, {"error": "no quorum", "reason": reason})
+        data = upstream_request_bytes(request)
+        if write:
+            self.journal.append(request.method, data)
+        targets = voters + self.controller.shadows
+        weights = self.trust.snapshot() if self._weighted else None
+        loop = asyncio.get_running_loop()
+        rnd = _Round(
+            ballot=Ballot(self.strategy, voters, weights), responses={}, shadow_outputs={},
+            decided=loop.create_future(), outstanding=len(targets), write=write,
+            method=request.method, path=_path(request), started=loop.time())
+        for name in targets:
+            if write and name not in self.stateless:
+                self.synced[name] = self.journal.head
+            task = spawn(self.pools[name].exchange(data, request.method),
+                         name=f"endosec-ask-{name}")
+            task.add_done_callback(functools.partial(self._answered, rnd, name))
+        verdict = await rnd.decided
+        reply = self._reply(request, rnd, verdict)
+        self.metrics.latency.observe(loop.time() - rnd.started)
+        return reply
+
+    def _answered(self, rnd: _Round, name: str, task: asyncio.Task[Exchange]) -> None:
+        ex = task.result()
+        self.metrics.executor_latency.labels(name).observe(ex.latency)
+        if ex.response is not None:
+            output = response_output(name, ex.response, self.rules, rnd.path, ex.latency)
+            rnd.responses[name] = ex.response
+        else:
+            assert ex.error is not None
+            output = Output.failure(name, ex.error, self.rules.for_response(rnd.path, ""),
+                                    ex.latency)
+        if name in rnd.ballot.pending:
+            early = rnd.ballot.add(output)
+            if early is not None and not rnd.decided.done():
+                rnd.decided.set_result(early)
+        else:
+            rnd.shadow_outputs[name] = output
+        rnd.outstanding -= 1
+        if rnd.outstanding == 0:
+            self._conclude(rnd)
+
+    def _conclude(self, rnd: _Round) -> None:
+        """Every executor has answered or timed out: judge all of them, then let go."""
+        self.lock.release(rnd.write)
+        final = rnd.ballot.close()
+        if not rnd.decided.done():
+            rnd.decided.set_result(final)
+        now = self.now
+        self.metrics.requests.labels(final.outcome.value).inc()
+        summary = {"method": rnd.method.decode("latin-1"), "path": rnd.path,
+                   "outcome": final.outcome.value, "agreed": list(final.agreed),
+                   "dissented": list(final.dissented), "failed": list(final.failed)}
+        self.recent.append(summary)
+        if final.dissenters or not final.accepted:
+            digests = {o.executor: o.digest.hex()[:16] for o in rnd.ballot.outputs}
+            self.events.emit("dissent" if final.accepted else final.outcome.value,
+                             **summary, reason=final.reason, digests=digests)
+            for name in final.dissenters:
+                self.metrics.dissents.labels(name).inc()
+        events: list[Event] = [VerdictReached(final, now)]
+        if final.winner is not None:
+            winner = final.winner
+            events += [ProbationResult(name, out.agrees_with(winner), now)
+                       for name, out in rnd.shadow_outputs.items()]
+        for event in events:
+            self._dispatch(event)
+
+    def _reply(self, request: Request, rnd: _Round, verdict: Verdict) -> bytes:
+        if verdict.winner is None:
+            return error_response(502, {"error": "no quorum", "outcome": verdict.outcome.value,
+                                        "reason": verdict.reason})
+        extra: list[tuple[bytes, bytes]] = []
+        if self.config.gateway.verdict_headers:
+            extra = [
+                (b"x-endosec-verdict", verdict.outcome.value.encode()),
+                (b"x-endosec-agreed", ",".join(verdict.agreed).encode()),
+                (b"x-endosec-dissented", ",".join(verdict.dissenters).encode()),
+            ]
+        return encode_response(rnd.responses[verdict.winner.executor],
+                               keep_alive=request.keep_alive,
+                               head_only=request.method == b"HEAD", extra_headers=extra)
+
+    # -- the controller's actions ----------------------------------------------------------
+
+    def _dispatch(self, event: Event) -> list[Action]:
+        actions = self.controller.handle(event)
+        self._execute(actions)
+        return actions
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Quarantine(executor=name, reason=reason):
+                    self._count(name, "quarantine")
+                    self.events.emit("quarantine", executor=name, reason=reason)
+                case Cleanse(executor=name):
+                    self._count(name, "cleanse")
+                    self.events.emit("cleanse", executor=name)
+                    spawn(self._cleanse(action), name=f"endosec-cleanse-{name}")
+                case Activate(executor=name):
+                    self._count(name, "activate")
+                    spawn(self._activate(action), name=f"endosec-activate-{name}")
+                case Deactivate(executor=name, reason=reason):
+                    self._count(name, "deactivate")
+                    self.events.emit("rotation", executor=name, reason=reason)
+                case Alert(level=level, message=message):
+                    self.events.emit("alert", level=level, message=message)
+                case RequestWakeup(at=at):
+                    self._wakeups = [h for h in self._wakeups if not h.cancelled()]
+                    loop = asyncio.get_running_loop()
+                    self._wakeups.append(loop.call_at(at, self._dispatch, Tick(at)))
+                case _:
+                    raise RuntimeError(f"unknown controller action {action!r}")
+        self.metrics.voters.set(len(self.controller.voters))
+        for name, score in self.trust.snapshot().items():
+            self.metrics.trust.labels(name).set(score)
+
+    def _count(self, name: str, action: str) -> None:
+        self.metrics.actions.labels(name, action).inc()
+
+    async def _cleanse(self, action: Cleanse) -> None:
+        name = action.executor
+        ok, detail = True, ""
+        try:
+            await self.executors[name].cleanse()
+            self._reset_pool(name)
+            self.synced[name] = 0
+            await self._catch_up(name)
+        except (RuntimeDriverError, JournalGap, ReplayError) as exc:
+            ok, detail = False, str(exc)
+        self.events.emit("cleansed" if ok else "cleanse-failed", executor=name, detail=detail)
+        self._dispatch(ActionDone(action, ok, self.now, detail))
+
+    async def _activate(self, action: Activate) -> None:
+        name = action.executor
+        ok, detail = True, ""
+        try:
+            if name not in self.pools:
+                raise ReplayError("executor was never started")
+            await self._catch_up(name)
+        except (JournalGap, ReplayError) as exc:
+            ok, detail = False, str(exc)
+        self.events.emit("activated" if ok else "activate-failed", executor=name, detail=detail)
+        self._dispatch(ActionDone(action, ok, self.now, detail))
+
+    async def _catch_up(self, name: str) -> None:
+        """Replay the writes ``name`` missed; returns with it level with the journal head.
+
+        The last check and the caller's dispatch run without an await in between, so no write
+        can slip in between "caught up" and "votes".
+        """
+        if name in self.stateless:
+            return
+        pool = self.pools[name]
+        started = self.now
+        while self.synced[name] < self.journal.head:
+            for entry in list(self.journal.since(self.synced[name])):
+                ex = await pool.exchange(entry.request, entry.method)
+                if ex.response is None:
+                    raise ReplayError(f"replaying write #{entry.seq} failed: {ex.error}")
+                self.synced[name] = max(self.synced[name], entry.seq)
+                self.metrics.replays.labels(name).inc()
+        self.metrics.replay_seconds.observe(self.now - started)
+
+    async def _health_loop(self) -> None:
+        interval = min(e.health.interval for e in self.config.executors)
+        while True:
+            await asyncio.sleep(interval)
+            for name, runner in self.executors.items():
+                state = self.controller.state(name)
+                if state not in (ExecutorState.ACTIVE, ExecutorState.SPARE):
+                    continue
+                healthy = runner.running and await runner.health()
+                if not healthy and self.controller.state(name) is state:
+                    self.events.emit("unhealthy", executor=name)
+                    self._dispatch(HealthReport(name, False, self.now))
+
+    # -- admin ------------------------------------------------------------------------------
+
+    def admin(self, kind: str, executor: str) -> list[Action]:
+        if executor not in self.executors:
+            raise KeyError(executor)
+        self.events.emit("admin", action=kind, executor=executor)
+        return self._dispatch(AdminRequest(kind, executor, self.now))  # type: ignore[arg-type]
+
+    def status(self) -> dict[str, Any]:
+        trust = self.trust.snapshot()
+        executors = []
+        for e in self.config.executors:
+            runner = self.executors[e.name]
+            executors.append({
+                "name": e.name,
+                "state": self.controller.state(e.name).value,
+                "trust": round(trust[e.name], 4),
+                "profile": sorted(e.profile),
+                "counters": self.controller.counters(e.name),
+                "pid": runner.pid,
+                "running": runner.running,
+                "synced": self.synced[e.name],
+            })
+        return {
+            "active": list(self.controller.voters),
+            "shadows": list(self.controller.shadows),
+            "floor": self.floor,
+            "strategy": self.config.arbiter.strategy,
+            "journal": {"head": self.journal.head, "kept": len(self.journal)},
+            "executors": executors,
+            "recent_verdicts": list(self.recent),
+        }
+
+
+def _path(request: Request) -> str:
+    target = request.target.decode("latin-1")
+    return target.split("?", 1)[0]

@@ -1,0 +1,130 @@
+"""The faithful engine: the attacker plays against the real controller and scheduler objects.
+
+The core is sans-I/O, so the simulation owns the clock and the randomness: it feeds the
+`Controller` the events a gateway would (verdicts naming a dissenter, detector reports, ticks,
+completed actions) and carries out its actions at once (cleansing and activation take no time).
+Whatever policy the scheduler implements, including future learned ones, decides which
+executors vote, which ones a rotation retires, and so what the attacker faces.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, deque
+
+from endosec.core.controller import (
+    Action,
+    ActionDone,
+    Activate,
+    AdminRequest,
+    Cleanse,
+    Controller,
+    ControllerPolicy,
+    Event,
+    RequestWakeup,
+    Tick,
+    VerdictReached,
+)
+from endosec.core.model import Outcome, Profile, Verdict
+from endosec.core.scheduler import scheduler_from_config
+from endosec.core.trust import TrustBook
+from endosec.quantify.errors import ParameterError
+from endosec.quantify.scenario import Progress, Scenario, SimulationResult, summarise
+
+__all__ = ["simulate_faithful"]
+
+
+class _Trial:
+    """One attack, from a fresh controller until k voters are compromised."""
+
+    def __init__(self, sc: Scenario, pool: tuple[Profile, ...], rng: random.Random) -> None:
+        self.sc, self.rng = sc, rng
+        self.profiles = {p.name: p for p in pool}
+        policy = ControllerPolicy(
+            active_size=sc.n, floor=sc.quorum, quarantine_after=sc.quarantine_after,
+            dissent_window=sc.dissent_window, rotate_every=sc.rotate)
+        try:
+            scheduler = scheduler_from_config(sc.policy)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+        names = [p.name for p in pool]
+        self.controller = Controller(pool, policy, scheduler, TrustBook(names), rng)
+        self.compromised: set[str] = set()
+        self.wakeups: list[float] = []
+        self.now = 0.0
+        self._carry_out(self.controller.start(0.0))
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        """Play the runtime: every order succeeds at once; cleansing removes the foothold."""
+        queue: deque[Action] = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, Cleanse):
+                self.compromised.discard(action.executor)
+            if isinstance(action, Cleanse | Activate):
+                queue.extend(self.controller.handle(ActionDone(action, True, self.now)))
+            elif isinstance(action, RequestWakeup):
+                heapq.heappush(self.wakeups, action.at)
+
+    def _feed(self, event: Event) -> None:
+        self._carry_out(self.controller.handle(event))
+
+    def _attack(self, clean: list[str]) -> None:
+        if self.sc.attacker != "shared-component":
+            self.compromised.add(self.rng.choice(clean))
+            return
+        held = Counter(c for name in clean for c in self.profiles[name].components)
+        best = max(held.values())
+        target = self.rng.choice(sorted(c for c, count in held.items() if count == best))
+        self.compromised.update(n for n in clean if target in self.profiles[n].components)
+
+    def _dissent(self, name: str, voters: tuple[str, ...]) -> VerdictReached:
+        agreed = tuple(v for v in voters if v != name)
+        verdict = Verdict(Outcome.ACCEPTED, None, agreed, (name,), (), "simulated dissent")
+        return VerdictReached(verdict, self.now)
+
+    def run(self, max_events: int) -> float:
+        sc = self.sc
+        for _ in range(max_events):
+            voters = self.controller.voters
+            bad = [v for v in voters if v in self.compromised]
+            if len(bad) >= sc.quorum:
+                return self.now
+            clean = [v for v in voters if v not in self.compromised]
+            attack = sc.lam * (len(clean) if sc.attacker == "parallel" else 1) if clean else 0.0
+            detect, dissent = sc.mu * len(bad), sc.dissent * len(bad)
+            total = attack + detect + dissent
+            step = self.rng.expovariate(total) if total > 0 else float("inf")
+            if self.wakeups and self.wakeups[0] <= self.now + step:
+                self.now = heapq.heappop(self.wakeups)  # the timer first; clocks are memoryless
+                self._feed(Tick(self.now))
+                continue
+            if step == float("inf"):
+                break
+            self.now += step
+            pick = self.rng.random() * total
+            if pick < attack:
+                self._attack(clean)
+            elif pick < attack + detect:
+                self._feed(AdminRequest("cleanse", self.rng.choice(bad), self.now))
+            else:
+                self._feed(self._dissent(self.rng.choice(bad), voters))
+        raise ParameterError(f"a trial did not finish within {max_events} events; "
+                             "lower mu or raise lam")
+
+
+def simulate_faithful(sc: Scenario, *, trials: int = 2_000, seed: int | None = None,
+                      t: float | None = None, progress: Progress | None = None,
+                      max_events: int = 1_000_000) -> SimulationResult:
+    """Monte Carlo on the real controller and scheduler, one trial at a time."""
+    if trials < 2:
+        raise ParameterError(f"trials must be at least 2, got {trials}")
+    pool = sc.pool()
+    rng = random.Random(seed)
+    times = []
+    for _ in range(trials):
+        times.append(_Trial(sc, pool, rng).run(max_events))
+        if progress is not None:
+            progress(1)
+    return summarise("faithful", sc, times, seed, t)

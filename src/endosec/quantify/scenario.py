@@ -1,0 +1,147 @@
+"""What a simulation runs: the deployment, the attacker, the defence, and what it reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from endosec.core.model import Profile
+from endosec.quantify.errors import ParameterError, check_k, check_rate
+from endosec.quantify.stats import mean_ci, wilson_ci
+
+__all__ = [
+    "ATTACKERS",
+    "Attacker",
+    "Progress",
+    "Scenario",
+    "SimulationResult",
+    "summarise",
+    "synthetic_profiles",
+]
+
+Attacker = Literal["parallel", "sequential", "shared-component"]
+ATTACKERS: tuple[Attacker, ...] = ("parallel", "sequential", "shared-component")
+Progress = Callable[[int], None]
+"""Called with the number of trials that just finished."""
+
+
+def synthetic_profiles(count: int, shared: int) -> tuple[Profile, ...]:
+    """``count`` executors with one private component each; the first ``shared`` also hold one
+    common component (think: the same operating system)."""
+    if not 0 <= shared <= count:
+        raise ParameterError(f"shared must be between 0 and {count}, got {shared}")
+    return tuple(
+        Profile(f"e{i}", frozenset({f"own:e{i}"} | ({"common"} if i < shared else set())))
+        for i in range(count)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """An attacker against n active executors, of which k compromised ones defeat the vote.
+
+    Defence: ``mu`` is the rate at which an out-of-band detector flags each compromised active
+    executor, which is then cleansed; ``dissent`` is the rate at which each compromised active
+    executor gives itself away by a dissenting output, which the controller punishes after
+    ``quarantine_after`` dissents within ``dissent_window``; ``rotate`` rotates one active
+    executor out (and cleanses it) every ``rotate`` time units. ``profiles`` is the pool (the
+    faithful engine lets the scheduler pick n of them; the vectorised engine needs exactly n and
+    keeps them); without profiles the pool is n+1 executors with nothing in common.
+    """
+
+    n: int
+    lam: float
+    k: int | None = None
+    mu: float = 0.0
+    rotate: float | None = None
+    attacker: Attacker = "parallel"
+    profiles: tuple[Profile, ...] = ()
+    policy: str = "random"
+    dissent: float = 0.0
+    quarantine_after: int = 1
+    dissent_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", check_k(self.n, self.k))
+        check_rate("lam", self.lam, positive=True)
+        check_rate("mu", self.mu)
+        check_rate("dissent", self.dissent)
+        check_rate("dissent_window", self.dissent_window, positive=True)
+        if self.quarantine_after < 1:
+            raise ParameterError(f"quarantine_after must be at least 1, got "
+                                 f"{self.quarantine_after}")
+        if self.rotate is not None:
+            check_rate("rotate", self.rotate, positive=True)
+        if self.attacker not in ATTACKERS:
+            raise ParameterError(f"attacker must be one of {', '.join(ATTACKERS)}")
+        if self.profiles and len(self.profiles) < self.n:
+            raise ParameterError(f"the pool has {len(self.profiles)} executors, fewer than n")
+        if self.attacker == "shared-component":
+            if not self.profiles:
+                raise ParameterError("the shared-component attacker needs executor profiles")
+            for p in self.profiles:
+                if not p.components:
+                    raise ParameterError(f"executor {p.name} has no components to attack")
+
+    def pool(self) -> tuple[Profile, ...]:
+        """The executors the scheduler may choose from."""
+        return self.profiles or synthetic_profiles(self.n + 1, 0)
+
+    @property
+    def quorum(self) -> int:
+        """k, resolved (never None after construction)."""
+        assert self.k is not None
+        return self.k
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    engine: str
+    scenario: Scenario
+    trials: int
+    seed: int | None
+    mttsf: float
+    ci: tuple[float, float]
+    t: float | None
+    p_defeat_by_t: float | None
+    p_defeat_by_t_ci: tuple[float, float] | None
+    times: npt.NDArray[np.float64]
+
+    @property
+    def stderr(self) -> float:
+        return float(self.times.std(ddof=1) / math.sqrt(self.trials)) if self.trials > 1 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        sc = self.scenario
+        out: dict[str, object] = {
+            "engine": self.engine, "attacker": sc.attacker, "policy": sc.policy,
+            "n": sc.n, "k": sc.k, "lam": sc.lam, "mu": sc.mu, "rotate": sc.rotate,
+            "dissent": sc.dissent, "quarantine_after": sc.quarantine_after,
+            "trials": self.trials, "seed": self.seed,
+            "mttsf": self.mttsf, "ci": list(self.ci),
+        }
+        if self.t is not None:
+            out["t"] = self.t
+            out["p_defeat_by_t"] = self.p_defeat_by_t
+            out["p_defeat_by_t_ci"] = list(self.p_defeat_by_t_ci or ())
+        return out
+
+
+def summarise(engine: str, scenario: Scenario, times: Sequence[float] | npt.NDArray[np.float64],
+              seed: int | None, t: float | None) -> SimulationResult:
+    """Turn the absorption times of every trial into estimates with 95% intervals."""
+    arr = np.asarray(times, dtype=np.float64)
+    trials = int(arr.size)
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if trials > 1 else math.inf
+    p_t = ci_t = None
+    if t is not None:
+        hits = int((arr <= t).sum())
+        p_t, ci_t = hits / trials, wilson_ci(hits, trials)
+    return SimulationResult(engine, scenario, trials, seed, mean, mean_ci(mean, std, trials),
+                            t, p_t, ci_t, arr)

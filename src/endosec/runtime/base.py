@@ -1,0 +1,83 @@
+"""The runtime-driver seam: what the controller needs from anything that hosts an executor.
+
+A driver starts, stops, health-checks and cleanses one executor. The local-process driver
+(`endosec.runtime.process`) is the first; remote endpoints or Kubernetes pods plug in by
+implementing the same `RuntimeDriver` protocol and raising the same exceptions.
+
+Exceptions form one tree, so the controller can catch every runtime failure at once::
+
+    RuntimeDriverError
+     ├── StartError    the executor did not come up healthy (spawn failed, exited, timed out)
+     ├── HealthError   a running executor did not answer its health check in time
+     └── CleanseError  stopping, wiping or restarting during a cleanse failed
+
+Backend errors (``OSError`` and friends) are re-raised as one of these with ``from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "CleanseError",
+    "HealthError",
+    "RuntimeDriver",
+    "RuntimeDriverError",
+    "StartError",
+]
+
+
+class RuntimeDriverError(Exception):
+    """Base of every failure a runtime driver reports."""
+
+
+class StartError(RuntimeDriverError):
+    """The executor could not be started or never became healthy; the message carries why."""
+
+
+class HealthError(RuntimeDriverError):
+    """The executor did not become healthy within the time it was given."""
+
+
+class CleanseError(RuntimeDriverError):
+    """A cleanse (stop, wipe, restore, start) failed; the cause is chained."""
+
+
+@runtime_checkable
+class RuntimeDriver(Protocol):
+    """One executor's lifecycle, as the controller drives it."""
+
+    @property
+    def name(self) -> str:
+        """The executor's name, unique within a pool."""
+        ...
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the input agent sends requests: ``(host, port)``."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """False once the executor has stopped or died on its own (a crash)."""
+        ...
+
+    async def start(self) -> None:
+        """Bring the executor up from its pristine image; return only once it is healthy."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the executor and everything it spawned; idempotent."""
+        ...
+
+    async def health(self) -> bool:
+        """One bounded health check; never raises."""
+        ...
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Poll `health` until it passes or raise `HealthError` after ``timeout`` seconds."""
+        ...
+
+    async def cleanse(self) -> None:
+        """Stop, wipe all state, restore the pristine image and start again."""
+        ...

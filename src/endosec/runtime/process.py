@@ -1,0 +1,356 @@
+"""Run an executor as a local server process, optionally inside bubblewrap.
+
+Each executor gets a scratch directory (``scratch_root/name``) that is wiped and refilled
+from its pristine template at every start, so a cleanse leaves nothing an attacker wrote.
+The process runs in its own session and process group; stopping signals the whole group,
+so helpers and grandchildren it spawned go with it. Output goes to
+``scratch_root/logs/<name>.log``, outside the scratch directory, so it survives a cleanse
+for forensics.
+
+Example::
+
+    spec = ExecutorSpec(name="nginx-a", argv=["nginx", "-p", "{scratch}", "-g", "..."],
+                        scratch_root=Path("/var/lib/endosec"), template=Path("images/nginx"))
+    executor = ProcessExecutor(spec)
+    await executor.start()      # returns once GET /health answers 2xx
+    host, port = executor.address
+    await executor.cleanse()    # stop, wipe, restore the template, start
+    await executor.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from endosec.runtime.base import CleanseError, HealthError, RuntimeDriverError, StartError
+from endosec.runtime.sandbox import bwrap_argv, find_bwrap
+
+__all__ = ["ExecutorSpec", "ProcessExecutor", "free_port"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_LOG_DIR = "logs"
+_BIND_RETRIES = 3  # spawns tried when an allocated port turns out to be taken
+_IN_USE = re.compile(rb"address already in use|EADDRINUSE", re.IGNORECASE)
+_POLL = 0.05  # seconds between health and exit polls
+_KILL_GRACE = 2.0  # seconds allowed for SIGKILL to take effect
+_TAIL_BYTES = 2000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorSpec:
+    """How to run one executor as a local process.
+
+    **Parameters:**
+
+    * **name** - unique within the pool; also the scratch directory's name, so letters,
+      digits, ``_ . -`` only, not starting with ``.``, and not ``logs``.
+    * **argv** - the command line. ``{port}``, ``{scratch}`` and ``{name}`` are replaced
+      (plain text replacement, so other braces, as in ``python -c`` code, are left alone).
+    * **scratch_root** - the directory holding every executor's scratch directory and logs.
+    * **cwd** - working directory; None means the scratch directory.
+    * **env** - merged over the parent's environment; values get the same placeholders.
+    * **port** - fixed port, or None to allocate a free loopback port at each start.
+    * **host** - the address the executor listens on and the gateway connects to.
+    * **health_path** - ``GET`` target of the health check; healthy means a 2xx status.
+    * **health_timeout** - seconds allowed for one health check.
+    * **start_timeout** - seconds from spawn to healthy before the start fails.
+    * **stop_timeout** - seconds between SIGTERM and SIGKILL when stopping.
+    * **template** - pristine directory copied into the scratch directory at every start.
+    * **sandbox** - run under bubblewrap (see `endosec.runtime.sandbox`); requires ``bwrap``.
+    """
+
+    name: str
+    argv: Sequence[str]
+    scratch_root: Path
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    host: str = "127.0.0.1"
+    health_path: str = "/health"
+    health_timeout: float = 2.0
+    start_timeout: float = 15.0
+    stop_timeout: float = 3.0
+    template: Path | None = None
+    sandbox: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name) or self.name == _LOG_DIR:
+            raise ValueError(
+                f"executor name {self.name!r} must match {_NAME.pattern} and not be {_LOG_DIR!r}"
+            )
+        object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "env", dict(self.env))
+        if not self.argv:
+            raise ValueError(f"executor {self.name!r}: argv must not be empty")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"executor {self.name!r}: port {self.port} is not in 1..65535")
+        if not self.health_path.startswith("/"):
+            raise ValueError(f"executor {self.name!r}: health_path must start with '/'")
+        for key in ("health_timeout", "start_timeout", "stop_timeout"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"executor {self.name!r}: {key} must be positive")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free on ``host`` a moment ago (bind to port 0, read it, close)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ProcessExecutor:
+    """A `RuntimeDriver` for one executor running as a local process group."""
+
+    def __init__(self, spec: ExecutorSpec) -> None:
+        self.spec = spec
+        root = spec.scratch_root.resolve()
+        self.scratch = root / spec.name
+        self.log_path = root / _LOG_DIR / f"{spec.name}.log"
+        self._port = spec.port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pgid: int | None = None  # set while the group may still hold processes
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor({self.spec.name!r}, pid={self.pid}, running={self.running})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``. An allocated port changes at every start; it is 0 (nothing
+        listens there) until the first start, so the property never raises."""
+        return (self.spec.host, self._port or 0)
+
+    @property
+    def running(self) -> bool:
+        """Whether the group leader is alive. False after a stop or a crash."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The group leader's pid (``bwrap``'s when sandboxed), None before the first start."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The leader's exit status (negative: killed by that signal); None while running."""
+        return None if self._proc is None else self._proc.poll()
+
+    async def start(self) -> None:
+        """Wipe the scratch directory, restore the template, spawn, and wait until healthy.
+
+        When the port was allocated here and the executor's log says the address was in
+        use, the start is retried on a fresh port. Raises `StartError` with the log's tail.
+        """
+        if self.running:
+            raise StartError(f"{self.name}: already running (pid {self.pid})")
+        await self.stop()  # reap leftovers of a crashed run before reusing the scratch dir
+        bwrap = find_bwrap() if self.spec.sandbox else None
+        if self.spec.sandbox and bwrap is None:
+            raise StartError(f"{self.name}: sandbox requested but bwrap is not on PATH")
+        for attempt in range(1, _BIND_RETRIES + 1):
+            allocated = self.spec.port is None
+            self._port = free_port(self.spec.host) if allocated else self.spec.port
+            self._prepare_scratch()
+            offset = self._spawn(bwrap)
+            try:
+                await self.wait_healthy(self.spec.start_timeout)
+            except HealthError as exc:
+                await self.stop()
+                tail = self._log_tail(offset)
+                if allocated and attempt < _BIND_RETRIES and _IN_USE.search(tail):
+                    continue
+                text = tail.decode(errors="replace")
+                raise StartError(f"{exc}; log tail ({self.log_path}):\n{text}") from exc
+            except BaseException:
+                self._kill_now()  # cancelled mid-start: leave nothing behind
+                raise
+            return
+
+    async def stop(self) -> None:
+        """SIGTERM the whole group, wait up to ``stop_timeout``, then SIGKILL it.
+
+        Also reaps what a crashed leader left behind. Idempotent.
+        """
+        proc, pgid = self._proc, self._pgid
+        if proc is None or pgid is None:
+            return
+        _signal_group(pgid, signal.SIGTERM)
+        if not await _wait_gone(proc, pgid, self.spec.stop_timeout):
+            _signal_group(pgid, signal.SIGKILL)
+            if not await _wait_gone(proc, pgid, _KILL_GRACE):
+                raise RuntimeDriverError(f"{self.name}: process group {pgid} survived SIGKILL")
+        self._pgid = None
+
+    async def health(self) -> bool:
+        """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status."""
+        if not self.running or self._port is None:
+            return False
+        try:
+            async with asyncio.timeout(self.spec.health_timeout):
+                status = await _get_status(self.spec.host, self._port, self.spec.health_path)
+        except (OSError, TimeoutError, ValueError):
+            return False
+        return 200 <= status < 300
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Poll `health` until it passes; `HealthError` on timeout or if the process exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await self.health():
+            if not self.running:
+                raise HealthError(
+                    f"{self.name}: exited with status {self.returncode} before becoming healthy"
+                )
+            if loop.time() >= deadline:
+                raise HealthError(
+                    f"{self.name}: not healthy at {self.spec.health_path} within {timeout} s"
+                )
+            await asyncio.sleep(_POLL)
+
+    async def cleanse(self) -> None:
+        """Stop, wipe the scratch directory, restore the template, start and wait healthy."""
+        try:
+            await self.stop()
+            await self.start()
+        except RuntimeDriverError as exc:
+            raise CleanseError(f"{self.name}: cleanse failed: {exc}") from exc
+
+    def _prepare_scratch(self) -> None:
+        """Replace the scratch directory with a fresh copy of the template."""
+        try:
+            if self.scratch.is_symlink() or self.scratch.is_file():
+                self.scratch.unlink()  # never follow a link the executor may have planted
+            elif self.scratch.exists():
+                shutil.rmtree(self.scratch)
+            if self.spec.template is None:
+                self.scratch.mkdir(parents=True)
+            else:
+                shutil.copytree(self.spec.template, self.scratch, symlinks=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError(f"{self.name}: cannot prepare {self.scratch}: {exc}") from exc
+
+    def _spawn(self, bwrap: str | None) -> int:
+        """Start the process group; return the log offset where this run's output begins."""
+        argv = [self._expand(arg) for arg in self.spec.argv]
+        cwd = self.spec.cwd.resolve() if self.spec.cwd is not None else self.scratch
+        if bwrap is not None:
+            argv = bwrap_argv(bwrap, argv, self.scratch, cwd)
+        env = {**os.environ, **{k: self._expand(v) for k, v in self.spec.env.items()}}
+        try:
+            with self.log_path.open("ab") as log:
+                log.write(f"--- endosec: starting {self.name}: {argv}\n".encode())
+                log.flush()
+                offset = log.tell()
+                self._proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
+        self._pgid = self._proc.pid  # a new session's leader leads its own process group
+        return offset
+
+    def _expand(self, text: str) -> str:
+        for key, value in (("{port}", str(self._port)), ("{scratch}", str(self.scratch)),
+                           ("{name}", self.name)):
+            text = text.replace(key, value)
+        return text
+
+    def _log_tail(self, offset: int) -> bytes:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(max(offset, log.seek(0, os.SEEK_END) - _TAIL_BYTES))
+                return log.read()
+        except OSError as exc:
+            return f"(log unreadable: {exc})".encode()
+
+    def _kill_now(self) -> None:
+        if self._pgid is not None:
+            _signal_group(self._pgid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the group is already empty
+    except PermissionError as exc:
+        raise RuntimeDriverError(f"cannot signal process group {pgid}: {exc}") from exc
+
+
+async def _wait_gone(proc: subprocess.Popen[bytes], pgid: int, timeout: float) -> bool:
+    """Wait until the leader is reaped and no live process remains in the group."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while proc.poll() is None or _group_alive(pgid):
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(_POLL / 2)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a non-zombie process is in the group.
+
+    Orphaned grandchildren are reaped by init, which may be slow or absent in a container;
+    a zombie holds nothing but its pid, so it does not count. Uses ``/proc`` when present.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # After the command name's closing paren: state, ppid, pgrp, ...
+        state, _ppid, pgrp = stat[stat.rfind(")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
+
+
+async def _get_status(host: str, port: int, path: str) -> int:
+    """Send one ``GET`` and return the response's status code (the rest is ignored)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: endosec-health\r\n"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        version, _, rest = (await reader.readline()).partition(b" ")
+        if not version.startswith(b"HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x status line: {version!r}")
+        return int(rest[:3])
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

@@ -1,0 +1,249 @@
+"""End-to-end: a real `endosec run` in front of the real demo executors, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gatewayctl import Gateway, demo_config, pid_alive, with_env
+
+pytestmark = pytest.mark.slow
+
+if shutil.which("node") is None:  # pragma: no cover - Node ships with the test machines
+    pytest.skip("node is needed for the three-stack demo (install nodejs)",
+                allow_module_level=True)
+
+SECRET = (Path(__file__).resolve().parents[1] / "examples/demo/secret.txt").read_text().strip()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path, demo_config())
+    yield gw
+    gw.stop()
+
+
+def start(tmp_path: Path, data: dict) -> Gateway:
+    return Gateway(tmp_path, data)
+
+
+def test_three_stacks_agree_on_the_notes_api(gateway: Gateway) -> None:
+    code, headers, body = gateway.request("POST", "/notes", {"text": "hello"})
+    assert code == 201, body
+    note = json.loads(body)
+    assert note["id"] == 1 and note["text"] == "hello"
+    code, _, body = gateway.request("GET", "/notes/1")
+    assert code == 200 and json.loads(body)["text"] == "hello"
+    code, _, body = gateway.request("GET", "/notes")
+    assert code == 200 and [n["id"] for n in json.loads(body)["notes"]] == [1]
+    code, _, body = gateway.request("GET", "/notes/99")
+    assert code == 404
+    # Stragglers are judged after the reply: wait until all four verdicts are final.
+    status = gateway.wait_for(lambda s: len(s["recent_verdicts"]) == 4, what="four verdicts")
+    assert sorted(status["active"]) == ["aiohttp", "node", "stdlib"]
+    recent = status["recent_verdicts"]
+    assert all(v["outcome"] == "accepted" and len(v["agreed"]) == 3 for v in recent), recent
+
+
+def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: Path) -> None:
+    data = with_env(demo_config(), "stdlib",
+                    NOTES_BACKDOOR_SECRET=str(Path(__file__).resolve().parents[1]
+                                              / "examples/demo/secret.txt"))
+    gw = start(tmp_path, data)
+    try:
+        code, _, _ = gw.request("POST", "/notes", {"text": "before"})
+        assert code == 201
+        old_pid = gw.executor("stdlib")["pid"]
+        code, _, body = gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
+        assert SECRET.encode() not in body
+        assert code == 200 and json.loads(body)["text"] == "before"
+        gw.wait_for(lambda s: next(e for e in s["executors"] if e["name"] == "stdlib")
+                    ["counters"]["quarantines"] >= 1, what="quarantine")
+        status = gw.wait_for(
+            lambda s: "stdlib" in s["active"]
+            and next(e for e in s["executors"] if e["name"] == "stdlib")["pid"] != old_pid,
+            what="stdlib cleansed and voting again")
+        assert next(e for e in status["executors"] if e["name"] == "stdlib")["counters"][
+            "cleanses"] >= 1
+        # The cleansed executor got the journal replayed: it agrees on state-dependent reads.
+        code, _, body = gw.request("GET", "/notes")
+        assert code == 200 and [n["text"] for n in json.loads(body)["notes"]] == ["before"]
+        status = gw.wait_for(lambda s: s["recent_verdicts"][-1]["path"] == "/notes",
+                             what="the read's verdict")
+        last = status["recent_verdicts"][-1]
+        assert "stdlib" in last["agreed"] and not last["dissented"], last
+        kinds = [e["event"] for e in gw.event_kinds()]
+        assert "dissent" in kinds and "quarantine" in kinds and "cleansed" in kinds
+        assert SECRET not in gw.events.read_text()
+    finally:
+        gw.stop()
+
+
+def test_executor_killed_mid_request_does_not_fail_it_and_is_restarted(tmp_path: Path) -> None:
+    gw = start(tmp_path, with_env(demo_config(), "aiohttp", NOTES_FAULT="delay:1500"))
+    try:
+        victim = gw.executor("aiohttp")["pid"]
+        result: dict = {}
+
+        def call() -> None:
+            result["reply"] = gw.request("POST", "/notes", {"text": "x"})
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        t.join(timeout=20)
+        code, _, body = result["reply"]
+        assert code == 201, body
+        gw.wait_for(lambda s: next(e for e in s["executors"] if e["name"] == "aiohttp")["pid"]
+                    not in (None, victim) and next(
+                        e for e in s["executors"] if e["name"] == "aiohttp")["running"],
+                    what="aiohttp restarted")
+    finally:
+        gw.stop()
+
+
+def test_hung_executor_times_out_without_stalling_the_reply(tmp_path: Path) -> None:
+    data = with_env(demo_config(limits={"read_timeout": 8.0}), "node", NOTES_FAULT="hang")
+    gw = start(tmp_path, data)
+    try:
+        began = time.monotonic()
+        code, _, _ = gw.request("GET", "/notes")
+        elapsed = time.monotonic() - began
+        assert code == 200
+        assert elapsed < 4.0, f"the reply waited {elapsed:.1f}s for the hung executor"
+        status = gw.wait_for(lambda s: any(
+            v["failed"] == ["node"] for v in s["recent_verdicts"]), timeout=15,
+            what="hung executor judged as failed")
+        node = next(e for e in status["executors"] if e["name"] == "node")
+        assert node["counters"]["quarantines"] >= 1
+    finally:
+        gw.stop()
+
+
+def test_below_quorum_the_client_gets_a_502(tmp_path: Path) -> None:
+    data = with_env(with_env(demo_config(), "aiohttp", NOTES_FAULT="reset"), "node",
+                    NOTES_FAULT="reset")
+    gw = start(tmp_path, data)
+    try:
+        code, headers, body = gw.request("GET", "/notes")
+        assert code == 502
+        payload = json.loads(body)
+        assert payload["error"] == "no quorum" and payload["reason"]
+        code, _, body = gw.request("GET", "/notes")
+        assert code == 502 and json.loads(body)["error"] == "no quorum"
+        assert any(e["event"] == "no-quorum" for e in gw.event_kinds())
+    finally:
+        gw.stop()
+
+
+SMUGGLING = {
+    "cl-and-te": b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "repeated-cl": b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                   b"Content-Length: 2\r\n\r\n{}",
+    "non-numeric-cl": b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 2a\r\n\r\n{}",
+    "bad-chunk-size": b"POST /notes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"zz\r\n{}\r\n0\r\n\r\n",
+    "obs-fold": b"GET /notes HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "bare-lf": b"GET /notes HTTP/1.1\nHost: x\n\n",
+    "bare-cr": b"GET /notes HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+    "nul-byte": b"GET /notes HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "te-not-chunked": b"POST /notes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
+                      b"\r\n\r\n0\r\n\r\n",
+}
+
+
+def test_smuggling_forms_get_400_and_reach_no_executor(gateway: Gateway) -> None:
+    before = len(gateway.status()["recent_verdicts"])
+    for name, data in SMUGGLING.items():
+        reply = gateway.raw(data)
+        assert reply.startswith(b"HTTP/1.1 400"), (name, reply[:200])
+    huge = b"GET /notes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    assert gateway.raw(huge).split(b" ", 2)[1] in (b"431", b"400")
+    assert len(gateway.status()["recent_verdicts"]) == before, "a rejected request was forwarded"
+
+
+def test_oversized_body_gets_413(gateway: Gateway) -> None:
+    body = b"x" * (2 << 20)
+    head = (b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    reply = gateway.raw(head)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+
+
+def test_slow_client_is_cut_off(tmp_path: Path) -> None:
+    gw = start(tmp_path, demo_config(limits={"client_header_timeout": 1.0,
+                                             "client_idle_timeout": 2.0,
+                                             "max_connections": 8}))
+    try:
+        began = time.monotonic()
+        with socket.create_connection(gw.address, timeout=10) as sock:
+            sock.sendall(b"GET /notes HTTP/1.1\r\nHost: x\r\n")
+            received = b""
+            for _ in range(20):  # one header byte every 0.2 s: a slowloris
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    break
+                time.sleep(0.2)
+            sock.settimeout(5)
+            try:
+                received = sock.recv(4096)
+            except OSError:
+                pass
+        assert time.monotonic() - began < 5.0
+        assert received == b"" or received.startswith(b"HTTP/1.1 408")
+        # Connections beyond the cap are refused at once instead of queueing.
+        socks = [socket.create_connection(gw.address, timeout=5) for _ in range(8)]
+        try:
+            with socket.create_connection(gw.address, timeout=5) as extra:
+                extra.settimeout(5)
+                assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        finally:
+            for s in socks:
+                s.close()
+        deadline = time.monotonic() + 5  # the server sees the closes asynchronously
+        while (code := gw.request("GET", "/health")[0]) == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert code == 200
+    finally:
+        gw.stop()
+
+
+def test_shutdown_leaves_no_orphans(tmp_path: Path) -> None:
+    gw = start(tmp_path, demo_config())
+    pids = [e["pid"] for e in gw.status()["executors"]]
+    assert all(pid_alive(p) for p in pids)
+    gw.stop()
+    assert gw.proc.returncode == 0
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_admin_actions_need_the_token(gateway: Gateway) -> None:
+    code, _, _ = gateway.request("POST", "/executors/node/quarantine", admin=True)
+    assert code == 401
+    code, _, body = gateway.request("POST", "/executors/node/quarantine", admin=True,
+                                    headers={"Authorization": "Bearer test-token"})
+    assert code == 202, body
+    gateway.wait_for(lambda s: "node" not in s["active"], what="node held in quarantine")
+    code, _, body = gateway.request("POST", "/executors/node/cleanse", admin=True,
+                                    headers={"Authorization": "Bearer test-token"})
+    assert code == 202, body
+    gateway.wait_for(lambda s: "node" in s["active"] and next(
+        e for e in s["executors"] if e["name"] == "node")["counters"]["cleanses"] >= 1,
+        what="node cleansed and back")
+    code, _, body = gateway.request("GET", "/metrics", admin=True)
+    assert code == 200 and b"endosec_requests_total" in body
