@@ -118,6 +118,7 @@ def main() -> None:
               f"{'naive us':>10} {'naive/s':>10} {'speed-up':>9}")
     print(header)
     print("-" * len(header))
+    results: dict[tuple[int, str, str], tuple[float, float]] = {}
     for size, label in ((200, "200B"), (64 * 1024, "64KiB")):
         for n in (3, 5, 7):
             for case in ("agree", "dissent", "agree-ignored"):
@@ -126,9 +127,16 @@ def main() -> None:
                 assert ours() is naive() is Outcome.ACCEPTED
                 t_ours = _seconds_per_call(ours, budget, rounds)
                 t_naive = _seconds_per_call(naive, budget, rounds)
+                results[(n, label, case)] = (t_ours, t_naive)
                 print(f"{n:>2} {label:>6} {case:<14} {t_ours * 1e6:>11.2f} {1 / t_ours:>12,.0f} "
                       f"{t_naive * 1e6:>10.2f} {1 / t_naive:>10,.0f} {t_naive / t_ours:>8.1f}x")
-    print(f"\nbody sizes: {len(_document(200, 'x' * 24, False))} B and "
+    small = results[(3, "200B", "agree")][0] * 1e6
+    ratios = {n: results[(n, "64KiB", "agree")][1] / results[(n, "64KiB", "agree")][0]
+              for n in (3, 5, 7)}
+    speedups = ", ".join(f"n={n}: {r:.0f}x" for n, r in ratios.items())
+    print(f"\n3-way majority, 200 B agreeing: {small:.2f} us per decision (target < 20 us)")
+    print(f"64 KiB agreeing, speed-up over naive: {speedups} (target >= 10x)")
+    print(f"body sizes: {len(_document(200, 'x' * 24, False))} B and "
           f"{len(_document(64 * 1024, 'x' * 24, False))} B; strategy majority; "
           f"rule ignores /{IGNORED}")
 

@@ -16,7 +16,7 @@ exact percentiles:
 
 Every backend is nginx (``bench/http/backend.sh``) so the gateway is what is measured. The
 gateway's executors are declared ``stateless: true`` with distinct profiles. Added latency is
-measured at roughly half of the gateway's peak load (see ``_half_load``). The benchmark
+measured at roughly half of the gateway's peak load (see ``half_load``). The benchmark
 reports targets as PASS/MISS; it never fails on them. Every process it starts is stopped.
 """
 
@@ -44,6 +44,7 @@ BACKEND = HERE / "backend.sh"
 REPORT_LUA = HERE / "report.lua"
 ENDOSEC = Path(sys.executable).with_name("endosec")
 DISSENT_PERCENT = 5
+PAUSE_MS = 10  # per-connection pause of the paced (half-load) runs
 HEADERS_IGNORED = ["date", "server", "keep-alive", "connection", "content-length",
                    "transfer-encoding"]
 
@@ -187,7 +188,8 @@ class Gateway:
                 words = line.split()
                 return words[2], words[4]
         self.group.stop()
-        raise RuntimeError(f"the gateway did not start; see {self.group.log.name}")
+        tail = Path(self.group.log.name).read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the gateway did not start:\n{tail}")
 
     def status(self) -> Any:
         status = _get_json(self.admin)
@@ -213,10 +215,12 @@ def _gateway(tools: Tools, root: Path, name: str, n: int, dissent: bool = False
         gw.stop()
 
 
-def wrk(tools: Tools, url: str, connections: int, seconds: int) -> Result:
-    argv = [tools.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-s", str(REPORT_LUA), url + "/"]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+def wrk(tools: Tools, url: str, connections: int, seconds: int, pause_ms: int = 0) -> Result:
+    """One wrk run; ``pause_ms`` > 0 paces every connection (see ``bench/http/pace.lua``)."""
+    script = ["-s", "pace.lua", url + "/", "--", str(pause_ms)] if pause_ms else [
+        "-s", "report.lua", url + "/"]
+    argv = [tools.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *script]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=HERE,
                          timeout=seconds + 30).stdout
     data = json.loads(out.strip().splitlines()[-1])
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
@@ -225,28 +229,23 @@ def wrk(tools: Tools, url: str, connections: int, seconds: int) -> Result:
                   requests=data["requests"], errors=errors, non2xx=data["status"])
 
 
-def measure(tools: Tools, url: str, connections: int, seconds: int, warmup: int) -> Result:
-    wrk(tools, url, connections, warmup)
-    return wrk(tools, url, connections, seconds)
+def measure(tools: Tools, url: str, connections: int, seconds: int, warmup: int,
+            pause_ms: int = 0) -> Result:
+    wrk(tools, url, connections, warmup, pause_ms)
+    return wrk(tools, url, connections, seconds, pause_ms)
 
 
-def _half_load(tools: Tools, url: str, peak: float, probe: int) -> tuple[int, list[str]]:
-    """The connection count whose throughput is closest to half of ``peak``.
+def half_load(peak: float) -> tuple[int, int]:
+    """Connections and per-connection pause that offer about half of ``peak`` requests/s.
 
-    Debian's wrk has no constant-rate mode, so load is set by concurrency: each wrk connection
-    sends its next request when the previous reply arrives. Probing c = 1, 2, 4, ... and picking
-    the one nearest peak/2 measures latency at about half of the peak load.
+    Debian's wrk has no constant-rate mode (wrk2's ``-R``), so the rate is set by pacing: each
+    of C connections waits a random 0..2*PAUSE ms after every reply, offering about C / PAUSE
+    requests/s as long as replies take much less than PAUSE; the random wait keeps the
+    connections out of step, so the load is a spread-out stream, not bursts of C requests.
+    The same C and PAUSE are then used for the backend, nginx and the gateway, so every one of
+    them sees the same offered load.
     """
-    best, best_gap, lines = 1, float("inf"), []
-    for c in (1, 2, 4, 8, 16):
-        r = wrk(tools, url, c, probe)
-        lines.append(f"c={c}: {r.rps:,.0f} req/s ({r.rps / peak:.2f} of peak)")
-        gap = abs(r.rps - peak / 2)
-        if gap < best_gap:
-            best, best_gap = c, gap
-        if r.rps > peak / 2:
-            break
-    return best, lines
+    return max(1, round(peak / 2 * PAUSE_MS / 1000)), PAUSE_MS
 
 
 def _counters(status: Any) -> dict[str, int]:
@@ -281,7 +280,6 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.duration or (2 if args.quick else 5)
     warmup = 1
-    probe = 1 if args.quick else 2
     c = args.connections
     tools = _tools()
     root = Path(tempfile.mkdtemp(prefix="endosec-bench-http-"))
@@ -302,11 +300,11 @@ def main() -> None:
             peak["endosec n=1"] = measure(tools, gw.url, c, seconds, warmup)
         with _gateway(tools, root, "n3", 3) as gw:
             peak["endosec n=3"] = r3 = measure(tools, gw.url, c, seconds, warmup)
-            half_c, probes = _half_load(tools, gw.url, r3.rps, probe)
+            half_c, pause = half_load(r3.rps)
             half = {
-                "backend": measure(tools, backend_url, half_c, seconds, warmup),
-                "nginx proxy_pass": measure(tools, proxy_url, half_c, seconds, warmup),
-                "endosec n=3": measure(tools, gw.url, half_c, seconds, warmup),
+                "backend": measure(tools, backend_url, half_c, seconds, warmup, pause),
+                "nginx proxy_pass": measure(tools, proxy_url, half_c, seconds, warmup, pause),
+                "endosec n=3": measure(tools, gw.url, half_c, seconds, warmup, pause),
             }
         with _gateway(tools, root, "n3d", 3, dissent=True) as gw:
             before = _counters(gw.status())
@@ -334,15 +332,17 @@ def main() -> None:
         if name in extra:
             print(f"    {extra[name]}")
 
-    print(f"\nLatency at about half of endosec n=3's peak ({r3.rps:,.0f} req/s): wrk has no "
-          "constant-rate mode, so\nload is set by concurrency; probed "
-          + "; ".join(probes) + f"\n-> c={half_c}, where every scenario is then measured:")
+    print(f"\nLatency at about half of endosec n=3's peak ({r3.rps:,.0f} req/s). Debian's wrk "
+          "has no constant-rate mode,\nso the load is paced (bench/http/pace.lua): "
+          f"{half_c} connections, each waiting a random 0..{2 * pause} ms\nafter every reply; "
+          "the same offered load for each scenario:")
     for name, r in half.items():
-        print(f"  {name:<20} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms")
+        print(f"  {name:<20} {r.rps:>10,.0f} req/s ({r.rps / r3.rps:.2f} of n=3 peak)  "
+              f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms")
     added = half["endosec n=3"].p50_ms - half["backend"].p50_ms
     added_proxy = half["nginx proxy_pass"].p50_ms - half["backend"].p50_ms
     print(f"  added p50: endosec n=3 {added:.3f} ms, nginx proxy_pass {added_proxy:.3f} ms "
-          "(each minus the backend's p50 at the same c)")
+          "(each minus the backend's own p50 at the same load)")
 
     ratio3 = peak["endosec n=3"].rps / base
     ratio_d = rd.rps / r3.rps

@@ -39,8 +39,10 @@ A bad configuration raises ValueError naming the field, e.g.
 
 Limits worth knowing: under a tolerance, classes are formed by comparing with each class's first
 member, so a chain of values each within tolerance of the next may group differently by arrival
-order; duplicate object keys keep the last value, as most parsers do; ignored and masked fields
-are not protected by the vote (the arbiter serves the byte-majority member of the class).
+order; duplicate object keys keep the last value, as most parsers do; documents nested deeper
+than the interpreter can walk count as invalid; ignored and masked fields are not protected by
+the vote (the arbiter serves the byte-majority member of the class). Plain pointers are applied
+directly; a glob path walks the document, ``**`` all of it.
 """
 
 from __future__ import annotations

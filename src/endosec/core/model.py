@@ -41,7 +41,7 @@ class Profile:
             raise ValueError("an executor profile needs a non-empty name")
 
     def jaccard_distance(self, other: Profile) -> float:
-        """1 - |A ∩ B| / |A ∪ B|: 0 for identical builds, 1 for nothing in common."""
+        """1 - |A and B| / |A or B|: 0 for identical builds, 1 for nothing in common."""
         union = self.components | other.components
         if not union:
             return 0.0

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from endosec.config import Config, parse_address
+from endosec.core.canonicalise import compile_rules
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.engine import MimicGateway
+from endosec.gateway.http import HttpAdapter
 from endosec.gateway.server import ServerState, serve
 from endosec.gateway.tasks import cancel_all
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
+from endosec.protocols.http import HttpLimits
 
 __all__ = ["Listening", "default_state_dir", "run", "run_forever"]
 
@@ -56,23 +59,30 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
     state_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(config.gateway.events, keep=500)
     metrics = GatewayMetrics()
-    gateway = MimicGateway(config, scratch_root=state_dir / "executors", events=events,
-                           metrics=metrics)
+    limits = config.limits
+    http_limits = HttpLimits(max_header_bytes=limits.max_header_bytes,
+                             max_headers=limits.max_headers,
+                             max_body_bytes=limits.max_request_body,
+                             max_response_bytes=limits.max_response_body)
+    adapter = HttpAdapter(compile_rules(config.canonicalise), http_limits,
+                          connect_timeout=limits.connect_timeout,
+                          read_timeout=limits.read_timeout)
+    gateway = MimicGateway(config, adapter, scratch_root=state_dir / "executors",
+                           events=events, metrics=metrics)
     servers: list[asyncio.Server] = []
     try:
         events.emit("config-loaded", executors=[e.name for e in config.executors])
         await gateway.start()
-        limits = config.limits
 
         def rejected(status: int) -> None:
             metrics.rejected.labels(str(status)).inc()
 
-        client = ServerState(handler=gateway.handle, limits=gateway.limits,
+        client = ServerState(handler=gateway.handle, limits=http_limits,
                              header_timeout=limits.client_header_timeout,
                              idle_timeout=limits.client_idle_timeout,
                              max_connections=limits.max_connections, on_reject=rejected)
         admin = ServerState(handler=AdminHandler(gateway, config.admin.resolved_token()),
-                            limits=gateway.limits, header_timeout=limits.client_header_timeout,
+                            limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
         servers.append(await serve(client, *parse_address(config.listen)))
         servers.append(await serve(admin, *parse_address(config.admin.listen)))

@@ -13,11 +13,11 @@ import random
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from endosec.config import Config
 from endosec.core.arbiter import Ballot, TrustWeightedMajority, strategy_from_config
-from endosec.core.canonicalise import compile_rules
 from endosec.core.controller import (
     Action,
     ActionDone,
@@ -39,27 +39,16 @@ from endosec.core.controller import (
 from endosec.core.model import ExecutorState, Output, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
+from endosec.gateway.adapter import Exchange, Forward, ProtocolAdapter, Upstream
 from endosec.gateway.journal import Journal, JournalGap
 from endosec.gateway.rwlock import WriteOrderLock
 from endosec.gateway.tasks import spawn
-from endosec.gateway.upstream import Exchange, UpstreamPool
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
-from endosec.protocols.http import (
-    HttpLimits,
-    Request,
-    Response,
-    encode_response,
-    error_response,
-    response_output,
-    upstream_request_bytes,
-)
 from endosec.runtime.base import RuntimeDriverError
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
 
 __all__ = ["MimicGateway", "ReplayError"]
-
-SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
 
 class ReplayError(Exception):
@@ -70,32 +59,24 @@ class ReplayError(Exception):
 class _Round:
     """One request's fan-out: the ballot, the responses so far, and who is still out."""
 
+    forward: Forward
     ballot: Ballot
-    responses: dict[str, Response]
+    replies: dict[str, Any]
     shadow_outputs: dict[str, Output]
     decided: asyncio.Future[Verdict]
     outstanding: int
-    write: bool
-    method: bytes
-    path: str
     started: float
 
 
 class MimicGateway:
     """One mimic boundary: its executors, the core objects deciding about them, and the I/O."""
 
-    def __init__(self, config: Config, *, scratch_root: Path, events: EventLog,
-                 metrics: GatewayMetrics | None = None) -> None:
+    def __init__(self, config: Config, adapter: ProtocolAdapter, *, scratch_root: Path,
+                 events: EventLog, metrics: GatewayMetrics | None = None) -> None:
         self.config = config
+        self.adapter = adapter
         self.events = events
         self.metrics = metrics or GatewayMetrics()
-        self.limits = HttpLimits(
-            max_header_bytes=config.limits.max_header_bytes,
-            max_headers=config.limits.max_headers,
-            max_body_bytes=config.limits.max_request_body,
-            max_response_bytes=config.limits.max_response_body,
-        )
-        self.rules = compile_rules(config.canonicalise)
         a = config.arbiter
         self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
         self._weighted = isinstance(self.strategy, TrustWeightedMajority)
@@ -126,7 +107,7 @@ class MimicGateway:
             for e in config.executors
         }
         self.stateless = {e.name for e in config.executors if e.stateless}
-        self.pools: dict[str, UpstreamPool] = {}
+        self.upstreams: dict[str, Upstream] = {}
         self.journal = Journal(config.journal.max_entries, config.journal.max_bytes)
         self.synced = dict.fromkeys(names, 0)
         self.lock = WriteOrderLock()
@@ -166,13 +147,11 @@ class MimicGateway:
 
     def _reset_pool(self, name: str) -> None:
         address = self.executors[name].address
-        pool = self.pools.get(name)
-        if pool is None:
-            self.pools[name] = UpstreamPool(
-                address, self.limits, connect_timeout=self.config.limits.connect_timeout,
-                read_timeout=self.config.limits.read_timeout)
+        upstream = self.upstreams.get(name)
+        if upstream is None:
+            self.upstreams[name] = self.adapter.upstream(address)
         else:
-            pool.reset(address)
+            upstream.reset(address)
 
     async def stop(self) -> None:
         for handle in self._wakeups:
@@ -184,9 +163,10 @@ class MimicGateway:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> bytes:
-        """Answer one client request with the consensus response, or fail closed with a 502."""
-        write = request.method not in SAFE_METHODS
+    async def handle(self, request: Any) -> bytes:
+        """Answer one client request with the consensus reply, or fail closed."""
+        forward = self.adapter.forward(request)
+        write = forward.write
         await self.lock.acquire(write)
         voters = self.controller.voters
         if len(voters) < self.floor:
@@ -194,42 +174,42 @@ class MimicGateway:
             reason = (f"only {len(voters)} executors can vote; at least {self.floor} are "
                       "needed")
             self.metrics.requests.labels("no-quorum").inc()
-            self.events.emit("no-quorum", method=request.method.decode("latin-1"),
-                             path=_path(request), reason=reason)
-            return error_response(502, {"error": "no quorum", "reason": reason})
-        data = upstream_request_bytes(request)
+            self.events.emit("no-quorum", method=forward.label, path=forward.key, reason=reason)
+            return self.adapter.refuse(forward, reason)
         if write:
-            self.journal.append(request.method, data)
+            self.journal.append(forward)
         targets = voters + self.controller.shadows
         weights = self.trust.snapshot() if self._weighted else None
         loop = asyncio.get_running_loop()
-        rnd = _Round(
-            ballot=Ballot(self.strategy, voters, weights), responses={}, shadow_outputs={},
-            decided=loop.create_future(), outstanding=len(targets), write=write,
-            method=request.method, path=_path(request), started=loop.time())
+        rnd = _Round(forward=forward, ballot=Ballot(self.strategy, voters, weights), replies={},
+                     shadow_outputs={}, decided=loop.create_future(),
+                     outstanding=len(targets), started=loop.time())
         for name in targets:
             if write and name not in self.stateless:
                 self.synced[name] = self.journal.head
-            task = spawn(self.pools[name].exchange(data, request.method),
-                         name=f"endosec-ask-{name}")
+            task = spawn(self.upstreams[name].exchange(forward), name=f"endosec-ask-{name}")
             task.add_done_callback(functools.partial(self._answered, rnd, name))
         verdict = await rnd.decided
-        reply = self._reply(request, rnd, verdict)
+        if verdict.winner is None:
+            reply = self.adapter.refuse(forward, verdict.reason)
+        else:
+            reply = self.adapter.reply(forward, verdict, rnd.replies[verdict.winner.executor],
+                                       verdict_headers=self.config.gateway.verdict_headers)
         self.metrics.latency.observe(loop.time() - rnd.started)
         return reply
 
     def _answered(self, rnd: _Round, name: str, task: asyncio.Task[Exchange]) -> None:
         ex = task.result()
         self.metrics.executor_latency.labels(name).observe(ex.latency)
-        if ex.response is not None:
-            output = response_output(name, ex.response, self.rules, rnd.path, ex.latency)
-            rnd.responses[name] = ex.response
+        if ex.error is None:
+            output = self.adapter.output(name, ex.reply, rnd.forward, ex.latency)
+            rnd.replies[name] = ex.reply
         else:
-            assert ex.error is not None
-            output = Output.failure(name, ex.error, self.rules.for_response(rnd.path, ""),
-                                    ex.latency)
+            output = self.adapter.failure(name, ex.error, rnd.forward, ex.latency)
         if name in rnd.ballot.pending:
+            started = perf_counter()
             early = rnd.ballot.add(output)
+            self.metrics.arbiter_seconds.observe(perf_counter() - started)
             if early is not None and not rnd.decided.done():
                 rnd.decided.set_result(early)
         else:
@@ -240,13 +220,14 @@ class MimicGateway:
 
     def _conclude(self, rnd: _Round) -> None:
         """Every executor has answered or timed out: judge all of them, then let go."""
-        self.lock.release(rnd.write)
+        forward = rnd.forward
+        self.lock.release(forward.write)
         final = rnd.ballot.close()
         if not rnd.decided.done():
             rnd.decided.set_result(final)
         now = self.now
         self.metrics.requests.labels(final.outcome.value).inc()
-        summary = {"method": rnd.method.decode("latin-1"), "path": rnd.path,
+        summary = {"method": forward.label, "path": forward.key,
                    "outcome": final.outcome.value, "agreed": list(final.agreed),
                    "dissented": list(final.dissented), "failed": list(final.failed)}
         self.recent.append(summary)
@@ -263,21 +244,6 @@ class MimicGateway:
                        for name, out in rnd.shadow_outputs.items()]
         for event in events:
             self._dispatch(event)
-
-    def _reply(self, request: Request, rnd: _Round, verdict: Verdict) -> bytes:
-        if verdict.winner is None:
-            return error_response(502, {"error": "no quorum", "outcome": verdict.outcome.value,
-                                        "reason": verdict.reason})
-        extra: list[tuple[bytes, bytes]] = []
-        if self.config.gateway.verdict_headers:
-            extra = [
-                (b"x-endosec-verdict", verdict.outcome.value.encode()),
-                (b"x-endosec-agreed", ",".join(verdict.agreed).encode()),
-                (b"x-endosec-dissented", ",".join(verdict.dissenters).encode()),
-            ]
-        return encode_response(rnd.responses[verdict.winner.executor],
-                               keep_alive=request.keep_alive,
-                               head_only=request.method == b"HEAD", extra_headers=extra)
 
     # -- the controller's actions ----------------------------------------------------------
 
@@ -334,7 +300,7 @@ class MimicGateway:
         name = action.executor
         ok, detail = True, ""
         try:
-            if name not in self.pools:
+            if name not in self.upstreams:
                 raise ReplayError("executor was never started")
             await self._catch_up(name)
         except (JournalGap, ReplayError) as exc:
@@ -350,12 +316,12 @@ class MimicGateway:
         """
         if name in self.stateless:
             return
-        pool = self.pools[name]
+        upstream = self.upstreams[name]
         started = self.now
         while self.synced[name] < self.journal.head:
             for entry in list(self.journal.since(self.synced[name])):
-                ex = await pool.exchange(entry.request, entry.method)
-                if ex.response is None:
+                ex = await upstream.exchange(entry.forward)
+                if ex.error is not None:
                     raise ReplayError(f"replaying write #{entry.seq} failed: {ex.error}")
                 self.synced[name] = max(self.synced[name], entry.seq)
                 self.metrics.replays.labels(name).inc()
@@ -406,8 +372,3 @@ class MimicGateway:
             "executors": executors,
             "recent_verdicts": list(self.recent),
         }
-
-
-def _path(request: Request) -> str:
-    target = request.target.decode("latin-1")
-    return target.split("?", 1)[0]

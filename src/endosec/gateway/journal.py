@@ -14,14 +14,15 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from endosec.gateway.adapter import Forward
+
 __all__ = ["Journal", "JournalEntry", "JournalGap"]
 
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
-    method: bytes
-    request: bytes  # the exact bytes sent to every executor
+    forward: Forward  # what was sent, byte for byte, to every executor
 
 
 class JournalGap(Exception):
@@ -42,16 +43,16 @@ class Journal:
         self._bytes = 0
         self.head = 0  # seq of the newest entry; 0 when nothing was ever written
 
-    def append(self, method: bytes, request: bytes) -> JournalEntry:
+    def append(self, forward: Forward) -> JournalEntry:
         self.head += 1
-        entry = JournalEntry(self.head, method, request)
+        entry = JournalEntry(self.head, forward)
         self._entries.append(entry)
-        self._bytes += len(request)
+        self._bytes += len(forward.payload)
         while len(self._entries) > self.max_entries or (
             self._bytes > self.max_bytes and len(self._entries) > 1
         ):
             dropped = self._entries.popleft()
-            self._bytes -= len(dropped.request)
+            self._bytes -= len(dropped.forward.payload)
         return entry
 
     def since(self, synced: int) -> Iterator[JournalEntry]:

@@ -57,7 +57,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if len(self.state.connections) >= self.state.max_connections:
             self.state.on_reject(503)
-            transport.write(error_response(503, {"error": "too many connections"}))
+            self.transport.write(error_response(503, {"error": "too many connections"}))
             transport.close()
             return
         self.state.connections.add(self)

@@ -1,4 +1,4 @@
-"""Pooled keep-alive connections to one executor, and the exchange of one request over them.
+"""Pooled keep-alive HTTP connections to one executor, and one exchange over them.
 
 Each connection is a plain asyncio Protocol feeding the sans-I/O `ResponseReader`; nothing here
 interprets HTTP beyond handing bytes over and awaiting the next complete response.
@@ -7,10 +7,10 @@ interprets HTTP beyond handing bytes over and awaiting the next complete respons
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import cast
 
 from endosec.core.model import ErrorKind
+from endosec.gateway.adapter import Exchange, Forward
 from endosec.protocols.http import (
     HttpLimits,
     NeedData,
@@ -19,31 +19,24 @@ from endosec.protocols.http import (
     UpstreamProtocolError,
 )
 
-__all__ = ["Exchange", "UpstreamPool"]
-
-
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """What came back from one executor: a response, or the kind of failure, and how long."""
-
-    response: Response | None
-    error: ErrorKind | None
-    latency: float
+__all__ = ["HttpUpstream"]
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("closed", "reader", "transport", "waiter")
+    __slots__ = ("closed", "reader", "received", "transport", "waiter")
 
     def __init__(self, limits: HttpLimits) -> None:
         self.reader = ResponseReader(limits, b"GET")
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
+        self.received = False  # any byte of the current response arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         self.reader.receive_data(data)
         self._pump()
 
@@ -73,6 +66,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes, method: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
+        self.received = False
         self.reader.reset(method)
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
@@ -84,7 +78,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class UpstreamPool:
+class HttpUpstream:
     """Idle keep-alive connections to one executor's current address."""
 
     __slots__ = ("_idle", "address", "connect_timeout", "limits", "read_timeout")
@@ -104,39 +98,64 @@ class UpstreamPool:
         self._idle.clear()
         self.address = address
 
-    async def _connect(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def _new_connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(
                 lambda: _Connection(self.limits), *self.address)
         return conn
 
-    async def exchange(self, request: bytes, method: bytes) -> Exchange:
-        """Send ``request`` and await the response, mapping every failure to an ErrorKind."""
+    async def exchange(self, forward: Forward) -> Exchange:
+        """Send ``request`` and await the response, mapping every failure to an ErrorKind.
+
+        A pooled connection the executor closed while idle fails before any response byte
+        arrives; that is not the executor's fault, so the request is sent once more on a new
+        connection (the executor cannot have acted on bytes it never read).
+        """
+        request, method = forward.payload, forward.request.method
         loop = asyncio.get_running_loop()
         started = loop.time()
+        conn = self._idle_connection()
+        if conn is not None:
+            outcome = await self._send(conn, request, method)
+            if not (isinstance(outcome, ErrorKind) and outcome is ErrorKind.RESET
+                    and not conn.received):
+                return self._exchange(outcome, loop.time() - started)
         try:
-            conn = await self._connect()
+            conn = await self._new_connection()
         except (OSError, TimeoutError):
             return Exchange(None, ErrorKind.CONNECT, loop.time() - started)
+        return self._exchange(await self._send(conn, request, method), loop.time() - started)
+
+    @staticmethod
+    def _exchange(outcome: Response | ErrorKind, latency: float) -> Exchange:
+        if isinstance(outcome, ErrorKind):
+            return Exchange(None, outcome, latency)
+        return Exchange(outcome, None, latency)
+
+    async def _send(self, conn: _Connection, request: bytes, method: bytes
+                    ) -> Response | ErrorKind:
         try:
             async with asyncio.timeout(self.read_timeout):
                 response = await conn.send(request, method)
         except TimeoutError:
             conn.close()
-            return Exchange(None, ErrorKind.TIMEOUT, loop.time() - started)
+            return ErrorKind.TIMEOUT
         except UpstreamProtocolError as exc:
             conn.close()
-            return Exchange(None, exc.kind, loop.time() - started)
+            return exc.kind
         except OSError:
             conn.close()
-            return Exchange(None, ErrorKind.RESET, loop.time() - started)
+            return ErrorKind.RESET
         if response.keep_alive and not conn.closed:
             self._idle.append(conn)
         else:
             conn.close()
-        return Exchange(response, None, loop.time() - started)
+        return response

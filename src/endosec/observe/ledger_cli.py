@@ -1,0 +1,103 @@
+"""``endosec ledger verify`` and ``endosec ledger show``: check and read the signed ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from endosec.observe.ledger import (
+    LedgerError,
+    Record,
+    load_public_key,
+    read_records,
+)
+from endosec.observe.ledger import (
+    verify as verify_ledger,
+)
+
+__all__ = ["ledger"]
+
+
+@click.group(name="ledger", context_settings={"help_option_names": ["-h", "--help"]})
+def ledger() -> None:
+    """Check and read the signed ledger of verdicts and controller actions."""
+
+
+@ledger.command(name="verify")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--public-key", "public_key_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Expected signing key (PEM or 64 hex chars); default: the directory's "
+                   "ledger.pub, else the first record's key.")
+def verify_command(path: Path, public_key_path: Path | None) -> None:
+    """Check the chain and every signature of a ledger directory or file (exit 0 only if ok)."""
+    try:
+        key = load_public_key(public_key_path) if public_key_path is not None else None
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = verify_ledger(path, public_key=key)
+    click.echo(report.summary())
+    if report.key is not None:
+        click.echo(f"key {report.key}; head #{report.last_seq} {report.last_hash}")
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter("expected ISO 8601 or UNIX seconds") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _mentions(payload: Mapping[str, Any], executor: str) -> bool:
+    """Whether a payload names the executor: as ``executor`` or in a top-level list."""
+    if payload.get("executor") == executor:
+        return True
+    return any(isinstance(v, list) and executor in v for v in payload.values())
+
+
+def _readable(record: Record) -> str:
+    when = datetime.fromtimestamp(record.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fields = " ".join(f"{k}={json.dumps(v, separators=(',', ':'), sort_keys=True)}"
+                      for k, v in sorted(record.payload.items()))
+    return f"#{record.seq} {when} {record.kind} {fields}".rstrip()
+
+
+@ledger.command(name="show")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--since", callback=_since, default=None,
+              help="Only records at or after this time (ISO 8601, UTC if no zone; or UNIX).")
+@click.option("--executor", default=None, help="Only records that name this executor.")
+@click.option("--kind", default=None, help="Only records of this kind (e.g. verdict).")
+@click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
+def show_command(path: Path, since: float | None, executor: str | None, kind: str | None,
+                 as_json: bool) -> None:
+    """Print the records of a ledger directory or file (read only; `verify` checks them)."""
+    for entry in read_records(path):
+        record = entry.record
+        if record is None:
+            click.echo(f"skipped {entry.file.name}:{entry.line}: {entry.problem}", err=True)
+            continue
+        if ((since is not None and record.ts < since) or (kind is not None and record.kind != kind)
+                or (executor is not None and not _mentions(record.payload, executor))):
+            continue
+        click.echo(record.line().decode("ascii") if as_json else _readable(record))
+
+
+if __name__ == "__main__":
+    ledger()
