@@ -196,6 +196,25 @@ class Gateway:
         self.executor_pids |= {e["pid"] for e in status["executors"] if e["pid"]}
         return status
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the gateway process has used so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.group.proc.pid}/stat").read_text().rsplit(")", 1)[1]
+        except OSError:
+            return float("nan")
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, tools: Tools, connections: int, seconds: int, warmup: int,
+                pause_ms: int = 0) -> tuple[Result, str]:
+        """A wrk run, and the gateway's CPU time per request during it."""
+        wrk(tools, self.url, connections, warmup, pause_ms)
+        before = self.cpu_seconds()
+        result = wrk(tools, self.url, connections, seconds, pause_ms)
+        used = self.cpu_seconds() - before
+        return result, (f"gateway CPU {1e6 * used / max(result.requests, 1):.0f} us/request "
+                        f"({100 * used / seconds:.0f}% of one core)")
+
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.status()
@@ -297,9 +316,10 @@ def main() -> None:
         peak["backend"] = measure(tools, backend_url, c, seconds, warmup)
         peak["nginx proxy_pass"] = measure(tools, proxy_url, c, seconds, warmup)
         with _gateway(tools, root, "n1", 1) as gw:
-            peak["endosec n=1"] = measure(tools, gw.url, c, seconds, warmup)
+            peak["endosec n=1"], extra["endosec n=1"] = gw.measure(tools, c, seconds, warmup)
         with _gateway(tools, root, "n3", 3) as gw:
-            peak["endosec n=3"] = r3 = measure(tools, gw.url, c, seconds, warmup)
+            r3, extra["endosec n=3"] = gw.measure(tools, c, seconds, warmup)
+            peak["endosec n=3"] = r3
             half_c, pause = half_load(r3.rps)
             half = {
                 "backend": measure(tools, backend_url, half_c, seconds, warmup, pause),
@@ -309,10 +329,12 @@ def main() -> None:
         with _gateway(tools, root, "n3d", 3, dissent=True) as gw:
             before = _counters(gw.status())
             name = f"n=3 {DISSENT_PERCENT}% dissent"
-            peak[name] = rd = measure(tools, gw.url, c, seconds, warmup)
+            rd, cpu = gw.measure(tools, c, seconds, warmup)
+            peak[name] = rd
             after = _counters(gw.status())
             delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-            extra[name] = (f"in the measured run and its warm-up: {delta.get('dissents', 0)} "
+            extra[name] = (f"{cpu}\n    in the measured run and its warm-up: "
+                           f"{delta.get('dissents', 0)} "
                            f"dissents, {delta.get('quarantines', 0)} quarantines, "
                            f"{delta.get('cleanses', 0)} cleanses; "
                            f"{rd.non2xx} non-2xx of {rd.requests} replies "

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,13 @@ class Gateway:
         self.events = tmp / "events.jsonl"
         data.setdefault("gateway", {})["events"] = str(self.events)
         cfg.write_text(yaml.safe_dump(data))
+        self.marker = f"ENDOSEC_TEST_RUN={uuid.uuid4().hex}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
              "--state-dir", str(tmp / "state"), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "ENDOSEC_ADMIN_TOKEN": "test-token", **(env or {})},
+            env={**os.environ, "ENDOSEC_ADMIN_TOKEN": "test-token",
+                 "ENDOSEC_TEST_RUN": self.marker.split("=", 1)[1], **(env or {})},
             start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -141,7 +144,25 @@ class Gateway:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         _, err = self.proc.communicate()
+        deadline = time.monotonic() + 5
+        while (left := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes outlived the gateway: {left}"
         return err
+
+    def leftovers(self) -> list[int]:
+        """Live processes started under this gateway (they inherit its marker variable)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if self.marker.encode() in environ.split(b"\0") and pid_alive(int(proc.name)):
+                found.append(int(proc.name))
+        return found
 
 
 def pid_alive(pid: int) -> bool:

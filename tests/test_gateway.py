@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -77,7 +79,8 @@ def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: 
         # The cleansed executor got the journal replayed: it agrees on state-dependent reads.
         code, _, body = gw.request("GET", "/notes")
         assert code == 200 and [n["text"] for n in json.loads(body)["notes"]] == ["before"]
-        status = gw.wait_for(lambda s: s["recent_verdicts"][-1]["path"] == "/notes",
+        status = gw.wait_for(lambda s: s["recent_verdicts"][-1]["path"] == "/notes"
+                             and s["recent_verdicts"][-1]["method"] == "GET",
                              what="the read's verdict")
         last = status["recent_verdicts"][-1]
         assert "stdlib" in last["agreed"] and not last["dissented"], last
@@ -86,6 +89,18 @@ def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: 
         assert SECRET not in gw.events.read_text()
     finally:
         gw.stop()
+    # The signed ledger holds the dissenting verdict and the controller's response, verifiably.
+    ledger_dir = tmp_path / "state" / "ledger"
+    verify = subprocess.run([sys.executable, "-m", "endosec.cli", "ledger", "verify",
+                             str(ledger_dir)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith("ok: ")
+    shown = subprocess.run([sys.executable, "-m", "endosec.cli", "ledger", "show",
+                            str(ledger_dir), "--executor", "stdlib", "--json"],
+                           capture_output=True, text=True, check=True).stdout
+    kinds = {json.loads(line)["payload"]["event"] for line in shown.splitlines()}
+    assert {"dissent", "quarantine", "cleansed"} <= kinds, kinds
+    assert SECRET not in shown
 
 
 def test_executor_killed_mid_request_does_not_fail_it_and_is_restarted(tmp_path: Path) -> None:

@@ -144,13 +144,16 @@ def demo(listen: str | None, admin: str | None, backdoor: str | None,
     run_forever(config, state_dir=state_dir or default_state_dir() / "demo", on_ready=ready)
 
 
-def _register_optional() -> None:
+def _register_components() -> None:
+    """Each component declares its own commands; the shell only collects them."""
+    from endosec.observe.ledger_cli import ledger
     from endosec.quantify.cli import quantify
 
     main.add_command(quantify)
+    main.add_command(ledger)
 
 
-_register_optional()
+_register_components()
 
 
 if __name__ == "__main__":

@@ -1,41 +1,77 @@
-"""The admin listener: status, metrics and authenticated controller actions.
+"""The admin listener: status, metrics, the live dashboard and authenticated controller actions.
 
-``GET /status`` (JSON), ``GET /metrics`` (Prometheus text format), ``GET /events`` (recent
-events as JSON), and ``POST /executors/{name}/{quarantine|cleanse|activate}`` with
-``Authorization: Bearer <token>``. Without a configured token every POST is refused (403).
+Read-only, for anyone who can reach the listener (keep it on loopback or an admin network):
+
+* ``GET /status`` (JSON) and ``GET /metrics`` (Prometheus text format);
+* ``GET /events[?since=TS]``: recent events, those with ``ts >= TS`` when given;
+* ``GET /series``: per-second latency per executor and verdict counts, for sparklines;
+* ``GET /quantify[?p=P]``: the quantifier's P(defeat) for the live active set, every component
+  exploited with probability P (default 0.01);
+* ``GET /dashboard``: the live page, which reads the endpoints above.
+
+Actions: ``POST /executors/{name}/{quarantine|cleanse|activate}`` with ``Authorization: Bearer
+<token>``; ``GET /auth`` answers 200 for a good token so the page can check one before offering
+buttons. Without a configured token every action is refused (403).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import math
+import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from endosec.gateway.engine import MimicGateway
+from endosec.observe.dashboard import SeriesSampler, asset, defeat_estimate
 from endosec.protocols.http import Request, Response, encode_response
+from endosec.quantify.errors import ParameterError
 
 __all__ = ["AdminHandler"]
 
 _ACTIONS = ("quarantine", "cleanse", "activate")
+DEFAULT_EXPLOIT_P = 0.01
+# The page is same-origin only: no external script, style, image or connection, no framing.
+_PAGE_HEADERS = (
+    (b"content-security-policy",
+     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+     b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+)
 
 
-def _reply(status: int, body: bytes, content_type: bytes, keep_alive: bool) -> bytes:
-    response = Response(status=status, reason=b"", headers=((b"content-type", content_type),),
+def _reply(status: int, body: bytes, content_type: bytes, keep_alive: bool,
+           extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    response = Response(status=status, reason=b"",
+                        headers=((b"content-type", content_type), *extra),
                         body=body, keep_alive=keep_alive)
     return encode_response(response, keep_alive=keep_alive, head_only=False)
 
 
 def _json(status: int, payload: Any, keep_alive: bool) -> bytes:
     body = json.dumps(payload, indent=2, default=str).encode()
-    return _reply(status, body, b"application/json", keep_alive)
+    return _reply(status, body, b"application/json", keep_alive, ((b"cache-control", b"no-store"),))
+
+
+def _number(query: dict[str, list[str]], key: str) -> float | None:
+    """A finite float query parameter, None when absent; ValueError when malformed."""
+    if key not in query:
+        return None
+    value = float(query[key][-1])
+    if not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number")
+    return value
 
 
 class AdminHandler:
-    __slots__ = ("gateway", "token")
+    __slots__ = ("gateway", "series", "token")
 
     def __init__(self, gateway: MimicGateway, token: str | None) -> None:
         self.gateway = gateway
         self.token = token
+        self.series = SeriesSampler(gateway.metrics)
 
     def _authorised(self, request: Request) -> bool:
         if self.token is None:
@@ -49,28 +85,62 @@ class AdminHandler:
 
     async def __call__(self, request: Request) -> bytes:
         ka = request.keep_alive
-        path = request.target.decode("latin-1").split("?", 1)[0]
+        path, _, raw_query = request.target.decode("latin-1").partition("?")
         if request.method == b"GET":
-            if path == "/status":
-                return _json(200, self.gateway.status(), ka)
-            if path == "/metrics":
-                return _reply(200, self.gateway.metrics.render(),
-                              b"text/plain; version=0.0.4; charset=utf-8", ka)
-            if path == "/events":
-                return _json(200, list(self.gateway.events.recent), ka)
-            return _json(404, {"error": "not found"}, ka)
+            try:
+                return self._get(request, path, parse_qs(raw_query), ka)
+            except (ValueError, ParameterError) as exc:
+                return _json(400, {"error": str(exc)}, ka)
         parts = path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "executors" or parts[2] not in _ACTIONS:
             return _json(404, {"error": "not found"}, ka)
         if request.method != b"POST":
             return _json(405, {"error": "method not allowed"}, ka)
-        if self.token is None:
-            return _json(403, {"error": "admin actions are disabled: no token configured"}, ka)
-        if not self._authorised(request):
-            return _json(401, {"error": "missing or wrong bearer token"}, ka)
+        refused = self._refusal(request, ka)
+        if refused is not None:
+            return refused
         try:
             actions = self.gateway.admin(parts[2], parts[1])
         except KeyError:
             return _json(404, {"error": f"no executor named {parts[1]!r}"}, ka)
         return _json(202, {"accepted": parts[2], "executor": parts[1],
                            "actions": [repr(a) for a in actions]}, ka)
+
+    def _refusal(self, request: Request, ka: bool) -> bytes | None:
+        if self.token is None:
+            return _json(403, {"error": "admin actions are disabled: no token configured"}, ka)
+        if not self._authorised(request):
+            return _json(401, {"error": "missing or wrong bearer token"}, ka)
+        return None
+
+    def _get(self, request: Request, path: str, query: dict[str, list[str]], ka: bool) -> bytes:
+        gw = self.gateway
+        if path == "/status":
+            return _json(200, gw.status(), ka)
+        if path == "/metrics":
+            return _reply(200, gw.metrics.render(),
+                          b"text/plain; version=0.0.4; charset=utf-8", ka)
+        if path == "/events":
+            since = _number(query, "since")
+            events = [e for e in gw.events.recent if since is None or e["ts"] >= since]
+            return _json(200, events, ka)
+        if path == "/series":
+            self.series.sample(time.time())
+            return _json(200, self.series.as_dict(), ka)
+        if path == "/quantify":
+            p = _number(query, "p")
+            voters = set(gw.controller.voters)
+            profiles = [e.as_profile() for e in gw.config.executors if e.name in voters]
+            a = gw.config.arbiter
+            return _json(200, defeat_estimate(
+                profiles, strategy=a.strategy, k=a.k,
+                p=DEFAULT_EXPLOIT_P if p is None else p), ka)
+        if path == "/auth":
+            return self._refusal(request, ka) or _json(200, {"admin": True}, ka)
+        if path in ("/", "/dashboard/"):
+            return _reply(302, b"", b"text/plain", ka, ((b"location", b"/dashboard"),))
+        name = "index.html" if path == "/dashboard" else path.removeprefix("/dashboard/")
+        found = asset(name) if path.startswith("/dashboard") else None
+        if found is None:
+            return _json(404, {"error": "not found"}, ka)
+        return _reply(200, found[0], found[1], ka, _PAGE_HEADERS)

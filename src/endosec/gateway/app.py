@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,9 @@ from endosec.gateway.admin import AdminHandler
 from endosec.gateway.engine import MimicGateway
 from endosec.gateway.http import HttpAdapter
 from endosec.gateway.server import ServerState, serve
-from endosec.gateway.tasks import cancel_all
+from endosec.gateway.tasks import cancel_all, spawn
 from endosec.observe.events import EventLog
+from endosec.observe.ledger import Ledger
 from endosec.observe.metrics import GatewayMetrics
 from endosec.protocols.http import HttpLimits
 
@@ -57,7 +60,8 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
               on_ready: Callable[[Listening], None]) -> None:
     """Serve until ``stop`` is set, then shut everything down (executors included)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    events = EventLog(config.gateway.events, keep=500)
+    ledger = Ledger(state_dir / "ledger")
+    events = EventLog(config.gateway.events, keep=500, ledger=ledger)
     metrics = GatewayMetrics()
     limits = config.limits
     http_limits = HttpLimits(max_header_bytes=limits.max_header_bytes,
@@ -71,7 +75,9 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                            events=events, metrics=metrics)
     servers: list[asyncio.Server] = []
     try:
-        events.emit("config-loaded", executors=[e.name for e in config.executors])
+        events.emit("config-loaded", executors=[e.name for e in config.executors],
+                    sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
+        spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
         await gateway.start()
 
         def rejected(status: int) -> None:
@@ -94,10 +100,17 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
     finally:
         for server in servers:
             server.close()
+        await cancel_all()  # first, so no cleanse in flight restarts an executor
         await gateway.stop()
-        await cancel_all()
         events.emit("stopped")
         events.close()
+
+
+async def _tick_ledger(ledger: Ledger) -> None:
+    """Let the ledger write out a batch that has waited long enough, even when traffic stops."""
+    while True:
+        await asyncio.sleep(0.1)
+        ledger.tick(time.time())
 
 
 def run_forever(config: Config, *, state_dir: Path,

@@ -232,7 +232,7 @@ class MimicGateway:
                    "dissented": list(final.dissented), "failed": list(final.failed)}
         self.recent.append(summary)
         if final.dissenters or not final.accepted:
-            digests = {o.executor: o.digest.hex()[:16] for o in rnd.ballot.outputs}
+            digests = {o.executor: o.digest.hex() for o in rnd.ballot.outputs}
             self.events.emit("dissent" if final.accepted else final.outcome.value,
                              **summary, reason=final.reason, digests=digests)
             for name in final.dissenters:

@@ -2,7 +2,8 @@
 
 One JSON object per line, always with ``ts`` (UNIX seconds) and ``event``; the other keys depend
 on the event. Events go to a file when configured, else to standard error, and the last few are
-kept in memory for the admin status page.
+kept in memory for the admin status page. The events an auditor needs (verdicts with dissent,
+controller and admin actions, configuration loads) are also appended to the signed ledger.
 """
 
 from __future__ import annotations
@@ -14,13 +15,36 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EventLog"]
+from endosec.observe.ledger import Ledger
+
+__all__ = ["LEDGER_KINDS", "EventLog"]
+
+# Event name -> ledger record kind, for the events that go on the tamper-evident record.
+LEDGER_KINDS = {
+    "dissent": "verdict",
+    "no-quorum": "verdict",
+    "all-failed": "verdict",
+    "quarantine": "controller-action",
+    "cleanse": "controller-action",
+    "cleansed": "controller-action",
+    "cleanse-failed": "controller-action",
+    "activated": "controller-action",
+    "activate-failed": "controller-action",
+    "rotation": "controller-action",
+    "alert": "controller-action",
+    "unhealthy": "controller-action",
+    "start-failed": "controller-action",
+    "admin": "admin-action",
+    "config-loaded": "config-load",
+}
 
 
 class EventLog:
-    __slots__ = ("_out", "_owned", "recent")
+    __slots__ = ("_out", "_owned", "ledger", "recent")
 
-    def __init__(self, path: Path | None = None, *, keep: int = 200) -> None:
+    def __init__(self, path: Path | None = None, *, keep: int = 200,
+                 ledger: Ledger | None = None) -> None:
+        self.ledger = ledger
         self._owned = path is not None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,12 +52,18 @@ class EventLog:
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = {"ts": round(time.time(), 6), "event": event, **fields}
+        now = time.time()
+        record = {"ts": round(now, 6), "event": event, **fields}
         self.recent.append(record)
+        kind = LEDGER_KINDS.get(event)
+        if self.ledger is not None and kind is not None:
+            self.ledger.append(kind, {"event": event, **fields}, now=now)
         self._out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
         self._out.flush()
         return record
 
     def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
         if self._owned:
             self._out.close()

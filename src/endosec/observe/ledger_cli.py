@@ -35,12 +35,15 @@ def ledger() -> None:
               help="Expected signing key (PEM or 64 hex chars); default: the directory's "
                    "ledger.pub, else the first record's key.")
 def verify_command(path: Path, public_key_path: Path | None) -> None:
-    """Check the chain and every signature of a ledger directory or file (exit 0 only if ok)."""
+    """Check the chain and every signature (exit status 0 only if all hold).
+
+    PATH is a ledger directory or one of its files.
+    """
     try:
         key = load_public_key(public_key_path) if public_key_path is not None else None
+        report = verify_ledger(path, public_key=key)
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from exc
-    report = verify_ledger(path, public_key=key)
     click.echo(report.summary())
     if report.key is not None:
         click.echo(f"key {report.key}; head #{report.last_seq} {report.last_hash}")
@@ -87,7 +90,10 @@ def _readable(record: Record) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print each record as its JSON line.")
 def show_command(path: Path, since: float | None, executor: str | None, kind: str | None,
                  as_json: bool) -> None:
-    """Print the records of a ledger directory or file (read only; `verify` checks them)."""
+    """Print records readably (read only: `verify` checks them).
+
+    PATH is a ledger directory or one of its files.
+    """
     for entry in read_records(path):
         record = entry.record
         if record is None:

@@ -1,0 +1,239 @@
+"""The live dashboard: its JSON endpoints, and the page itself in Debian's headless chromium.
+
+A real `endosec run` in front of the three demo stacks, on loopback. The browser is driven by
+Playwright with ``executable_path`` pointed at the system chromium (no browser download). The
+end-to-end run leaves a screenshot in ``artifacts/dashboard.png`` for CI to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from endosec.config import load_config
+from endosec.quantify.components import ComponentSystem, analyse
+from tests.gatewayctl import DEMO, ROOT, Gateway, demo_config, with_env
+
+pytestmark = pytest.mark.slow
+
+if shutil.which("node") is None:  # pragma: no cover - Node ships with the test machines
+    pytest.skip("node is needed for the three-stack demo (scripts/install-system-deps.sh)",
+                allow_module_level=True)
+
+SECRET_FILE = ROOT / "examples/demo/secret.txt"
+ARTIFACT = ROOT / "artifacts" / "dashboard.png"
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+INSTALL = ("install it with scripts/install-system-deps.sh (as root) and "
+           "pip install -e '.[test]'")
+TOKEN = "test-token"  # what tests.gatewayctl puts in ENDOSEC_ADMIN_TOKEN
+
+
+def missing(what: str) -> None:
+    """Skip on a developer machine; on CI (CI=true) a missing browser is a failure."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is missing on CI: {INSTALL}")
+    pytest.skip(f"{what} is missing: {INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("dashboard-api"), demo_config())
+    yield gw
+    gw.stop()
+
+
+def get_json(gw: Gateway, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    code, _, body = gw.request("GET", path, headers=headers, admin=True)
+    return code, json.loads(body)
+
+
+# -- the endpoints the page reads -------------------------------------------------------------
+
+def test_page_and_assets_are_served_with_a_same_origin_policy(gateway: Gateway) -> None:
+    code, headers, body = gateway.request("GET", "/dashboard", admin=True)
+    assert code == 200 and headers["content-type"].startswith("text/html")
+    csp = headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert b'src="/dashboard/dashboard.js"' in body
+    for name, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+        code, headers, asset = gateway.request("GET", f"/dashboard/{name}", admin=True)
+        assert code == 200 and headers["content-type"].startswith(kind), name
+        # No fetch may leave the admin listener: the only absolute URL is the SVG namespace.
+        urls = set(re.findall(rb"https?://[^\s\"')]+", asset)) - {b"http://www.w3.org/2000/svg"}
+        assert not urls, (name, urls)
+    for path in ("/dashboard/../secret.txt", "/dashboard/endosec.yaml", "/dashboard/risk.py",
+                 "/dashboard/__init__.py"):
+        assert gateway.request("GET", path, admin=True)[0] == 404, path
+    code, headers, _ = gateway.request("GET", "/", admin=True)
+    assert code == 302 and headers["location"] == "/dashboard"
+
+
+def test_quantify_is_the_components_model_over_the_active_set(gateway: Gateway) -> None:
+    code, body = get_json(gateway, "/quantify")
+    assert code == 200
+    assert sorted(body["executors"]) == ["aiohttp", "node", "stdlib"]
+    assert body["k"] == 2 and body["p"] == 0.01
+    profiles = [e.as_profile() for e in load_config(DEMO).executors]
+    expected = analyse(ComponentSystem(profiles, default_p=0.01), k=2)
+    assert body["p_defeat"] == pytest.approx(expected.p_defeat)
+    # os:linux is in every stack: defeat is likelier than independent failures would make it.
+    assert body["contributions"] and all(c["contribution"] > 0 for c in body["contributions"])
+    code, higher = get_json(gateway, "/quantify?p=0.05")
+    assert code == 200 and higher["p_defeat"] > body["p_defeat"]
+    for bad in ("1.5", "nan", "x"):
+        code, err = get_json(gateway, f"/quantify?p={bad}")
+        assert code == 400 and "error" in err, bad
+
+
+def test_events_since_returns_only_newer_events(gateway: Gateway) -> None:
+    code, everything = get_json(gateway, "/events")
+    assert code == 200 and len(everything) >= 2
+    cut = everything[len(everything) // 2]["ts"]
+    code, newer = get_json(gateway, f"/events?since={cut}")
+    assert code == 200 and newer == [e for e in everything if e["ts"] >= cut]
+    assert get_json(gateway, "/events?since=later")[0] == 400
+
+
+def test_auth_accepts_only_the_admin_token(gateway: Gateway) -> None:
+    assert get_json(gateway, "/auth")[0] == 401
+    assert get_json(gateway, "/auth", {"Authorization": "Bearer nope"})[0] == 401
+    assert get_json(gateway, "/auth", {"Authorization": f"Basic {TOKEN}"})[0] == 401
+    code, body = get_json(gateway, "/auth", {"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200 and body == {"admin": True}
+
+
+def test_series_gives_per_executor_latency_and_verdict_counts(gateway: Gateway) -> None:
+    get_json(gateway, "/series")  # opens an interval
+    for _ in range(5):
+        assert gateway.request("GET", "/notes")[0] == 200
+    gateway.wait_for(lambda s: s["recent_verdicts"][-1]["path"] == "/notes", what="verdicts")
+    time.sleep(1.1)  # the sampler closes at most one interval per second
+    code, series = get_json(gateway, "/series")
+    assert code == 200 and series["interval"] == 1.0
+    for name in ("stdlib", "aiohttp", "node"):
+        last = series["latency"][name][-1]
+        assert last["n"] >= 5 and last["mean_ms"] > 0, (name, last)
+    assert series["verdicts"][-1]["outcomes"]["accepted"] >= 5
+
+
+# -- the page in a real browser -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright (Python package)")
+    if not CHROMIUM.exists():
+        missing(f"chromium ({CHROMIUM})")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS,
+                                      headless=True, timeout=60_000)
+        yield chromium
+        chromium.close()
+
+
+def test_backdoor_quarantine_and_recovery_show_live_in_the_browser(browser: Any,
+                                                                   tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    gw = Gateway(tmp_path, with_env(demo_config(), "stdlib",
+                                    NOTES_BACKDOOR_SECRET=str(SECRET_FILE)))
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+            if msg.type == "error" else None)
+    page.on("request", lambda req: None if req.url.startswith(gw.admin_url)
+            else problems.append(f"request left the admin listener: {req.url}"))
+    try:
+        page.goto(f"{gw.admin_url}/dashboard")
+        card = page.locator('.card[data-executor="stdlib"]')
+        for name in ("stdlib", "aiohttp", "node"):
+            expect(page.locator(f'.card[data-executor="{name}"]')).to_have_attribute(
+                "data-state", "active", timeout=10_000)
+        expect(page.locator("#active .chip")).to_have_count(3)
+        expect(page.locator("#pdefeat")).to_have_text(re.compile(r"\d"))
+        expect(page.locator("#conn")).to_have_attribute("data-live", "true")
+        # Read-only until a token is given.
+        expect(page.locator(".actions button")).to_have_count(0)
+
+        assert gw.request("POST", "/notes", {"text": "hello"})[0] == 201
+        for _ in range(3):  # a few seconds of traffic for the sparklines
+            for path in ("/notes", "/notes/1", "/notes/2"):
+                gw.request("GET", path)
+            time.sleep(0.6)
+
+        code, _, body = gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
+        assert code == 200 and SECRET_FILE.read_bytes().strip() not in body
+
+        timeline = page.locator("#timeline")
+        expect(timeline.locator('li[data-event="dissent"][data-executor~="stdlib"]')).to_have_count(
+            1, timeout=10_000)
+        expect(timeline.locator('li[data-event="quarantine"][data-executor="stdlib"]')
+               ).to_have_count(1, timeout=10_000)
+        expect(timeline.locator('li[data-event="cleansed"][data-executor="stdlib"]')
+               ).to_have_count(1, timeout=15_000)
+        expect(timeline.locator('li[data-event="activated"][data-executor="stdlib"]')
+               ).to_have_count(2, timeout=15_000)  # at start, and after the cleanse
+        # Newest first: the recovery is listed above the quarantine that caused it.
+        order = [e for e in page.locator("#timeline li").evaluate_all(
+            "els => els.map(e => e.dataset.event + ' ' + e.dataset.executor)")
+                 if e.endswith(" stdlib")]
+        assert order.index("activated stdlib") < order.index("cleansed stdlib") < order.index(
+            "quarantine stdlib"), order
+        # The card's history keeps the cycle the 1 s poll is too slow to see as a state.
+        steps = card.locator(".history li").all_text_contents()
+        assert steps[-4:] == ["dissent", "quarantined", "cleansing", "cleansed", "active"][-4:] \
+            or steps[-5:] == ["dissent", "quarantined", "cleansing", "cleansed", "active"], steps
+        expect(card).to_have_attribute("data-state", "active", timeout=10_000)
+        expect(card.locator(".counters .counter").filter(has_text="quarantines")
+               .locator("dd")).to_have_text("1")
+        expect(page.locator('.verdict.dissent .votes').first).to_contain_text("stdlib")
+
+        # Unlock the actions: a wrong token is refused, the right one kept for the tab.
+        page.fill("#token", "not-the-token")
+        page.click("#unlock")
+        expect(page.locator("#toast")).to_have_text("Wrong token")
+        expect(page.locator(".actions button")).to_have_count(0)
+        page.fill("#token", TOKEN)
+        page.click("#unlock")
+        expect(page.locator(".actions button")).to_have_count(9)
+        assert page.evaluate("sessionStorage.getItem('endosec.admin-token')") == TOKEN
+        page.reload()
+        expect(page.locator(".actions button")).to_have_count(9, timeout=10_000)
+
+        node = page.locator('.card[data-executor="node"]')
+        node.locator('button[data-action="cleanse"]').click()
+        expect(page.locator("#toast")).to_have_text("cleanse node: accepted")
+        expect(timeline.locator('li[data-event="admin"][data-executor="node"]')).to_have_count(
+            1, timeout=10_000)
+        expect(node.locator(".history li").filter(has_text="admin: cleanse")).to_have_count(1)
+        expect(timeline.locator('li[data-event="cleansed"][data-executor="node"]')
+               ).to_have_count(1, timeout=15_000)
+        for name in ("stdlib", "aiohttp", "node"):
+            expect(page.locator(f'.card[data-executor="{name}"]')).to_have_attribute(
+                "data-state", "active", timeout=15_000)
+        for _ in range(3):  # fresh points after the cycle, for the picture
+            gw.request("GET", "/notes")
+            time.sleep(0.5)
+        expect(card.locator(".spark path.spark-line")).to_have_count(1, timeout=5_000)
+        page.wait_for_timeout(1200)
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACT), full_page=True)
+        assert not problems, problems
+    finally:
+        context.close()
+        gw.stop()
