@@ -262,3 +262,24 @@ def test_admin_actions_need_the_token(gateway: Gateway) -> None:
         what="node cleansed and back")
     code, _, body = gateway.request("GET", "/metrics", admin=True)
     assert code == 200 and b"endosec_requests_total" in body
+
+
+def test_verdict_headers_and_per_executor_timeout(tmp_path: Path) -> None:
+    data = with_env(demo_config(gateway={"verdict_headers": True}), "node", NOTES_FAULT="hang")
+    for e in data["executors"]:
+        if e["name"] == "node":
+            e["read_timeout"] = 0.5  # the global read_timeout stays 3 s
+    gw = start(tmp_path, data)
+    try:
+        code, headers, _ = gw.request("GET", "/notes")
+        assert code == 200
+        assert headers["x-endosec-verdict"] == "accepted"
+        assert set(headers["x-endosec-agreed"].split(",")) == {"stdlib", "aiohttp"}
+        began = time.monotonic()
+        status = gw.wait_for(lambda s: any(v["failed"] == ["node"]
+                                           for v in s["recent_verdicts"]), timeout=10,
+                             what="node timed out")
+        assert time.monotonic() - began < 2.5, "the executor's own read_timeout was not used"
+        assert status["recent_verdicts"][0]["outcome"] == "accepted"
+    finally:
+        gw.stop()

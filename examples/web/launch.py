@@ -79,17 +79,16 @@ def prepare_site(docroot: Path, layout: Layout) -> None:
     os.utime(large, (FIXED_MTIME, FIXED_MTIME))
     for sub in ("tmp", "run", "pages"):
         (layout.scratch / sub).mkdir(exist_ok=True)
-    (layout.scratch / "pages" / "moved").write_bytes(b"")
-    (layout.scratch / "pages" / ".moved").write_bytes(b"")
+    (layout.scratch / "pages" / ".moved").write_bytes(b"")  # the body of directory redirects
     if layout.user is not None:
-        _open_to_workers(layout)
+        _open_to_workers(layout, layout.user)
 
 
-def _open_to_workers(layout: Layout) -> None:
+def _open_to_workers(layout: Layout, user: str) -> None:
     """Let unprivileged workers read the site and write their temp and run directories."""
     for parent in layout.scratch.parents:
         if not parent.stat().st_mode & stat.S_IXOTH:
-            sys.exit(f"launch.py: {parent} is not searchable by {layout.user}; the servers' "
+            sys.exit(f"launch.py: {parent} is not searchable by {user}; the servers' "
                      "workers could not reach the site (use a state directory others can "
                      "traverse)")
     layout.scratch.chmod(0o755)
@@ -98,7 +97,7 @@ def _open_to_workers(layout: Layout) -> None:
             (Path(root) / d).chmod(0o755)
         for f in files:
             (Path(root) / f).chmod(0o644)
-    pw = pwd.getpwnam(layout.user)  # type: ignore[arg-type]
+    pw = pwd.getpwnam(user)
     for sub in ("tmp", "run"):
         os.chown(layout.scratch / sub, pw.pw_uid, pw.pw_gid)
 
@@ -211,7 +210,7 @@ ErrorDocument 404 /errors/404.html
 ErrorDocument 416 /errors/416.html
 # The empty body of redirects (lighttpd's); direct requests get the 404 page.
 ErrorDocument 301 /.moved
-Alias /.moved "{s}/pages/moved"
+Alias /.moved "{s}/pages/.moved"
 <Location "/.moved">
     <If "-z %{{ENV:REDIRECT_STATUS}}">
         Redirect 404

@@ -154,6 +154,10 @@ class ExecutorConfig(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535,
                              description="fixed port; omit to let the gateway allocate {port}")
     health: HealthConfig = Field(default_factory=HealthConfig)
+    connect_timeout: float | None = Field(default=None, gt=0,
+                                          description="overrides limits.connect_timeout")
+    read_timeout: float | None = Field(default=None, gt=0,
+                                       description="overrides limits.read_timeout")
     template: Path | None = Field(default=None, description="pristine scratch directory")
     sandbox: bool = False
     stateless: bool = Field(default=False,

@@ -49,7 +49,8 @@ class Upstream(Protocol):
 
 
 class ProtocolAdapter(Protocol):
-    def upstream(self, address: tuple[str, int]) -> Upstream: ...
+    def upstream(self, address: tuple[str, int], *, connect_timeout: float,
+                 read_timeout: float) -> Upstream: ...
 
     def forward(self, request: Any) -> Forward: ...
 

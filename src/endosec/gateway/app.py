@@ -68,9 +68,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                              max_headers=limits.max_headers,
                              max_body_bytes=limits.max_request_body,
                              max_response_bytes=limits.max_response_body)
-    adapter = HttpAdapter(compile_rules(config.canonicalise), http_limits,
-                          connect_timeout=limits.connect_timeout,
-                          read_timeout=limits.read_timeout)
+    adapter = HttpAdapter(compile_rules(config.canonicalise), http_limits)
     gateway = MimicGateway(config, adapter, scratch_root=state_dir / "executors",
                            events=events, metrics=metrics)
     servers: list[asyncio.Server] = []

@@ -107,6 +107,7 @@ class MimicGateway:
             for e in config.executors
         }
         self.stateless = {e.name for e in config.executors if e.stateless}
+        self._specs = {e.name: e for e in config.executors}
         self.upstreams: dict[str, Upstream] = {}
         self.journal = Journal(config.journal.max_entries, config.journal.max_bytes)
         self.synced = dict.fromkeys(names, 0)
@@ -149,7 +150,10 @@ class MimicGateway:
         address = self.executors[name].address
         upstream = self.upstreams.get(name)
         if upstream is None:
-            self.upstreams[name] = self.adapter.upstream(address)
+            spec, limits = self._specs[name], self.config.limits
+            self.upstreams[name] = self.adapter.upstream(
+                address, connect_timeout=spec.connect_timeout or limits.connect_timeout,
+                read_timeout=spec.read_timeout or limits.read_timeout)
         else:
             upstream.reset(address)
 

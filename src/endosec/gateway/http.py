@@ -23,18 +23,16 @@ SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
 
 class HttpAdapter:
-    __slots__ = ("connect_timeout", "limits", "read_timeout", "rules")
+    __slots__ = ("limits", "rules")
 
-    def __init__(self, rules: RuleSet, limits: HttpLimits, *, connect_timeout: float,
-                 read_timeout: float) -> None:
+    def __init__(self, rules: RuleSet, limits: HttpLimits) -> None:
         self.rules = rules
         self.limits = limits
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
 
-    def upstream(self, address: tuple[str, int]) -> HttpUpstream:
-        return HttpUpstream(address, self.limits, connect_timeout=self.connect_timeout,
-                            read_timeout=self.read_timeout)
+    def upstream(self, address: tuple[str, int], *, connect_timeout: float,
+                 read_timeout: float) -> HttpUpstream:
+        return HttpUpstream(address, self.limits, connect_timeout=connect_timeout,
+                            read_timeout=read_timeout)
 
     def forward(self, request: Request) -> Forward:
         return Forward(request=request, payload=upstream_request_bytes(request),

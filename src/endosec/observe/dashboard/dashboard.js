@@ -297,6 +297,10 @@ function renderTiles(s) {
   if (!s.active.length) $("active").append(el("span", "chip off", "none voting"));
   const parts = [`${s.active.length} voting of ${s.executors.length}, floor ${s.floor}`];
   if (s.shadows.length) parts.push(`shadowing: ${s.shadows.join(", ")}`);
+  const profiles = s.executors.filter((e) => s.active.includes(e.name)).map((e) => e.profile);
+  const common = profiles.length > 1
+    ? profiles[0].filter((c) => profiles.every((p) => p.includes(c))) : [];
+  parts.push(common.length ? `common to all: ${common.join(", ")}` : "no component common to all");
   $("active-note").textContent = parts.join(" · ");
   const sum = (k) => s.executors.reduce((a, e) => a + ((e.counters || {})[k] || 0), 0);
   $("dissent-total").replaceChildren(String(sum("dissents")), el("small", null, " dissents"));
@@ -349,8 +353,8 @@ function renderRisk(r) {
   const single = Object.entries(r.single || {});
   const best = single.length ? Math.min(...single.map(([, v]) => v)) : null;
   $("risk-note").textContent = r.n
-    ? `${r.k} of ${r.n} compromised together (${r.strategy}), p = ${r.p} per component; ` +
-      `best single executor alone: ${probability(best)}`
+    ? `at least ${r.k} of ${r.n} voters compromised (${r.strategy}), each component ` +
+      `exploitable with p = ${r.p} · one executor alone: ${probability(best)}`
     : "no executor is voting";
   const items = (r.contributions || []).filter((c) => c.contribution > 0).map((c) => {
     const li = el("li");

@@ -1,0 +1,116 @@
+"""Configuration validation: every mistake is reported with the field it is in."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from endosec.cli import main
+from endosec.config import ConfigError, load_config, parse_address
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo" / "endosec.yaml"
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "endosec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def demo_data() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_shipped_configs_are_valid() -> None:
+    config = load_config(DEMO)
+    assert [e.name for e in config.executors] == ["stdlib", "aiohttp", "node"]
+    assert config.controller.effective_floor == 2
+    assert all(e.cwd == DEMO.parent for e in config.executors)
+    assert config.executors[0].argv[0] == sys.executable  # {python} expanded
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda d: d["executors"][1].pop("argv"), r"executors\[1\]\.argv"),
+    (lambda d: d["executors"][0].update(profile=[]), r"executors\[0\]\.profile"),
+    (lambda d: d["controller"].update(active=0), r"controller\.active"),
+    (lambda d: d["controller"].update(active=7), r"controller\.active \(7\) exceeds"),
+    (lambda d: d["controller"].update(floor=5), r"floor \(5\) cannot exceed"),
+    (lambda d: d["arbiter"].update(strategy="threshold"), r"needs k"),
+    (lambda d: d["arbiter"].update(strategy="best-of"), r"arbiter\.strategy"),
+    (lambda d: d.update(listen="localhost"), r"listen: .*HOST:PORT"),
+    (lambda d: d.update(colour="blue"), r"colour: Extra inputs"),
+    (lambda d: d["executors"].append(dict(d["executors"][0])), r"repeated: stdlib"),
+    (lambda d: d["limits"].update(read_timeout=-1), r"limits\.read_timeout"),
+])
+def test_bad_config_names_the_field(tmp_path: Path, mutate, field: str) -> None:
+    data = demo_data()
+    mutate(data)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=field):
+        load_config(path)
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 1
+    assert re.search(field, result.output), result.output
+
+
+def test_bad_canonicalisation_rule_names_the_field(tmp_path: Path) -> None:
+    data = demo_data()
+    data["canonicalise"]["bodies"][0]["json"]["ignore"] = ["no-leading-slash"]
+    result = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, data))])
+    assert result.exit_code == 1
+    assert "canonicalise.bodies[0].json.ignore[0]" in result.output
+
+
+def test_check_accepts_the_demo() -> None:
+    result = CliRunner().invoke(main, ["check", "--config", str(DEMO)])
+    assert result.exit_code == 0, result.output
+    assert "3 executors" in result.output
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_address("[::1]:8080") == ("::1", 8080)
+    for bad in ("nohost", ":80", "h:99999", "h:x"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_demo_prints_its_banner_and_stops_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "endosec.cli", "demo", "--listen", "127.0.0.1:0",
+         "--admin", "127.0.0.1:0", "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert re.fullmatch(
+            r"endosec demo: serving http://127\.0\.0\.1:\d+  admin http://127\.0\.0\.1:\d+  "
+            r"executors: stdlib, aiohttp, node\n", line), line
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_demo_rejects_an_unknown_backdoor_target() -> None:
+    result = CliRunner().invoke(main, ["demo", "--backdoor", "nginx"])
+    assert result.exit_code == 2
+    assert "no executor named 'nginx'" in result.output
