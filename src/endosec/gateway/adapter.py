@@ -8,6 +8,7 @@ Adding a protocol means one adapter, one upstream client and one listener, never
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,8 +40,15 @@ class Exchange:
 class Upstream(Protocol):
     """Connections to one executor."""
 
+    def submit(self, forward: Forward, deliver: Callable[[Exchange], None]) -> None:
+        """Send ``forward.payload`` and call ``deliver`` exactly once with the outcome.
+
+        Never raises: failures, timeouts included, come back as ``Exchange.error``.
+        """
+        ...
+
     async def exchange(self, forward: Forward) -> Exchange:
-        """Send ``forward.payload``; never raises, failures come back as ``Exchange.error``."""
+        """`submit`, awaitable."""
         ...
 
     def reset(self, address: tuple[str, int]) -> None:

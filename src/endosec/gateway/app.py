@@ -16,14 +16,17 @@ from pathlib import Path
 from endosec.config import Config, parse_address
 from endosec.core.canonicalise import compile_rules
 from endosec.gateway.admin import AdminHandler
+from endosec.gateway.dns import DnsAdapter, dns_health_probe, settings_from_config
+from endosec.gateway.dns_server import DnsListener, DnsServerState, serve_dns
 from endosec.gateway.engine import MimicGateway
 from endosec.gateway.http import HttpAdapter
-from endosec.gateway.server import ServerState, serve
+from endosec.gateway.server import ServerState, serve, submitting
 from endosec.gateway.tasks import cancel_all, spawn
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
 from endosec.observe.metrics import GatewayMetrics
 from endosec.protocols.http import HttpLimits
+from endosec.runtime.base import HealthProbe
 
 __all__ = ["Listening", "default_state_dir", "run", "run_forever"]
 
@@ -68,10 +71,16 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                              max_headers=limits.max_headers,
                              max_body_bytes=limits.max_request_body,
                              max_response_bytes=limits.max_response_body)
-    adapter = HttpAdapter(compile_rules(config.canonicalise), http_limits)
+    adapter: HttpAdapter | DnsAdapter = HttpAdapter(compile_rules(config.canonicalise),
+                                                    http_limits)
+    probes: dict[str, HealthProbe] | None = None
+    if config.protocol == "dns":
+        adapter = DnsAdapter(settings_from_config(config))
+        probes = {e.name: dns_health_probe(e.health.dns_query or "") for e in config.executors}
     gateway = MimicGateway(config, adapter, scratch_root=state_dir / "executors",
-                           events=events, metrics=metrics)
+                           events=events, metrics=metrics, health_probes=probes)
     servers: list[asyncio.Server] = []
+    dns_listener: DnsListener | None = None
     try:
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
@@ -81,21 +90,34 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         def rejected(status: int) -> None:
             metrics.rejected.labels(str(status)).inc()
 
-        client = ServerState(handler=gateway.handle, limits=http_limits,
+        client = ServerState(submit=gateway.submit, limits=http_limits,
                              header_timeout=limits.client_header_timeout,
                              idle_timeout=limits.client_idle_timeout,
                              max_connections=limits.max_connections, on_reject=rejected)
-        admin = ServerState(handler=AdminHandler(gateway, config.admin.resolved_token()),
+        admin = ServerState(submit=submitting(AdminHandler(gateway,
+                                                           config.admin.resolved_token())),
                             limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
-        servers.append(await serve(client, *parse_address(config.listen)))
+        if config.protocol == "dns":
+            dns_listener = await serve_dns(DnsServerState(
+                handler=gateway.handle, settings=settings_from_config(config),
+                message_timeout=limits.client_header_timeout,
+                idle_timeout=limits.client_idle_timeout, max_connections=limits.max_connections,
+                max_udp_inflight=config.dns.max_udp_inflight,
+                on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
+            ), *parse_address(config.listen))
+        else:
+            servers.append(await serve(client, *parse_address(config.listen)))
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
-        events.emit("serving", url=_url(servers[0]), admin=_url(servers[1]),
+        serve_url = dns_listener.url if dns_listener is not None else _url(servers[0])
+        events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.controller.voters))
-        on_ready(Listening(_url(servers[0]), _url(servers[1]),
+        on_ready(Listening(serve_url, _url(servers[-1]),
                            tuple(e.name for e in config.executors)))
         await stop.wait()
     finally:
+        if dns_listener is not None:
+            dns_listener.close()
         for server in servers:
             server.close()
         await cancel_all()  # first, so no cleanse in flight restarts an executor

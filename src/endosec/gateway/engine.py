@@ -11,6 +11,8 @@ import asyncio
 import functools
 import random
 from collections import deque
+from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -45,7 +47,7 @@ from endosec.gateway.rwlock import WriteOrderLock
 from endosec.gateway.tasks import spawn
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
-from endosec.runtime.base import RuntimeDriverError
+from endosec.runtime.base import HealthProbe, RuntimeDriverError
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
 
 __all__ = ["MimicGateway", "ReplayError"]
@@ -63,7 +65,7 @@ class _Round:
     ballot: Ballot
     replies: dict[str, Any]
     shadow_outputs: dict[str, Output]
-    decided: asyncio.Future[Verdict]
+    respond: Callable[[bytes], None] | None  # None once the client has its reply
     outstanding: int
     started: float
 
@@ -72,7 +74,8 @@ class MimicGateway:
     """One mimic boundary: its executors, the core objects deciding about them, and the I/O."""
 
     def __init__(self, config: Config, adapter: ProtocolAdapter, *, scratch_root: Path,
-                 events: EventLog, metrics: GatewayMetrics | None = None) -> None:
+                 events: EventLog, metrics: GatewayMetrics | None = None,
+                 health_probes: Mapping[str, HealthProbe] | None = None) -> None:
         self.config = config
         self.adapter = adapter
         self.events = events
@@ -100,7 +103,8 @@ class MimicGateway:
         self.executors = {
             e.name: ProcessExecutor(ExecutorSpec(
                 name=e.name, argv=list(e.argv), cwd=e.cwd, env=dict(e.env), port=e.port,
-                health_path=e.health.path, health_timeout=e.health.timeout,
+                health_path=e.health.path, health_probe=(health_probes or {}).get(e.name),
+                health_timeout=e.health.timeout,
                 start_timeout=e.health.start_timeout, template=e.template,
                 scratch_root=scratch_root, sandbox=e.sandbox,
             ))
@@ -114,13 +118,24 @@ class MimicGateway:
         self.lock = WriteOrderLock()
         self.recent: deque[dict[str, Any]] = deque(maxlen=config.gateway.recent_verdicts)
         self._health_task: asyncio.Task[None] | None = None
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
+        self.series = {name: self.metrics.executor(name) for name in names}
+        self.metrics.watch(voters=lambda: len(self.controller.voters),
+                           trust=self.trust.snapshot)
         self._wakeups: list[asyncio.TimerHandle] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
     @property
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._loop.time()
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._bound_loop
+        if loop is None:
+            loop = self._bound_loop = asyncio.get_running_loop()
+        return loop
 
     async def start(self, *, ready_timeout: float = 60.0) -> None:
         """Start every executor, let the controller choose the active set, wait until it votes."""
@@ -167,44 +182,51 @@ class MimicGateway:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def handle(self, request: Any) -> bytes:
-        """Answer one client request with the consensus reply, or fail closed."""
+    def submit(self, request: Any, respond: Callable[[bytes], None]) -> None:
+        """Answer one client request: ``respond`` is called once, with the consensus reply or a
+        fail-closed refusal. Uncontended requests go out without creating a task."""
         forward = self.adapter.forward(request)
-        write = forward.write
-        await self.lock.acquire(write)
+        if self.lock.try_acquire(forward.write):
+            self._fan_out(forward, respond)
+        else:
+            spawn(self._queued(forward, respond), name="endosec-queued-request")
+
+    async def _queued(self, forward: Forward, respond: Callable[[bytes], None]) -> None:
+        await self.lock.acquire(forward.write)
+        self._fan_out(forward, respond)
+
+    async def handle(self, request: Any) -> bytes:
+        """`submit`, awaitable."""
+        reply: asyncio.Future[bytes] = self._loop.create_future()
+        self.submit(request, reply.set_result)
+        return await reply
+
+    def _fan_out(self, forward: Forward, respond: Callable[[bytes], None]) -> None:
+        """With the write-order lock held: send to every voter and shadow, then let go."""
         voters = self.controller.voters
         if len(voters) < self.floor:
-            self.lock.release(write)
+            self.lock.release(forward.write)
             reason = (f"only {len(voters)} executors can vote; at least {self.floor} are "
                       "needed")
-            self.metrics.requests.labels("no-quorum").inc()
+            self.metrics.outcomes["no-quorum"].inc()
             self.events.emit("no-quorum", method=forward.label, path=forward.key, reason=reason)
-            return self.adapter.refuse(forward, reason)
+            respond(self.adapter.refuse(forward, reason))
+            return
+        write = forward.write
         if write:
             self.journal.append(forward)
         targets = voters + self.controller.shadows
         weights = self.trust.snapshot() if self._weighted else None
-        loop = asyncio.get_running_loop()
         rnd = _Round(forward=forward, ballot=Ballot(self.strategy, voters, weights), replies={},
-                     shadow_outputs={}, decided=loop.create_future(),
-                     outstanding=len(targets), started=loop.time())
+                     shadow_outputs={}, respond=respond, outstanding=len(targets),
+                     started=self._loop.time())
         for name in targets:
             if write and name not in self.stateless:
                 self.synced[name] = self.journal.head
-            task = spawn(self.upstreams[name].exchange(forward), name=f"endosec-ask-{name}")
-            task.add_done_callback(functools.partial(self._answered, rnd, name))
-        verdict = await rnd.decided
-        if verdict.winner is None:
-            reply = self.adapter.refuse(forward, verdict.reason)
-        else:
-            reply = self.adapter.reply(forward, verdict, rnd.replies[verdict.winner.executor],
-                                       verdict_headers=self.config.gateway.verdict_headers)
-        self.metrics.latency.observe(loop.time() - rnd.started)
-        return reply
+            self.upstreams[name].submit(forward, functools.partial(self._answered, rnd, name))
 
-    def _answered(self, rnd: _Round, name: str, task: asyncio.Task[Exchange]) -> None:
-        ex = task.result()
-        self.metrics.executor_latency.labels(name).observe(ex.latency)
+    def _answered(self, rnd: _Round, name: str, ex: Exchange) -> None:
+        self.series[name].latency.observe(ex.latency)
         if ex.error is None:
             output = self.adapter.output(name, ex.reply, rnd.forward, ex.latency)
             rnd.replies[name] = ex.reply
@@ -214,23 +236,35 @@ class MimicGateway:
             started = perf_counter()
             early = rnd.ballot.add(output)
             self.metrics.arbiter_seconds.observe(perf_counter() - started)
-            if early is not None and not rnd.decided.done():
-                rnd.decided.set_result(early)
+            if early is not None:
+                self._respond(rnd, early)
         else:
             rnd.shadow_outputs[name] = output
         rnd.outstanding -= 1
         if rnd.outstanding == 0:
             self._conclude(rnd)
 
+    def _respond(self, rnd: _Round, verdict: Verdict) -> None:
+        respond = rnd.respond
+        if respond is None:
+            return
+        rnd.respond = None
+        if verdict.winner is None:
+            reply = self.adapter.refuse(rnd.forward, verdict.reason)
+        else:
+            reply = self.adapter.reply(rnd.forward, verdict, rnd.replies[verdict.winner.executor],
+                                       verdict_headers=self.config.gateway.verdict_headers)
+        self.metrics.latency.observe(self._loop.time() - rnd.started)
+        respond(reply)
+
     def _conclude(self, rnd: _Round) -> None:
         """Every executor has answered or timed out: judge all of them, then let go."""
         forward = rnd.forward
         self.lock.release(forward.write)
         final = rnd.ballot.close()
-        if not rnd.decided.done():
-            rnd.decided.set_result(final)
-        now = self.now
-        self.metrics.requests.labels(final.outcome.value).inc()
+        self._respond(rnd, final)
+        now = self._loop.time()
+        self.metrics.outcomes[final.outcome.value].inc()
         summary = {"method": forward.label, "path": forward.key,
                    "outcome": final.outcome.value, "agreed": list(final.agreed),
                    "dissented": list(final.dissented), "failed": list(final.failed)}
@@ -240,7 +274,7 @@ class MimicGateway:
             self.events.emit("dissent" if final.accepted else final.outcome.value,
                              **summary, reason=final.reason, digests=digests)
             for name in final.dissenters:
-                self.metrics.dissents.labels(name).inc()
+                self.series[name].dissents.inc()
         events: list[Event] = [VerdictReached(final, now)]
         if final.winner is not None:
             winner = final.winner
@@ -280,12 +314,9 @@ class MimicGateway:
                     self._wakeups.append(loop.call_at(at, self._dispatch, Tick(at)))
                 case _:
                     raise RuntimeError(f"unknown controller action {action!r}")
-        self.metrics.voters.set(len(self.controller.voters))
-        for name, score in self.trust.snapshot().items():
-            self.metrics.trust.labels(name).set(score)
 
     def _count(self, name: str, action: str) -> None:
-        self.metrics.actions.labels(name, action).inc()
+        self.metrics.action(name, action)
 
     async def _cleanse(self, action: Cleanse) -> None:
         name = action.executor
@@ -328,7 +359,7 @@ class MimicGateway:
                 if ex.error is not None:
                     raise ReplayError(f"replaying write #{entry.seq} failed: {ex.error}")
                 self.synced[name] = max(self.synced[name], entry.seq)
-                self.metrics.replays.labels(name).inc()
+                self.series[name].replays.inc()
         self.metrics.replay_seconds.observe(self.now - started)
 
     async def _health_loop(self) -> None:

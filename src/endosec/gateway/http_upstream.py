@@ -1,16 +1,20 @@
 """Pooled keep-alive HTTP connections to one executor, and one exchange over them.
 
-Each connection is a plain asyncio Protocol feeding the sans-I/O `ResponseReader`; nothing here
-interprets HTTP beyond handing bytes over and awaiting the next complete response.
+Each connection is a plain asyncio Protocol feeding the sans-I/O `ResponseReader`. An exchange
+is a callback, not a task: the request is written, a timer is armed, and whichever comes first,
+the response or the timer, calls back exactly once. This keeps the fan-out to n executors free
+of per-executor tasks on the request path.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 from endosec.core.model import ErrorKind
 from endosec.gateway.adapter import Exchange, Forward
+from endosec.gateway.tasks import spawn
 from endosec.protocols.http import (
     HttpLimits,
     NeedData,
@@ -21,16 +25,27 @@ from endosec.protocols.http import (
 
 __all__ = ["HttpUpstream"]
 
+Deliver = Callable[[Exchange], None]
+
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("closed", "reader", "received", "transport", "waiter")
+    """One keep-alive connection; at most one exchange in flight."""
 
-    def __init__(self, limits: HttpLimits) -> None:
-        self.reader = ResponseReader(limits, b"GET")
+    __slots__ = ("closed", "deliver", "forward", "loop", "pool", "reader", "received", "reused",
+                 "started", "timer", "transport")
+
+    def __init__(self, pool: HttpUpstream, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.reader = ResponseReader(pool.limits, b"GET")
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[Response] | None = None
+        self.deliver: Deliver | None = None
+        self.forward: Forward | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.received = False  # any byte of the current response arrived
+        self.reused = False  # the current exchange runs on a connection kept from before
+        self.started = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -38,39 +53,62 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received = True
         self.reader.receive_data(data)
-        self._pump()
-
-    def eof_received(self) -> bool:
-        self.reader.receive_data(b"")
-        self._pump()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("executor closed the connection"))
-
-    def _pump(self) -> None:
-        waiter = self.waiter
-        if waiter is None or waiter.done():
+        if self.deliver is None:
             return
         try:
             event = self.reader.next_event()
         except UpstreamProtocolError as exc:
-            waiter.set_exception(exc)
-            self.close()
+            self._finish(None, exc.kind)
             return
         if not isinstance(event, NeedData):
-            waiter.set_result(event)
+            self._finish(event, None)
 
-    def send(self, request: bytes, method: bytes) -> asyncio.Future[Response]:
+    def eof_received(self) -> bool:
+        self.data_received(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.deliver is not None:
+            self._finish(None, ErrorKind.RESET)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._finish(None, ErrorKind.TIMEOUT)
+
+    def send(self, forward: Forward, deliver: Deliver, started: float) -> None:
         assert self.transport is not None
+        self.deliver = deliver
+        self.forward = forward
+        self.started = started
         self.received = False
-        self.reader.reset(method)
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
-        return self.waiter
+        self.timer = self.loop.call_at(started + self.pool.read_timeout, self._timed_out)
+        try:
+            self.reader.reset(forward.request.method)
+        except UpstreamProtocolError as exc:
+            self._finish(None, exc.kind)
+            return
+        self.transport.write(forward.payload)
+
+    def _finish(self, response: Response | None, error: ErrorKind | None) -> None:
+        deliver, forward = self.deliver, self.forward
+        assert deliver is not None and forward is not None
+        self.deliver = self.forward = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if error is not None:
+            self.close()
+            if error is ErrorKind.RESET and self.reused and not self.received:
+                # The executor closed this idle connection before reading our request; it
+                # cannot have acted on it, so it is not its fault: send again on a new one.
+                self.pool.connect_and_send(forward, deliver, self.started)
+                return
+        elif response is not None and response.keep_alive and not self.closed:
+            self.pool.idle.append(self)
+        else:
+            self.close()
+        deliver(Exchange(response, error, self.loop.time() - self.started))
 
     def close(self) -> None:
         self.closed = True
@@ -81,7 +119,7 @@ class _Connection(asyncio.Protocol):
 class HttpUpstream:
     """Idle keep-alive connections to one executor's current address."""
 
-    __slots__ = ("_idle", "address", "connect_timeout", "limits", "read_timeout")
+    __slots__ = ("address", "connect_timeout", "idle", "limits", "read_timeout")
 
     def __init__(self, address: tuple[str, int], limits: HttpLimits, *,
                  connect_timeout: float, read_timeout: float) -> None:
@@ -89,73 +127,45 @@ class HttpUpstream:
         self.limits = limits
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._idle: list[_Connection] = []
+        self.idle: list[_Connection] = []
 
     def reset(self, address: tuple[str, int]) -> None:
         """Drop every pooled connection, e.g. after the executor was restarted elsewhere."""
-        for conn in self._idle:
+        for conn in self.idle:
             conn.close()
-        self._idle.clear()
+        self.idle.clear()
         self.address = address
 
-    def _idle_connection(self) -> _Connection | None:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-        return None
-
-    async def _new_connection(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self.limits), *self.address)
-        return conn
-
-    async def exchange(self, forward: Forward) -> Exchange:
-        """Send ``request`` and await the response, mapping every failure to an ErrorKind.
-
-        A pooled connection the executor closed while idle fails before any response byte
-        arrives; that is not the executor's fault, so the request is sent once more on a new
-        connection (the executor cannot have acted on bytes it never read).
-        """
-        request, method = forward.payload, forward.request.method
+    def submit(self, forward: Forward, deliver: Deliver) -> None:
+        """Send ``forward`` and call ``deliver`` exactly once with the outcome."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        conn = self._idle_connection()
-        if conn is not None:
-            outcome = await self._send(conn, request, method)
-            if not (isinstance(outcome, ErrorKind) and outcome is ErrorKind.RESET
-                    and not conn.received):
-                return self._exchange(outcome, loop.time() - started)
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                conn.send(forward, deliver, started)
+                return
+        self.connect_and_send(forward, deliver, started)
+
+    def connect_and_send(self, forward: Forward, deliver: Deliver, started: float) -> None:
+        spawn(self._connect_and_send(forward, deliver, started), name="endosec-connect")
+
+    async def _connect_and_send(self, forward: Forward, deliver: Deliver,
+                                started: float) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            conn = await self._new_connection()
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(self, loop),
+                                                       *self.address)
         except (OSError, TimeoutError):
-            return Exchange(None, ErrorKind.CONNECT, loop.time() - started)
-        return self._exchange(await self._send(conn, request, method), loop.time() - started)
+            deliver(Exchange(None, ErrorKind.CONNECT, loop.time() - started))
+            return
+        conn.reused = False
+        conn.send(forward, deliver, started)
 
-    @staticmethod
-    def _exchange(outcome: Response | ErrorKind, latency: float) -> Exchange:
-        if isinstance(outcome, ErrorKind):
-            return Exchange(None, outcome, latency)
-        return Exchange(outcome, None, latency)
-
-    async def _send(self, conn: _Connection, request: bytes, method: bytes
-                    ) -> Response | ErrorKind:
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                response = await conn.send(request, method)
-        except TimeoutError:
-            conn.close()
-            return ErrorKind.TIMEOUT
-        except UpstreamProtocolError as exc:
-            conn.close()
-            return exc.kind
-        except OSError:
-            conn.close()
-            return ErrorKind.RESET
-        if response.keep_alive and not conn.closed:
-            self._idle.append(conn)
-        else:
-            conn.close()
-        return response
+    async def exchange(self, forward: Forward) -> Exchange:
+        """The same, awaitable: for journal replay and other work off the request path."""
+        done: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+        self.submit(forward, done.set_result)
+        return await done

@@ -27,9 +27,15 @@ class WriteOrderLock:
             return False
         return self._readers == 0 if write else True
 
-    async def acquire(self, write: bool) -> None:
+    def try_acquire(self, write: bool) -> bool:
+        """Enter at once if nobody waits and the lock allows it; never blocks."""
         if not self._waiting and self._can_enter(write):
             self._enter(write)
+            return True
+        return False
+
+    async def acquire(self, write: bool) -> None:
+        if self.try_acquire(write):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((write, fut))

@@ -4,14 +4,15 @@ Each connection feeds bytes to the sans-I/O `RequestReader`, answers one request
 pipelined replies stay in order), and refuses anything ambiguous with the reader's status hint
 before a byte of it is forwarded. Slow clients are bounded: a request must arrive whole within
 ``client_header_timeout`` of its first byte, an idle connection closes after
-``client_idle_timeout``, and reading pauses while a request is being answered.
+``client_idle_timeout``, and reading pauses while a request is being answered. Deadlines are
+checked by one sweep per listener, not by a timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import cast
 
 from endosec.gateway.tasks import spawn
@@ -25,16 +26,32 @@ from endosec.protocols.http import (
     error_response,
 )
 
-__all__ = ["Handler", "ServerState", "serve"]
+__all__ = ["Respond", "ServerState", "Submit", "serve", "submitting"]
 
-Handler = Callable[[Request], Awaitable[bytes]]
+Respond = Callable[[bytes], None]
+# Takes a request and a callback; calls the callback once with the reply bytes.
+Submit = Callable[[Request, Respond], None]
+
+_SWEEP_SECONDS = 0.25
+
+
+def submitting(handler: Callable[[Request], Awaitable[bytes]]) -> Submit:
+    """Adapt an ``async def handler(request) -> bytes`` (e.g. the admin pages) to `Submit`."""
+
+    def submit(request: Request, respond: Respond) -> None:
+        async def run() -> None:
+            respond(await handler(request))
+
+        spawn(run(), name="endosec-handler")
+
+    return submit
 
 
 @dataclass(slots=True)
 class ServerState:
     """What all connections of one listener share."""
 
-    handler: Handler
+    submit: Submit
     limits: HttpLimits
     header_timeout: float
     idle_timeout: float
@@ -42,42 +59,43 @@ class ServerState:
     on_reject: Callable[[int], None] = lambda status: None
     connections: set[ClientConnection] = field(default_factory=set)
 
+    def sweep(self, now: float) -> None:
+        for conn in list(self.connections):
+            if not conn.busy and now >= conn.deadline:
+                conn.expire()
+
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, state: ServerState) -> None:
+    __slots__ = ("busy", "continued", "deadline", "loop", "partial", "reader", "request",
+                 "state", "submitting", "transport")
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
+        self.loop = loop
         self.reader = RequestReader(state.limits)
         self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None  # the request being answered
         self.busy = False
-        self.partial = False
+        self.partial = False  # part of the next request has arrived
         self.continued = False  # a 100 Continue was sent for the request under way
-        self.timer: asyncio.TimerHandle | None = None
+        self.submitting = False  # inside state.submit: a synchronous reply must wait
+        self.deadline = loop.time() + state.idle_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if len(self.state.connections) >= self.state.max_connections:
             self.state.on_reject(503)
             self.transport.write(error_response(503, {"error": "too many connections"}))
-            transport.close()
+            self.transport.close()
             return
         self.state.connections.add(self)
-        self._arm(self.state.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        self._disarm()
 
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._expired)
-
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _expired(self) -> None:
-        if self.transport is None or self.busy:
+    def expire(self) -> None:
+        """The deadline passed with no complete request: 408 if one was under way, then close."""
+        if self.transport is None or self.transport.is_closing():
             return
         if self.partial:
             self.state.on_reject(408)
@@ -87,7 +105,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.partial and not self.busy:
             self.partial = True
-            self._arm(self.state.header_timeout)
+            self.deadline = self.loop.time() + self.state.header_timeout
         self.reader.receive_data(data)
         if not self.busy:
             self._next()
@@ -99,61 +117,77 @@ class ClientConnection(asyncio.Protocol):
         return True
 
     def _next(self) -> None:
-        assert self.transport is not None
+        transport = self.transport
+        assert transport is not None
         try:
             event = self.reader.next_event()
         except RemoteProtocolError as exc:
             self.state.on_reject(exc.status_hint)
-            self.transport.write(error_response(exc.status_hint, {"error": exc.reason}))
-            self.transport.close()
+            transport.write(error_response(exc.status_hint, {"error": exc.reason}))
+            transport.close()
             return
         if isinstance(event, NeedData):
             if self.reader.expects_continue and not self.continued:
                 self.continued = True
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         if isinstance(event, ConnectionClosed):
-            self.transport.close()
+            transport.close()
             return
         self.busy = True
         self.partial = False
         self.continued = False
-        self._disarm()
-        self.transport.pause_reading()
-        spawn(self._serve(event), name="endosec-client-request")
-
-    async def _serve(self, request: Request) -> None:
-        assert self.transport is not None
+        self.request = event
+        transport.pause_reading()
+        self.submitting = True
         try:
-            reply = await self.state.handler(request)
+            self.state.submit(event, self._respond)
         except Exception as exc:  # a bug must cost one reply, never the listener
             self.state.on_reject(500)
-            reply = error_response(500, {"error": "internal error", "detail": type(exc).__name__})
-            request = _closing(request)
-        if self.transport.is_closing():
+            self.request = None
+            self._respond(error_response(500, {"error": "internal error",
+                                               "detail": type(exc).__name__}))
+        finally:
+            self.submitting = False
+
+    def _respond(self, reply: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        request, self.request = self.request, None
+        if transport.is_closing():
             return
-        self.transport.write(reply)
-        if not request.keep_alive:
-            self.transport.close()
+        transport.write(reply)
+        if request is None or not request.keep_alive:
+            transport.close()
             return
         self.busy = False
-        self.transport.resume_reading()
-        self._arm(self.state.idle_timeout)
+        self.deadline = self.loop.time() + self.state.idle_timeout
+        transport.resume_reading()
+        if self.submitting:  # answered synchronously: do not recurse into the next request
+            self.loop.call_soon(self._resume)
+        else:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self.busy or self.transport is None or self.transport.is_closing():
+            return
         self._next()
-        if self.busy is False and self.reader_has_partial():
+        if not self.busy and self.reader.buffered > 0 and not self.partial:
             self.partial = True
-            self._arm(self.state.header_timeout)
-
-    def reader_has_partial(self) -> bool:
-        return self.reader.buffered > 0
+            self.deadline = self.loop.time() + self.state.header_timeout
 
 
-def _closing(request: Request) -> Request:
-    return replace(request, keep_alive=False)
+async def _sweeper(state: ServerState) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(_SWEEP_SECONDS)
+        state.sweep(loop.time())
 
 
 async def serve(state: ServerState, host: str, port: int) -> asyncio.Server:
     """Start listening; the caller owns the returned server and closes it."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ClientConnection(state), host, port,
-                                    reuse_address=True)
+    server = await loop.create_server(lambda: ClientConnection(state, loop), host, port,
+                                      reuse_address=True)
+    spawn(_sweeper(state), name=f"endosec-sweep-{port}")
+    return server
