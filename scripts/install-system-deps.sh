@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages used by the tests and benchmarks: Node.js (the third demo stack), wrk and
 # nginx (the HTTP benchmark's load generator and baseline proxy), bubblewrap (sandboxed
-# executors), apache2 and lighttpd (with nginx, the three web servers of examples/web).
-# Idempotent; needs root.
+# executors), apache2 and lighttpd (with nginx, the three web servers of examples/web),
+# chromium (the dashboard's browser test, driven by Playwright). Idempotent; needs root.
 set -euo pipefail
-packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd)
+packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -91,8 +91,9 @@ def test_fifty_requests_move_the_request_and_latency_series_by_fifty(gateway: Ga
     after = settle(
         gateway, lambda s: all(value(s, hist, executor=n) - value(before, hist, executor=n) == 50
                                for n in STACKS), "every executor's latency count to move by 50")
-    accepted = ("endosec_requests_total", {"outcome": "accepted"})
-    assert value(after, accepted[0], **accepted[1]) - value(before, accepted[0], **accepted[1]) == 50
+    accepted = "endosec_requests_total"
+    assert value(after, accepted, outcome="accepted") - value(
+        before, accepted, outcome="accepted") == 50
     assert value(after, "endosec_request_seconds_count") - value(
         before, "endosec_request_seconds_count") == 50
     for name in STACKS:
@@ -109,7 +110,8 @@ def test_fifty_requests_move_the_request_and_latency_series_by_fifty(gateway: Ga
 
 def test_refused_requests_are_counted_by_status(gateway: Gateway) -> None:
     before, _ = scrape(gateway)
-    reply = gateway.raw(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    reply = gateway.raw(b"GET / HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400")
     after = settle(gateway, lambda s: value(s, "endosec_rejected_requests_total", status="400")
                    == value(before, "endosec_rejected_requests_total", status="400") + 1,

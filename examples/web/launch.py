@@ -103,6 +103,7 @@ def _open_to_workers(layout: Layout, user: str) -> None:
 
 
 def nginx(layout: Layout) -> tuple[str, list[str]]:
+    """nginx.conf: one master and one worker, every path under scratch."""
     s = layout.scratch
     user = f"user {layout.user} {layout.group};\n" if layout.user else ""
     types = "".join(f"        {mime.split(';')[0]} {ext};\n" for ext, mime in MIME_TYPES)
@@ -129,6 +130,7 @@ http {{
     if_modified_since off;
     max_ranges 1;
     keepalive_requests 100000;
+    disable_symlinks on;
     server {{
         listen 127.0.0.1:{layout.port};
         root {layout.site};
@@ -145,7 +147,6 @@ http {{
         }}
         location / {{
             limit_except GET {{ deny all; }}
-            if_modified_since off;
         }}
         # The empty body of redirects (lighttpd's); not reachable from outside.
         location = /.moved {{
@@ -162,6 +163,7 @@ http {{
 
 
 def apache(layout: Layout) -> tuple[str, list[str]]:
+    """A self-contained apache2.conf: Debian's modules loaded by path, nothing from /etc."""
     s = layout.scratch
     modules = ("mpm_event", "authz_core", "mime", "dir", "autoindex", "alias", "headers")
     loads = "".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n" for m in modules)
@@ -180,9 +182,11 @@ TypesConfig /dev/null
 {types}ServerTokens Prod
 ServerSignature Off
 StartServers 1
-ServerLimit 1
+ServerLimit 2
 ThreadsPerChild 32
-MaxRequestWorkers 32
+MaxRequestWorkers 64
+MinSpareThreads 16
+MaxSpareThreads 64
 KeepAlive On
 MaxKeepAliveRequests 0
 FileETag None
@@ -226,6 +230,7 @@ Header unset Last-Modified "expr=%{{REQUEST_STATUS}} -ge 300"
 
 
 def lighttpd(layout: Layout) -> tuple[str, list[str]]:
+    """lighttpd.conf for a single foreground process."""
     s = layout.scratch
     user = (f'server.username = "{layout.user}"\nserver.groupname = "{layout.group}"\n'
             if layout.user else "")
@@ -241,6 +246,7 @@ server.upload-dirs = ("{s}/tmp")
 server.max-keep-alive-requests = 100000
 index-file.names = ("index.html")
 static-file.etags = "disable"
+server.follow-symlink = "disable"
 server.errorfile-prefix = "{layout.site}/errors/"
 server.feature-flags = ("server.absolute-dir-redirect" => "enable")
 $HTTP["request-method"] !~ "^(GET|HEAD)$" {{

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import dns.exception
+import dns.name
+import dns.rdatatype
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,10 +34,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "ControllerConfig",
+    "DnsConfig",
     "ExecutorConfig",
     "load_config",
     "load_profiles",
     "parse_address",
+    "parse_dns_question",
 ]
 
 
@@ -52,6 +57,19 @@ def parse_address(value: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
+
+
+def parse_dns_question(value: str) -> tuple[str, str]:
+    """Split ``"NAME TYPE"`` (e.g. ``"example.test. SOA"``) and check both parts."""
+    parts = value.split()
+    if len(parts) != 2:
+        raise ValueError(f'expected "NAME TYPE", got {value!r}')
+    try:
+        dns.name.from_text(parts[0])
+        dns.rdatatype.from_text(parts[1])
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    return parts[0], parts[1]
 
 
 class _Strict(BaseModel):
@@ -141,9 +159,18 @@ class JournalConfig(_Strict):
 
 class HealthConfig(_Strict):
     path: str = "/health"
+    dns_query: str | None = Field(default=None,
+                                  description='"NAME TYPE" asked over TCP when protocol is dns')
     timeout: float = Field(default=2.0, gt=0)
     interval: float = Field(default=5.0, gt=0)
     start_timeout: float = Field(default=20.0, gt=0)
+
+    @field_validator("dns_query")
+    @classmethod
+    def _dns_query(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_dns_question(v)
+        return v
 
 
 class ExecutorConfig(_Strict):
@@ -168,6 +195,21 @@ class ExecutorConfig(_Strict):
         return Profile(self.name, frozenset(self.profile))
 
 
+class DnsConfig(_Strict):
+    """How DNS replies are compared (used when ``protocol`` is ``dns``)."""
+
+    flags: tuple[Literal["AA", "TC", "RD", "RA", "AD", "CD"], ...] = Field(
+        default=("AA", "TC", "RD", "RA"), description="header flags compared")
+    ttl: Literal["compare", "mask"] = "compare"
+    ttl_tolerance: int = Field(default=0, ge=0, description="seconds TTLs may differ by")
+    additional: Literal["all", "referrals"] = Field(
+        default="all", description="referrals: vote on (and send) additional only in referrals")
+    udp_payload: int = Field(default=1232, ge=512, le=65535,
+                             description="the gateway's EDNS UDP payload size")
+    max_udp_inflight: int = Field(default=1024, ge=1,
+                                  description="UDP queries answered at once; more are dropped")
+
+
 class GatewayConfig(_Strict):
     verdict_headers: bool = Field(default=False, description="add X-Endosec-* response headers")
     events: Path | None = Field(default=None, description="JSON-lines event file (default stderr)")
@@ -175,6 +217,7 @@ class GatewayConfig(_Strict):
 
 
 class Config(_Strict):
+    protocol: Literal["http", "dns"] = "http"
     listen: str = "127.0.0.1:8080"
     admin: AdminConfig = Field(default_factory=AdminConfig)
     state_dir: Path | None = None
@@ -185,6 +228,7 @@ class Config(_Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     canonicalise: dict[str, Any] = Field(default_factory=dict)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     quantify: dict[str, Any] = Field(default_factory=dict)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
@@ -203,6 +247,11 @@ class Config(_Strict):
         if self.controller.active > len(self.executors):
             raise ValueError(f"controller.active ({self.controller.active}) exceeds the "
                              f"{len(self.executors)} executors declared")
+        if self.protocol == "dns":
+            for i, e in enumerate(self.executors):
+                if e.health.dns_query is None:
+                    raise ValueError(f"executors[{i}].health.dns_query: required when protocol "
+                                     "is dns")
         if self.arbiter.k is not None and self.arbiter.k > self.controller.active:
             raise ValueError(f"arbiter.k ({self.arbiter.k}) exceeds controller.active "
                              f"({self.controller.active})")

@@ -11,8 +11,7 @@ import asyncio
 import functools
 import random
 from collections import deque
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -219,7 +218,7 @@ class MimicGateway:
         weights = self.trust.snapshot() if self._weighted else None
         rnd = _Round(forward=forward, ballot=Ballot(self.strategy, voters, weights), replies={},
                      shadow_outputs={}, respond=respond, outstanding=len(targets),
-                     started=self._loop.time())
+                     started=perf_counter())
         for name in targets:
             if write and name not in self.stateless:
                 self.synced[name] = self.journal.head
@@ -254,7 +253,7 @@ class MimicGateway:
         else:
             reply = self.adapter.reply(rnd.forward, verdict, rnd.replies[verdict.winner.executor],
                                        verdict_headers=self.config.gateway.verdict_headers)
-        self.metrics.latency.observe(self._loop.time() - rnd.started)
+        self.metrics.latency.observe(perf_counter() - rnd.started)
         respond(reply)
 
     def _conclude(self, rnd: _Round) -> None:

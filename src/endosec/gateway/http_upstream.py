@@ -9,6 +9,7 @@ of per-executor tasks on the request path.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from collections.abc import Callable
 from typing import cast
 
@@ -77,12 +78,13 @@ class _Connection(asyncio.Protocol):
         self._finish(None, ErrorKind.TIMEOUT)
 
     def send(self, forward: Forward, deliver: Deliver, started: float) -> None:
+        """Write the request; ``started`` is the `perf_counter` time the exchange began."""
         assert self.transport is not None
         self.deliver = deliver
         self.forward = forward
         self.started = started
         self.received = False
-        self.timer = self.loop.call_at(started + self.pool.read_timeout, self._timed_out)
+        self.timer = self.loop.call_later(self.pool.read_timeout, self._timed_out)
         try:
             self.reader.reset(forward.request.method)
         except UpstreamProtocolError as exc:
@@ -108,7 +110,7 @@ class _Connection(asyncio.Protocol):
             self.pool.idle.append(self)
         else:
             self.close()
-        deliver(Exchange(response, error, self.loop.time() - self.started))
+        deliver(Exchange(response, error, perf_counter() - self.started))
 
     def close(self) -> None:
         self.closed = True
@@ -138,8 +140,7 @@ class HttpUpstream:
 
     def submit(self, forward: Forward, deliver: Deliver) -> None:
         """Send ``forward`` and call ``deliver`` exactly once with the outcome."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = perf_counter()
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
@@ -159,7 +160,7 @@ class HttpUpstream:
                 _, conn = await loop.create_connection(lambda: _Connection(self, loop),
                                                        *self.address)
         except (OSError, TimeoutError):
-            deliver(Exchange(None, ErrorKind.CONNECT, loop.time() - started))
+            deliver(Exchange(None, ErrorKind.CONNECT, perf_counter() - started))
             return
         conn.reused = False
         conn.send(forward, deliver, started)

@@ -16,15 +16,21 @@ Backend errors (``OSError`` and friends) are re-raised as one of these with ``fr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 __all__ = [
     "CleanseError",
     "HealthError",
+    "HealthProbe",
     "RuntimeDriver",
     "RuntimeDriverError",
     "StartError",
 ]
+
+
+HealthProbe = Callable[[str, int], Awaitable[bool]]
+"""A protocol's own health check: ``probe(host, port)`` is True when the executor serves."""
 
 
 class RuntimeDriverError(Exception):

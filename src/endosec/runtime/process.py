@@ -32,7 +32,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from endosec.runtime.base import CleanseError, HealthError, RuntimeDriverError, StartError
+from endosec.runtime.base import (
+    CleanseError,
+    HealthError,
+    HealthProbe,
+    RuntimeDriverError,
+    StartError,
+)
 from endosec.runtime.sandbox import bwrap_argv, find_bwrap
 
 __all__ = ["ExecutorSpec", "ProcessExecutor", "free_port"]
@@ -62,6 +68,7 @@ class ExecutorSpec:
     * **port** - fixed port, or None to allocate a free loopback port at each start.
     * **host** - the address the executor listens on and the gateway connects to.
     * **health_path** - ``GET`` target of the health check; healthy means a 2xx status.
+    * **health_probe** - a protocol's own check, used instead of the ``GET`` when set.
     * **health_timeout** - seconds allowed for one health check.
     * **start_timeout** - seconds from spawn to healthy before the start fails.
     * **stop_timeout** - seconds between SIGTERM and SIGKILL when stopping.
@@ -77,6 +84,7 @@ class ExecutorSpec:
     port: int | None = None
     host: str = "127.0.0.1"
     health_path: str = "/health"
+    health_probe: HealthProbe | None = None
     health_timeout: float = 2.0
     start_timeout: float = 15.0
     stop_timeout: float = 3.0
@@ -197,11 +205,15 @@ class ProcessExecutor:
         self._pgid = None
 
     async def health(self) -> bool:
-        """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status."""
+        """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
+
+        With a ``health_probe``, its verdict instead, within the same timeout."""
         if not self.running or self._port is None:
             return False
         try:
             async with asyncio.timeout(self.spec.health_timeout):
+                if self.spec.health_probe is not None:
+                    return await self.spec.health_probe(self.spec.host, self._port)
                 status = await _get_status(self.spec.host, self._port, self.spec.health_path)
         except (OSError, TimeoutError, ValueError):
             return False

@@ -210,34 +210,27 @@ function renderSpark(refs, points) {
     refs.sparkLabel.replaceChildren(el("span", "muted", "latency: waiting for requests"));
     return;
   }
-  const top = Math.max(...nums) * 1.15 || 1;
+  const peak = Math.max(...nums);
   const step = 200 / Math.max(values.length - 1, 1);
-  let d = "";
+  const xy = (p, i) => [i * step, 38 - (p.mean_ms / (peak * 1.15)) * 34];
+  let line = "";
   let area = "";
-  let pen = false;
-  let firstX = 0;
-  let lastX = 0;
+  let first = null;
+  let last = null;
   values.forEach((p, i) => {
-    if (p.mean_ms === null) { pen = false; return; }
-    const x = (i * step).toFixed(1);
-    const y = (38 - (p.mean_ms / top) * 34).toFixed(1);
-    d += `${pen ? "L" : "M"}${x},${y} `;
-    if (!area) firstX = x;
-    area += `${area ? "L" : "M"}${x},${y} `;
-    lastX = x;
-    pen = true;
+    if (p.mean_ms === null) { line += " "; return; }  // a quiet second breaks the line
+    const [x, y] = xy(p, i);
+    line += `${line && !line.endsWith(" ") ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+    area += `${area ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)} `;
+    first = first === null ? x : first;
+    last = [x, y, p.mean_ms];
   });
   refs.sparkSvg.append(
-    svg("path", { d: `${area}L${lastX},40 L${firstX},40 Z`, class: "spark-area" }),
-    svg("path", { d, class: "spark-line" }));
-  const last = [...values].reverse().find((p) => p.mean_ms !== null);
-  const lastX2 = values.lastIndexOf(last) * step;
-  const lastY = 38 - (last.mean_ms / top) * 34;
-  refs.sparkSvg.append(svg("circle", { cx: lastX2, cy: lastY, r: 2.5, class: "spark-dot" }));
-  const label = el("span", null, `${last.mean_ms.toFixed(2)} ms`);
-  label.className = "spark-now";
-  refs.sparkLabel.replaceChildren(label,
-    el("span", "muted", ` mean latency · max ${Math.max(...nums).toFixed(2)} ms over ${values.length} s`));
+    svg("path", { d: `${area}L${last[0].toFixed(1)},40 L${first.toFixed(1)},40 Z`, class: "spark-area" }),
+    svg("path", { d: line.trim(), class: "spark-line" }),
+    svg("circle", { cx: last[0], cy: last[1], r: 2.5, class: "spark-dot" }));
+  refs.sparkLabel.replaceChildren(el("span", "spark-now", `${last[2].toFixed(2)} ms`),
+    el("span", "muted", ` mean latency · max ${peak.toFixed(2)} ms over ${values.length} s`));
 }
 
 function renderHistory(refs, name) {

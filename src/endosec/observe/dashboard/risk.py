@@ -38,7 +38,7 @@ def _alone(profile: Profile, p: float) -> float:
 
 
 def defeat_estimate(profiles: Sequence[Profile], *, strategy: str, k: int | None,
-                    p: float, top: int = 3) -> dict[str, Any]:
+                    p: float, top: int = 5) -> dict[str, Any]:
     """P(defeat) of these voters as plain data, with each one's odds of falling on its own.
 
     Raises `endosec.quantify.errors.ParameterError` for a ``p`` outside [0, 1].
