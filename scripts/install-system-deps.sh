@@ -4,7 +4,7 @@
 # executors), apache2 and lighttpd (with nginx, the three web servers of examples/web),
 # chromium (the dashboard's browser test, driven by Playwright). Idempotent; needs root.
 set -euo pipefail
-packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium)
+packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium bind9 nsd knot bind9-dnsutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
