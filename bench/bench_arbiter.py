@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from endosec.core.arbiter import Ballot, Majority
-from endosec.core.canonicalise import JsonRule
+from endosec.core.canonical_json import JsonRule
 from endosec.core.model import Outcome, Output
 
 IGNORED = "created_at"

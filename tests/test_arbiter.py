@@ -22,7 +22,8 @@ from endosec.core.arbiter import (
     judge,
     strategy_from_config,
 )
-from endosec.core.canonicalise import ExactBytes, JsonRule
+from endosec.core.canonical_json import JsonRule
+from endosec.core.canonicalise import ExactBytes
 from endosec.core.model import ErrorKind, Outcome, Output, Verdict
 
 EXACT = ExactBytes()

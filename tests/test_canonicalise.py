@@ -11,16 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from endosec.core import canonicalise as canon
-from endosec.core.canonicalise import (
-    INVALID_PREFIX,
-    MASK_TOKEN,
-    ExactBytes,
-    HeaderRule,
-    JsonRule,
-    TextRule,
-    compile_rules,
-)
+from endosec.core import canonical_json as canon
+from endosec.core.canonical_http import HeaderRule
+from endosec.core.canonical_json import INVALID_PREFIX, MASK_TOKEN, JsonRule
+from endosec.core.canonicalise import ExactBytes, TextRule, compile_rules
 from endosec.core.model import Canonicaliser, Output
 
 

@@ -7,23 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endosec.core.controller import (
-    TRANSITIONS,
+from endosec.core.controller import TRANSITIONS, Controller, ControllerPolicy, Signal
+from endosec.core.controller_events import (
     Action,
     ActionDone,
     Activate,
     AdminRequest,
     Alert,
     Cleanse,
-    Controller,
-    ControllerPolicy,
     Deactivate,
     Event,
     HealthReport,
     ProbationResult,
     Quarantine,
     RequestWakeup,
-    Signal,
     Tick,
     VerdictReached,
 )

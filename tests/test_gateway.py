@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ def start(tmp_path: Path, data: dict) -> Gateway:
 
 
 def test_three_stacks_agree_on_the_notes_api(gateway: Gateway) -> None:
-    code, headers, body = gateway.request("POST", "/notes", {"text": "hello"})
+    code, _, body = gateway.request("POST", "/notes", {"text": "hello"})
     assert code == 201, body
     note = json.loads(body)
     assert note["id"] == 1 and note["text"] == "hello"
@@ -92,7 +93,7 @@ def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: 
     # The signed ledger holds the dissenting verdict and the controller's response, verifiably.
     ledger_dir = tmp_path / "state" / "ledger"
     verify = subprocess.run([sys.executable, "-m", "endosec.cli", "ledger", "verify",
-                             str(ledger_dir)], capture_output=True, text=True)
+                             str(ledger_dir)], capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.startswith("ok: ")
     shown = subprocess.run([sys.executable, "-m", "endosec.cli", "ledger", "show",
@@ -150,7 +151,7 @@ def test_below_quorum_the_client_gets_a_502(tmp_path: Path) -> None:
                     NOTES_FAULT="reset")
     gw = start(tmp_path, data)
     try:
-        code, headers, body = gw.request("GET", "/notes")
+        code, _, body = gw.request("GET", "/notes")
         assert code == 502
         payload = json.loads(body)
         assert payload["error"] == "no quorum" and payload["reason"]
@@ -212,10 +213,8 @@ def test_slow_client_is_cut_off(tmp_path: Path) -> None:
                     break
                 time.sleep(0.2)
             sock.settimeout(5)
-            try:
+            with contextlib.suppress(OSError):
                 received = sock.recv(4096)
-            except OSError:
-                pass
         assert time.monotonic() - began < 5.0
         assert received == b"" or received.startswith(b"HTTP/1.1 408")
         # Connections beyond the cap are refused at once instead of queueing.

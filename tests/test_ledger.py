@@ -16,20 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from endosec.observe.ledger import (
+from endosec.observe.ledger import TRUNCATED, Ledger
+from endosec.observe.ledger_cli import ledger as ledger_group
+from endosec.observe.ledger_format import (
     GENESIS,
-    TRUNCATED,
-    Ledger,
     LedgerError,
-    Reason,
     canonical,
     fingerprint,
     key_path,
     ledger_files,
-    read_records,
-    verify,
 )
-from endosec.observe.ledger_cli import ledger as ledger_group
+from endosec.observe.ledger_verify import Reason, read_records, verify
 
 T0 = 1_700_000_000.0
 

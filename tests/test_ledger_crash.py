@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from endosec.observe.ledger import Ledger, Reason, ledger_files, read_records, verify
+from endosec.observe.ledger import Ledger
+from endosec.observe.ledger_format import ledger_files
+from endosec.observe.ledger_verify import Reason, read_records, verify
 
 BATCH = 8
 

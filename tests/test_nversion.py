@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from endosec.core.arbiter import Majority, TrustWeightedMajority, Unanimity
-from endosec.core.canonicalise import JsonRule
+from endosec.core.canonical_json import JsonRule
 from endosec.core.model import Outcome, Verdict
 from endosec.nversion import NoConsensus, NVersion
 

@@ -2,7 +2,8 @@
 
 The gateway feeds it what happened (`VerdictReached`, `ProbationResult`, `HealthReport`, `Tick`,
 `ActionDone`, `AdminRequest`) and carries out what it returns (`Quarantine`, `Cleanse`,
-`Activate`, `Deactivate`, `Alert`, `RequestWakeup`). Before each fan-out it reads `voters` (the
+`Activate`, `Deactivate`, `Alert`, `RequestWakeup`); both are defined in
+`endosec.core.controller_events`. Before each fan-out it reads `voters` (the
 ballot) and `shadows` (executors on probation, asked but not counted).
 
 Every event is translated into per-executor `Signal`s, and every state change goes through the
@@ -31,189 +32,37 @@ import math
 import random
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
-from endosec.core.model import ExecutorState, Profile, Verdict
+from endosec.core.controller_events import (
+    Action,
+    ActionDone,
+    Activate,
+    AdminRequest,
+    Alert,
+    Cleanse,
+    Deactivate,
+    Event,
+    HealthReport,
+    ProbationResult,
+    Quarantine,
+    RequestWakeup,
+    Tick,
+    VerdictReached,
+    check_time,
+)
+from endosec.core.model import ExecutorState, Profile
 from endosec.core.scheduler import Scheduler
 from endosec.core.trust import TrustBook
 
-__all__ = [
-    "COUNTERS",
-    "TRANSITIONS",
-    "Action",
-    "ActionDone",
-    "Activate",
-    "AdminRequest",
-    "Alert",
-    "Cleanse",
-    "Controller",
-    "ControllerPolicy",
-    "Deactivate",
-    "Event",
-    "HealthReport",
-    "ProbationResult",
-    "Quarantine",
-    "RequestWakeup",
-    "Signal",
-    "Tick",
-    "VerdictReached",
-]
+__all__ = ["COUNTERS", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal"]
 
 ACTIVE, ACTIVATING, SPARE = ExecutorState.ACTIVE, ExecutorState.ACTIVATING, ExecutorState.SPARE
 QUARANTINED, CLEANSING = ExecutorState.QUARANTINED, ExecutorState.CLEANSING
 PROBATION = ExecutorState.PROBATION
-
-
-def _check_time(what: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
-
-
-# -- actions (out) ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Quarantine:
-    """Stop routing to ``executor``; the controller has already removed it from voting."""
-
-    executor: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Cleanse:
-    """Stop, wipe, restore the pristine image, start, wait healthy, replay the journal; then
-    answer ``ActionDone(this, ok)``. ``seq`` identifies the order and is ignored by ``==``."""
-
-    executor: str
-    seq: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Activate:
-    """Bring ``executor``'s state up to date (journal replay); then answer
-    ``ActionDone(this, ok)``. It votes only after a successful completion."""
-
-    executor: str
-    seq: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Deactivate:
-    """``executor`` leaves voting because it was rotated out (not because it misbehaved)."""
-
-    executor: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Something an operator should know: ``critical`` means the arbiter must fail closed."""
-
-    level: Literal["warning", "critical"]
-    message: str
-
-    def __post_init__(self) -> None:
-        if self.level not in ("warning", "critical"):
-            raise ValueError(f"alert level must be 'warning' or 'critical', got {self.level!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestWakeup:
-    """Send the controller ``Tick(at)`` at time ``at`` (rotation and cleanse-retry timers)."""
-
-    at: float
-
-    def __post_init__(self) -> None:
-        _check_time("RequestWakeup.at", self.at)
-
-
-Action = Quarantine | Cleanse | Activate | Deactivate | Alert | RequestWakeup
-
-
-# -- events (in) -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictReached:
-    """A ballot closed. Final verdicts only: early ones do not yet name every failure."""
-
-    verdict: Verdict
-    now: float
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbationResult:
-    """A shadow executor's output did or did not agree with the accepted answer."""
-
-    executor: str
-    agreed: bool
-    now: float
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    """The runtime's health check of one executor."""
-
-    executor: str
-    healthy: bool
-    now: float
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """The clock reached ``now`` (usually in answer to a `RequestWakeup`)."""
-
-    now: float
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-
-
-@dataclass(frozen=True, slots=True)
-class ActionDone:
-    """The runtime finished ``action`` (the object it was given), successfully or not."""
-
-    action: Action
-    ok: bool
-    now: float
-    detail: str = ""
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-
-
-AdminKind = Literal["quarantine", "cleanse", "activate"]
-
-
-@dataclass(frozen=True, slots=True)
-class AdminRequest:
-    """An operator's order. Quarantine holds the executor (for inspection) without cleansing."""
-
-    kind: AdminKind
-    executor: str
-    now: float
-
-    def __post_init__(self) -> None:
-        _check_time("now", self.now)
-        if self.kind not in ("quarantine", "cleanse", "activate"):
-            raise ValueError(f"admin request kind must be quarantine, cleanse or activate, "
-                             f"got {self.kind!r}")
-
-
-Event = VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
 
 
 # -- the transition table --------------------------------------------------------------------
@@ -364,7 +213,7 @@ class Controller:
 
     def start(self, now: float) -> list[Action]:
         """Choose the first active set from the pool (all SPARE) and start the rotation timer."""
-        _check_time("now", now)
+        check_time("now", now)
         if self._started:
             raise RuntimeError("the controller has already started")
         self._started = True

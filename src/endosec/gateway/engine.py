@@ -19,15 +19,14 @@ from typing import Any
 
 from endosec.config import Config
 from endosec.core.arbiter import Ballot, TrustWeightedMajority, strategy_from_config
-from endosec.core.controller import (
+from endosec.core.controller import Controller, ControllerPolicy
+from endosec.core.controller_events import (
     Action,
     ActionDone,
     Activate,
     AdminRequest,
     Alert,
     Cleanse,
-    Controller,
-    ControllerPolicy,
     Deactivate,
     Event,
     HealthReport,

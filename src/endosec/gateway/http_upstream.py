@@ -9,8 +9,8 @@ of per-executor tasks on the request path.
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
 from collections.abc import Callable
+from time import perf_counter
 from typing import cast
 
 from endosec.core.model import ErrorKind

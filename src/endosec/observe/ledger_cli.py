@@ -10,15 +10,9 @@ from typing import Any
 
 import click
 
-from endosec.observe.ledger import (
-    LedgerError,
-    Record,
-    load_public_key,
-    read_records,
-)
-from endosec.observe.ledger import (
-    verify as verify_ledger,
-)
+from endosec.observe.ledger_format import LedgerError, Record, load_public_key
+from endosec.observe.ledger_verify import read_records
+from endosec.observe.ledger_verify import verify as verify_ledger
 
 __all__ = ["ledger"]
 

@@ -13,14 +13,13 @@ import heapq
 import random
 from collections import Counter, deque
 
-from endosec.core.controller import (
+from endosec.core.controller import Controller, ControllerPolicy
+from endosec.core.controller_events import (
     Action,
     ActionDone,
     Activate,
     AdminRequest,
     Cleanse,
-    Controller,
-    ControllerPolicy,
     Event,
     RequestWakeup,
     Tick,

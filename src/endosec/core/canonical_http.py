@@ -1,0 +1,101 @@
+"""The header rule: which headers of an HTTP-like output take part in the vote, and how.
+
+Names are lowercased and ignored headers dropped (by default those every server spells its own
+way: Date, Server, ETag, ...); an optional allow list keeps only the named ones; presence-only
+headers are compared by presence, not value; content types are compared by media type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_IGNORED_HEADERS", "HeaderRule", "header_names"]
+
+DEFAULT_IGNORED_HEADERS: tuple[str, ...] = (
+    "date", "server", "etag", "last-modified", "x-request-id", "keep-alive", "connection",
+    "transfer-encoding", "content-length",
+)
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def header_names(field_name: str, names: object) -> frozenset[bytes]:
+    """Validate a configured list of header names; their lowercased wire form."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"{field_name}: expected a list of header names")
+    out = set()
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"{field_name}[{i}]: invalid header name {name!r}")
+        out.add(name.lower().encode("ascii"))
+    return frozenset(out)
+
+
+def _media_type(value: bytes) -> bytes:
+    """``Application/JSON; charset="UTF-8"`` -> ``application/json``: spelling, not meaning."""
+    kind, *params = value.split(b";")
+    out = [kind.strip().lower()]
+    for param in params:
+        name, _, v = param.strip().partition(b"=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        v = v.strip()
+        if name == b"charset":
+            v = v.strip(b'"').lower()
+            if v == b"utf-8":
+                continue
+        out.append(name + b"=" + v)
+    return b";".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRule:
+    """Which headers of an HTTP-like output take part in the vote, and how."""
+
+    ignore: Sequence[str] = DEFAULT_IGNORED_HEADERS
+    allow: Sequence[str] | None = None
+    presence_only: Sequence[str] = ()
+    content_type: str = "media-type"
+    _ignore: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _allow: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
+    _presence: frozenset[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ignore", header_names("ignore", self.ignore))
+        allow = None if self.allow is None else header_names("allow", self.allow)
+        object.__setattr__(self, "_allow", allow)
+        object.__setattr__(self, "_presence", header_names("presence_only", self.presence_only))
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "presence_only", tuple(self.presence_only))
+        if self.allow is not None:
+            object.__setattr__(self, "allow", tuple(self.allow))
+        if self.content_type not in ("media-type", "exact"):
+            raise ValueError(f"content_type: must be 'media-type' or 'exact', "
+                             f"got {self.content_type!r}")
+
+    def canonical_headers(self, headers: Sequence[tuple[bytes, bytes]]
+                          ) -> tuple[tuple[bytes, bytes], ...]:
+        """Lowercased names, sorted by name (stable), values trimmed, exemptions applied."""
+        out: list[tuple[bytes, bytes]] = []
+        present: set[bytes] = set()
+        media = self.content_type == "media-type"
+        for name, value in headers:
+            n = name.lower()
+            if n in self._ignore:
+                continue
+            if n in self._presence:
+                if n not in present:
+                    present.add(n)
+                    out.append((n, b""))
+                continue
+            if self._allow is not None and n not in self._allow:
+                continue
+            v = value.strip(b" \t")
+            if media and n == b"content-type":
+                v = _media_type(v)
+            out.append((n, v))
+        out.sort(key=lambda item: item[0])
+        return tuple(out)

@@ -1,0 +1,183 @@
+"""What the controller is told and what it orders: events in, actions out.
+
+Both are frozen, slotted dataclasses that check themselves (a time must be finite), so a bad
+message fails where it is made, not deep inside the feedback loop. A runtime answers each
+`Activate` and `Cleanse` with ``ActionDone`` carrying the very action it received.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from endosec.core.model import Verdict
+
+__all__ = [
+    "Action",
+    "ActionDone",
+    "Activate",
+    "AdminKind",
+    "AdminRequest",
+    "Alert",
+    "Cleanse",
+    "Deactivate",
+    "Event",
+    "HealthReport",
+    "ProbationResult",
+    "Quarantine",
+    "RequestWakeup",
+    "Tick",
+    "VerdictReached",
+    "check_time",
+]
+
+
+def check_time(what: str, value: float) -> None:
+    """Reject NaN and infinite times, which would stall every timer they touch."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+
+
+# -- actions (out) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Stop routing to ``executor``; the controller has already removed it from voting."""
+
+    executor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanse:
+    """Stop, wipe, restore the pristine image, start, wait healthy, replay the journal; then
+    answer ``ActionDone(this, ok)``. ``seq`` identifies the order and is ignored by ``==``."""
+
+    executor: str
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Activate:
+    """Bring ``executor``'s state up to date (journal replay); then answer
+    ``ActionDone(this, ok)``. It votes only after a successful completion."""
+
+    executor: str
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deactivate:
+    """``executor`` leaves voting because it was rotated out (not because it misbehaved)."""
+
+    executor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator should know: ``critical`` means the arbiter must fail closed."""
+
+    level: Literal["warning", "critical"]
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.level not in ("warning", "critical"):
+            raise ValueError(f"alert level must be 'warning' or 'critical', got {self.level!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWakeup:
+    """Send the controller ``Tick(at)`` at time ``at`` (rotation and cleanse-retry timers)."""
+
+    at: float
+
+    def __post_init__(self) -> None:
+        check_time("RequestWakeup.at", self.at)
+
+
+Action = Quarantine | Cleanse | Activate | Deactivate | Alert | RequestWakeup
+
+
+# -- events (in) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictReached:
+    """A ballot closed. Final verdicts only: early ones do not yet name every failure."""
+
+    verdict: Verdict
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbationResult:
+    """A shadow executor's output did or did not agree with the accepted answer."""
+
+    executor: str
+    agreed: bool
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The runtime's health check of one executor."""
+
+    executor: str
+    healthy: bool
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The clock reached ``now`` (usually in answer to a `RequestWakeup`)."""
+
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone:
+    """The runtime finished ``action`` (the object it was given), successfully or not."""
+
+    action: Action
+    ok: bool
+    now: float
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+AdminKind = Literal["quarantine", "cleanse", "activate"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """An operator's order. Quarantine holds the executor (for inspection) without cleansing."""
+
+    kind: AdminKind
+    executor: str
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+        if self.kind not in ("quarantine", "cleanse", "activate"):
+            raise ValueError(f"admin request kind must be quarantine, cleanse or activate, "
+                             f"got {self.kind!r}")
+
+
+Event = VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest

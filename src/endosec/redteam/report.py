@@ -1,0 +1,235 @@
+"""The drill's findings: per-class figures, the required-figure verdict, JSON and Markdown.
+
+``report.json`` is a stable interface: ``classes`` maps each class name to ``cases``,
+``suppressed``, ``detected``, ``availability``, ``false_alarms`` (a rate per benign request)
+and ``expected_suppressible``; ``cases``, ``benign``, ``incremental`` and ``verdict`` give
+the detail behind them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from endosec.redteam.cases import CLASSES, DIFFERENTIAL, FAULTS
+from endosec.redteam.drill import CaseResult
+
+__all__ = ["Benign", "Requirements", "build_report", "render_markdown", "summary_table",
+           "write_report"]
+
+WRAPPER_NOTE = ("Every executor ran under the implant wrapper (python -m "
+                "endosec.redteam.implant): the same executor and profile behind a loopback "
+                "proxy that applies planted implants; nothing else was changed.")
+
+
+@dataclass(frozen=True, slots=True)
+class Benign:
+    """The benign-only phase: traffic with no attack running."""
+
+    requests: int
+    correct: int
+    dissents: int
+    quarantines: int
+    no_quorum: int
+    seconds: float
+    problems: tuple[str, ...] = ()
+
+    @property
+    def false_alarms(self) -> int:
+        return self.dissents + self.quarantines + self.no_quorum
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """The figures a run must reach to pass."""
+
+    min_benign_requests: int = 10_000
+    min_availability: float = 0.999
+    availability_classes: tuple[str, ...] = (DIFFERENTIAL, FAULTS)
+    full_classes: tuple[str, ...] = (DIFFERENTIAL,)
+
+
+@dataclass(slots=True)
+class _Class:
+    cases: int = 0
+    suppressed: int = 0
+    detected: int = 0
+    correct: int = 0
+    requests: int = 0
+    alarms: int = 0
+    expected: list[bool] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cases": self.cases, "suppressed": self.suppressed, "detected": self.detected,
+            "availability": self.correct / self.requests if self.requests else 1.0,
+            "false_alarms": self.alarms / self.requests if self.requests else 0.0,
+            "expected_suppressible": all(self.expected) if self.expected else True,
+            "benign_requests": self.requests, "false_alarm_events": self.alarms,
+        }
+
+
+def _classes(benign: Benign | None, results: Sequence[CaseResult],
+             incremental: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, _Class] = {}
+    if benign is not None:
+        out["benign"] = _Class(cases=1, suppressed=1, detected=1, correct=benign.correct,
+                               requests=benign.requests, alarms=benign.false_alarms,
+                               expected=[True])
+    for r in results:
+        c = out.setdefault(r.cls, _Class())
+        c.cases += 1
+        c.suppressed += r.suppressed
+        c.detected += r.detected
+        c.correct += r.benign.correct
+        c.requests += r.benign.total
+        c.alarms += r.false_alarms
+        c.expected.append(r.expected_suppressible)
+    if incremental is not None:
+        episodes = int(incremental["episodes"])
+        out["incremental"] = _Class(
+            cases=episodes, suppressed=episodes - int(incremental["majority_compromised"]),
+            detected=0, correct=int(incremental["benign"]["correct"]),
+            requests=int(incremental["benign"]["requests"]), expected=[False])
+    order = [c for c in CLASSES if c in out] + sorted(set(out) - set(CLASSES))
+    return {name: out[name].as_dict() for name in order}
+
+
+def verdict(report: Mapping[str, Any], req: Requirements) -> list[str]:
+    """Every required figure the run missed (empty: it passed)."""
+    failures = []
+    classes = report["classes"]
+    benign = report.get("benign")
+    if benign is None:
+        failures.append("no benign phase ran")
+    else:
+        if benign["requests"] < req.min_benign_requests:
+            failures.append(f"only {benign['requests']} benign requests "
+                            f"(at least {req.min_benign_requests} required)")
+        if benign["false_alarms"]:
+            failures.append(f"{benign['false_alarms']} false alarms on benign traffic")
+    for name in req.full_classes:
+        c = classes.get(name)
+        if c is None:
+            failures.append(f"class {name} did not run")
+            continue
+        if c["suppressed"] != c["cases"] or c["detected"] != c["cases"]:
+            failures.append(f"{name}: {c['suppressed']}/{c['cases']} suppressed, "
+                            f"{c['detected']}/{c['cases']} detected (all required)")
+        if c["false_alarm_events"]:
+            failures.append(f"{name}: {c['false_alarm_events']} executors without an "
+                            "implant were punished")
+    for name in req.availability_classes:
+        c = classes.get(name)
+        if c is not None and c["availability"] < req.min_availability:
+            failures.append(f"{name}: availability {c['availability']:.4%} "
+                            f"(at least {req.min_availability:.1%} required)")
+    agent = classes.get("input-agent")
+    if agent is not None and agent["suppressed"] != agent["cases"]:
+        failures.append(f"input-agent: {agent['cases'] - agent['suppressed']} cases forwarded "
+                        "an ambiguous request, leaked a response or got a malformed answer")
+    if report["gateway"]["crashed"]:
+        failures.append(f"the gateway crashed: {report['gateway']['detail']}")
+    return failures
+
+
+def build_report(*, config: str, workload: str, quick: bool, seconds: float,
+                 benign: Benign | None, results: Sequence[CaseResult],
+                 incremental: Mapping[str, Any] | None, crashed: bool, detail: str,
+                 requirements: Requirements) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "version": 1, "config": config, "workload": workload, "quick": quick,
+        "seconds": round(seconds, 1), "wrapper": WRAPPER_NOTE,
+        "classes": _classes(benign, results, incremental),
+        "benign": None if benign is None else {
+            "requests": benign.requests, "correct": benign.correct,
+            "dissents": benign.dissents, "quarantines": benign.quarantines,
+            "no_quorum": benign.no_quorum, "false_alarms": benign.false_alarms,
+            "seconds": round(benign.seconds, 2), "problems": list(benign.problems)},
+        "incremental": incremental,
+        "cases": [r.as_dict() for r in results],
+        "gateway": {"crashed": crashed, "detail": detail},
+    }
+    failures = verdict(report, requirements)
+    report["verdict"] = {"passed": not failures, "failures": failures}
+    return report
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}" if x < 1 else "100%"
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+    """The per-class figures as a Markdown table (also what CI logs show)."""
+    rows = ["| class | cases | suppressed | detected | availability | false alarms | "
+            "expected suppressible |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, c in report["classes"].items():
+        alarms = f"{c['false_alarm_events']} / {c['benign_requests']}"
+        rows.append(f"| {name} | {c['cases']} | {c['suppressed']} | {c['detected']} | "
+                    f"{_pct(c['availability'])} | {alarms} | "
+                    f"{'yes' if c['expected_suppressible'] else 'no'} |")
+    return "\n".join(rows)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    v = report["verdict"]
+    lines = ["# endosec red-team report", "",
+             f"Configuration: `{report['config']}`; workload: {report['workload']}; "
+             f"{'quick run; ' if report['quick'] else ''}{report['seconds']} s.", "",
+             report["wrapper"], "",
+             f"**Verdict: {'PASSED' if v['passed'] else 'FAILED'}**", ""]
+    lines += [f"- {f}" for f in v["failures"]]
+    lines += ["", "## Summary", "", summary_table(report), "",
+              "Suppressed: the client never saw the attacker's output. Detected: the "
+              "responsible executor was quarantined. Availability: share of benign requests "
+              "answered correctly during the class. False alarms: dissents and quarantines "
+              "of executors that carried no implant, over the benign requests of the class.",
+              ""]
+    b = report.get("benign")
+    if b:
+        lines += [f"Benign traffic alone: {b['requests']} requests, {b['correct']} correct, "
+                  f"{b['dissents']} dissents, {b['quarantines']} quarantines, "
+                  f"{b['no_quorum']} no-quorum refusals in {b['seconds']} s.", ""]
+    lines += ["## Cases", "", "| class | case | victims | fired | suppressed | detected | "
+              "benign ok | notes |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in report["cases"]:
+        ok = f"{c['benign']['correct']}/{c['benign']['requests']}"
+        lines.append(f"| {c['class']} | {c['name']} | {', '.join(c['victims']) or '-'} | "
+                     f"{c['fired']} | {'yes' if c['suppressed'] else 'NO'} | "
+                     f"{'yes' if c['detected'] else 'NO'} | {ok} | "
+                     f"{'; '.join(c['notes']).replace('|', '/')} |")
+    lines += ["", "## Common-mode flaws", "",
+              "A flaw shared by a majority of the voters produces the same wrong output a "
+              "majority of times, so no vote can outvote it: these cases are expected not to "
+              "be suppressed. The table above shows what the arbiter did (the attacker's "
+              "output reached clients; with a majority compromised the honest executor was "
+              "the dissenter and was quarantined). The defence is diversity: the scheduler "
+              "and the quantifier's components model aim to keep shared components out of a "
+              "majority.", ""]
+    inc = report.get("incremental")
+    if inc:
+        lines += ["## Incremental penetration", "",
+                  f"n={inc['n']}, k={inc['k']}, attack rate {inc['lam']}/s (one executor at a "
+                  f"time), rotation every {inc['rotate_every']} s, horizon {inc['horizon']} s, "
+                  f"{inc['episodes']} episodes, scheduler {inc['policy']}.", "",
+                  "| | P(majority compromised within the horizon) |", "| --- | --- |",
+                  f"| observed | {inc['observed']:.2f} (95% CI {inc['observed_ci'][0]:.2f}-"
+                  f"{inc['observed_ci'][1]:.2f}; {inc['majority_compromised']} of "
+                  f"{inc['episodes']}) |",
+                  f"| quantifier, Markov chain | {inc['predicted_markov']:.2f} |",
+                  f"| quantifier, faithful simulation | {inc['predicted_faithful']:.2f} (95% CI "
+                  f"{inc['predicted_faithful_ci'][0]:.2f}-"
+                  f"{inc['predicted_faithful_ci'][1]:.2f}) |", "",
+                  inc.get("note", ""), ""]
+    return "\n".join(lines)
+
+
+def write_report(report: Mapping[str, Any], directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    js, md = directory / "report.json", directory / "report.md"
+    js.write_text(json.dumps(report, indent=2) + "\n")
+    md.write_text(render_markdown(report))
+    return js, md

@@ -1,0 +1,198 @@
+"""The whole suite: benign baseline, implant drills, input-agent abuse, incremental penetration.
+
+Everything runs on loopback against gateways this module starts (``endosec run`` subprocesses
+on a rewritten copy of the user's configuration) and stops again; every phase is bounded in
+requests and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from endosec.config import Config
+from endosec.redteam.cases import catalogue
+from endosec.redteam.deploy import GatewayProcess, drill_config, new_deployment
+from endosec.redteam.drill import CaseResult, Drill, DrillError
+from endosec.redteam.incremental import IncrementalParams, run_incremental
+from endosec.redteam.inputagent import run_input_agent
+from endosec.redteam.report import Benign, Requirements, build_report
+from endosec.redteam.workload import NotesWorkload, StaticWorkload, Workload, drive
+
+__all__ = ["SuiteOptions", "make_workload", "run_suite"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteOptions:
+    quick: bool = False
+    benign_requests: int = 10_000
+    seed: int = 1
+    workload: str = "auto"
+    docroot: Path | None = None
+    episodes: int | None = None
+    incremental: bool = True
+
+
+def _docroot(config: Config) -> Path | None:
+    for e in config.executors:
+        argv = list(e.argv)
+        if "--docroot" in argv[:-1]:
+            path = Path(argv[argv.index("--docroot") + 1])
+            return path if path.is_absolute() else (e.cwd or Path.cwd()) / path
+    return None
+
+
+def make_workload(config: Config, opts: SuiteOptions) -> Callable[[], Workload]:
+    """A factory of fresh workloads (each gateway starts with pristine executors)."""
+    kind = opts.workload
+    docroot = opts.docroot or _docroot(config)
+    if kind == "auto":
+        kind = "static" if docroot is not None else "notes"
+    if kind == "static":
+        if docroot is None:
+            raise ValueError("the static workload needs --docroot (none found in the config)")
+        root = docroot
+        return lambda: StaticWorkload(root)
+    if kind == "notes":
+        return NotesWorkload
+    raise ValueError(f"unknown workload {kind!r}")
+
+
+async def _benign(drill: Drill, requests: int, seed: int) -> Benign:
+    before = await drill.gw.executors()
+    refusals = sum(1 for e in drill.gw.events() if e.get("event") == "no-quorum")
+    host, port = drill.gw.serve
+    started = time.monotonic()
+    tally = await drive(host, port, drill.workload, requests=requests, concurrency=8,
+                        rng=random.Random(seed), timeout=drill.client_timeout)
+    seconds = time.monotonic() - started
+    await asyncio.sleep(0.5)  # stragglers are judged after the reply
+    after = await drill.gw.executors()
+
+    def delta(counter: str) -> int:
+        return sum(after[n]["counters"][counter] - before[n]["counters"][counter]
+                   for n in after)
+
+    no_quorum = sum(1 for e in drill.gw.events() if e.get("event") == "no-quorum") - refusals
+    return Benign(tally.total, tally.correct, delta("dissents"), delta("quarantines"),
+                  no_quorum, seconds, tuple(tally.problems[:5]))
+
+
+async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
+                      new_workload: Callable[[], Workload], log: Log
+                      ) -> tuple[Benign | None, list[CaseResult], bool, str]:
+    dep = new_deployment(root / "main")
+    gw = GatewayProcess(dep, drill_config(config, dep))
+    rng = random.Random(opts.seed)
+    canary = f"rtc-{secrets.token_hex(8)}"
+    benign: Benign | None = None
+    results: list[CaseResult] = []
+    crashed, detail = False, ""
+    await gw.start()
+    log(f"gateway at http://{gw.serve[0]}:{gw.serve[1]} (executors: {', '.join(gw.names)})")
+    drill = Drill(gw, new_workload(), canary=canary, active_size=config.controller.active,
+                  read_timeout=config.limits.read_timeout, rng=rng)
+    try:
+        await drill.settle()
+        requests = min(opts.benign_requests, 2000) if opts.quick else opts.benign_requests
+        log(f"benign traffic: {requests} requests")
+        benign = await _benign(drill, requests, opts.seed)
+        log(f"  {benign.correct}/{benign.requests} correct, {benign.false_alarms} false alarms")
+        for case in catalogue(config.limits.read_timeout):
+            result = await drill.run_case(case)
+            results.append(result)
+            log(f"{case.cls}/{case.name}: suppressed={result.suppressed} "
+                f"detected={result.detected} fired={result.fired} "
+                f"benign={result.benign.correct}/{result.benign.total} "
+                f"({result.seconds:.1f} s){' ' + '; '.join(result.notes) if result.notes else ''}")
+        log("input-agent abuse")
+        results += await run_input_agent(drill, config.limits, quick=opts.quick,
+                                         seed=opts.seed, log=log)
+    except DrillError as exc:
+        detail = str(exc)
+        log(f"drill stopped: {detail}")
+    finally:
+        if not gw.alive:
+            crashed = True
+            detail = detail or "the gateway process exited during the drill"
+        gw.stop()
+    return benign, results, crashed, detail
+
+
+async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
+                             new_workload: Callable[[], Workload], log: Log
+                             ) -> dict[str, Any]:
+    """A second gateway with spares and rotation, for the incremental attacker."""
+    c = config.controller
+    duplicate = len(config.executors) <= c.active
+    rotate = c.rotate_every or 1.0
+    dep = new_deployment(root / "incremental")
+    data = drill_config(config, dep, duplicate=duplicate,
+                        overrides={"controller": {"rotate_every": rotate,
+                                                  "cleanse_on_rotate": True}})
+    gw = GatewayProcess(dep, data)
+    episodes = opts.episodes or (4 if opts.quick else 10)
+    params = IncrementalParams(n=c.active, k=c.active // 2 + 1, lam=0.5, rotate_every=rotate,
+                               horizon=4.0, episodes=episodes, policy=config.scheduler.policy)
+    await gw.start()
+    drill = Drill(gw, new_workload(), canary="", active_size=c.active,
+                  read_timeout=config.limits.read_timeout, rng=random.Random(opts.seed))
+    stop = asyncio.Event()
+    try:
+        await drill.settle_active()
+        bg = drill.background(stop)
+        try:
+            profiles = [e.as_profile() for e in config.executors]
+            if duplicate:
+                profiles += [type(p)(f"{p.name}-b", p.components) for p in profiles]
+            result = await run_incremental(drill, params, profiles, seed=opts.seed)
+        finally:
+            stop.set()
+            tally = await bg
+        crashed = not gw.alive
+    finally:
+        gw.stop()
+    out = result.as_dict()
+    out["benign"] = {"requests": tally.total, "correct": tally.correct}
+    out["crashed"] = crashed
+    out["note"] = (
+        ("The pool was doubled for this phase (a second instance NAME-b of every executor, "
+         "same profile) so that rotation has spares. " if duplicate else "")
+        + "Dormant footholds give the arbiter nothing to see, so only rotation removes them "
+        "(detected is 0 by design). The quantifier assumes instant cleansing; live cleansing "
+        "and journal replay take time.")
+    log(f"incremental: majority compromised in {result.lost}/{episodes} episodes; "
+        f"predicted {result.markov:.2f} (Markov), {result.faithful:.2f} (faithful)")
+    return out
+
+
+async def run_suite(config: Config, config_name: str, report_dir: Path, opts: SuiteOptions,
+                    log: Log, requirements: Requirements | None = None) -> dict[str, Any]:
+    """Run every class and return the report (not yet written)."""
+    root = report_dir / "work"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    new_workload = make_workload(config, opts)
+    started = time.monotonic()
+    benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
+    incremental = None
+    if opts.incremental and not crashed:
+        incremental = await _incremental_phase(config, root, opts, new_workload, log)
+        if incremental["crashed"]:
+            crashed, detail = True, "the gateway process exited during the incremental phase"
+    req = requirements or Requirements(
+        min_benign_requests=min(opts.benign_requests, 2000) if opts.quick
+        else opts.benign_requests)
+    return build_report(config=config_name, workload=new_workload().name, quick=opts.quick,
+                        seconds=time.monotonic() - started, benign=benign, results=results,
+                        incremental=incremental, crashed=crashed, detail=detail,
+                        requirements=req)
