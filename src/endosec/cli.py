@@ -148,9 +148,11 @@ def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
     from endosec.observe.ledger_cli import ledger
     from endosec.quantify.cli import quantify
+    from endosec.redteam.cli import redteam
 
     main.add_command(quantify)
     main.add_command(ledger)
+    main.add_command(redteam)
 
 
 _register_components()

@@ -86,6 +86,7 @@ STORE = Store()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go out as separate writes
 
     def __getattr__(self, name: str) -> Any:
         """Accept every method so that unknown ones get 405/404 rather than 501."""

@@ -32,9 +32,11 @@ __all__ = ["redteam"]
               default=None, help="Docroot for the static workload (default: from --docroot "
                                  "in an executor's argv).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed for traffic.")
-def redteam(config_path: Path, report_dir: Path, quick: bool, benign_requests: int,
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Run only this case or class (repeatable); the report then fails.")
+def redteam(*, config_path: Path, report_dir: Path, quick: bool, benign_requests: int,
             episodes: int | None, no_incremental: bool, workload: str, docroot: Path | None,
-            seed: int) -> None:
+            seed: int, only: tuple[str, ...]) -> None:
     """Attack a deployment with planted implants, faults and hostile clients; report.
 
     Every executor runs under the implant wrapper; the gateway and executors are started on
@@ -51,14 +53,14 @@ def redteam(config_path: Path, report_dir: Path, quick: bool, benign_requests: i
         raise click.ClickException(str(exc)) from exc
     opts = SuiteOptions(quick=quick, benign_requests=benign_requests, seed=seed,
                         workload=workload, docroot=docroot, episodes=episodes,
-                        incremental=not no_incremental)
+                        incremental=not no_incremental, only=only)
 
     def log(line: str) -> None:
         click.echo(f"endosec redteam: {line}", err=True)
 
     try:
         report = asyncio.run(run_suite(config, str(config_path), report_dir.resolve(), opts,
-                                       log))
+                                       log=log))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     js, md = write_report(report, report_dir)

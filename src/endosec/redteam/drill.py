@@ -74,8 +74,10 @@ class Drill:
     """Drills against one running gateway."""
 
     def __init__(self, gw: GatewayProcess, workload: Workload, *, canary: str,
-                 active_size: int, read_timeout: float, rng: random.Random) -> None:
+                 active_size: int, read_timeout: float, rng: random.Random,
+                 min_case_seconds: float = 0.0) -> None:
         self.gw = gw
+        self.min_case_seconds = min_case_seconds
         self.workload = workload
         self.canary = canary
         self.active_size = active_size
@@ -192,6 +194,8 @@ class Drill:
             result.detected = await self._await_quarantine(case, victims, before)
             self.clear(names)
             await self.settle()
+            # Benign traffic runs long enough for the availability figure to mean something.
+            await asyncio.sleep(max(0.0, clock + self.min_case_seconds - time.monotonic()))
         finally:
             stop.set()
             result.benign = await bg

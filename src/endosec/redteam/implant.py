@@ -55,6 +55,7 @@ _LIMITS = HttpLimits(max_header_bytes=1 << 20, max_headers=10_000, max_body_byte
                      max_target_bytes=1 << 20, max_response_bytes=1 << 31)
 _CHUNK = 1 << 16
 _GARBAGE = 64
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class ImplantFile:
@@ -141,15 +142,27 @@ class _Inner:
         self.writer: asyncio.StreamWriter | None = None
 
     async def exchange(self, request: Request) -> tuple[Response | None, bytes]:
-        """Send ``request``; return the response (None if unreadable) and the raw bytes read."""
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(*self.address)
-        assert self.reader is not None
-        self.writer.write(upstream_request_bytes(request))
-        parser = ResponseReader(_LIMITS, request.method)
+        """Send ``request``; return the response (None if unreadable) and the raw bytes read.
+
+        A kept-alive connection the executor closed while idle fails before any byte comes
+        back; the request is then sent once more on a new connection, as the gateway would.
+        """
+        payload = upstream_request_bytes(request)
+        if self.writer is not None and not self.writer.is_closing():
+            response, raw = await self._send(payload, request.method)
+            if response is not None or raw:
+                return response, raw
+        self.reader, self.writer = await asyncio.open_connection(*self.address)
+        return await self._send(payload, request.method)
+
+    async def _send(self, payload: bytes, method: bytes) -> tuple[Response | None, bytes]:
+        assert self.reader is not None and self.writer is not None
+        parser = ResponseReader(_LIMITS, method)
         raw: list[bytes] = []
         try:
+            self.writer.write(payload)
             while True:
+                self._quick_ack()
                 data = await self.reader.read(_CHUNK)
                 raw.append(data)
                 parser.receive_data(data)
@@ -160,10 +173,18 @@ class _Inner:
                     return event, b"".join(raw)
                 if not data:
                     break
-        except ProtocolError:
+        except (ProtocolError, OSError):
             pass
         self.close()
         return None, b"".join(raw)
+
+    def _quick_ack(self) -> None:
+        """Acknowledge at once (Linux): an executor that writes head and body separately
+        without TCP_NODELAY would otherwise stall on every response for the delayed ACK."""
+        sock = self.writer.get_extra_info("socket") if self.writer is not None else None
+        if sock is not None and _QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -311,7 +332,8 @@ async def _main(args: argparse.Namespace) -> int:
         return child.returncode
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _client(wrapper, reader, writer)
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled at shutdown
+            await _client(wrapper, reader, writer)
 
     server = await asyncio.start_server(handle, host, args.listen_port, reuse_address=True)
     print(f"endosec implant wrapper for {wrapper.name} listening on http://{host}:"

@@ -40,6 +40,7 @@ class SuiteOptions:
     docroot: Path | None = None
     episodes: int | None = None
     incremental: bool = True
+    only: tuple[str, ...] = ()  # case names or classes to run (empty: all)
 
 
 def _docroot(config: Config) -> Path | None:
@@ -100,7 +101,8 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
     await gw.start()
     log(f"gateway at http://{gw.serve[0]}:{gw.serve[1]} (executors: {', '.join(gw.names)})")
     drill = Drill(gw, new_workload(), canary=canary, active_size=config.controller.active,
-                  read_timeout=config.limits.read_timeout, rng=rng)
+                  read_timeout=config.limits.read_timeout, rng=rng,
+                  min_case_seconds=1.0 if opts.quick else 2.5)
     try:
         await drill.settle()
         requests = min(opts.benign_requests, 2000) if opts.quick else opts.benign_requests
@@ -108,15 +110,18 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
         benign = await _benign(drill, requests, opts.seed)
         log(f"  {benign.correct}/{benign.requests} correct, {benign.false_alarms} false alarms")
         for case in catalogue(config.limits.read_timeout):
+            if opts.only and case.name not in opts.only and case.cls not in opts.only:
+                continue
             result = await drill.run_case(case)
             results.append(result)
             log(f"{case.cls}/{case.name}: suppressed={result.suppressed} "
                 f"detected={result.detected} fired={result.fired} "
                 f"benign={result.benign.correct}/{result.benign.total} "
                 f"({result.seconds:.1f} s){' ' + '; '.join(result.notes) if result.notes else ''}")
-        log("input-agent abuse")
-        results += await run_input_agent(drill, config.limits, quick=opts.quick,
-                                         seed=opts.seed, log=log)
+        if not opts.only or "input-agent" in opts.only:
+            log("input-agent abuse")
+            results += await run_input_agent(drill, config.limits, quick=opts.quick,
+                                             seed=opts.seed, log=log)
     except DrillError as exc:
         detail = str(exc)
         log(f"drill stopped: {detail}")
@@ -175,7 +180,7 @@ async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
     return out
 
 
-async def run_suite(config: Config, config_name: str, report_dir: Path, opts: SuiteOptions,
+async def run_suite(config: Config, config_name: str, report_dir: Path, opts: SuiteOptions, *,
                     log: Log, requirements: Requirements | None = None) -> dict[str, Any]:
     """Run every class and return the report (not yet written)."""
     root = report_dir / "work"
@@ -185,7 +190,7 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
     started = time.monotonic()
     benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
     incremental = None
-    if opts.incremental and not crashed:
+    if opts.incremental and not crashed and (not opts.only or "incremental" in opts.only):
         incremental = await _incremental_phase(config, root, opts, new_workload, log)
         if incremental["crashed"]:
             crashed, detail = True, "the gateway process exited during the incremental phase"

@@ -32,16 +32,36 @@ def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
+def _under_tmp(argv: Sequence[str], scratch: Path, cwd: Path) -> list[Path]:
+    """Paths the executor needs that the private /tmp would hide: its working directory, the
+    files its command line names, and the installation its program lives in (a virtualenv's
+    ``bin/python`` needs the virtualenv beside it)."""
+    wanted = [cwd, *(Path(a) for a in argv if a.startswith("/"))]
+    program = shutil.which(argv[0]) if argv else None
+    if program is not None:
+        wanted.append(Path(program).parent.parent)
+    tmp = Path("/tmp")
+    keep: list[Path] = []
+    for path in wanted:
+        if path.is_relative_to(tmp) and path != tmp and not path.is_relative_to(scratch) \
+                and path.exists() and path not in keep:
+            keep.append(path)
+    return keep
+
+
 def bwrap_argv(bwrap: str, argv: Sequence[str], scratch: Path, cwd: Path) -> list[str]:
     """The command line that runs ``argv`` under ``bwrap`` with only ``scratch`` writable.
 
-    ``scratch`` and ``cwd`` must be absolute. ``cwd`` must exist inside the sandbox: the
-    scratch directory or a path outside ``/tmp``.
+    ``scratch`` and ``cwd`` must be absolute. Anything under ``/tmp`` that the command needs
+    (see `_under_tmp`) is bound back read-only over the private ``/tmp``.
     """
+    rebind = [arg for path in _under_tmp(argv, scratch, cwd)
+              for arg in ("--ro-bind", str(path), str(path))]
     return [
         bwrap,
         "--ro-bind", "/", "/",
         "--tmpfs", "/tmp",
+        *rebind,
         "--bind", str(scratch), str(scratch),
         "--proc", "/proc",
         "--dev", "/dev",

@@ -1,0 +1,116 @@
+"""The red-team suite end to end: `endosec redteam` against the demo and the web example.
+
+Each test runs the whole catalogue (10,000 benign requests for the false-alarm figure), prints
+the summary table straight to the terminal (visible without -s) and fails the build if a
+required figure regresses: 100% suppression and detection for every differential-mode case,
+no false alarm on benign traffic, availability of at least 99.9% during differential-mode and
+fault classes, and no gateway crash on any input-agent case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from endosec.redteam.report import summary_table
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BENIGN = 10_000
+WEB_SERVERS = ("nginx", "apache2", "lighttpd")
+
+
+@pytest.fixture
+def report_dir() -> Iterator[Path]:
+    # The web example's workers drop to "nobody" when run as root: every ancestor of the
+    # scratch directories must be searchable by others, which pytest's tmp_path is not.
+    path = Path(tempfile.mkdtemp(prefix="endosec-redteam-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def show(request: pytest.FixtureRequest, text: str) -> None:
+    """Write to the terminal whether or not pytest captures output (-s or not)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def run_suite(request: pytest.FixtureRequest, config: Path, report: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(config),
+         "--report", str(report), "--benign-requests", str(BENIGN)],
+        capture_output=True, text=True, timeout=600, check=False)
+    path = report / "report.json"
+    assert path.exists(), f"no report (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    data = json.loads(path.read_text())
+    text = (f"\nendosec redteam --config {config.relative_to(ROOT)} ({data['seconds']} s)\n"
+            f"{summary_table(data)}")
+    if data["incremental"]:
+        inc = data["incremental"]
+        text += (f"\nincremental: majority compromised in {inc['majority_compromised']}/"
+                 f"{inc['episodes']} episodes; predicted {inc['predicted_markov']:.2f} "
+                 f"(Markov), {inc['predicted_faithful']:.2f} (faithful simulation)")
+    show(request, text)
+    assert proc.returncode in (0, 1), proc.stderr[-4000:]
+    return data
+
+
+def check_required_figures(data: dict) -> None:
+    classes = data["classes"]
+    assert not data["gateway"]["crashed"], data["gateway"]
+    assert data["benign"]["requests"] >= BENIGN
+    assert data["benign"]["false_alarms"] == 0, data["benign"]
+    assert classes["benign"]["false_alarms"] == 0
+    diff = classes["differential"]
+    assert diff["cases"] >= 8
+    failing = [c for c in data["cases"] if c["class"] == "differential"
+               and not (c["suppressed"] and c["detected"])]
+    assert not failing, failing
+    assert diff["suppressed"] == diff["cases"] and diff["detected"] == diff["cases"]
+    assert diff["false_alarms"] == 0
+    for name in ("differential", "faults"):
+        assert classes[name]["availability"] >= 0.999, (name, classes[name], [
+            c["benign"] for c in data["cases"] if c["class"] == name])
+    agent = classes["input-agent"]
+    assert agent["suppressed"] == agent["cases"], [
+        c for c in data["cases"] if c["class"] == "input-agent" and not c["suppressed"]]
+    assert classes["common-mode"]["expected_suppressible"] is False
+    assert data["verdict"]["passed"], data["verdict"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="node is needed for the three-stack demo "
+                           "(scripts/install-system-deps.sh installs it)")
+def test_redteam_against_the_demo(request: pytest.FixtureRequest, report_dir: Path) -> None:
+    data = run_suite(request, ROOT / "examples/demo/endosec.yaml", report_dir)
+    check_required_figures(data)
+    assert (report_dir / "report.md").read_text().startswith("# endosec red-team report")
+
+
+def test_redteam_against_the_web_example(request: pytest.FixtureRequest,
+                                         report_dir: Path) -> None:
+    config = ROOT / "examples/web/endosec.yaml"
+    missing = [s for s in WEB_SERVERS if shutil.which(s) is None
+               and not Path(f"/usr/sbin/{s}").exists()]
+    if not config.exists() or missing:
+        why = (f"the web example needs {', '.join(missing) or 'examples/web/endosec.yaml'}; "
+               "run scripts/install-system-deps.sh")
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    data = run_suite(request, config, report_dir)
+    assert data["workload"] == "static"
+    check_required_figures(data)

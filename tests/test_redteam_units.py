@@ -1,0 +1,274 @@
+"""Unit tests for the red-team suite: implant descriptions, alterations, config rewrite, report,
+and the implant wrapper around a real executor process."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from endosec.config import load_config
+from endosec.protocols.http import Request, Response
+from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
+from endosec.redteam.deploy import drill_config, new_deployment
+from endosec.redteam.drill import CaseResult
+from endosec.redteam.implant import INNER_PORT
+from endosec.redteam.report import (
+    Benign,
+    Requirements,
+    build_report,
+    render_markdown,
+    summary_table,
+)
+from endosec.redteam.spec import (
+    KINDS,
+    ImplantError,
+    alter_response,
+    fraction_draw,
+    parse_implant,
+)
+from endosec.redteam.workload import Tally
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo"
+
+
+def request(target: bytes = b"/notes/1", headers: tuple = ()) -> Request:
+    return Request(b"GET", target, ((b"host", b"h"), *headers))
+
+
+JSON_REPLY = Response(200, b"OK", ((b"content-type", b"application/json"),),
+                      b'{"notes": [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}]}')
+
+
+# -- implant descriptions ----------------------------------------------------------------------
+
+
+def test_every_catalogue_implant_parses_once_filled() -> None:
+    for case in catalogue(3.0):
+        body = fill(case.implant, canary="c", field="text", json_path="/notes*")
+        assert parse_implant(body).kind == case.implant["kind"]
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"kind": "nope"}, "kind must be one of"),
+    ({"kind": "alter-status"}, "missing 'status'"),
+    ({"kind": "alter-status", "status": 99}, "200..599"),
+    ({"kind": "alter-status", "status": "418"}, "must be int"),
+    ({"kind": "inject-header", "header": "Bad Name", "value": "v"}, "header name"),
+    ({"kind": "inject-header", "header": "X", "value": "a\r\nb"}, "header value"),
+    ({"kind": "crash", "after": 0}, "'after'"),
+    ({"kind": "crash", "fraction": 0}, "'fraction'"),
+    ({"kind": "crash", "extra": 1}, "unknown field"),
+    ({"kind": "crash", "trigger": {"header": "x"}}, "missing 'value'"),
+    ([], "JSON object"),
+])
+def test_bad_implants_are_refused_naming_the_field(bad: object, needle: str) -> None:
+    with pytest.raises(ImplantError, match=needle):
+        parse_implant(bad)
+
+
+@given(st.dictionaries(st.sampled_from(["kind", "status", "after", "fraction", "trigger",
+                                        "paths", "header", "value", "ms", "secret"]),
+                       st.one_of(st.sampled_from(list(KINDS)), st.integers(-5, 700),
+                                 st.floats(allow_nan=True), st.text(max_size=5),
+                                 st.lists(st.text(max_size=3), max_size=2), st.none())))
+@settings(max_examples=300)
+def test_any_description_parses_or_raises_implant_error(data: dict) -> None:
+    with contextlib.suppress(ImplantError):
+        parse_implant(data)
+
+
+def test_conditions_trigger_after_fraction_paths_methods() -> None:
+    trig = parse_implant({"kind": "crash", "trigger": {"header": "X-Debug", "value": "k"}})
+    assert not trig.matches(request(), 1)
+    assert trig.matches(request(headers=((b"x-debug", b"k"),)), 1)
+    after = parse_implant({"kind": "crash", "after": 3})
+    assert [after.matches(request(), n) for n in (1, 2, 3, 4)] == [False, False, True, True]
+    paths = parse_implant({"kind": "crash", "paths": ["/data*"], "methods": ["post"]})
+    assert not paths.matches(request(b"/data.json"), 1)
+    assert paths.matches(Request(b"POST", b"/data.json?x", ((b"host", b"h"),)), 1)
+    frac = parse_implant({"kind": "crash", "fraction": 0.25})
+    hits = sum(frac.matches(request(), n) for n in range(1, 4001))
+    assert 800 < hits < 1200
+    assert [frac.matches(request(), n) for n in range(1, 50)] == \
+        [fraction_draw(n) < 0.25 for n in range(1, 50)]
+
+
+def test_alterations() -> None:
+    field = parse_implant({"kind": "alter-json-field", "field": "text", "value": "X"})
+    body = json.loads(alter_response(field, JSON_REPLY).body)
+    assert [n["text"] for n in body["notes"]] == ["X", "X"]
+    nudge = parse_implant({"kind": "nudge-numbers", "delta": 1})
+    assert [n["id"] for n in json.loads(alter_response(nudge, JSON_REPLY).body)["notes"]] \
+        == [2, 3]
+    text = Response(200, b"", (), b"<p>year 2024</p>")
+    assert alter_response(nudge, text).body == b"<p>year 3024</p>"
+    header = parse_implant({"kind": "inject-header", "header": "Set-Cookie", "value": "a=b"})
+    assert (b"set-cookie", b"a=b") in alter_response(header, JSON_REPLY).headers
+    status = parse_implant({"kind": "alter-status", "status": 418})
+    assert alter_response(status, JSON_REPLY).status == 418
+    with pytest.raises(ValueError, match="does not alter"):
+        alter_response(parse_implant({"kind": "crash"}), JSON_REPLY)
+
+
+# -- configuration rewrite -----------------------------------------------------------------------
+
+
+def test_drill_config_wraps_every_executor_and_keeps_profiles(tmp_path: Path) -> None:
+    config = load_config(DEMO / "endosec.yaml")
+    dep = new_deployment(tmp_path)
+    data = drill_config(config, dep, duplicate=True,
+                        overrides={"controller": {"rotate_every": 1.0}})
+    assert data["listen"] == "127.0.0.1:0" and data["admin"]["listen"] == "127.0.0.1:0"
+    assert data["admin"]["token"] == dep.token
+    assert data["controller"]["rotate_every"] == 1.0 and data["controller"]["active"] == 3
+    names = [e["name"] for e in data["executors"]]
+    assert names == ["stdlib", "aiohttp", "node", "stdlib-b", "aiohttp-b", "node-b"]
+    for e, orig in zip(data["executors"], config.executors * 2, strict=True):
+        assert e["argv"][1:3] == ["-m", "endosec.redteam.implant"]
+        inner = e["argv"][e["argv"].index("--") + 1:]
+        assert inner == [a.replace("{port}", INNER_PORT) for a in orig.argv]
+        assert e["profile"] == orig.profile
+        assert "{port}" in e["argv"] and "{scratch}" in e["argv"]
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def result(name: str, cls: str, *, suppressed: bool = True, detected: bool = True,
+           ok: int = 1000, bad: int = 0, expected: bool = True) -> CaseResult:
+    r = CaseResult(name, cls, "d", ["a"], expected, fired=1, suppressed=suppressed,
+                   detected=detected)
+    r.benign = Tally(total=ok + bad, correct=ok, failed=bad)
+    return r
+
+
+def report(results: list[CaseResult], *, benign: int = 10_000, alarms: int = 0,
+           crashed: bool = False) -> dict:
+    return build_report(config="c.yaml", workload="notes", quick=False, seconds=1.0,
+                        benign=Benign(benign, benign, alarms, 0, 0, 1.0), results=results,
+                        incremental=None, crashed=crashed, detail="died",
+                        requirements=Requirements())
+
+
+def test_report_has_the_stable_keys_and_passes_when_every_figure_holds() -> None:
+    rep = report([result("x", DIFFERENTIAL), result("y", "faults"),
+                  result("z", "common-mode", suppressed=False, detected=False,
+                         expected=False)])
+    assert rep["verdict"] == {"passed": True, "failures": []}
+    assert list(rep["classes"]) == [c for c in CLASSES if c in rep["classes"]]
+    for figures in rep["classes"].values():
+        assert {"cases", "suppressed", "detected", "availability", "false_alarms",
+                "expected_suppressible"} <= set(figures)
+    assert rep["classes"]["common-mode"]["expected_suppressible"] is False
+    json.dumps(rep)
+    md = render_markdown(rep)
+    assert "PASSED" in md and summary_table(rep) in md and "Common-mode" in md
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"results": [result("x", DIFFERENTIAL, suppressed=False)]}, "suppressed"),
+    ({"results": [result("x", DIFFERENTIAL, detected=False)]}, "detected"),
+    ({"results": [result("x", DIFFERENTIAL, ok=998, bad=2)]}, "availability"),
+    ({"results": [result("x", DIFFERENTIAL)], "benign": 9_999}, "benign requests"),
+    ({"results": [result("x", DIFFERENTIAL)], "alarms": 1}, "false alarms"),
+    ({"results": [result("x", DIFFERENTIAL)], "crashed": True}, "crashed"),
+    ({"results": [result("x", DIFFERENTIAL), result("i", "input-agent", suppressed=False)]},
+     "input-agent"),
+])
+def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str) -> None:
+    rep = report(**kwargs)
+    assert not rep["verdict"]["passed"]
+    assert any(needle in f for f in rep["verdict"]["failures"]), rep["verdict"]
+    assert "FAILED" in render_markdown(rep)
+
+
+# -- the wrapper around a real executor ---------------------------------------------------------
+
+
+@pytest.fixture
+def wrapped(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "log.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "endosec.redteam.implant", "--listen-port", str(port),
+         "--scratch", str(tmp_path), "--name", "t", "--log", str(log),
+         "--image-implant", str(tmp_path / "image.json"), "--",
+         sys.executable, "executors/stdlib_notes.py", "--port", INNER_PORT],
+        cwd=DEMO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "implant wrapper" in line:
+            break
+    else:
+        pytest.fail("the wrapper did not start")
+    yield port, tmp_path, log, proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    proc.stdout.close()
+
+
+def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def plant(scratch: Path, body: dict, name: str = "implant.json") -> None:
+    tmp = scratch / (name + ".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(scratch / name)
+    time.sleep(0.01)  # a new mtime even on coarse clocks
+
+
+def test_wrapper_is_transparent_then_applies_and_drops_implants(wrapped) -> None:
+    port, scratch, log, proc = wrapped
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("POST", "/notes", body=b'{"text": "hi"}')
+    assert conn.getresponse().read() and conn.sock is not None
+    conn.close()
+    status, _, body = get(port, "/notes/1")
+    assert status == 200 and json.loads(body)["text"] == "hi"
+    plant(scratch, {"kind": "exfiltrate-secret", "secret": "S3",
+                    "trigger": {"header": "X-Debug", "value": "k"}})
+    assert get(port, "/notes/1")[2] != b"S3"
+    assert get(port, "/notes/1", {"X-Debug": "k"})[2] == b"S3"
+    plant(scratch, {"kind": "alter-status", "status": 418, "after": 2})
+    assert [get(port, "/notes/1")[0] for _ in range(3)] == [200, 418, 418]
+    assert get(port, "/health")[0] == 200  # never counted, never altered
+    (scratch / "implant.json").unlink()
+    assert get(port, "/notes/1")[0] == 200
+    plant(scratch, {"kind": "never-healthy"}, "image.json")
+    assert get(port, "/health")[0] == 503 and get(port, "/notes/1")[0] == 200
+    kinds = [json.loads(line)["kind"] for line in log.read_text().splitlines()]
+    assert kinds.count("exfiltrate-secret") == 1 and kinds.count("alter-status") == 2
+    assert "never-healthy" in kinds
+    assert proc.poll() is None
+
+
+def test_wrapper_crash_takes_the_executor_down(wrapped) -> None:
+    port, scratch, _, proc = wrapped
+    plant(scratch, {"kind": "crash"})
+    with pytest.raises((ConnectionError, OSError)):
+        get(port, "/notes/1")
+    assert proc.wait(timeout=10) == 3
