@@ -114,3 +114,24 @@ def test_demo_rejects_an_unknown_backdoor_target() -> None:
     result = CliRunner().invoke(main, ["demo", "--backdoor", "nginx"])
     assert result.exit_code == 2
     assert "no executor named 'nginx'" in result.output
+
+
+def test_run_reports_executors_that_cannot_start(tmp_path: Path) -> None:
+    config = {
+        "listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"},
+        "controller": {"active": 2, "floor": 2},
+        "executors": [
+            {"name": "broken", "argv": ["false"], "profile": ["x"],
+             "health": {"start_timeout": 1}},
+            {"name": "fine", "argv": ["{python}", "-m", "http.server", "{port}", "--bind",
+                                      "127.0.0.1"],
+             "profile": ["y"], "health": {"path": "/", "start_timeout": 5}},
+        ],
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "endosec.cli", "run", "--config", str(write(tmp_path, config)),
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "only 1 executors became active; the floor is 2" in result.stderr
+    assert "broken: " in result.stderr and "Traceback" not in result.stderr

@@ -71,7 +71,7 @@ def check(config_path: Path) -> None:
 @state_dir_option
 def run(config_path: Path, state_dir: Path | None) -> None:
     """Serve the mimic gateway described by a configuration file."""
-    from endosec.gateway.app import default_state_dir, run_forever
+    from endosec.gateway.app import default_state_dir
 
     config = _load(config_path)
 
@@ -80,7 +80,18 @@ def run(config_path: Path, state_dir: Path | None) -> None:
                    f"executors: {', '.join(where.executors)}")
         sys.stdout.flush()
 
-    run_forever(config, state_dir=state_dir or default_state_dir(), on_ready=ready)
+    _serve(config, state_dir or default_state_dir(), ready)
+
+
+def _serve(config: Config, state_dir: Path, ready: Any) -> None:
+    from endosec.gateway.app import run_forever
+    from endosec.gateway.engine import StartupError
+    from endosec.observe.ledger_format import LedgerError
+
+    try:
+        run_forever(config, state_dir=state_dir, on_ready=ready)
+    except (StartupError, LedgerError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def demo_config(listen: str | None, admin: str | None, backdoor: str | None) -> Config:
@@ -129,7 +140,7 @@ def demo_config(listen: str | None, admin: str | None, backdoor: str | None) -> 
 def demo(listen: str | None, admin: str | None, backdoor: str | None,
          state_dir: Path | None) -> None:
     """Run the gateway in front of the bundled heterogeneous demo executors."""
-    from endosec.gateway.app import default_state_dir, run_forever
+    from endosec.gateway.app import default_state_dir
 
     if not DEMO_CONFIG.is_file():
         raise click.ClickException(f"demo configuration not found at {DEMO_CONFIG}; run "
@@ -141,7 +152,7 @@ def demo(listen: str | None, admin: str | None, backdoor: str | None,
                    f"executors: {', '.join(where.executors)}")
         sys.stdout.flush()
 
-    run_forever(config, state_dir=state_dir or default_state_dir() / "demo", on_ready=ready)
+    _serve(config, state_dir or default_state_dir() / "demo", ready)
 
 
 def _register_components() -> None:

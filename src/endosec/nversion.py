@@ -51,7 +51,7 @@ from typing import Any, Literal
 from endosec.core.arbiter import Ballot, Majority, Strategy
 from endosec.core.canonicalise import ExactBytes
 from endosec.core.model import Canonicaliser, ErrorKind, Output, Verdict
-from endosec.gateway.tasks import spawn
+from endosec.tasks import spawn
 
 __all__ = ["ExecutorKind", "NVersion", "NoConsensus"]
 

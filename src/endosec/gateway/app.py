@@ -21,12 +21,12 @@ from endosec.gateway.dns_server import DnsListener, DnsServerState, serve_dns
 from endosec.gateway.engine import MimicGateway
 from endosec.gateway.http import HttpAdapter
 from endosec.gateway.server import ServerState, serve, submitting
-from endosec.gateway.tasks import cancel_all, spawn
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
 from endosec.observe.metrics import GatewayMetrics
 from endosec.protocols.http import HttpLimits
 from endosec.runtime.base import HealthProbe
+from endosec.tasks import cancel_all, spawn
 
 __all__ = ["Listening", "default_state_dir", "run", "run_forever"]
 

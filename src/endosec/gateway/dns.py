@@ -22,7 +22,6 @@ import dns.rdatatype
 from endosec.config import Config, parse_dns_question
 from endosec.core.model import ErrorKind, Output, Verdict
 from endosec.gateway.adapter import Exchange, Forward
-from endosec.gateway.tasks import spawn
 from endosec.protocols.dns import (
     MAX_TCP_MESSAGE,
     DnsCanonicaliser,
@@ -35,6 +34,7 @@ from endosec.protocols.dns import (
     servfail,
 )
 from endosec.runtime.base import HealthProbe
+from endosec.tasks import spawn
 
 __all__ = ["DnsAdapter", "DnsRequest", "DnsUpstream", "dns_health_probe", "settings_from_config"]
 

@@ -20,8 +20,8 @@ from typing import Literal, cast
 import dns.rcode
 
 from endosec.gateway.dns import DnsRequest
-from endosec.gateway.tasks import spawn
 from endosec.protocols.dns import DnsSettings, Query, QueryError, error_reply, parse_query, servfail
+from endosec.tasks import spawn
 
 __all__ = ["DnsHandler", "DnsListener", "DnsServerState", "serve_dns"]
 

@@ -42,13 +42,17 @@ from endosec.core.trust import TrustBook
 from endosec.gateway.adapter import Exchange, Forward, ProtocolAdapter, Upstream
 from endosec.gateway.journal import Journal, JournalGap
 from endosec.gateway.rwlock import WriteOrderLock
-from endosec.gateway.tasks import spawn
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, RuntimeDriverError
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
+from endosec.tasks import spawn
 
-__all__ = ["MimicGateway", "ReplayError"]
+__all__ = ["MimicGateway", "ReplayError", "StartupError"]
+
+
+class StartupError(Exception):
+    """Too few executors came up to serve; the message says which failed and why."""
 
 
 class ReplayError(Exception):
@@ -135,24 +139,32 @@ class MimicGateway:
             loop = self._bound_loop = asyncio.get_running_loop()
         return loop
 
-    async def start(self, *, ready_timeout: float = 60.0) -> None:
-        """Start every executor, let the controller choose the active set, wait until it votes."""
+    async def start(self) -> None:
+        """Start every executor, let the controller choose the active set, wait until it votes.
+
+        An executor that fails to start is quarantined and retried by cleansing; serving starts
+        once the active set is full, or, at the latest, one start timeout later with at least
+        the floor.
+        """
+        ready_timeout = max(e.health.start_timeout for e in self.config.executors) + 5.0
         results = await asyncio.gather(
             *(self._start_one(name) for name in self.executors), return_exceptions=True)
+        self._execute(self.controller.start(self.now))
         for name, result in zip(self.executors, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException):  # quarantined and retried by cleansing
                 self.events.emit("start-failed", executor=name, detail=str(result))
                 self._dispatch(HealthReport(name, False, self.now))
-        self._execute(self.controller.start(self.now))
         self._health_task = spawn(self._health_loop(), name="endosec-health")
         deadline = self.now + ready_timeout
         while len(self.controller.voters) < min(self.config.controller.active,
                                                 len(self.executors)) and self.now < deadline:
             await asyncio.sleep(0.05)
         if len(self.controller.voters) < self.floor:
-            raise RuntimeError(
+            failed = [e["executor"] + ": " + e["detail"] for e in self.events.recent
+                      if e["event"] == "start-failed"]
+            raise StartupError(
                 f"only {len(self.controller.voters)} executors became active; the floor is "
-                f"{self.floor}")
+                f"{self.floor}" + "".join(f"\n  {line}" for line in failed))
 
     async def _start_one(self, name: str) -> None:
         runner = self.executors[name]

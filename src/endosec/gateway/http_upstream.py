@@ -15,7 +15,6 @@ from typing import cast
 
 from endosec.core.model import ErrorKind
 from endosec.gateway.adapter import Exchange, Forward
-from endosec.gateway.tasks import spawn
 from endosec.protocols.http import (
     HttpLimits,
     NeedData,
@@ -23,6 +22,7 @@ from endosec.protocols.http import (
     ResponseReader,
     UpstreamProtocolError,
 )
+from endosec.tasks import spawn
 
 __all__ = ["HttpUpstream"]
 

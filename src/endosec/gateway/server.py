@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from endosec.gateway.tasks import spawn
 from endosec.protocols.http import (
     ConnectionClosed,
     HttpLimits,
@@ -25,6 +24,7 @@ from endosec.protocols.http import (
     RequestReader,
     error_response,
 )
+from endosec.tasks import spawn
 
 __all__ = ["Respond", "ServerState", "Submit", "serve", "submitting"]
 

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from endosec.gateway.tasks import spawn
 from endosec.redteam.cases import Case, fill
 from endosec.redteam.client import Call, Client
 from endosec.redteam.deploy import GatewayProcess, implant_path
 from endosec.redteam.workload import Probe, Tally, Workload, drive, send
+from endosec.tasks import spawn
 
 __all__ = ["CaseResult", "Drill", "DrillError"]
 
