@@ -144,7 +144,7 @@ class LimitsConfig(_Strict):
     max_response_body: int = Field(default=16 << 20, ge=1)
     max_header_bytes: int = Field(default=16 << 10, ge=256)
     max_headers: int = Field(default=100, ge=1)
-    connect_timeout: float = Field(default=1.0, gt=0)
+    connect_timeout: float = Field(default=3.0, gt=0)
     read_timeout: float = Field(default=5.0, gt=0)
     client_header_timeout: float = Field(default=10.0, gt=0,
                                          description="time a client has to send a full request")

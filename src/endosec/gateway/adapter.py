@@ -35,6 +35,7 @@ class Exchange:
     reply: Any
     error: ErrorKind | None
     latency: float
+    detail: str = ""  # what went wrong, in words, for the operator's events
 
 
 class Upstream(Protocol):

@@ -67,6 +67,7 @@ class _Round:
     ballot: Ballot
     replies: dict[str, Any]
     shadow_outputs: dict[str, Output]
+    errors: dict[str, str]  # executor -> what its failure was, for the events
     respond: Callable[[bytes], None] | None  # None once the client has its reply
     outstanding: int
     started: float
@@ -228,7 +229,7 @@ class MimicGateway:
         targets = voters + self.controller.shadows
         weights = self.trust.snapshot() if self._weighted else None
         rnd = _Round(forward=forward, ballot=Ballot(self.strategy, voters, weights), replies={},
-                     shadow_outputs={}, respond=respond, outstanding=len(targets),
+                     shadow_outputs={}, errors={}, respond=respond, outstanding=len(targets),
                      started=perf_counter())
         for name in targets:
             if write and name not in self.stateless:
@@ -242,6 +243,8 @@ class MimicGateway:
             rnd.replies[name] = ex.reply
         else:
             output = self.adapter.failure(name, ex.error, rnd.forward, ex.latency)
+            if ex.detail:
+                rnd.errors[name] = ex.detail
         if name in rnd.ballot.pending:
             started = perf_counter()
             early = rnd.ballot.add(output)
@@ -282,7 +285,8 @@ class MimicGateway:
         if final.dissenters or not final.accepted:
             digests = {o.executor: o.digest.hex() for o in rnd.ballot.outputs}
             self.events.emit("dissent" if final.accepted else final.outcome.value,
-                             **summary, reason=final.reason, digests=digests)
+                             **summary, reason=final.reason, digests=digests,
+                             **({"errors": rnd.errors} if rnd.errors else {}))
             for name in final.dissenters:
                 self.series[name].dissents.inc()
         events: list[Event] = [VerdictReached(final, now)]

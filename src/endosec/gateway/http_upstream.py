@@ -159,8 +159,9 @@ class HttpUpstream:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(self, loop),
                                                        *self.address)
-        except (OSError, TimeoutError):
-            deliver(Exchange(None, ErrorKind.CONNECT, perf_counter() - started))
+        except (OSError, TimeoutError) as exc:
+            detail = str(exc) or type(exc).__name__
+            deliver(Exchange(None, ErrorKind.CONNECT, perf_counter() - started, detail))
             return
         conn.reused = False
         conn.send(forward, deliver, started)
