@@ -135,3 +135,18 @@ def test_run_reports_executors_that_cannot_start(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "only 1 executors became active; the floor is 2" in result.stderr
     assert "broken: " in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_falls_back_to_python_only_without_node(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "endosec.cli", "demo", "--listen", "127.0.0.1:0",
+         "--admin", "127.0.0.1:0", "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PATH": str(tmp_path / "empty"), "HOME": str(tmp_path)})
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.endswith("executors: stdlib, aiohttp\n"), line
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "Node.js not found; running the Python executors only (stdlib, aiohttp)" in err
