@@ -12,6 +12,7 @@ import contextlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Literal
 
 import dns.flags
@@ -146,19 +147,19 @@ class DnsUpstream:
     async def exchange(self, forward: Forward) -> Exchange:
         """Ask the executor; a pooled connection it closed while idle is retried once anew."""
         query: Query = forward.request.query
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = perf_counter()
         if self._idle:
             conn = self._idle.pop()
             outcome = await self._ask(conn, forward.payload, query)
             if outcome is not ErrorKind.RESET or conn.received:
-                return _exchange(outcome, loop.time() - started)
+                return _exchange(outcome, perf_counter() - started)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 conn = _Connection(*await asyncio.open_connection(*self.address))
-        except (OSError, TimeoutError):
-            return Exchange(None, ErrorKind.CONNECT, loop.time() - started)
-        return _exchange(await self._ask(conn, forward.payload, query), loop.time() - started)
+        except (OSError, TimeoutError) as exc:
+            return Exchange(None, ErrorKind.CONNECT, perf_counter() - started,
+                            str(exc) or type(exc).__name__)
+        return _exchange(await self._ask(conn, forward.payload, query), perf_counter() - started)
 
     async def _ask(self, conn: _Connection, payload: bytes, query: Query
                    ) -> dns.message.Message | ErrorKind:
