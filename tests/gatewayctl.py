@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo" / "endosec.yaml"
-BANNER = re.compile(r"serving (http://\S+)\s+admin (http://\S+)\s+executors: (.+)$")
+BANNER = re.compile(r"serving (\w+://\S+)\s+admin (http://\S+)\s+executors: (.+)$")
 
 
 def demo_config(**overrides: Any) -> dict[str, Any]:
@@ -49,13 +49,13 @@ class Gateway:
     """A running ``endosec run`` process with helpers for HTTP on both listeners."""
 
     def __init__(self, tmp: Path, data: dict[str, Any], *, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, base: Path = DEMO.parent) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         cfg = tmp / "endosec.yaml"
-        # Executor paths in the demo are relative to the demo directory.
+        # Executor paths in the shipped examples are relative to the example's directory.
         data = copy.deepcopy(data)
         for e in data["executors"]:
-            e.setdefault("cwd", str(DEMO.parent))
+            e.setdefault("cwd", str(base))
         cfg.write_text(yaml.safe_dump(data))
         self.events = tmp / "events.jsonl"
         data.setdefault("gateway", {})["events"] = str(self.events)
@@ -77,11 +77,12 @@ class Gateway:
             err = err or ""
             raise RuntimeError(f"gateway did not start: {line!r}\n{err[-3000:]}")
         self.url, self.admin_url = match.group(1), match.group(2)
+        self.state = tmp / "state"
         self.names = [n.strip() for n in match.group(3).split(",")]
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
         return host, int(port)
 
     def request(self, method: str, path: str, body: Any = None,
@@ -107,8 +108,8 @@ class Gateway:
     def executor(self, name: str) -> dict[str, Any]:
         return next(e for e in self.status()["executors"] if e["name"] == name)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
-                 what: str = "condition") -> dict[str, Any]:
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], what: str = "condition",
+                 timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         status = self.status()
         while not predicate(status):

@@ -6,15 +6,11 @@ Needs the servers from scripts/install-system-deps.sh; without them the module i
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +24,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import yaml
+
+from tests.gatewayctl import Gateway
 
 pytestmark = pytest.mark.slow
 
@@ -48,35 +46,17 @@ if _missing:
 WWW = {"192.0.2.10", "192.0.2.11"}
 
 
-class DnsGateway:
-    """A running ``endosec run`` for the DNS example, with helpers for DNS and admin."""
+class DnsGateway(Gateway):
+    """A running ``endosec run`` for the DNS example, with helpers for DNS queries."""
 
     def __init__(self, tmp: Path) -> None:
         data = yaml.safe_load((EXAMPLE / "endosec.yaml").read_text().replace("{here}",
                                                                               str(EXAMPLE)))
         data["listen"] = "127.0.0.1:0"
         data["admin"]["listen"] = "127.0.0.1:0"
-        self.events = tmp / "events.jsonl"
-        data["gateway"] = {"events": str(self.events)}
         for e in data["executors"]:
             e["health"]["interval"] = 0.5
-        config = tmp / "endosec.yaml"
-        config.write_text(yaml.safe_dump(data))
-        self.state = tmp / "state"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "endosec.cli", "run", "--config", str(config),
-             "--state-dir", str(self.state)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        words = line.split()
-        if "serving" not in words:
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-            raise RuntimeError(f"gateway did not start: {line!r}\n{(err or '')[-3000:]}")
-        host, port = words[words.index("serving") + 1].removeprefix("dns://").rsplit(":", 1)
-        self.address = (host, int(port))
-        self.admin = words[words.index("admin") + 1].removeprefix("http://")
+        super().__init__(tmp, data, base=EXAMPLE)
 
     def ask(self, name: str, rdtype: str, *, tcp: bool = False, **kw: Any) -> dns.message.Message:
         kw.setdefault("use_edns", 0)
@@ -94,45 +74,9 @@ class DnsGateway:
             except TimeoutError:
                 return None
 
-    def status(self) -> dict[str, Any]:
-        conn = http.client.HTTPConnection(self.admin, timeout=5)
-        conn.request("GET", "/status")
-        body = conn.getresponse().read()
-        conn.close()
-        return json.loads(body)
-
-    def executor(self, name: str) -> dict[str, Any]:
-        return next(e for e in self.status()["executors"] if e["name"] == name)
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], what: str,
-                 timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        status = self.status()
-        while not predicate(status):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {json.dumps(status)[:2000]}")
-            time.sleep(0.1)
-            status = self.status()
-        return status
-
     def all_active(self) -> dict[str, Any]:
         return self.wait_for(lambda s: len(s["active"]) == 3 and all(
-            e["state"] == "active" and e["running"] for e in s["executors"]), "all active")
-
-    def event_list(self) -> list[dict[str, Any]]:
-        if not self.events.exists():
-            return []
-        return [json.loads(line) for line in self.events.read_text().splitlines() if line]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.proc.communicate()
+            e["state"] == "active" and e["running"] for e in s["executors"]), what="all active")
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +136,7 @@ def test_all_servers_agree_on_the_zone_over_udp_and_tcp(gw: DnsGateway) -> None:
     gw.wait_for(lambda s: all(
         v["outcome"] == "accepted" and sorted(v["agreed"]) == ["bind", "knot", "nsd"]
         for v in s["recent_verdicts"][-2 * len(EXPECTED):]), "unanimous verdicts", timeout=5)
-    assert not [e for e in gw.event_list() if e["event"] == "dissent"]
+    assert not [e for e in gw.event_kinds() if e["event"] == "dissent"]
 
 
 def test_large_answer_truncates_over_udp_and_is_whole_over_tcp(gw: DnsGateway) -> None:
@@ -232,14 +176,14 @@ def test_tampered_record_is_outvoted_and_the_server_cleansed(gw: DnsGateway) -> 
     pid = gw.executor("nsd")["pid"]
     _tamper(gw, "nsd")
     deadline = time.monotonic() + 10
-    while not [e for e in gw.event_list() if e["event"] == "dissent"]:
+    while not [e for e in gw.event_kinds() if e["event"] == "dissent"]:
         assert time.monotonic() < deadline, "the tampered record never reached the vote"
         m = gw.ask("www.example.test.", "A")
         assert addresses(m) == WWW  # the client never sees the forged address
         time.sleep(0.1)
-    dissent = next(e for e in gw.event_list() if e["event"] == "dissent")
+    dissent = next(e for e in gw.event_kinds() if e["event"] == "dissent")
     assert dissent["dissented"] == ["nsd"] and sorted(dissent["agreed"]) == ["bind", "knot"]
-    kinds = [e["event"] for e in gw.event_list() if e.get("executor") == "nsd"]
+    kinds = [e["event"] for e in gw.event_kinds() if e.get("executor") == "nsd"]
     assert "quarantine" in kinds
     gw.wait_for(lambda s: any(e["name"] == "nsd" and e["counters"]["cleanses"] >= 1
                               and e["state"] == "active" for e in s["executors"]),
@@ -271,7 +215,7 @@ def test_without_a_quorum_clients_get_servfail(gw: DnsGateway) -> None:
         os.kill(gw.executor(name)["pid"], signal.SIGKILL)
     m = gw.ask("www.example.test.", "A")
     assert m.rcode() == dns.rcode.SERVFAIL and not m.answer
-    assert any(e["event"] in ("no-quorum", "all-failed") for e in gw.event_list())
+    assert any(e["event"] in ("no-quorum", "all-failed") for e in gw.event_kinds())
     status = gw.all_active()  # both are cleansed and restarted
     assert len(status["active"]) == 3
     assert addresses(gw.ask("www.example.test.", "A")) == WWW
