@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from typing import Any
 
 import pytest
@@ -385,3 +386,28 @@ def test_plain_pointers_edit_like_the_general_walk(doc: Any, ignore: list[str],
     canon._apply_pointers(fast, pointer_program)
     canon._edit(walked, canon._closure(program, [(p, 0) for p in range(len(program))]), program)
     assert fast == walked
+
+
+def test_headers_ignored_for_some_statuses_only() -> None:
+    rules = compile_rules({"headers": {"ignore_on_status": {416: ["content-range"]}}})
+    with_range = ((b"Content-Range", b"bytes */100"), (b"Content-Type", b"text/html"))
+    without = ((b"Content-Type", b"text/html"),)
+    # For a 416 the header is exempt...
+    assert rules.headers.canonical_headers(with_range, 416) == \
+        rules.headers.canonical_headers(without, 416)
+    # ...for every other status it still counts.
+    assert rules.headers.canonical_headers(with_range, 206) != \
+        rules.headers.canonical_headers(without, 206)
+    assert rules.headers.canonical_headers(with_range) != \
+        rules.headers.canonical_headers(without)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"ignore_on_status": {999: ["x"]}}, "headers.ignore_on_status: 999 is not an HTTP status"),
+    ({"ignore_on_status": {"416": ["x"]}}, "headers.ignore_on_status: '416' is not"),
+    ({"ignore_on_status": {416: ["bad name"]}}, "headers.ignore_on_status.416[0]: invalid"),
+    ({"ignore_on_status": [416]}, "headers.ignore_on_status: expected a mapping"),
+])
+def test_bad_status_exemptions_name_the_field(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compile_rules({"headers": config})

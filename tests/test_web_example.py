@@ -120,6 +120,7 @@ def test_three_servers_agree_on_every_shipped_path_and_method(gw: Gateway) -> No
         ("GET", "/large.bin", {"Range": "bytes=-16"}, 206, LARGE[-16:], {}),
         ("GET", "/index.html", {"Range": "bytes=10-"}, 206, index[10:], {}),
         ("GET", "/index.html", {"Range": "bytes=0-1,5-6"}, 200, index, {}),  # one range only
+        ("GET", "/index.html", {"Range": "bytes=99999999-"}, 416, None, {}),  # unsatisfiable
         ("GET", "/index.html", {"Range": "bytes=0-9", "If-Range": lm}, 206, index[:10], {}),
         ("GET", "/index.html", {"Range": "bytes=0-9",
                                 "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"}, 200, index, {}),

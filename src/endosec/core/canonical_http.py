@@ -2,13 +2,15 @@
 
 Names are lowercased and ignored headers dropped (by default those every server spells its own
 way: Date, Server, ETag, ...); an optional allow list keeps only the named ones; presence-only
-headers are compared by presence, not value; content types are compared by media type.
+headers are compared by presence, not value; content types are compared by media type. Some
+differences are legitimate for one status only (say, a ``Content-Range`` some servers add to a
+416): ``ignore_on_status`` drops a header for the given statuses and keeps it for all others.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_IGNORED_HEADERS", "HeaderRule", "header_names"]
@@ -59,7 +61,9 @@ class HeaderRule:
     allow: Sequence[str] | None = None
     presence_only: Sequence[str] = ()
     content_type: str = "media-type"
+    ignore_on_status: Mapping[int, Sequence[str]] = field(default_factory=dict)
     _ignore: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _on_status: dict[int, frozenset[bytes]] = field(init=False, repr=False, compare=False)
     _allow: frozenset[bytes] | None = field(init=False, repr=False, compare=False)
     _presence: frozenset[bytes] = field(init=False, repr=False, compare=False)
 
@@ -72,19 +76,27 @@ class HeaderRule:
         object.__setattr__(self, "presence_only", tuple(self.presence_only))
         if self.allow is not None:
             object.__setattr__(self, "allow", tuple(self.allow))
+        on_status = {}
+        for status, names in self.ignore_on_status.items():
+            if isinstance(status, bool) or not isinstance(status, int) \
+                    or not 100 <= status <= 599:
+                raise ValueError(f"ignore_on_status: {status!r} is not an HTTP status")
+            on_status[status] = self._ignore | header_names(f"ignore_on_status.{status}", names)
+        object.__setattr__(self, "_on_status", on_status)
         if self.content_type not in ("media-type", "exact"):
             raise ValueError(f"content_type: must be 'media-type' or 'exact', "
                              f"got {self.content_type!r}")
 
-    def canonical_headers(self, headers: Sequence[tuple[bytes, bytes]]
+    def canonical_headers(self, headers: Sequence[tuple[bytes, bytes]], status: int = 0
                           ) -> tuple[tuple[bytes, bytes], ...]:
         """Lowercased names, sorted by name (stable), values trimmed, exemptions applied."""
         out: list[tuple[bytes, bytes]] = []
         present: set[bytes] = set()
         media = self.content_type == "media-type"
+        ignore = self._on_status.get(status, self._ignore)
         for name, value in headers:
             n = name.lower()
-            if n in self._ignore:
+            if n in ignore:
                 continue
             if n in self._presence:
                 if n not in present:

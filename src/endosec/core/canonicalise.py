@@ -20,6 +20,7 @@ Configuration (a YAML-derived mapping) for `compile_rules`::
       allow: [content-type, ...]   # or absent/null: keep every header not ignored
       presence_only: [set-cookie]  # compared by presence, not value (always kept)
       content_type: media-type     # or "exact"
+      ignore_on_status: {416: [content-range]}   # also ignored, for these statuses only
     bodies:                        # first matching rule wins; default exact bytes
       - path: "/notes*"            # fnmatch glob on the request path (default "*")
         content_type: application/json   # prefix of the media type (default: any)
@@ -154,7 +155,7 @@ def _string(config: Mapping[str, Any], key: str, where: str, default: str) -> st
 
 def _header_rule(config: Mapping[str, Any]) -> HeaderRule:
     _known(config, "headers", ("ignore", "default_ignore", "allow", "presence_only",
-                               "content_type"))
+                               "content_type", "ignore_on_status"))
     ignore = config.get("ignore") or []
     default_ignore = config.get("default_ignore", True)
     if not isinstance(default_ignore, bool):
@@ -164,9 +165,12 @@ def _header_rule(config: Mapping[str, Any]) -> HeaderRule:
     try:
         header_names("ignore", ignore)
         names = (*DEFAULT_IGNORED_HEADERS, *ignore) if default_ignore else tuple(ignore)
+        on_status: Mapping[Any, Any] = _mapping(config.get("ignore_on_status"),
+                                                "headers.ignore_on_status")
         return HeaderRule(ignore=names, allow=config.get("allow"),
                           presence_only=config.get("presence_only") or (),
-                          content_type=_string(config, "content_type", "headers", "media-type"))
+                          content_type=_string(config, "content_type", "headers", "media-type"),
+                          ignore_on_status=dict(on_status))
     except ValueError as exc:
         message = str(exc)
         raise ValueError(message if message.startswith("headers.") else f"headers.{message}"

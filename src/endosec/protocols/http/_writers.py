@@ -122,6 +122,7 @@ def response_output(executor: str, response: Response, rules: RuleSet, path: str
         executor,
         response.body,
         rules.for_response(path, content_type.decode("latin-1")),
-        head=(response.status, rules.headers.canonical_headers(response.headers)),
+        head=(response.status,
+              rules.headers.canonical_headers(response.headers, response.status)),
         latency=latency,
     )
