@@ -400,11 +400,15 @@ def test_headers_ignored_for_some_statuses_only() -> None:
         rules.headers.canonical_headers(without, 206)
     assert rules.headers.canonical_headers(with_range) != \
         rules.headers.canonical_headers(without)
+    # A config that went through JSON spells the status as a string; it means the same.
+    as_json = compile_rules({"headers": {"ignore_on_status": {"416": ["content-range"]}}})
+    assert as_json.headers.canonical_headers(with_range, 416) == \
+        as_json.headers.canonical_headers(without, 416)
 
 
 @pytest.mark.parametrize(("config", "message"), [
     ({"ignore_on_status": {999: ["x"]}}, "headers.ignore_on_status: 999 is not an HTTP status"),
-    ({"ignore_on_status": {"416": ["x"]}}, "headers.ignore_on_status: '416' is not"),
+    ({"ignore_on_status": {"4xx": ["x"]}}, "headers.ignore_on_status: '4xx' is not"),
     ({"ignore_on_status": {416: ["bad name"]}}, "headers.ignore_on_status.416[0]: invalid"),
     ({"ignore_on_status": [416]}, "headers.ignore_on_status: expected a mapping"),
 ])

@@ -77,10 +77,12 @@ class HeaderRule:
         if self.allow is not None:
             object.__setattr__(self, "allow", tuple(self.allow))
         on_status = {}
-        for status, names in self.ignore_on_status.items():
+        for key, names in self.ignore_on_status.items():
+            # JSON (and configs rewritten through it) can only spell the status as a string.
+            status = int(key) if isinstance(key, str) and key.isdigit() else key
             if isinstance(status, bool) or not isinstance(status, int) \
                     or not 100 <= status <= 599:
-                raise ValueError(f"ignore_on_status: {status!r} is not an HTTP status")
+                raise ValueError(f"ignore_on_status: {key!r} is not an HTTP status")
             on_status[status] = self._ignore | header_names(f"ignore_on_status.{status}", names)
         object.__setattr__(self, "_on_status", on_status)
         if self.content_type not in ("media-type", "exact"):
