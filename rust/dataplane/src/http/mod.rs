@@ -1,0 +1,155 @@
+//! HTTP/1.1 for the data plane, sans-I/O (mirrors `endosec.protocols.http`).
+//!
+//! * [`RequestReader`] is the input agent's strict reader for client bytes: every ambiguous
+//!   framing is refused with a status before anything is forwarded.
+//! * [`upstream_request_bytes`] builds the one request every executor receives.
+//! * [`ResponseReader`] reads executors' responses, as hostile as any client.
+//! * [`encode_response`] and [`error_response`] build what the client receives.
+
+use bytes::Bytes;
+
+use crate::model::ErrorKind;
+
+pub type Headers = Vec<(Bytes, Bytes)>;
+
+/// Resource limits for one connection; exceeding them is the peer's fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    pub max_target_bytes: usize,
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_header_bytes: 16384, max_headers: 100, max_body_bytes: 1 << 20,
+                 max_target_bytes: 8192, max_response_bytes: 16 << 20 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// One complete client request, body de-chunked, target in origin form (or ``*``), header
+/// names lower-cased in the client's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: Bytes,
+    pub target: Bytes,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub keep_alive: bool,
+    pub version: Version,
+}
+
+/// The client's bytes were refused: answer ``status``, then close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+}
+
+pub enum Next {
+    Request(Request),
+    NeedData,
+    Closed,
+}
+
+/// The input agent's reader (see the module docs).
+pub struct RequestReader {}
+
+impl RequestReader {
+    pub fn new(_limits: Limits) -> RequestReader {
+        todo!("http: port endosec.protocols.http._request")
+    }
+
+    pub fn receive(&mut self, _data: &[u8]) {
+        todo!()
+    }
+
+    pub fn receive_eof(&mut self) {
+        todo!()
+    }
+
+    pub fn next(&mut self) -> Result<Next, Refusal> {
+        todo!()
+    }
+
+    /// The client sent ``Expect: 100-continue`` and waits before sending its body.
+    pub fn expects_continue(&self) -> bool {
+        todo!()
+    }
+
+    /// Bytes received for requests not yet returned (> 0: a request is under way).
+    pub fn buffered(&self) -> usize {
+        todo!()
+    }
+}
+
+/// The single byte string sent, identically, to every executor.
+pub fn upstream_request_bytes(_request: &Request, _host: &[u8]) -> Vec<u8> {
+    todo!()
+}
+
+/// One complete executor response, body de-chunked, header names lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: Bytes,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub keep_alive: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &[u8]) -> Option<&Bytes> {
+        self.headers.iter().find(|(n, _)| n.as_ref() == name).map(|(_, v)| v)
+    }
+}
+
+/// An executor's response could not be read; it counts as that executor's failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamError {
+    pub kind: ErrorKind,
+    pub reason: String,
+}
+
+pub struct ResponseReader {}
+
+impl ResponseReader {
+    pub fn new(_limits: Limits, _request_method: &[u8]) -> ResponseReader {
+        todo!()
+    }
+
+    pub fn reset(&mut self, _request_method: &[u8]) -> Result<(), UpstreamError> {
+        todo!()
+    }
+
+    pub fn receive(&mut self, _data: &[u8]) {
+        todo!()
+    }
+
+    pub fn receive_eof(&mut self) {
+        todo!()
+    }
+
+    pub fn next(&mut self) -> Result<Option<Response>, UpstreamError> {
+        todo!()
+    }
+}
+
+/// The chosen response as sent to the client.
+pub fn encode_response(_response: &Response, _keep_alive: bool, _head_only: bool,
+                       _extra_headers: &[(Bytes, Bytes)]) -> Result<Vec<u8>, String> {
+    todo!()
+}
+
+/// A JSON error answered by the gateway itself; ``payload`` keys are sorted as Python's are.
+pub fn error_response(_status: u16, _payload: &[(&str, &str)], _keep_alive: bool) -> Vec<u8> {
+    todo!()
+}

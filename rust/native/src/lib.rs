@@ -1,0 +1,14 @@
+//! `endosec._native`: the data plane's Python face. Only the module lives here; each part
+//! registers its own functions and classes.
+
+use pyo3::prelude::*;
+
+mod canon;
+mod http;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    canon::register(m)?;
+    http::register(m)?;
+    Ok(())
+}

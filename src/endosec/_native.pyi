@@ -1,0 +1,1 @@
+"""The native data plane (built from rust/ by maturin)."""
