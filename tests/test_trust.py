@@ -102,3 +102,16 @@ def test_score_stays_in_unit_interval_and_orders_agreement_above_dissent(votes, 
     book.record("yes", True)
     book.record("no", False)
     assert book.behaviour("yes") > book.behaviour("no")
+
+
+@given(st.floats(0.5, 1.0), st.integers(0, 300), st.lists(st.booleans(), max_size=20))
+def test_a_batch_of_agreements_equals_as_many_single_votes(decay: float, n: int,
+                                                           before: list[bool]) -> None:
+    one, batch = TrustBook(["x"], decay=decay), TrustBook(["x"], decay=decay)
+    for agreed in before:
+        one.record("x", agreed)
+        batch.record("x", agreed)
+    for _ in range(n):
+        one.record("x", True)
+    batch.record_agreements("x", n)
+    assert batch.evidence("x") == pytest.approx(one.evidence("x"), rel=1e-9, abs=1e-9)

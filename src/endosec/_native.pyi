@@ -1,1 +1,35 @@
-"""The native data plane (built from rust/ by maturin)."""
+"""The native data plane (built from rust/ by maturin); see docs/architecture.md."""
+
+from os import PathLike
+from typing import Any
+
+class DataPlane:
+    """A running data plane: a tokio runtime on ``threads`` workers.
+
+    ``wake_fd`` is the write end of a pipe; one byte is written to it when events wait.
+    """
+
+    def __init__(self, threads: int, event_capacity: int, wake_fd: int) -> None: ...
+    def publish(self, snapshot: str) -> int:
+        """Swap in a snapshot (JSON); its generation. ValueError if it is refused."""
+    def listen_http(self, host: str, port: int, cert: str | PathLike[str] | None = None,
+                    key: str | PathLike[str] | None = None) -> tuple[str, int]:
+        """Serve HTTP (TLS with cert and key); the bound address. OSError if it cannot."""
+    def catch_up(self, name: str, ticket: int) -> None:
+        """Bring ``name`` level with the journal; a ``catch-up`` event carries ``ticket``."""
+    def drain(self, max: int) -> list[dict[str, Any]]:
+        """Queued events (``kind``: ``verdict`` or ``catch-up``)."""
+    def take_agreements(self) -> dict[str, int]:
+        """Clean agreements per executor since the last call."""
+    def metrics(self) -> dict[str, Any]:
+        """Every counter and histogram."""
+    def recent(self) -> list[dict[str, Any]]:
+        """The last verdicts, oldest first."""
+    def journal(self) -> tuple[int, int]:
+        """``(head, entries kept)`` of the write journal."""
+    def synced(self) -> dict[str, int]:
+        """Each executor's journal position."""
+    def stop(self, timeout: float) -> bool:
+        """Stop accepting; wait for requests in flight. True if they all finished."""
+    def close(self) -> None:
+        """Shut the runtime down (idempotent)."""

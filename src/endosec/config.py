@@ -36,6 +36,7 @@ __all__ = [
     "ControllerConfig",
     "DnsConfig",
     "ExecutorConfig",
+    "TlsConfig",
     "load_config",
     "load_profiles",
     "parse_address",
@@ -150,6 +151,10 @@ class LimitsConfig(_Strict):
                                          description="time a client has to send a full request")
     client_idle_timeout: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=1024, ge=1)
+    upstream_max_requests: int = Field(default=1000, ge=1,
+                                       description="requests per pooled executor connection")
+    upstream_max_age: float = Field(default=5.0, gt=0,
+                                    description="seconds a pooled executor connection lives")
 
 
 class JournalConfig(_Strict):
@@ -211,14 +216,30 @@ class DnsConfig(_Strict):
 
 
 class GatewayConfig(_Strict):
+    threads: int | None = Field(default=None, ge=1,
+                                description="data-plane worker threads (default: every core)")
+    drain_timeout: float = Field(default=10.0, ge=0,
+                                 description="seconds in-flight requests get at shutdown")
     verdict_headers: bool = Field(default=False, description="add X-Endosec-* response headers")
     events: Path | None = Field(default=None, description="JSON-lines event file (default stderr)")
     recent_verdicts: int = Field(default=50, ge=0)
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+class TlsConfig(_Strict):
+    """TLS on the client listener: a PEM certificate chain and its private key."""
+
+    cert: Path
+    key: Path
 
 
 class Config(_Strict):
     protocol: Literal["http", "dns"] = "http"
     listen: str = "127.0.0.1:8080"
+    tls: TlsConfig | None = None
     admin: AdminConfig = Field(default_factory=AdminConfig)
     state_dir: Path | None = None
     arbiter: ArbiterConfig = Field(default_factory=ArbiterConfig)
@@ -252,6 +273,8 @@ class Config(_Strict):
                 if e.health.dns_query is None:
                     raise ValueError(f"executors[{i}].health.dns_query: required when protocol "
                                      "is dns")
+        if self.tls is not None and self.protocol != "http":
+            raise ValueError("tls: only the http protocol serves TLS")
         if self.arbiter.k is not None and self.arbiter.k > self.controller.active:
             raise ValueError(f"arbiter.k ({self.arbiter.k}) exceeds controller.active "
                              f"({self.controller.active})")
@@ -287,6 +310,8 @@ def _resolve_paths(config: Config, here: Path) -> Config:
             "template": (here / e.template) if e.template is not None else None,
         }))
     update: dict[str, Any] = {"executors": executors}
+    if config.tls is not None:
+        update["tls"] = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     if config.state_dir is not None:
         update["state_dir"] = here / config.state_dir
     if config.gateway.events is not None:
@@ -305,7 +330,16 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path) -> 
             msg = str(err["msg"]).removeprefix("Value error, ")
             lines.append(f"{source}: {_location(tuple(err['loc']))}: {msg}")
         raise ConfigError("\n".join(lines)) from exc
-    return _resolve_paths(config, here)
+    config = _resolve_paths(config, here)
+    if config.tls is not None:
+        for key in ("cert", "key"):
+            path = getattr(config.tls, key)
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{source}: tls.{key}: cannot read {path}: "
+                                  f"{exc.strerror or exc}") from exc
+    return config
 
 
 def load_config(path: Path | str) -> Config:

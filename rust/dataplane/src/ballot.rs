@@ -94,6 +94,11 @@ impl Ballot {
         todo!()
     }
 
+    /// The verdict `add` announced once it became certain (None until then).
+    pub fn decided_verdict(&self) -> Option<Verdict> {
+        todo!()
+    }
+
     pub fn is_pending(&self, _name: &str) -> bool {
         todo!()
     }

@@ -5,10 +5,19 @@
 //! reply -> report. Decisions that are not per request live in the Python control plane, which
 //! publishes immutable [`snapshot::Snapshot`]s down and drains [`events`] up.
 //!
-//! Pure parts (no I/O): [`model`], [`canon`], [`ballot`], [`http`]. I/O parts: the pools,
-//! the listener and the proxy phases, built on tokio.
+//! Pure parts (no I/O): [`model`], [`canon`], [`ballot`], [`http`], [`journal`], [`stats`].
+//! I/O parts, on tokio: [`pool`], [`upstream`], [`proxy`], [`listener`], [`plane`].
 
 pub mod ballot;
 pub mod canon;
+pub mod events;
 pub mod http;
+pub mod journal;
+pub mod listener;
 pub mod model;
+pub mod plane;
+pub mod pool;
+pub mod proxy;
+pub mod snapshot;
+pub mod stats;
+pub mod upstream;

@@ -4,11 +4,13 @@
 use pyo3::prelude::*;
 
 mod canon;
+mod dataplane;
 mod http;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     canon::register(m)?;
+    dataplane::register(m)?;
     http::register(m)?;
     Ok(())
 }

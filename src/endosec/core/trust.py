@@ -68,6 +68,17 @@ class TrustBook:
         self._agreed[name] = self._agreed[name] * d + (1.0 if agreed else 0.0)
         self._dissented[name] = self._dissented[name] * d + (0.0 if agreed else 1.0)
 
+    def record_agreements(self, name: str, count: int) -> None:
+        """Add ``count`` agreeing votes at once: the same as ``count`` calls of `record`."""
+        self._known(name)
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        d = self._decay
+        kept = d ** count
+        gained = float(count) if d == 1.0 else (1.0 - kept) / (1.0 - d)
+        self._agreed[name] = self._agreed[name] * kept + gained
+        self._dissented[name] = self._dissented[name] * kept
+
     def behaviour(self, name: str) -> float:
         """The decayed Beta posterior mean of agreement, in (0, 1)."""
         self._known(name)

@@ -7,19 +7,18 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from endosec.config import Config, parse_address
-from endosec.core.canonicalise import compile_rules
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.dns import DnsAdapter, dns_health_probe, settings_from_config
 from endosec.gateway.dns_server import DnsListener, DnsServerState, serve_dns
 from endosec.gateway.engine import MimicGateway
-from endosec.gateway.http import HttpAdapter
+from endosec.gateway.native import NativePlane
+from endosec.gateway.pyplane import PythonPlane
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
@@ -52,11 +51,8 @@ class Listening:
 
 
 def _url(server: asyncio.Server) -> str:
-    sock = server.sockets[0]
-    host, port = sock.getsockname()[:2]
-    if sock.family == socket.AF_INET6:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"http://{_host(host)}:{port}"
 
 
 async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
@@ -71,51 +67,50 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                              max_headers=limits.max_headers,
                              max_body_bytes=limits.max_request_body,
                              max_response_bytes=limits.max_response_body)
-    adapter: HttpAdapter | DnsAdapter = HttpAdapter(compile_rules(config.canonicalise),
-                                                    http_limits)
     probes: dict[str, HealthProbe] | None = None
     if config.protocol == "dns":
-        adapter = DnsAdapter(settings_from_config(config))
         probes = {e.name: dns_health_probe(e.health.dns_query or "") for e in config.executors}
-    gateway = MimicGateway(config, adapter, scratch_root=state_dir / "executors",
-                           events=events, metrics=metrics, health_probes=probes)
+    gateway = MimicGateway(config, scratch_root=state_dir / "executors", events=events,
+                           metrics=metrics, health_probes=probes)
+    native: NativePlane | None = None
     servers: list[asyncio.Server] = []
     dns_listener: DnsListener | None = None
     try:
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
         spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
-        await gateway.start()
-
-        def rejected(status: int) -> None:
-            metrics.rejected.labels(str(status)).inc()
-
-        client = ServerState(submit=gateway.submit, limits=http_limits,
-                             header_timeout=limits.client_header_timeout,
-                             idle_timeout=limits.client_idle_timeout,
-                             max_connections=limits.max_connections, on_reject=rejected)
+        if config.protocol == "dns":
+            plane = PythonPlane(config, gateway, DnsAdapter(settings_from_config(config)))
+            await gateway.start(plane)
+            dns_listener = await serve_dns(DnsServerState(
+                handler=plane.handle, settings=settings_from_config(config),
+                message_timeout=limits.client_header_timeout,
+                idle_timeout=limits.client_idle_timeout, max_connections=limits.max_connections,
+                max_udp_inflight=config.dns.max_udp_inflight,
+                on_reject=lambda reason: plane.metrics.rejected.labels(reason).inc(),
+            ), *parse_address(config.listen))
+            serve_url = dns_listener.url
+        else:
+            native = NativePlane(config, gateway)
+            native.attach()
+            metrics.serve_native(native.figures)
+            await gateway.start(native)
+            host, port = native.listen(*parse_address(config.listen))
+            scheme = "https" if config.tls is not None else "http"
+            serve_url = f"{scheme}://{_host(host)}:{port}"
         admin = ServerState(submit=submitting(AdminHandler(gateway,
                                                            config.admin.resolved_token())),
                             limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
-        if config.protocol == "dns":
-            dns_listener = await serve_dns(DnsServerState(
-                handler=gateway.handle, settings=settings_from_config(config),
-                message_timeout=limits.client_header_timeout,
-                idle_timeout=limits.client_idle_timeout, max_connections=limits.max_connections,
-                max_udp_inflight=config.dns.max_udp_inflight,
-                on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
-            ), *parse_address(config.listen))
-        else:
-            servers.append(await serve(client, *parse_address(config.listen)))
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
-        serve_url = dns_listener.url if dns_listener is not None else _url(servers[0])
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.controller.voters))
         on_ready(Listening(serve_url, _url(servers[-1]),
                            tuple(e.name for e in config.executors)))
         await stop.wait()
     finally:
+        if native is not None:
+            native.close(config.gateway.drain_timeout)
         if dns_listener is not None:
             dns_listener.close()
         for server in servers:
@@ -124,6 +119,10 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         await gateway.stop()
         events.emit("stopped")
         events.close()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _tick_ledger(ledger: Ledger) -> None:

@@ -1,24 +1,24 @@
-"""The mimic gateway's engine: fan a request out, vote, answer, and carry out the controller.
+"""The control plane's loop: hear verdicts, run the controller, carry out what it orders.
 
-This is the only place that ties the pure core (arbiter, controller) to I/O: it awaits the
-executors, feeds the core each event, and performs every action the controller returns. An
-action kind it does not know is a bug and raises.
+The request path is a data plane behind the `DataPlane` seam (the native one for HTTP,
+`endosec.gateway.native`): it fans requests out, votes and answers on its own, and reports up
+every verdict that is not a clean agreement, plus counts of clean agreements. This loop feeds
+those to the pure controller and trust book, performs every action the controller returns
+(quarantine, cleanse, activate, rotate, alert, wake-up) through the runtime drivers, and tells
+the data plane who votes now. An action kind it does not know is a bug and raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from endosec.config import Config
-from endosec.core.arbiter import Ballot, TrustWeightedMajority, strategy_from_config
+from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
     Action,
@@ -36,56 +36,71 @@ from endosec.core.controller_events import (
     Tick,
     VerdictReached,
 )
-from endosec.core.model import ExecutorState, Output, Verdict
+from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
-from endosec.gateway.adapter import Exchange, Forward, ProtocolAdapter, Upstream
-from endosec.gateway.journal import Journal, JournalGap
-from endosec.gateway.rwlock import WriteOrderLock
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, RuntimeDriverError
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
 from endosec.tasks import spawn
 
-__all__ = ["MimicGateway", "ReplayError", "StartupError"]
+__all__ = ["CatchUpError", "DataPlane", "MimicGateway", "StartupError", "VerdictReport"]
 
 
 class StartupError(Exception):
     """Too few executors came up to serve; the message says which failed and why."""
 
 
-class ReplayError(Exception):
-    """A journal entry could not be replayed into an executor."""
+class CatchUpError(Exception):
+    """An executor could not be brought level with the write journal (gap, failed replay)."""
 
 
-@dataclass(slots=True)
-class _Round:
-    """One request's fan-out: the ballot, the responses so far, and who is still out."""
+@dataclass(frozen=True, slots=True)
+class VerdictReport:
+    """What a data plane reports about one verdict that was not a clean agreement."""
 
-    forward: Forward
-    ballot: Ballot
-    replies: dict[str, Any]
-    shadow_outputs: dict[str, Output]
-    errors: dict[str, str]  # executor -> what its failure was, for the events
-    respond: Callable[[bytes], None] | None  # None once the client has its reply
-    outstanding: int
-    started: float
+    method: str
+    path: str
+    outcome: Outcome
+    agreed: tuple[str, ...]
+    dissented: tuple[str, ...]
+    failed: tuple[str, ...]
+    reason: str
+
+
+class DataPlane(Protocol):
+    """The request path as the control loop drives it."""
+
+    def placed(self, name: str, address: tuple[str, int]) -> None:
+        """``name`` (re)started at ``address`` with pristine state."""
+        ...
+
+    def changed(self) -> None:
+        """Voters, shadows or trust changed: publish the new sets."""
+        ...
+
+    async def catch_up(self, name: str) -> None:
+        """Replay the writes ``name`` missed; raises `CatchUpError`."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """``journal``, ``synced`` and ``recent_verdicts`` for the status page."""
+        ...
 
 
 class MimicGateway:
-    """One mimic boundary: its executors, the core objects deciding about them, and the I/O."""
+    """One mimic boundary: its executors and the core objects deciding about them."""
 
-    def __init__(self, config: Config, adapter: ProtocolAdapter, *, scratch_root: Path,
-                 events: EventLog, metrics: GatewayMetrics | None = None,
+    def __init__(self, config: Config, *, scratch_root: Path, events: EventLog,
+                 metrics: GatewayMetrics | None = None,
                  health_probes: Mapping[str, HealthProbe] | None = None) -> None:
         self.config = config
-        self.adapter = adapter
         self.events = events
         self.metrics = metrics or GatewayMetrics()
         a = config.arbiter
         self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
-        self._weighted = isinstance(self.strategy, TrustWeightedMajority)
+        self.weighted = isinstance(self.strategy, TrustWeightedMajority)
         names = [e.name for e in config.executors]
         self.trust = TrustBook(names)
         c = config.controller
@@ -113,18 +128,12 @@ class MimicGateway:
             ))
             for e in config.executors
         }
-        self.stateless = {e.name for e in config.executors if e.stateless}
-        self._specs = {e.name: e for e in config.executors}
-        self.upstreams: dict[str, Upstream] = {}
-        self.journal = Journal(config.journal.max_entries, config.journal.max_bytes)
-        self.synced = dict.fromkeys(names, 0)
-        self.lock = WriteOrderLock()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=config.gateway.recent_verdicts)
+        self.plane: DataPlane | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._bound_loop: asyncio.AbstractEventLoop | None = None
-        self.series = {name: self.metrics.executor(name) for name in names}
         self.metrics.watch(voters=lambda: len(self.controller.voters),
                            trust=self.trust.snapshot)
+        self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
 
     # -- life cycle -------------------------------------------------------------------------
@@ -140,13 +149,22 @@ class MimicGateway:
             loop = self._bound_loop = asyncio.get_running_loop()
         return loop
 
-    async def start(self) -> None:
+    @property
+    def keep_level(self) -> tuple[str, ...]:
+        """Executors that must receive every write once level: whoever votes, shadows, or is
+        being brought level to do so."""
+        states = (ExecutorState.ACTIVE, ExecutorState.ACTIVATING, ExecutorState.PROBATION,
+                  ExecutorState.CLEANSING)
+        return tuple(n for n, s in self.controller.states.items() if s in states)
+
+    async def start(self, plane: DataPlane) -> None:
         """Start every executor, let the controller choose the active set, wait until it votes.
 
         An executor that fails to start is quarantined and retried by cleansing; serving starts
         once the active set is full, or, at the latest, one start timeout later with at least
         the floor.
         """
+        self.plane = plane
         ready_timeout = max(e.health.start_timeout for e in self.config.executors) + 5.0
         results = await asyncio.gather(
             *(self._start_one(name) for name in self.executors), return_exceptions=True)
@@ -170,18 +188,13 @@ class MimicGateway:
     async def _start_one(self, name: str) -> None:
         runner = self.executors[name]
         await runner.start()
-        self._reset_pool(name)
+        self._data_plane.placed(name, runner.address)
 
-    def _reset_pool(self, name: str) -> None:
-        address = self.executors[name].address
-        upstream = self.upstreams.get(name)
-        if upstream is None:
-            spec, limits = self._specs[name], self.config.limits
-            self.upstreams[name] = self.adapter.upstream(
-                address, connect_timeout=spec.connect_timeout or limits.connect_timeout,
-                read_timeout=spec.read_timeout or limits.read_timeout)
-        else:
-            upstream.reset(address)
+    @property
+    def _data_plane(self) -> DataPlane:
+        if self.plane is None:
+            raise RuntimeError("the gateway has not been started")
+        return self.plane
 
     async def stop(self) -> None:
         for handle in self._wakeups:
@@ -191,111 +204,36 @@ class MimicGateway:
         await asyncio.gather(*(r.stop() for r in self.executors.values()),
                              return_exceptions=True)
 
-    # -- requests ---------------------------------------------------------------------------
+    # -- what the data plane reports ---------------------------------------------------------
 
-    def submit(self, request: Any, respond: Callable[[bytes], None]) -> None:
-        """Answer one client request: ``respond`` is called once, with the consensus reply or a
-        fail-closed refusal. Uncontended requests go out without creating a task."""
-        forward = self.adapter.forward(request)
-        if self.lock.try_acquire(forward.write):
-            self._fan_out(forward, respond)
-        else:
-            spawn(self._queued(forward, respond), name="endosec-queued-request")
+    def verdict(self, report: VerdictReport, *, digests: Mapping[str, str],
+                errors: Mapping[str, str], shadows: Mapping[str, bool]) -> None:
+        """A verdict other than a clean agreement: log it, count it, let the controller act."""
+        summary = {"method": report.method, "path": report.path,
+                   "outcome": report.outcome.value, "agreed": list(report.agreed),
+                   "dissented": list(report.dissented), "failed": list(report.failed)}
+        accepted = report.outcome is Outcome.ACCEPTED
+        if report.dissented or report.failed or not accepted:
+            self.events.emit("dissent" if accepted else report.outcome.value, **summary,
+                             reason=report.reason, digests=dict(digests),
+                             **({"errors": dict(errors)} if errors else {}))
+        for name in (*report.dissented, *report.failed):
+            self._dissents[name].inc()
+        now = self.now
+        verdict = Verdict(report.outcome, None, report.agreed, report.dissented, report.failed,
+                          report.reason)
+        self._dispatch(VerdictReached(verdict, now))
+        for name, agreed in shadows.items():
+            self._dispatch(ProbationResult(name, agreed, now))
 
-    async def _queued(self, forward: Forward, respond: Callable[[bytes], None]) -> None:
-        await self.lock.acquire(forward.write)
-        self._fan_out(forward, respond)
+    def refused(self, *, method: str, path: str, reason: str) -> None:
+        """The data plane failed a request closed before fanning it out (below the floor)."""
+        self.events.emit("no-quorum", method=method, path=path, reason=reason)
 
-    async def handle(self, request: Any) -> bytes:
-        """`submit`, awaitable."""
-        reply: asyncio.Future[bytes] = self._loop.create_future()
-        self.submit(request, reply.set_result)
-        return await reply
-
-    def _fan_out(self, forward: Forward, respond: Callable[[bytes], None]) -> None:
-        """With the write-order lock held: send to every voter and shadow, then let go."""
-        voters = self.controller.voters
-        if len(voters) < self.floor:
-            self.lock.release(forward.write)
-            reason = (f"only {len(voters)} executors can vote; at least {self.floor} are "
-                      "needed")
-            self.metrics.outcomes["no-quorum"].inc()
-            self.events.emit("no-quorum", method=forward.label, path=forward.key, reason=reason)
-            respond(self.adapter.refuse(forward, reason))
-            return
-        write = forward.write
-        if write:
-            self.journal.append(forward)
-        targets = voters + self.controller.shadows
-        weights = self.trust.snapshot() if self._weighted else None
-        rnd = _Round(forward=forward, ballot=Ballot(self.strategy, voters, weights), replies={},
-                     shadow_outputs={}, errors={}, respond=respond, outstanding=len(targets),
-                     started=perf_counter())
-        for name in targets:
-            if write and name not in self.stateless:
-                self.synced[name] = self.journal.head
-            self.upstreams[name].submit(forward, functools.partial(self._answered, rnd, name))
-
-    def _answered(self, rnd: _Round, name: str, ex: Exchange) -> None:
-        self.series[name].latency.observe(ex.latency)
-        if ex.error is None:
-            output = self.adapter.output(name, ex.reply, rnd.forward, ex.latency)
-            rnd.replies[name] = ex.reply
-        else:
-            output = self.adapter.failure(name, ex.error, rnd.forward, ex.latency)
-            if ex.detail:
-                rnd.errors[name] = ex.detail
-        if name in rnd.ballot.pending:
-            started = perf_counter()
-            early = rnd.ballot.add(output)
-            self.metrics.arbiter_seconds.observe(perf_counter() - started)
-            if early is not None:
-                self._respond(rnd, early)
-        else:
-            rnd.shadow_outputs[name] = output
-        rnd.outstanding -= 1
-        if rnd.outstanding == 0:
-            self._conclude(rnd)
-
-    def _respond(self, rnd: _Round, verdict: Verdict) -> None:
-        respond = rnd.respond
-        if respond is None:
-            return
-        rnd.respond = None
-        if verdict.winner is None:
-            reply = self.adapter.refuse(rnd.forward, verdict.reason)
-        else:
-            reply = self.adapter.reply(rnd.forward, verdict, rnd.replies[verdict.winner.executor],
-                                       verdict_headers=self.config.gateway.verdict_headers)
-        self.metrics.latency.observe(perf_counter() - rnd.started)
-        respond(reply)
-
-    def _conclude(self, rnd: _Round) -> None:
-        """Every executor has answered or timed out: judge all of them, then let go."""
-        forward = rnd.forward
-        self.lock.release(forward.write)
-        final = rnd.ballot.close()
-        self._respond(rnd, final)
-        now = self._loop.time()
-        self.metrics.outcomes[final.outcome.value].inc()
-        summary = {"method": forward.label, "path": forward.key,
-                   "outcome": final.outcome.value, "agreed": list(final.agreed),
-                   "dissented": list(final.dissented), "failed": list(final.failed)}
-        self.recent.append(summary)
-        if final.dissenters or not final.accepted:
-            digests = {o.executor: o.digest.hex() for o in rnd.ballot.outputs}
-            self.events.emit("dissent" if final.accepted else final.outcome.value,
-                             **summary, reason=final.reason, digests=digests,
-                             **({"errors": rnd.errors} if rnd.errors else {}))
-            for name in final.dissenters:
-                self.series[name].dissents.inc()
-        events: list[Event] = [VerdictReached(final, now)]
-        if final.winner is not None:
-            winner = final.winner
-            events += [ProbationResult(name, out.agrees_with(winner), now)
-                       for name, out in rnd.shadow_outputs.items()]
-        for event in events:
-            self._dispatch(event)
+    def agreements(self, counts: Mapping[str, int]) -> None:
+        """Clean agreements since the last report, per executor: they only feed trust."""
+        for name, n in counts.items():
+            self.trust.record_agreements(name, n)
 
     # -- the controller's actions ----------------------------------------------------------
 
@@ -324,10 +262,11 @@ class MimicGateway:
                     self.events.emit("alert", level=level, message=message)
                 case RequestWakeup(at=at):
                     self._wakeups = [h for h in self._wakeups if not h.cancelled()]
-                    loop = asyncio.get_running_loop()
-                    self._wakeups.append(loop.call_at(at, self._dispatch, Tick(at)))
+                    self._wakeups.append(self._loop.call_at(at, self._dispatch, Tick(at)))
                 case _:
                     raise RuntimeError(f"unknown controller action {action!r}")
+        if actions and self.plane is not None:
+            self.plane.changed()
 
     def _count(self, name: str, action: str) -> None:
         self.metrics.action(name, action)
@@ -337,10 +276,9 @@ class MimicGateway:
         ok, detail = True, ""
         try:
             await self.executors[name].cleanse()
-            self._reset_pool(name)
-            self.synced[name] = 0
-            await self._catch_up(name)
-        except (RuntimeDriverError, JournalGap, ReplayError) as exc:
+            self._data_plane.placed(name, self.executors[name].address)
+            await self._data_plane.catch_up(name)
+        except (RuntimeDriverError, CatchUpError) as exc:
             ok, detail = False, str(exc)
         self.events.emit("cleansed" if ok else "cleanse-failed", executor=name, detail=detail)
         self._dispatch(ActionDone(action, ok, self.now, detail))
@@ -349,32 +287,11 @@ class MimicGateway:
         name = action.executor
         ok, detail = True, ""
         try:
-            if name not in self.upstreams:
-                raise ReplayError("executor was never started")
-            await self._catch_up(name)
-        except (JournalGap, ReplayError) as exc:
+            await self._data_plane.catch_up(name)
+        except CatchUpError as exc:
             ok, detail = False, str(exc)
         self.events.emit("activated" if ok else "activate-failed", executor=name, detail=detail)
         self._dispatch(ActionDone(action, ok, self.now, detail))
-
-    async def _catch_up(self, name: str) -> None:
-        """Replay the writes ``name`` missed; returns with it level with the journal head.
-
-        The last check and the caller's dispatch run without an await in between, so no write
-        can slip in between "caught up" and "votes".
-        """
-        if name in self.stateless:
-            return
-        upstream = self.upstreams[name]
-        started = self.now
-        while self.synced[name] < self.journal.head:
-            for entry in list(self.journal.since(self.synced[name])):
-                ex = await upstream.exchange(entry.forward)
-                if ex.error is not None:
-                    raise ReplayError(f"replaying write #{entry.seq} failed: {ex.error}")
-                self.synced[name] = max(self.synced[name], entry.seq)
-                self.series[name].replays.inc()
-        self.metrics.replay_seconds.observe(self.now - started)
 
     async def _health_loop(self) -> None:
         interval = min(e.health.interval for e in self.config.executors)
@@ -399,6 +316,7 @@ class MimicGateway:
 
     def status(self) -> dict[str, Any]:
         trust = self.trust.snapshot()
+        plane = self._data_plane.status()
         executors = []
         for e in self.config.executors:
             runner = self.executors[e.name]
@@ -410,14 +328,14 @@ class MimicGateway:
                 "counters": self.controller.counters(e.name),
                 "pid": runner.pid,
                 "running": runner.running,
-                "synced": self.synced[e.name],
+                "synced": plane["synced"].get(e.name, 0),
             })
         return {
             "active": list(self.controller.voters),
             "shadows": list(self.controller.shadows),
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,
-            "journal": {"head": self.journal.head, "kept": len(self.journal)},
+            "journal": plane["journal"],
             "executors": executors,
-            "recent_verdicts": list(self.recent),
+            "recent_verdicts": plane["recent_verdicts"],
         }

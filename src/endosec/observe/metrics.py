@@ -1,32 +1,42 @@
 """Prometheus metrics for one gateway, in a registry of its own (no process-global state).
 
-Per-executor series are resolved once (`executor()`), not looked up per request; gauges that
-describe current state (active executors, trust) are read at scrape time from callbacks, so the
-request path never updates them.
+The control plane's own series (dissents and controller actions per executor, active
+executors, trust) live here. The request path's series (requests by outcome, refusals, latency
+histograms, journal replays) are counted by the data plane itself and read at scrape time: the
+native data plane's figures through `serve_native`, the Python one's instruments through
+`serve_python`. Either way the series carry the same names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-__all__ = ["ExecutorSeries", "GatewayMetrics"]
+__all__ = ["GatewayMetrics", "PythonRequestMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     5.0, 10.0)
+_ARBITER_BUCKETS = (1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)
 
-
-@dataclass(frozen=True, slots=True)
-class ExecutorSeries:
-    """The labelled children of one executor, resolved once."""
-
-    latency: Histogram
-    dissents: Counter
-    replays: Counter
+_HELP = {
+    "endosec_requests": "Client requests by verdict outcome",
+    "endosec_rejected_requests": "Requests refused by the input agent, by status",
+    "endosec_request_seconds": "End-to-end time from request parsed to reply ready",
+    "endosec_executor_seconds": "Per-executor response time",
+    "endosec_arbiter_seconds": "Time spent in the arbiter per request",
+    "endosec_journal_replayed_writes": "Journal entries replayed into executors",
+    "endosec_journal_replay_seconds": "Duration of one journal catch-up",
+}
 
 
 class _TrustCollector(Collector):
@@ -41,44 +51,83 @@ class _TrustCollector(Collector):
         yield family
 
 
+def _histogram(family: HistogramMetricFamily, labels: list[str], h: Mapping[str, Any]) -> None:
+    buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), float(count))
+               for bound, count in h["buckets"]]
+    family.add_metric(labels, buckets, float(h["sum"]))
+
+
+class _NativeCollector(Collector):
+    """The native data plane's figures, read when Prometheus scrapes."""
+
+    def __init__(self, figures: Callable[[], Mapping[str, Any]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._figures()
+        requests = CounterMetricFamily("endosec_requests", _HELP["endosec_requests"],
+                                       labels=["outcome"])
+        for outcome, n in f["outcomes"].items():
+            requests.add_metric([outcome], n)
+        yield requests
+        rejected = CounterMetricFamily("endosec_rejected_requests",
+                                       _HELP["endosec_rejected_requests"], labels=["status"])
+        for status, n in f["rejected"].items():
+            rejected.add_metric([status], n)
+        yield rejected
+        for name, key in (("endosec_request_seconds", "latency"),
+                          ("endosec_arbiter_seconds", "arbiter"),
+                          ("endosec_journal_replay_seconds", "replay")):
+            family = HistogramMetricFamily(name, _HELP[name])
+            _histogram(family, [], f[key])
+            yield family
+        per_executor = HistogramMetricFamily("endosec_executor_seconds",
+                                             _HELP["endosec_executor_seconds"],
+                                             labels=["executor"])
+        replays = CounterMetricFamily("endosec_journal_replayed_writes",
+                                      _HELP["endosec_journal_replayed_writes"],
+                                      labels=["executor"])
+        for executor, e in f["executors"].items():
+            _histogram(per_executor, [executor], e["latency"])
+            replays.add_metric([executor], e["replays"])
+        yield per_executor
+        yield replays
+        yield CounterMetricFamily("endosec_events_dropped",
+                                  "Data-plane events dropped because the queue was full",
+                                  value=f["events_dropped"])
+        yield GaugeMetricFamily("endosec_client_connections", "Client connections open",
+                                value=f["connections"])
+
+
+@dataclass(frozen=True, slots=True)
+class PythonRequestMetrics:
+    """The request path's instruments when the data plane is Python code."""
+
+    requests: Counter
+    rejected: Counter
+    latency: Histogram
+    executor_latency: Histogram
+    arbiter_seconds: Histogram
+    replays: Counter
+    replay_seconds: Histogram
+
+    @property
+    def outcomes(self) -> dict[str, Counter]:
+        return {o: self.requests.labels(o) for o in ("accepted", "no-quorum", "all-failed")}
+
+
 class GatewayMetrics:
     """Every series the gateway exports; `render()` gives the text exposition format."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("endosec_requests", "Client requests by verdict outcome",
-                                 ["outcome"], registry=r)
-        self.rejected = Counter("endosec_rejected_requests",
-                                "Requests refused by the input agent, by status", ["status"],
-                                registry=r)
         self.dissents = Counter("endosec_dissents", "Dissenting or failed votes per executor",
-                                 ["executor"], registry=r)
+                                ["executor"], registry=r)
         self._actions = Counter("endosec_controller_actions",
                                 "Controller actions carried out, per executor and kind",
                                 ["executor", "action"], registry=r)
-        self.latency = Histogram("endosec_request_seconds",
-                                 "End-to-end time from request parsed to reply ready",
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.executor_latency = Histogram("endosec_executor_seconds",
-                                           "Per-executor response time", ["executor"],
-                                           buckets=_LATENCY_BUCKETS, registry=r)
-        self.arbiter_seconds = Histogram("endosec_arbiter_seconds",
-                                         "Time spent in the arbiter per request",
-                                         buckets=(1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2),
-                                         registry=r)
         self.voters = Gauge("endosec_active_executors", "Executors voting now", registry=r)
-        self._replays = Counter("endosec_journal_replayed_writes",
-                                "Journal entries replayed into executors", ["executor"],
-                                registry=r)
-        self.replay_seconds = Histogram("endosec_journal_replay_seconds",
-                                        "Duration of one journal catch-up", registry=r)
-        self.outcomes = {o: self.requests.labels(o)
-                         for o in ("accepted", "no-quorum", "all-failed")}
-
-    def executor(self, name: str) -> ExecutorSeries:
-        return ExecutorSeries(self.executor_latency.labels(name), self.dissents.labels(name),
-                              self._replays.labels(name))
 
     def action(self, executor: str, action: str) -> None:
         self._actions.labels(executor, action).inc()
@@ -88,6 +137,37 @@ class GatewayMetrics:
         """Read the current state at scrape time instead of on every change."""
         self.voters.set_function(lambda: float(voters()))
         self.registry.register(_TrustCollector(trust))
+
+    def serve_native(self, figures: Callable[[], Mapping[str, Any]]) -> None:
+        """Export the native data plane's figures (read at every scrape)."""
+        self.registry.register(_NativeCollector(figures))
+
+    def serve_python(self) -> PythonRequestMetrics:
+        """Create the request path's instruments for a Python data plane."""
+        r = self.registry
+        return PythonRequestMetrics(
+            requests=Counter("endosec_requests", _HELP["endosec_requests"], ["outcome"],
+                             registry=r),
+            rejected=Counter("endosec_rejected_requests", _HELP["endosec_rejected_requests"],
+                             ["status"], registry=r),
+            latency=Histogram("endosec_request_seconds", _HELP["endosec_request_seconds"],
+                              buckets=_LATENCY_BUCKETS, registry=r),
+            executor_latency=Histogram("endosec_executor_seconds",
+                                       _HELP["endosec_executor_seconds"], ["executor"],
+                                       buckets=_LATENCY_BUCKETS, registry=r),
+            arbiter_seconds=Histogram("endosec_arbiter_seconds",
+                                      _HELP["endosec_arbiter_seconds"],
+                                      buckets=_ARBITER_BUCKETS, registry=r),
+            replays=Counter("endosec_journal_replayed_writes",
+                            _HELP["endosec_journal_replayed_writes"], ["executor"], registry=r),
+            replay_seconds=Histogram("endosec_journal_replay_seconds",
+                                     _HELP["endosec_journal_replay_seconds"], registry=r),
+        )
+
+    def totals(self, family: str, sample: str, label: str) -> dict[str, float]:
+        """``{label value: value}`` of one cumulative sample of a labelled family."""
+        return {s.labels[label]: s.value for metric in self.registry.collect()
+                if metric.name == family for s in metric.samples if s.name == sample}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,7 +30,7 @@ impl BodyRule {
 }
 
 /// The compiled `canonicalise` configuration: header rule plus ordered body rules.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RuleSet {}
 
 impl RuleSet {

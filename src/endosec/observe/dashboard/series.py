@@ -11,17 +11,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from endosec.observe.metrics import GatewayMetrics
 
 __all__ = ["SeriesSampler"]
-
-
-def _totals(family: MetricWrapperBase, sample: str, label: str) -> dict[str, float]:
-    """``{label value: sample value}`` for one cumulative sample name of a labelled family."""
-    return {s.labels[label]: s.value
-            for metric in family.collect() for s in metric.samples if s.name == sample}
 
 
 class SeriesSampler:
@@ -39,12 +31,12 @@ class SeriesSampler:
         self.verdicts: deque[dict[str, Any]] = deque(maxlen=keep)
 
     def _read(self) -> dict[str, dict[str, float]]:
-        m = self._metrics
+        t = self._metrics.totals
         return {
-            "count": _totals(m.executor_latency, "endosec_executor_seconds_count", "executor"),
-            "sum": _totals(m.executor_latency, "endosec_executor_seconds_sum", "executor"),
-            "outcomes": _totals(m.requests, "endosec_requests_total", "outcome"),
-            "dissents": _totals(m.dissents, "endosec_dissents_total", "executor"),
+            "count": t("endosec_executor_seconds", "endosec_executor_seconds_count", "executor"),
+            "sum": t("endosec_executor_seconds", "endosec_executor_seconds_sum", "executor"),
+            "outcomes": t("endosec_requests", "endosec_requests_total", "outcome"),
+            "dissents": t("endosec_dissents", "endosec_dissents_total", "executor"),
         }
 
     def sample(self, now: float) -> None:

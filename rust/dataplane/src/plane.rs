@@ -1,0 +1,245 @@
+//! The data plane: a tokio runtime, the current snapshot, the journal, and the two channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{watch, RwLock};
+
+use crate::events::{CatchUpEvent, Event, EventQueue};
+use crate::journal::Journal;
+use crate::listener::{self, Tls};
+use crate::model::Outcome;
+use crate::snapshot::{Compiled, Executor, Snapshot, SnapshotSpec};
+use crate::stats::{ExecutorStats, PlaneStats};
+use crate::upstream::exchange;
+
+/// A verdict as the status page lists it.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    pub method: String,
+    pub path: String,
+    pub outcome: Outcome,
+    pub agreed: Vec<Arc<str>>,
+    pub dissented: Vec<Arc<str>>,
+    pub failed: Vec<Arc<str>>,
+}
+
+/// What every request and every control call shares.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Reads in parallel, writes alone; a request holds its half until its last executor
+    /// answered (tokio's lock is fair, so a stream of reads cannot starve a write).
+    pub order: Arc<RwLock<()>>,
+    pub events: EventQueue,
+    pub stats: PlaneStats,
+    journal: Mutex<Journal>,
+    head: AtomicU64,
+    recent: Mutex<VecDeque<Recent>>,
+    publish: Mutex<Publish>,
+    /// Requests being answered, for the drain at shutdown.
+    pub inflight: AtomicU64,
+    pub stopping: watch::Sender<bool>,
+}
+
+struct Publish {
+    generation: u64,
+    compiled: Compiled,
+    stats: HashMap<Arc<str>, Arc<ExecutorStats>>,
+}
+
+impl Shared {
+    /// Journal one write; returns its seq. Called with the write half of `order` held.
+    pub fn append(&self, payload: Bytes, method: Bytes) -> u64 {
+        let seq = self.journal.lock().append(payload, method);
+        self.head.store(seq, Ordering::Release);
+        seq
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    pub fn remember(&self, recent: Recent, keep: usize) {
+        let mut ring = self.recent.lock();
+        ring.push_back(recent);
+        while ring.len() > keep {
+            ring.pop_front();
+        }
+    }
+}
+
+/// The data plane as the control plane drives it.
+pub struct Plane {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+impl Plane {
+    /// Start a runtime on ``threads`` workers. Nothing is served until a snapshot is published
+    /// and a listener started. ``wake`` is the write end of the control plane's wake-up pipe.
+    pub fn new(threads: usize, event_capacity: usize, wake: Option<OwnedFd>)
+               -> Result<Plane, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("endosec-dataplane")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the data plane's runtime: {e}"))?;
+        let (stopping, _) = watch::channel(false);
+        let placeholder = Snapshot::empty();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(placeholder),
+            order: Arc::new(RwLock::new(())),
+            events: EventQueue::new(event_capacity, wake),
+            stats: PlaneStats::default(),
+            journal: Mutex::new(Journal::new(1, 1)),
+            head: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
+            publish: Mutex::new(Publish { generation: 0, compiled: Compiled::default(),
+                                          stats: HashMap::new() }),
+            inflight: AtomicU64::new(0),
+            stopping,
+        });
+        Ok(Plane { runtime: Some(runtime), shared })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until the plane is dropped")
+    }
+
+    /// Swap in a new snapshot (JSON, see [`SnapshotSpec`]); returns its generation.
+    pub fn publish(&self, json: &str) -> Result<u64, String> {
+        let spec: SnapshotSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let mut p = self.shared.publish.lock();
+        let generation = p.generation + 1;
+        let previous = self.shared.snapshot.load();
+        let Publish { compiled, stats, .. } = &mut *p;
+        let snapshot = Snapshot::compile(spec, generation, &previous.executors, compiled,
+                                         stats)?;
+        self.shared.journal.lock().set_bounds(snapshot.journal.max_entries,
+                                              snapshot.journal.max_bytes);
+        self.shared.snapshot.store(Arc::new(snapshot));
+        p.generation = generation;
+        Ok(generation)
+    }
+
+    /// Start serving HTTP on ``addr`` (TLS when given); returns the bound address.
+    pub fn listen_http(&self, addr: SocketAddr, tls: Option<Tls>) -> Result<SocketAddr, String> {
+        let _enter = self.runtime().enter();
+        listener::start_http(self.shared.clone(), addr, tls)
+    }
+
+    /// Bring ``name`` level with the journal in the background; the result comes back as a
+    /// [`CatchUpEvent`] carrying ``ticket``.
+    pub fn catch_up(&self, name: &str, ticket: u64) {
+        let shared = self.shared.clone();
+        let name: Arc<str> = Arc::from(name);
+        self.runtime().spawn(async move {
+            let started = Instant::now();
+            let result = catch_up(&shared, &name).await;
+            if result.is_ok() {
+                shared.stats.replay.observe(started.elapsed());
+            }
+            shared.events.push(Event::CatchUp(CatchUpEvent {
+                ticket, executor: name, result, seconds: started.elapsed().as_secs_f64() }),
+                &shared.stats);
+        });
+    }
+
+    pub fn drain(&self, max: usize) -> Vec<Event> {
+        self.shared.events.drain(max)
+    }
+
+    pub fn recent(&self) -> Vec<Recent> {
+        self.shared.recent.lock().iter().cloned().collect()
+    }
+
+    /// ``(head, entries kept)`` of the journal.
+    pub fn journal(&self) -> (u64, usize) {
+        let j = self.shared.journal.lock();
+        (j.head(), j.len())
+    }
+
+    /// Every executor of the current snapshot with its journal position.
+    pub fn executors(&self) -> Vec<(Arc<str>, u64)> {
+        self.shared.snapshot.load().executors.values()
+            .map(|e| (e.name.clone(), e.synced.load(Ordering::Acquire))).collect()
+    }
+
+    /// Per-executor statistics, by name.
+    pub fn executor_stats(&self) -> Vec<(Arc<str>, Arc<ExecutorStats>)> {
+        let p = self.shared.publish.lock();
+        p.stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Stop accepting and wait (at most ``timeout``) for requests being answered.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        let _ = self.shared.stopping.send(true);
+        let deadline = Instant::now() + timeout;
+        while self.shared.inflight.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        let _ = self.shared.stopping.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Replay what ``name`` missed: most of it without blocking anyone, the last entries with the
+/// write half of the order lock held, so that no write slips in between "level" and "votes".
+async fn catch_up(shared: &Shared, name: &Arc<str>) -> Result<u64, String> {
+    let executor = shared.snapshot.load().executors.get(name).cloned()
+        .ok_or_else(|| format!("no executor named {name}"))?;
+    if executor.stateless {
+        return Ok(0);
+    }
+    let mut replayed = 0;
+    // Unlocked passes while writes keep coming, then one pass that no write can overtake.
+    for pass in 0..4 {
+        let locked = pass == 3;
+        let _guard = if locked { Some(shared.order.clone().write_owned().await) } else { None };
+        {
+            let entries = shared.journal.lock()
+                .since(executor.synced.load(Ordering::Acquire))
+                .map_err(|gap| gap.to_string())?;
+            for entry in entries {
+                replay(shared, &executor, &entry.payload, &entry.method, entry.seq).await?;
+                replayed += 1;
+            }
+        }
+    }
+    Ok(replayed)
+}
+
+async fn replay(shared: &Shared, executor: &Executor, payload: &[u8], method: &[u8], seq: u64)
+                -> Result<(), String> {
+    let limits = shared.snapshot.load().limits;
+    let ex = exchange(&executor.pool, payload, method, limits, executor.read_timeout).await;
+    if let Err(e) = ex.outcome {
+        return Err(format!("replaying write #{seq} failed: {}", e.kind));
+    }
+    executor.synced.store(seq, Ordering::Release);
+    executor.stats.replays.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The HTTP request path as phases over one request's context.
+//!
+//! route (read or write; take the write-order lock; journal a write) -> fan out to every voter,
+//! shadow and level follower -> canonicalise each reply as it comes -> vote, answering the
+//! client the moment the verdict is certain -> judge the stragglers -> report (counters, the
+//! recent-verdicts ring, and an event for anything but a clean agreement).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{oneshot, OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
+
+use crate::ballot::{Ballot, Output, Verdict};
+use crate::events::{Event, VerdictEvent};
+use crate::http::{self, Request, Response};
+use crate::model::{ErrorKind, Outcome};
+use crate::plane::{Recent, Shared};
+use crate::snapshot::{Executor, Snapshot};
+use crate::upstream::{exchange, Exchange};
+
+/// Methods that must not change executor state; everything else is serialised and journaled.
+const SAFE_METHODS: [&[u8]; 4] = [b"GET", b"HEAD", b"OPTIONS", b"TRACE"];
+
+/// Whichever half of the write-order lock a request holds, until its last executor answered.
+enum Order {
+    Read(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Write(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
+/// What one request carries through its phases.
+struct Context {
+    method: Bytes,
+    path: String,
+    client: Option<std::net::SocketAddr>,
+    keep_alive: bool,
+    head_only: bool,
+    started: Instant,
+    snapshot: Arc<Snapshot>,
+}
+
+/// Answer one admitted request: the consensus reply, or a fail-closed refusal.
+pub async fn serve(shared: Arc<Shared>, request: Request,
+                   client: Option<std::net::SocketAddr>) -> Vec<u8> {
+    let started = Instant::now();
+    let payload = Bytes::from(http::upstream_request_bytes(&request, b""));
+    let write = !SAFE_METHODS.contains(&request.method.as_ref());
+    let order = if write {
+        Order::Write(shared.order.clone().write_owned().await)
+    } else {
+        Order::Read(shared.order.clone().read_owned().await)
+    };
+    let snapshot = shared.snapshot.load_full();
+    let target = String::from_utf8_lossy(&request.target).into_owned();
+    let path = target.split('?').next().unwrap_or("").to_owned();
+    let ctx = Context { method: request.method.clone(), path, client,
+                        keep_alive: request.keep_alive, head_only: request.method == "HEAD",
+                        started, snapshot };
+    if ctx.snapshot.voters.len() < ctx.snapshot.floor {
+        drop(order);
+        let reason = format!("only {} executors can vote; at least {} are needed",
+                             ctx.snapshot.voters.len(), ctx.snapshot.floor);
+        shared.stats.outcome(Outcome::NoQuorum);
+        shared.events.push(Event::Verdict(Box::new(VerdictEvent {
+            method: method_label(&ctx.method), path: ctx.path.clone(), client,
+            outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
+            reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
+            refused: true })), &shared.stats);
+        return refuse(&ctx, &reason);
+    }
+    let head = if write {
+        shared.append(payload.clone(), ctx.method.clone())
+    } else {
+        shared.head()
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let round = Round::new(shared.clone(), ctx, write, head);
+    tokio::spawn(round.run(payload, order, reply_tx));
+    match reply_rx.await {
+        Ok(reply) => reply,
+        Err(_) => http::error_response(500, &[("error", "internal error")], false),
+    }
+}
+
+fn method_label(method: &[u8]) -> String {
+    String::from_utf8_lossy(method).into_owned()
+}
+
+fn refuse(ctx: &Context, reason: &str) -> Vec<u8> {
+    http::error_response(502, &[("error", "no quorum"), ("reason", reason)], ctx.keep_alive)
+}
+
+/// One request's fan-out and ballot.
+struct Round {
+    shared: Arc<Shared>,
+    ctx: Context,
+    ballot: Ballot,
+    replies: Vec<(Arc<str>, Response)>,
+    shadow_outputs: Vec<Output>,
+    errors: Vec<(Arc<str>, String)>,
+    targets: Vec<Arc<Executor>>,
+    reply: Option<oneshot::Sender<Vec<u8>>>,
+}
+
+impl Round {
+    fn new(shared: Arc<Shared>, ctx: Context, write: bool, head: u64) -> Round {
+        let snap = ctx.snapshot.clone();
+        let names = snap.voters.iter().map(|e| e.name.clone()).collect();
+        let ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
+            .expect("a published snapshot has a valid ballot");
+        let mut round = Round { shared, ctx, ballot, replies: Vec::new(),
+                                shadow_outputs: Vec::new(), errors: Vec::new(),
+                                targets: Vec::new(), reply: None };
+        // A write reaches every executor kept level; it was level before this write if its
+        // journal position is the entry just before this one.
+        let level_at = if write { head - 1 } else { head };
+        let mut seen = std::collections::HashSet::new();
+        let candidates = snap.voters.iter().chain(&snap.shadows)
+            .chain(if write { snap.keep_level.as_slice() } else { &[] });
+        for executor in candidates {
+            if !seen.insert(executor.name.clone()) {
+                continue;
+            }
+            if executor.level(level_at) {
+                if write && !executor.stateless {
+                    executor.synced.store(head, std::sync::atomic::Ordering::Release);
+                }
+                round.targets.push(executor.clone());
+            } else if round.ballot.is_pending(&executor.name) {
+                round.errors.push((executor.name.clone(), "behind the write journal".into()));
+                let rule = snap.rules.body_rule(&round.ctx.path, b"").clone();
+                let out = Output::failure(executor.name.clone(), ErrorKind::Crash, rule, 0.0);
+                round.add_vote(out);
+            }
+        }
+        round
+    }
+
+    async fn run(mut self, payload: Bytes, order: Order, reply: oneshot::Sender<Vec<u8>>) {
+        self.reply = Some(reply);
+        if let Some(early) = self.ballot.decided_verdict() {
+            self.respond(&early);
+        }
+        let snap = self.ctx.snapshot.clone();
+        let limits = snap.limits;
+        let method = self.ctx.method.clone();
+        let mut pending: FuturesUnordered<_> = self.targets.iter().cloned().map(|executor| {
+            let payload = payload.clone();
+            let method = method.clone();
+            async move {
+                let ex = exchange(&executor.pool, &payload, &method, limits,
+                                  executor.read_timeout).await;
+                (executor, ex)
+            }
+        }).collect();
+        while let Some((executor, ex)) = pending.next().await {
+            self.answered(&executor, ex);
+        }
+        drop(pending);
+        drop(order);
+        let verdict = self.ballot.close();
+        self.respond(&verdict);
+        self.report(&verdict);
+    }
+
+    fn answered(&mut self, executor: &Executor, ex: Exchange) {
+        executor.stats.latency.observe(ex.latency);
+        let rules = &self.ctx.snapshot.rules;
+        let latency = ex.latency.as_secs_f64();
+        let output = match ex.outcome {
+            Ok(response) => {
+                let head = rules.canonical_head(response.status, &response.headers);
+                let content_type = response.header(b"content-type").cloned().unwrap_or_default();
+                let rule = rules.body_rule(&self.ctx.path, &content_type).clone();
+                let out = Output::value(executor.name.clone(), head, response.body.clone(), rule,
+                                        latency);
+                self.replies.push((executor.name.clone(), response));
+                out
+            }
+            Err(e) => {
+                self.errors.push((executor.name.clone(), format!("{}: {}", e.kind, e.reason)));
+                let rule = rules.body_rule(&self.ctx.path, b"").clone();
+                Output::failure(executor.name.clone(), e.kind, rule, latency)
+            }
+        };
+        if self.ballot.is_pending(&executor.name) {
+            self.add_vote(output);
+        } else if self.ctx.snapshot.shadows.iter().any(|s| s.name == executor.name) {
+            self.shadow_outputs.push(output);
+        }
+    }
+
+    fn add_vote(&mut self, output: Output) {
+        let started = Instant::now();
+        let early = self.ballot.add(output).expect("every output comes from a pending voter");
+        self.shared.stats.arbiter.observe(started.elapsed());
+        if let Some(verdict) = early {
+            self.respond(&verdict);
+        }
+    }
+
+    fn respond(&mut self, verdict: &Verdict) {
+        let Some(tx) = self.reply.take() else { return };
+        let reply = match &verdict.winner {
+            None => refuse(&self.ctx, &verdict.reason),
+            Some(winner) => self.encode(winner, verdict),
+        };
+        self.shared.stats.latency.observe(self.ctx.started.elapsed());
+        let _ = tx.send(reply);
+    }
+
+    fn encode(&self, winner: &Arc<str>, verdict: &Verdict) -> Vec<u8> {
+        let response = &self.replies.iter().find(|(n, _)| n == winner)
+            .expect("the winner answered").1;
+        let mut extra = Vec::new();
+        if self.ctx.snapshot.verdict_headers {
+            let join = |names: &[Arc<str>]| Bytes::from(names.join(","));
+            let dissenters: Vec<Arc<str>> =
+                verdict.dissented.iter().chain(&verdict.failed).cloned().collect();
+            extra.push((Bytes::from_static(b"x-endosec-verdict"),
+                        Bytes::from_static(verdict.outcome.as_str().as_bytes())));
+            extra.push((Bytes::from_static(b"x-endosec-agreed"), join(&verdict.agreed)));
+            extra.push((Bytes::from_static(b"x-endosec-dissented"), join(&dissenters)));
+        }
+        match http::encode_response(response, self.ctx.keep_alive, self.ctx.head_only, &extra) {
+            Ok(bytes) => bytes,
+            Err(why) => refuse(&self.ctx, &format!("the agreed reply cannot be forwarded: {why}")),
+        }
+    }
+
+    fn report(&mut self, verdict: &Verdict) {
+        let shared = &self.shared;
+        shared.stats.outcome(verdict.outcome);
+        shared.remember(Recent { method: method_label(&self.ctx.method),
+                                 path: self.ctx.path.clone(), outcome: verdict.outcome,
+                                 agreed: verdict.agreed.clone(),
+                                 dissented: verdict.dissented.clone(),
+                                 failed: verdict.failed.clone() },
+                        self.ctx.snapshot.recent_verdicts);
+        let winner = verdict.winner.as_ref().and_then(|w| self.ballot.output(w));
+        let shadows: Vec<(Arc<str>, bool)> = match winner {
+            Some(w) => self.shadow_outputs.iter()
+                .map(|o| (o.executor.clone(), o.agrees_with(w))).collect(),
+            None => Vec::new(),
+        };
+        let clean = verdict.outcome == Outcome::Accepted && verdict.dissented.is_empty()
+            && verdict.failed.is_empty() && shadows.is_empty();
+        if clean {
+            for name in &verdict.agreed {
+                if let Some(e) = self.ctx.snapshot.executors.get(name) {
+                    e.stats.agreed();
+                }
+            }
+            return;
+        }
+        let digests = self.ballot.outputs().iter()
+            .map(|o| (o.executor.clone(), hex(&o.digest()))).collect();
+        let errors = std::mem::take(&mut self.errors);
+        shared.events.push(Event::Verdict(Box::new(VerdictEvent {
+            method: method_label(&self.ctx.method), path: self.ctx.path.clone(),
+            client: self.ctx.client, outcome: verdict.outcome, agreed: verdict.agreed.clone(),
+            dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
+            reason: verdict.reason.clone(), digests, errors, shadows, refused: false })),
+            &shared.stats);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// How long an exchange may take at most, for the drain on shutdown.
+pub fn longest_exchange(snapshot: &Snapshot) -> Duration {
+    snapshot.executors.values().map(|e| e.read_timeout).max().unwrap_or_default()
+}

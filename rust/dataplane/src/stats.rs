@@ -1,0 +1,171 @@
+//! Counters and histograms kept by the request path, read by the control plane at scrape time.
+//!
+//! Everything is a relaxed atomic: the request path never locks for a figure, and a scrape
+//! sees each number as of some moment (Prometheus counters need no more).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::model::Outcome;
+
+/// Upper bounds (seconds) of the latency buckets, as the Python metrics declare them.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds (seconds) of the arbiter-time buckets.
+pub const ARBITER_BUCKETS: [f64; 8] = [1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2];
+/// Upper bounds (seconds) of the journal catch-up buckets (Prometheus' defaults).
+pub const REPLAY_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+                                       1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// A cumulative histogram: per-bucket counts (not cumulative), the count and the sum.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// A histogram's figures at one moment: cumulative bucket counts, as Prometheus wants them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramView {
+    pub bounds: Vec<f64>,
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                    count: AtomicU64::new(0), sum_nanos: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = self.bounds.iter().position(|b| secs <= *b).unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn view(&self) -> HistogramView {
+        let mut running = 0;
+        let mut cumulative = Vec::with_capacity(self.buckets.len());
+        for b in &self.buckets {
+            running += b.load(Relaxed);
+            cumulative.push(running);
+        }
+        HistogramView { bounds: self.bounds.to_vec(), cumulative,
+                        count: self.count.load(Relaxed),
+                        sum: self.sum_nanos.load(Relaxed) as f64 / 1e9 }
+    }
+}
+
+/// What one executor did, across restarts (its name is the key, not its process).
+#[derive(Debug)]
+pub struct ExecutorStats {
+    pub latency: Histogram,
+    /// Clean agreements since the control plane last took them (it feeds them to trust).
+    agreements: AtomicU64,
+    pub replays: AtomicU64,
+}
+
+impl Default for ExecutorStats {
+    fn default() -> ExecutorStats {
+        ExecutorStats { latency: Histogram::new(&LATENCY_BUCKETS),
+                        agreements: AtomicU64::new(0), replays: AtomicU64::new(0) }
+    }
+}
+
+impl ExecutorStats {
+    pub fn agreed(&self) {
+        self.agreements.fetch_add(1, Relaxed);
+    }
+
+    pub fn take_agreements(&self) -> u64 {
+        self.agreements.swap(0, Relaxed)
+    }
+}
+
+/// The data plane's own figures.
+#[derive(Debug)]
+pub struct PlaneStats {
+    outcomes: [AtomicU64; 3],
+    rejected: Mutex<BTreeMap<String, u64>>,
+    pub latency: Histogram,
+    pub arbiter: Histogram,
+    pub replay: Histogram,
+    pub events_dropped: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+impl Default for PlaneStats {
+    fn default() -> PlaneStats {
+        PlaneStats { outcomes: Default::default(), rejected: Mutex::new(BTreeMap::new()),
+                     latency: Histogram::new(&LATENCY_BUCKETS),
+                     arbiter: Histogram::new(&ARBITER_BUCKETS),
+                     replay: Histogram::new(&REPLAY_BUCKETS),
+                     events_dropped: AtomicU64::new(0), connections: AtomicU64::new(0) }
+    }
+}
+
+fn slot(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Accepted => 0,
+        Outcome::NoQuorum => 1,
+        Outcome::AllFailed => 2,
+    }
+}
+
+impl PlaneStats {
+    pub fn outcome(&self, outcome: Outcome) {
+        self.outcomes[slot(outcome)].fetch_add(1, Relaxed);
+    }
+
+    /// A request the input agent refused, by status (or, for DNS, by reason).
+    pub fn rejected(&self, label: &str) {
+        *self.rejected.lock().entry(label.to_owned()).or_insert(0) += 1;
+    }
+
+    pub fn outcomes(&self) -> [(Outcome, u64); 3] {
+        [Outcome::Accepted, Outcome::NoQuorum, Outcome::AllFailed]
+            .map(|o| (o, self.outcomes[slot(o)].load(Relaxed)))
+    }
+
+    pub fn rejections(&self) -> Vec<(String, u64)> {
+        self.rejected.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_inclusive_upper_bounds_and_cumulative() {
+        let h = Histogram::new(&LATENCY_BUCKETS);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_micros(501));
+        h.observe(Duration::from_secs(11));
+        let v = h.view();
+        assert_eq!(v.cumulative[0], 1);
+        assert_eq!(v.cumulative[1], 2);
+        assert_eq!(*v.cumulative.last().unwrap(), 3);
+        assert_eq!(v.cumulative[LATENCY_BUCKETS.len() - 1], 2);
+        assert_eq!(v.count, 3);
+        assert!((v.sum - 11.001001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn agreements_are_taken_once() {
+        let s = ExecutorStats::default();
+        s.agreed();
+        s.agreed();
+        assert_eq!(s.take_agreements(), 2);
+        assert_eq!(s.take_agreements(), 0);
+    }
+}

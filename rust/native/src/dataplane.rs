@@ -1,0 +1,247 @@
+//! `DataPlane`: the running data plane, as the Python control plane drives it.
+//!
+//! Every call is short and never waits on a request; the runtime's threads never take the GIL.
+//! Blocking calls (stopping, dropping the runtime) release the GIL while they wait.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use endosec_dataplane::events::{Event, VerdictEvent};
+use endosec_dataplane::listener::Tls;
+use endosec_dataplane::plane::Plane;
+use endosec_dataplane::stats::HistogramView;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DataPlane>()
+}
+
+#[pyclass(module = "endosec._native", frozen)]
+pub struct DataPlane {
+    plane: parking_lot::Mutex<Option<Arc<Plane>>>,
+}
+
+impl DataPlane {
+    fn plane(&self) -> PyResult<Arc<Plane>> {
+        self.plane.lock().clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the data plane is closed"))
+    }
+}
+
+#[pymethods]
+impl DataPlane {
+    /// ``wake_fd`` is the write end of a pipe the caller watches; it is duplicated here.
+    #[new]
+    #[pyo3(signature = (threads, event_capacity, wake_fd))]
+    fn new(threads: usize, event_capacity: usize, wake_fd: i32) -> PyResult<DataPlane> {
+        // SAFETY: dup returns a new descriptor that nothing else owns.
+        let dup = unsafe { libc::dup(wake_fd) };
+        if dup < 0 {
+            return Err(PyOSError::new_err(format!("wake_fd: {}", std::io::Error::last_os_error())));
+        }
+        // SAFETY: `dup` is a valid descriptor owned by nobody else.
+        let wake = unsafe { OwnedFd::from_raw_fd(dup) };
+        let plane = Plane::new(threads, event_capacity, Some(wake)).map_err(PyRuntimeError::new_err)?;
+        Ok(DataPlane { plane: parking_lot::Mutex::new(Some(Arc::new(plane))) })
+    }
+
+    /// Swap in a snapshot (JSON); returns its generation. A bad one is refused, the old kept.
+    fn publish(&self, snapshot: &str) -> PyResult<u64> {
+        self.plane()?.publish(snapshot).map_err(PyValueError::new_err)
+    }
+
+    /// Serve HTTP on ``host:port`` (TLS with ``cert`` and ``key``); the bound address.
+    #[pyo3(signature = (host, port, cert=None, key=None))]
+    fn listen_http(&self, host: &str, port: u16, cert: Option<PathBuf>, key: Option<PathBuf>)
+                   -> PyResult<(String, u16)> {
+        let ip: IpAddr = host.parse()
+            .map_err(|_| PyValueError::new_err(format!("listen: {host:?} is not an IP address")))?;
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => Some(Tls::load(&c, &k).map_err(PyValueError::new_err)?),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("tls: needs both cert and key")),
+        };
+        let bound = self.plane()?.listen_http(SocketAddr::new(ip, port), tls)
+            .map_err(PyOSError::new_err)?;
+        Ok((bound.ip().to_string(), bound.port()))
+    }
+
+    /// Bring ``name`` level with the journal; a ``catch-up`` event with ``ticket`` follows.
+    fn catch_up(&self, name: &str, ticket: u64) -> PyResult<()> {
+        self.plane()?.catch_up(name, ticket);
+        Ok(())
+    }
+
+    /// Up to ``max`` queued events, as dicts.
+    fn drain<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let events = self.plane()?.drain(max);
+        let out = PyList::empty(py);
+        for event in events {
+            out.append(event_dict(py, event)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Clean agreements per executor since the last call.
+    fn take_agreements<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, stats) in self.plane()?.executor_stats() {
+            let n = stats.take_agreements();
+            if n > 0 {
+                d.set_item(&*name, n)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Every counter and histogram, for the metrics endpoint.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let plane = self.plane()?;
+        let stats = &plane.shared().stats;
+        let d = PyDict::new(py);
+        let outcomes = PyDict::new(py);
+        for (o, n) in stats.outcomes() {
+            outcomes.set_item(o.as_str(), n)?;
+        }
+        d.set_item("outcomes", outcomes)?;
+        let rejected = PyDict::new(py);
+        for (label, n) in stats.rejections() {
+            rejected.set_item(label, n)?;
+        }
+        d.set_item("rejected", rejected)?;
+        d.set_item("latency", histogram(py, &stats.latency.view())?)?;
+        d.set_item("arbiter", histogram(py, &stats.arbiter.view())?)?;
+        d.set_item("replay", histogram(py, &stats.replay.view())?)?;
+        d.set_item("events_dropped", stats.events_dropped.load(std::sync::atomic::Ordering::Relaxed))?;
+        d.set_item("connections", stats.connections.load(std::sync::atomic::Ordering::Relaxed))?;
+        let executors = PyDict::new(py);
+        for (name, s) in plane.executor_stats() {
+            let e = PyDict::new(py);
+            e.set_item("latency", histogram(py, &s.latency.view())?)?;
+            e.set_item("replays", s.replays.load(std::sync::atomic::Ordering::Relaxed))?;
+            executors.set_item(&*name, e)?;
+        }
+        d.set_item("executors", executors)?;
+        Ok(d)
+    }
+
+    /// The last verdicts, oldest first.
+    fn recent<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for r in self.plane()?.recent() {
+            let d = PyDict::new(py);
+            d.set_item("method", r.method)?;
+            d.set_item("path", r.path)?;
+            d.set_item("outcome", r.outcome.as_str())?;
+            d.set_item("agreed", names(&r.agreed))?;
+            d.set_item("dissented", names(&r.dissented))?;
+            d.set_item("failed", names(&r.failed))?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// ``(head, entries kept)`` of the write journal.
+    fn journal(&self) -> PyResult<(u64, usize)> {
+        Ok(self.plane()?.journal())
+    }
+
+    /// Each executor's journal position.
+    fn synced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, seq) in self.plane()?.executors() {
+            d.set_item(&*name, seq)?;
+        }
+        Ok(d)
+    }
+
+    /// Stop accepting; wait up to ``timeout`` seconds for requests in flight. True if drained.
+    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let plane = self.plane()?;
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| PyValueError::new_err("timeout: expected seconds >= 0"))?;
+        Ok(py.detach(|| plane.stop(timeout)))
+    }
+
+    /// Shut the runtime down (idempotent); the GIL is released meanwhile.
+    fn close(&self, py: Python<'_>) {
+        let plane = self.plane.lock().take();
+        py.detach(move || drop(plane));
+    }
+}
+
+fn names(list: &[Arc<str>]) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
+fn histogram<'py>(py: Python<'py>, h: &HistogramView) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let mut buckets: Vec<(f64, u64)> = h.bounds.iter().copied().zip(h.cumulative.iter().copied())
+        .collect();
+    buckets.push((f64::INFINITY, h.count));
+    d.set_item("buckets", buckets)?;
+    d.set_item("count", h.count)?;
+    d.set_item("sum", h.sum)?;
+    Ok(d)
+}
+
+fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    match event {
+        Event::Verdict(v) => verdict_dict(&d, *v)?,
+        Event::CatchUp(c) => {
+            d.set_item("kind", "catch-up")?;
+            d.set_item("ticket", c.ticket)?;
+            d.set_item("executor", &*c.executor)?;
+            d.set_item("seconds", c.seconds)?;
+            match c.result {
+                Ok(n) => {
+                    d.set_item("ok", true)?;
+                    d.set_item("replayed", n)?;
+                    d.set_item("detail", "")?;
+                }
+                Err(why) => {
+                    d.set_item("ok", false)?;
+                    d.set_item("replayed", 0)?;
+                    d.set_item("detail", why)?;
+                }
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn verdict_dict(d: &Bound<'_, PyDict>, v: VerdictEvent) -> PyResult<()> {
+    let py = d.py();
+    d.set_item("kind", "verdict")?;
+    d.set_item("method", v.method)?;
+    d.set_item("path", v.path)?;
+    d.set_item("client", v.client.map(|c| c.to_string()))?;
+    d.set_item("outcome", v.outcome.as_str())?;
+    d.set_item("agreed", names(&v.agreed))?;
+    d.set_item("dissented", names(&v.dissented))?;
+    d.set_item("failed", names(&v.failed))?;
+    d.set_item("reason", v.reason)?;
+    d.set_item("refused", v.refused)?;
+    let digests = PyDict::new(py);
+    for (name, hex) in v.digests {
+        digests.set_item(&*name, hex)?;
+    }
+    d.set_item("digests", digests)?;
+    let errors = PyDict::new(py);
+    for (name, detail) in v.errors {
+        errors.set_item(&*name, detail)?;
+    }
+    d.set_item("errors", errors)?;
+    let shadows = PyDict::new(py);
+    for (name, agreed) in v.shadows {
+        shadows.set_item(&*name, agreed)?;
+    }
+    d.set_item("shadows", shadows)?;
+    Ok(())
+}

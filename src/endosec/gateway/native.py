@@ -1,0 +1,155 @@
+"""The native data plane behind the control loop's `DataPlane` seam.
+
+Down: after every controller action the gateway asks for a new snapshot (`changed`), which is
+built from the controller's sets and the runtimes' addresses and published to the data plane
+in one call. Up: the data plane writes a byte to a pipe when events are waiting; the event loop
+wakes, drains them in a batch and hands each verdict to the gateway. Clean agreements are not
+events: they are counted natively and taken every ``PUMP_SECONDS``, which also re-publishes
+trust weights for a trust-weighted arbiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from endosec import _native
+from endosec.config import Config
+from endosec.core.model import Outcome
+from endosec.gateway.engine import CatchUpError, MimicGateway, VerdictReport
+from endosec.gateway.snapshot import Placement, build_snapshot
+from endosec.tasks import spawn
+
+__all__ = ["PUMP_SECONDS", "NativePlane"]
+
+PUMP_SECONDS = 0.25
+_EVENT_CAPACITY = 65536
+_DRAIN_BATCH = 4096
+
+
+class NativePlane:
+    """`endosec._native.DataPlane`, driven by one `MimicGateway`."""
+
+    def __init__(self, config: Config, gateway: MimicGateway) -> None:
+        self.config = config
+        self.gateway = gateway
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.native = _native.DataPlane(config.gateway.effective_threads, _EVENT_CAPACITY,
+                                            wake_w)
+        finally:
+            os.close(wake_w)  # the data plane holds its own duplicate
+        self._placements: dict[str, Placement] = {}
+        self._epoch = 0
+        self._tickets: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_ticket = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Start hearing events on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._wake_r, self._on_wake)
+        self._pump = spawn(self._pumping(), name="endosec-native-pump")
+
+    def listen(self, host: str, port: int) -> tuple[str, int]:
+        tls = self.config.tls
+        return self.native.listen_http(host, port, tls.cert if tls else None,
+                                       tls.key if tls else None)
+
+    def close(self, drain_timeout: float) -> None:
+        """Stop accepting, let requests in flight finish, shut the runtime down."""
+        self.native.stop(drain_timeout)
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._loop is not None:
+            self._loop.remove_reader(self._wake_r)
+        self.native.close()
+        os.close(self._wake_r)
+        for fut in self._tickets.values():
+            if not fut.done():
+                fut.cancel()
+
+    # -- the seam ---------------------------------------------------------------------------
+
+    def placed(self, name: str, address: tuple[str, int]) -> None:
+        self._epoch += 1
+        self._placements[name] = Placement(address[0], address[1], self._epoch)
+        self.changed()
+
+    def changed(self) -> None:
+        gw = self.gateway
+        c = gw.controller
+        self.native.publish(build_snapshot(
+            self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
+            placements=self._placements,
+            weights=gw.trust.snapshot() if gw.weighted else None))
+
+    async def catch_up(self, name: str) -> None:
+        if name not in self._placements:
+            raise CatchUpError(f"{name} was never started")
+        loop = asyncio.get_running_loop()
+        self._next_ticket += 1
+        ticket = self._next_ticket
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._tickets[ticket] = fut
+        try:
+            self.native.catch_up(name, ticket)
+            result = await fut
+        finally:
+            self._tickets.pop(ticket, None)
+        if not result["ok"]:
+            raise CatchUpError(str(result["detail"]))
+
+    def status(self) -> dict[str, Any]:
+        head, kept = self.native.journal()
+        return {"journal": {"head": head, "kept": kept}, "synced": self.native.synced(),
+                "recent_verdicts": self.native.recent()}
+
+    def figures(self) -> dict[str, Any]:
+        """Every native counter and histogram, for the metrics endpoint."""
+        return self.native.metrics()
+
+    # -- events up --------------------------------------------------------------------------
+
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        self._drain()
+
+    def _drain(self) -> None:
+        self.gateway.agreements(self.native.take_agreements())
+        for event in self.native.drain(_DRAIN_BATCH):
+            if event["kind"] == "catch-up":
+                fut = self._tickets.get(int(event["ticket"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(event)
+            elif event["refused"]:
+                self.gateway.refused(method=event["method"], path=event["path"],
+                                     reason=event["reason"])
+            else:
+                self.gateway.verdict(_report(event), digests=event["digests"],
+                                     errors=event["errors"], shadows=event["shadows"])
+
+    async def _pumping(self) -> None:
+        weights: Mapping[str, float] | None = None
+        while True:
+            await asyncio.sleep(PUMP_SECONDS)
+            self._drain()
+            if self.gateway.weighted:
+                current = self.gateway.trust.snapshot()
+                if current != weights:
+                    weights = current
+                    self.changed()
+
+
+def _report(event: Mapping[str, Any]) -> VerdictReport:
+    return VerdictReport(method=event["method"], path=event["path"],
+                         outcome=Outcome(event["outcome"]), agreed=tuple(event["agreed"]),
+                         dissented=tuple(event["dissented"]), failed=tuple(event["failed"]),
+                         reason=event["reason"])

@@ -1,0 +1,74 @@
+"""What the control plane publishes to the native data plane: one immutable snapshot.
+
+A snapshot says who votes (with trust weights), who shadows, who is kept level with the write
+journal, where every executor listens, and every rule and limit the request path applies. The
+data plane swaps it in between requests (each request uses one snapshot throughout). Building
+it is pure: the gateway passes in the controller's sets and the runtimes' addresses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from endosec.config import Config
+
+__all__ = ["Placement", "build_snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one executor listens now; ``epoch`` changes at every (re)start."""
+
+    host: str
+    port: int
+    epoch: int
+
+
+def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[str],
+                   keep_level: Sequence[str], placements: Mapping[str, Placement],
+                   weights: Mapping[str, float] | None) -> str:
+    """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
+
+    Executors without a placement (never started) are left out; none of them may vote.
+    """
+    limits = config.limits
+    executors: list[dict[str, Any]] = []
+    for e in config.executors:
+        place = placements.get(e.name)
+        if place is None:
+            continue
+        executors.append({
+            "name": e.name, "host": place.host, "port": place.port, "epoch": place.epoch,
+            "connect_timeout": e.connect_timeout or limits.connect_timeout,
+            "read_timeout": e.read_timeout or limits.read_timeout,
+            "stateless": e.stateless,
+        })
+    placed = set(placements)
+    a = config.arbiter
+    return json.dumps({
+        "limits": {
+            "max_header_bytes": limits.max_header_bytes, "max_headers": limits.max_headers,
+            "max_request_body": limits.max_request_body,
+            "max_response_body": limits.max_response_body,
+            "client_header_timeout": limits.client_header_timeout,
+            "client_idle_timeout": limits.client_idle_timeout,
+            "max_connections": limits.max_connections,
+            "upstream_max_requests": limits.upstream_max_requests,
+            "upstream_max_age": limits.upstream_max_age,
+        },
+        "canonicalise": config.canonicalise,
+        "arbiter": {"strategy": a.strategy, "k": a.k, "min_support": a.min_support},
+        "journal": {"max_entries": config.journal.max_entries,
+                    "max_bytes": config.journal.max_bytes},
+        "floor": config.controller.effective_floor,
+        "verdict_headers": config.gateway.verdict_headers,
+        "recent_verdicts": config.gateway.recent_verdicts,
+        "executors": executors,
+        "voters": [n for n in voters if n in placed],
+        "weights": dict(weights) if weights is not None else None,
+        "shadows": [n for n in shadows if n in placed],
+        "keep_level": [n for n in keep_level if n in placed],
+    })
