@@ -222,6 +222,8 @@ class GatewayConfig(_Strict):
                                  description="seconds in-flight requests get at shutdown")
     verdict_headers: bool = Field(default=False, description="add X-Endosec-* response headers")
     events: Path | None = Field(default=None, description="JSON-lines event file (default stderr)")
+    access_log: Path | Literal["stderr"] | None = Field(
+        default=None, description="one JSON line per request: a file, or stderr")
     recent_verdicts: int = Field(default=50, ge=0)
 
     @property
@@ -314,9 +316,13 @@ def _resolve_paths(config: Config, here: Path) -> Config:
         update["tls"] = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     if config.state_dir is not None:
         update["state_dir"] = here / config.state_dir
+    gateway: dict[str, Any] = {}
     if config.gateway.events is not None:
-        update["gateway"] = config.gateway.model_copy(
-            update={"events": here / config.gateway.events})
+        gateway["events"] = here / config.gateway.events
+    if isinstance(config.gateway.access_log, Path):
+        gateway["access_log"] = here / config.gateway.access_log
+    if gateway:
+        update["gateway"] = config.gateway.model_copy(update=gateway)
     return config.model_copy(update=update)
 
 

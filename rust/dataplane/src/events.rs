@@ -35,6 +35,16 @@ pub struct VerdictEvent {
     pub shadows: Vec<(Arc<str>, bool)>,
     /// True when the fan-out never happened (fewer voters than the floor).
     pub refused: bool,
+    /// The winner's and the dissenters' replies.
+    pub evidence: Vec<(Arc<str>, Evidence)>,
+}
+
+/// One executor's reply as evidence: status, headers, and the body when enabled.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    pub status: u16,
+    pub headers: crate::http::Headers,
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The end of one catch-up ordered by the control plane.

@@ -8,6 +8,7 @@
 //! Pure parts (no I/O): [`model`], [`canon`], [`ballot`], [`http`], [`journal`], [`stats`].
 //! I/O parts, on tokio: [`pool`], [`upstream`], [`proxy`], [`listener`], [`plane`].
 
+pub mod accesslog;
 pub mod ballot;
 pub mod canon;
 pub mod events;

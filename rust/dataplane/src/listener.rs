@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::accesslog::Record;
 use crate::http::{self, Next, RequestReader};
 use crate::plane::Shared;
 use crate::proxy;
@@ -142,6 +143,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
         match reader.next() {
             Err(refusal) => {
                 shared.stats.rejected(&refusal.status.to_string());
+                log(shared, peer, "", "", refusal.status, 0, partial_since, "refused");
                 let reply = http::error_response(refusal.status,
                                                  &[("error", refusal.reason.as_str())], false);
                 let _ = stream.write_all(&reply).await;
@@ -154,12 +156,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
             }
             Ok(Next::Request(request)) => {
                 let keep_alive = request.keep_alive;
+                let logged = shared.access.load().is_some().then(|| {
+                    (String::from_utf8_lossy(&request.method).into_owned(),
+                     String::from_utf8_lossy(&request.target).split('?').next()
+                         .unwrap_or("").to_owned())
+                });
+                let started = partial_since;
                 shared.inflight.fetch_add(1, Ordering::AcqRel);
                 let reply = {
                     let _inflight = InFlight(shared);
                     proxy::serve(shared.clone(), request, Some(peer)).await
                 };
-                if stream.write_all(&reply).await.is_err() {
+                if let Some((method, path)) = logged {
+                    log(shared, peer, &method, &path, reply.status, reply.bytes.len(), started,
+                        reply.outcome.as_str());
+                }
+                if stream.write_all(&reply.bytes).await.is_err() {
                     return;
                 }
                 let stop = *stopping.borrow();
@@ -194,6 +206,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
                     Err(_) => {
                         if partial_since.is_some() {
                             shared.stats.rejected("408");
+                            log(shared, peer, "", "", 408, 0, partial_since, "refused");
                             let reply = http::error_response(
                                 408, &[("error", "request not received in time")], false);
                             let _ = stream.write_all(&reply).await;
@@ -216,4 +229,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
 /// Resolves once the plane is stopping.
 async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// One access-log line, when the log is on; latency counts from the request's first byte.
+#[allow(clippy::too_many_arguments)]
+fn log(shared: &Shared, peer: SocketAddr, method: &str, path: &str, status: u16, bytes: usize,
+       since: Option<tokio::time::Instant>, outcome: &'static str) {
+    if let Some(access) = shared.access.load().as_ref() {
+        access.log(Record { time: std::time::SystemTime::now(), client: Some(peer),
+                            method: method.to_owned(), path: path.to_owned(), status, bytes,
+                            latency: since.map(|t| t.elapsed()).unwrap_or_default(), outcome });
+    }
 }

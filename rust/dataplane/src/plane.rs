@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{watch, RwLock};
 
+use crate::accesslog::{AccessLog, Target};
 use crate::events::{CatchUpEvent, Event, EventQueue};
 use crate::journal::Journal;
 use crate::listener::{self, Tls};
@@ -43,6 +44,8 @@ pub struct Shared {
     head: AtomicU64,
     recent: Mutex<VecDeque<Recent>>,
     publish: Mutex<Publish>,
+    /// The access log, when one is configured.
+    pub access: ArcSwapOption<AccessLog>,
     /// Requests being answered, for the drain at shutdown.
     pub inflight: AtomicU64,
     pub stopping: watch::Sender<bool>,
@@ -104,6 +107,7 @@ impl Plane {
             recent: Mutex::new(VecDeque::new()),
             publish: Mutex::new(Publish { generation: 0, compiled: Compiled::default(),
                                           stats: HashMap::new() }),
+            access: ArcSwapOption::empty(),
             inflight: AtomicU64::new(0),
             stopping,
         });
@@ -129,6 +133,12 @@ impl Plane {
                                          stats)?;
         self.shared.journal.lock().set_bounds(snapshot.journal.max_entries,
                                               snapshot.journal.max_bytes);
+        let wanted = snapshot.access_log.as_deref().map(Target::parse);
+        let current = self.shared.access.load().as_ref().map(|log| log.target.clone());
+        if wanted != current {
+            let log = wanted.map(AccessLog::open).transpose()?;
+            self.shared.access.store(log.map(Arc::new));
+        }
         self.shared.snapshot.store(Arc::new(snapshot));
         p.generation = generation;
         Ok(generation)

@@ -6,14 +6,14 @@
 //! recent-verdicts ring, and an event for anything but a clean agreement).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{oneshot, OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use crate::ballot::{Ballot, Output, Verdict};
-use crate::events::{Event, VerdictEvent};
+use crate::events::{Event, Evidence, VerdictEvent};
 use crate::http::{self, Request, Response};
 use crate::model::{ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
@@ -40,9 +40,17 @@ struct Context {
     snapshot: Arc<Snapshot>,
 }
 
+/// What the client gets for one request, and what the access log says of it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub bytes: Vec<u8>,
+    pub outcome: Outcome,
+}
+
 /// Answer one admitted request: the consensus reply, or a fail-closed refusal.
 pub async fn serve(shared: Arc<Shared>, request: Request,
-                   client: Option<std::net::SocketAddr>) -> Vec<u8> {
+                   client: Option<std::net::SocketAddr>) -> Reply {
     let started = Instant::now();
     let payload = Bytes::from(http::upstream_request_bytes(&request, b""));
     let write = !SAFE_METHODS.contains(&request.method.as_ref());
@@ -66,8 +74,8 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
             method: method_label(&ctx.method), path: ctx.path.clone(), client,
             outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
             reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
-            refused: true })), &shared.stats);
-        return refuse(&ctx, &reason);
+            refused: true, evidence: vec![] })), &shared.stats);
+        return refuse(&ctx, &reason, Outcome::NoQuorum);
     }
     let head = if write {
         shared.append(payload.clone(), ctx.method.clone())
@@ -79,7 +87,9 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     tokio::spawn(round.run(payload, order, reply_tx));
     match reply_rx.await {
         Ok(reply) => reply,
-        Err(_) => http::error_response(500, &[("error", "internal error")], false),
+        Err(_) => Reply { status: 500, outcome: Outcome::AllFailed,
+                          bytes: http::error_response(500, &[("error", "internal error")],
+                                                      false) },
     }
 }
 
@@ -87,8 +97,10 @@ fn method_label(method: &[u8]) -> String {
     String::from_utf8_lossy(method).into_owned()
 }
 
-fn refuse(ctx: &Context, reason: &str) -> Vec<u8> {
-    http::error_response(502, &[("error", "no quorum"), ("reason", reason)], ctx.keep_alive)
+fn refuse(ctx: &Context, reason: &str, outcome: Outcome) -> Reply {
+    Reply { status: 502, outcome,
+            bytes: http::error_response(502, &[("error", "no quorum"), ("reason", reason)],
+                                        ctx.keep_alive) }
 }
 
 /// One request's fan-out and ballot.
@@ -100,7 +112,7 @@ struct Round {
     shadow_outputs: Vec<Output>,
     errors: Vec<(Arc<str>, String)>,
     targets: Vec<Arc<Executor>>,
-    reply: Option<oneshot::Sender<Vec<u8>>>,
+    reply: Option<oneshot::Sender<Reply>>,
 }
 
 impl Round {
@@ -137,7 +149,7 @@ impl Round {
         round
     }
 
-    async fn run(mut self, payload: Bytes, order: Order, reply: oneshot::Sender<Vec<u8>>) {
+    async fn run(mut self, payload: Bytes, order: Order, reply: oneshot::Sender<Reply>) {
         self.reply = Some(reply);
         if let Some(early) = self.ballot.decided_verdict() {
             self.respond(&early);
@@ -203,14 +215,14 @@ impl Round {
     fn respond(&mut self, verdict: &Verdict) {
         let Some(tx) = self.reply.take() else { return };
         let reply = match &verdict.winner {
-            None => refuse(&self.ctx, &verdict.reason),
+            None => refuse(&self.ctx, &verdict.reason, verdict.outcome),
             Some(winner) => self.encode(winner, verdict),
         };
         self.shared.stats.latency.observe(self.ctx.started.elapsed());
         let _ = tx.send(reply);
     }
 
-    fn encode(&self, winner: &Arc<str>, verdict: &Verdict) -> Vec<u8> {
+    fn encode(&self, winner: &Arc<str>, verdict: &Verdict) -> Reply {
         let response = &self.replies.iter().find(|(n, _)| n == winner)
             .expect("the winner answered").1;
         let mut extra = Vec::new();
@@ -224,8 +236,9 @@ impl Round {
             extra.push((Bytes::from_static(b"x-endosec-dissented"), join(&dissenters)));
         }
         match http::encode_response(response, self.ctx.keep_alive, self.ctx.head_only, &extra) {
-            Ok(bytes) => bytes,
-            Err(why) => refuse(&self.ctx, &format!("the agreed reply cannot be forwarded: {why}")),
+            Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },
+            Err(why) => refuse(&self.ctx, &format!("the agreed reply cannot be forwarded: {why}"),
+                               Outcome::NoQuorum),
         }
     }
 
@@ -256,13 +269,29 @@ impl Round {
         }
         let digests = self.ballot.outputs().iter()
             .map(|o| (o.executor.clone(), hex(&o.digest()))).collect();
+        let evidence = self.evidence(verdict);
         let errors = std::mem::take(&mut self.errors);
         shared.events.push(Event::Verdict(Box::new(VerdictEvent {
             method: method_label(&self.ctx.method), path: self.ctx.path.clone(),
             client: self.ctx.client, outcome: verdict.outcome, agreed: verdict.agreed.clone(),
             dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
-            reason: verdict.reason.clone(), digests, errors, shadows, refused: false })),
-            &shared.stats);
+            reason: verdict.reason.clone(), digests, errors, shadows, refused: false,
+            evidence })), &shared.stats);
+    }
+
+    /// The replies of the winner and of every dissenter, bodies only when the snapshot says so
+    /// (and cut at its bound): what an operator needs to see what the dissenter did.
+    fn evidence(&self, verdict: &Verdict) -> Vec<(Arc<str>, Evidence)> {
+        let policy = &self.ctx.snapshot.evidence;
+        let wanted = verdict.winner.iter().chain(&verdict.dissented).chain(&verdict.failed);
+        wanted.filter_map(|name| {
+            let (_, response) = self.replies.iter().find(|(n, _)| n == name)?;
+            let body = policy.bodies.then(|| {
+                response.body.slice(..response.body.len().min(policy.max_body))
+            });
+            Some((name.clone(), Evidence { status: response.status,
+                                           headers: response.headers.clone(), body }))
+        }).collect()
     }
 }
 
@@ -274,7 +303,3 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// How long an exchange may take at most, for the drain on shutdown.
-pub fn longest_exchange(snapshot: &Snapshot) -> Duration {
-    snapshot.executors.values().map(|e| e.read_timeout).max().unwrap_or_default()
-}

@@ -106,6 +106,25 @@ pub struct SnapshotSpec {
     pub shadows: Vec<String>,
     #[serde(default)]
     pub keep_level: Vec<String>,
+    /// ``stderr``, a file path, or None: one JSON line per request.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    #[serde(default)]
+    pub evidence: EvidenceSpec,
+}
+
+/// What verdict events carry of the replies (see [`crate::events::Evidence`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceSpec {
+    pub bodies: bool,
+    pub max_body: usize,
+}
+
+impl Default for EvidenceSpec {
+    fn default() -> EvidenceSpec {
+        EvidenceSpec { bodies: false, max_body: 64 * 1024 }
+    }
 }
 
 fn default_recent() -> usize {
@@ -132,6 +151,8 @@ pub struct Snapshot {
     pub shadows: Vec<Arc<Executor>>,
     pub keep_level: Vec<Arc<Executor>>,
     pub executors: HashMap<Arc<str>, Arc<Executor>>,
+    pub access_log: Option<String>,
+    pub evidence: EvidenceSpec,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -219,6 +240,7 @@ impl Snapshot {
             max_connections: l.max_connections, rules, strategy, floor: spec.floor,
             verdict_headers: spec.verdict_headers, recent_verdicts: spec.recent_verdicts,
             journal: spec.journal, voters, weights, shadows, keep_level, executors,
+            access_log: spec.access_log, evidence: spec.evidence,
         })
     }
 }
@@ -238,7 +260,7 @@ impl Snapshot {
             verdict_headers: false, recent_verdicts: 50,
             journal: JournalSpec { max_entries: 1, max_bytes: 1 }, voters: Vec::new(),
             weights: None, shadows: Vec::new(), keep_level: Vec::new(),
-            executors: HashMap::new(),
+            executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
         }
     }
 }

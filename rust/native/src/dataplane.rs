@@ -15,7 +15,7 @@ use endosec_dataplane::plane::Plane;
 use endosec_dataplane::stats::HistogramView;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DataPlane>()
@@ -243,5 +243,21 @@ fn verdict_dict(d: &Bound<'_, PyDict>, v: VerdictEvent) -> PyResult<()> {
         shadows.set_item(&*name, agreed)?;
     }
     d.set_item("shadows", shadows)?;
+    let evidence = PyDict::new(py);
+    for (name, e) in v.evidence {
+        let item = PyDict::new(py);
+        item.set_item("status", e.status)?;
+        let headers: Vec<(String, String)> = e.headers.iter()
+            .map(|(n, v)| (latin1(n), latin1(v))).collect();
+        item.set_item("headers", headers)?;
+        item.set_item("body", e.body.as_ref().map(|b| PyBytes::new(py, b)))?;
+        evidence.set_item(&*name, item)?;
+    }
+    d.set_item("evidence", evidence)?;
     Ok(())
+}
+
+/// Header bytes as Python's ``bytes.decode("latin-1")`` gives them: every byte kept.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
 }

@@ -71,4 +71,6 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "weights": dict(weights) if weights is not None else None,
         "shadows": [n for n in shadows if n in placed],
         "keep_level": [n for n in keep_level if n in placed],
+        "access_log": (None if config.gateway.access_log is None
+                       else str(config.gateway.access_log)),
     })
