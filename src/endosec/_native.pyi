@@ -25,8 +25,11 @@ class DataPlane:
         """Every counter and histogram."""
     def recent(self) -> list[dict[str, Any]]:
         """The last verdicts, oldest first."""
-    def journal(self) -> tuple[int, int]:
-        """``(head, entries kept)`` of the write journal."""
+    def journal(self) -> tuple[int, int, int, list[int]]:
+        """``(head, entries in memory, oldest seq kept, writes in doubt)``."""
+    def open_journal(self, directory: str | PathLike[str], sync_interval: float | None,
+                     segment_bytes: int) -> dict[str, int]:
+        """Keep the journal in ``directory``; ``entries``, ``head``, ``cut_bytes`` recovered."""
     def synced(self) -> dict[str, int]:
         """Each executor's journal position."""
     def stop(self, timeout: float) -> bool:

@@ -158,8 +158,12 @@ class LimitsConfig(_Strict):
 
 
 class JournalConfig(_Strict):
-    max_entries: int = Field(default=10_000, ge=1)
-    max_bytes: int = Field(default=64 << 20, ge=1)
+    max_entries: int = Field(default=10_000, ge=1, description="entries kept in memory")
+    max_bytes: int = Field(default=64 << 20, ge=1, description="bytes kept in memory")
+    sync_interval: float | None = Field(
+        default=None, gt=0,
+        description="None: sync each group of writes before forwarding it; else seconds")
+    segment_bytes: int = Field(default=64 << 20, ge=4096, description="journal file size")
 
 
 class HealthConfig(_Strict):

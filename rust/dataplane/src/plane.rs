@@ -3,18 +3,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{watch, RwLock};
 
 use crate::accesslog::{AccessLog, Target};
 use crate::events::{CatchUpEvent, Event, EventQueue};
-use crate::journal::Journal;
+use crate::journal::{Journal, Recovery, Since, Sync, Window, READ_BATCH};
 use crate::listener::{self, Tls};
 use crate::model::Outcome;
 use crate::snapshot::{Compiled, Executor, Snapshot, SnapshotSpec};
@@ -40,8 +40,10 @@ pub struct Shared {
     pub order: Arc<RwLock<()>>,
     pub events: EventQueue,
     pub stats: PlaneStats,
-    journal: Mutex<Journal>,
-    head: AtomicU64,
+    pub journal: Mutex<Journal>,
+    /// The seq of the last write forwarded: writes are forwarded in seq order, each once every
+    /// earlier one was (see `proxy`), so executors level with this have seen them all.
+    pub forwarded: watch::Sender<u64>,
     recent: Mutex<VecDeque<Recent>>,
     publish: Mutex<Publish>,
     /// The access log, when one is configured.
@@ -58,15 +60,9 @@ struct Publish {
 }
 
 impl Shared {
-    /// Journal one write; returns its seq. Called with the write half of `order` held.
-    pub fn append(&self, payload: Bytes, method: Bytes) -> u64 {
-        let seq = self.journal.lock().append(payload, method);
-        self.head.store(seq, Ordering::Release);
-        seq
-    }
-
+    /// The seq of the last write forwarded.
     pub fn head(&self) -> u64 {
-        self.head.load(Ordering::Acquire)
+        *self.forwarded.borrow()
     }
 
     pub fn remember(&self, recent: Recent, keep: usize) {
@@ -102,8 +98,8 @@ impl Plane {
             order: Arc::new(RwLock::new(())),
             events: EventQueue::new(event_capacity, wake),
             stats: PlaneStats::default(),
-            journal: Mutex::new(Journal::new(1, 1)),
-            head: AtomicU64::new(0),
+            journal: Mutex::new(Journal::memory(Window { entries: 1, bytes: 1 })),
+            forwarded: watch::channel(0).0,
             recent: Mutex::new(VecDeque::new()),
             publish: Mutex::new(Publish { generation: 0, compiled: Compiled::default(),
                                           stats: HashMap::new() }),
@@ -112,6 +108,22 @@ impl Plane {
             stopping,
         });
         Ok(Plane { runtime: Some(runtime), shared })
+    }
+
+    /// Keep the journal in ``dir`` (recovering what is there) instead of in memory only.
+    /// Call before serving: everything recovered counts as forwarded, and every executor
+    /// (pristine after a restart) is caught up before it votes.
+    pub fn open_journal(&self, dir: &Path, sync: Sync, segment_bytes: u64)
+                        -> Result<Recovery, String> {
+        let bounds = {
+            let snapshot = self.shared.snapshot.load();
+            Window { entries: snapshot.journal.max_entries, bytes: snapshot.journal.max_bytes }
+        };
+        let (journal, recovery) = Journal::open(dir, bounds, sync, segment_bytes)?;
+        let mut current = self.shared.journal.lock();
+        *current = journal;
+        let _ = self.shared.forwarded.send(recovery.head);
+        Ok(recovery)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -131,8 +143,8 @@ impl Plane {
         let Publish { compiled, stats, .. } = &mut *p;
         let snapshot = Snapshot::compile(spec, generation, &previous.executors, compiled,
                                          stats)?;
-        self.shared.journal.lock().set_bounds(snapshot.journal.max_entries,
-                                              snapshot.journal.max_bytes);
+        self.shared.journal.lock().set_window(Window { entries: snapshot.journal.max_entries,
+                                                       bytes: snapshot.journal.max_bytes });
         let wanted = snapshot.access_log.as_deref().map(Target::parse);
         let current = self.shared.access.load().as_ref().map(|log| log.target.clone());
         if wanted != current {
@@ -175,10 +187,10 @@ impl Plane {
         self.shared.recent.lock().iter().cloned().collect()
     }
 
-    /// ``(head, entries kept)`` of the journal.
-    pub fn journal(&self) -> (u64, usize) {
+    /// ``(head, entries in memory, oldest seq kept, writes in doubt)`` of the journal.
+    pub fn journal(&self) -> (u64, usize, u64, Vec<u64>) {
         let j = self.shared.journal.lock();
-        (j.head(), j.len())
+        (j.head(), j.len(), j.base(), j.in_doubt())
     }
 
     /// Every executor of the current snapshot with its journal position.
@@ -229,13 +241,25 @@ async fn catch_up(shared: &Shared, name: &Arc<str>) -> Result<u64, String> {
     for pass in 0..4 {
         let locked = pass == 3;
         let _guard = if locked { Some(shared.order.clone().write_owned().await) } else { None };
-        {
-            let entries = shared.journal.lock()
-                .since(executor.synced.load(Ordering::Acquire))
+        loop {
+            let until = shared.head();
+            let synced = executor.synced.load(Ordering::Acquire);
+            if synced >= until {
+                break;
+            }
+            let since = shared.journal.lock().since(synced, until, READ_BATCH)
                 .map_err(|gap| gap.to_string())?;
+            let entries = match since {
+                Since::Ready(entries) => entries,
+                Since::Disk(read) => tokio::task::spawn_blocking(move || read.read()).await
+                    .map_err(|e| e.to_string())??,
+            };
             for entry in entries {
                 replay(shared, &executor, &entry.payload, &entry.method, entry.seq).await?;
                 replayed += 1;
+            }
+            if !locked {
+                break;
             }
         }
     }

@@ -54,43 +54,101 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     let started = Instant::now();
     let payload = Bytes::from(http::upstream_request_bytes(&request, b""));
     let write = !SAFE_METHODS.contains(&request.method.as_ref());
-    let order = if write {
-        Order::Write(shared.order.clone().write_owned().await)
-    } else {
-        Order::Read(shared.order.clone().read_owned().await)
-    };
-    let snapshot = shared.snapshot.load_full();
     let target = String::from_utf8_lossy(&request.target).into_owned();
     let path = target.split('?').next().unwrap_or("").to_owned();
     let ctx = Context { method: request.method.clone(), path, client,
                         keep_alive: request.keep_alive, head_only: request.method == "HEAD",
-                        started, snapshot };
-    if ctx.snapshot.voters.len() < ctx.snapshot.floor {
-        drop(order);
-        let reason = format!("only {} executors can vote; at least {} are needed",
-                             ctx.snapshot.voters.len(), ctx.snapshot.floor);
-        shared.stats.outcome(Outcome::NoQuorum);
-        shared.events.push(Event::Verdict(Box::new(VerdictEvent {
-            method: method_label(&ctx.method), path: ctx.path.clone(), client,
-            outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
-            reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
-            refused: true, evidence: vec![] })), &shared.stats);
-        return refuse(&ctx, &reason, Outcome::NoQuorum);
+                        started, snapshot: shared.snapshot.load_full() };
+    if let Some(reply) = below_floor(&shared, &ctx) {
+        return reply;
     }
-    let head = if write {
-        shared.append(payload.clone(), ctx.method.clone())
-    } else {
-        shared.head()
-    };
     let (reply_tx, reply_rx) = oneshot::channel();
-    let round = Round::new(shared.clone(), ctx, write, head);
-    tokio::spawn(round.run(payload, order, reply_tx));
+    if write {
+        let (seq, durable) = {
+            let mut journal = shared.journal.lock();
+            (journal.append(payload.clone(), ctx.method.clone(), Bytes::new()), journal.durable())
+        };
+        let turn = Turn { shared: shared.clone(), seq };
+        tokio::spawn(forward_write(ctx, payload, turn, durable, reply_tx));
+    } else {
+        let order = Order::Read(shared.order.clone().read_owned().await);
+        let mut ctx = ctx;
+        ctx.snapshot = shared.snapshot.load_full();
+        let round = Round::new(shared.clone(), ctx, false, shared.head(), None);
+        tokio::spawn(round.run(payload, order, reply_tx));
+    }
     match reply_rx.await {
         Ok(reply) => reply,
         Err(_) => Reply { status: 500, outcome: Outcome::AllFailed,
                           bytes: http::error_response(500, &[("error", "internal error")],
                                                       false) },
     }
+}
+
+/// A write's turn: once it is durable and every earlier write was forwarded, it takes the
+/// write half of the order lock and fans out. Dropping the turn, however the write ends,
+/// lets the next one go.
+async fn forward_write(mut ctx: Context, payload: Bytes, turn: Turn,
+                       durable: Option<tokio::sync::watch::Receiver<u64>>,
+                       reply: oneshot::Sender<Reply>) {
+    let shared = turn.shared.clone();
+    let seq = turn.seq;
+    if let Some(mut durable) = durable {
+        let written = tokio::time::timeout(JOURNAL_WAIT, durable.wait_for(|d| *d >= seq)).await;
+        if !matches!(written, Ok(Ok(_))) {
+            shared.journal.lock().mark_in_doubt(seq);
+            let _ = reply.send(Reply { status: 503, outcome: Outcome::AllFailed,
+                                       bytes: http::error_response(
+                                           503, &[("error", "the write journal is unavailable")],
+                                           false) });
+            return;
+        }
+    }
+    let mut forwarded = shared.forwarded.subscribe();
+    let _ = forwarded.wait_for(|f| *f + 1 >= seq).await;
+    let order = Order::Write(shared.order.clone().write_owned().await);
+    ctx.snapshot = shared.snapshot.load_full();
+    if let Some(refusal) = below_floor(&shared, &ctx) {
+        // Journaled but forwarded to nobody: it will reach every executor on replay.
+        shared.journal.lock().mark_in_doubt(seq);
+        let _ = reply.send(refusal);
+        return;
+    }
+    let round = Round::new(shared, ctx, true, seq, Some(turn));
+    round.run(payload, order, reply).await;
+}
+
+/// How long a write waits for the journal to make it durable before it is refused.
+const JOURNAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Marks a write forwarded when dropped (after the order lock it held was released).
+struct Turn {
+    shared: Arc<Shared>,
+    seq: u64,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let seq = self.seq;
+        self.shared.forwarded.send_modify(|f| *f = (*f).max(seq));
+    }
+}
+
+/// Fail closed without fanning out when fewer executors than the floor can vote.
+fn below_floor(shared: &Shared, ctx: &Context) -> Option<Reply> {
+    let snapshot = &ctx.snapshot;
+    if snapshot.voters.len() >= snapshot.floor {
+        return None;
+    }
+    let reason = format!("only {} executors can vote; at least {} are needed",
+                         snapshot.voters.len(), snapshot.floor);
+    shared.stats.outcome(Outcome::NoQuorum);
+    shared.events.push(Event::Verdict(Box::new(VerdictEvent {
+        method: method_label(&ctx.method), path: ctx.path.clone(), client: ctx.client,
+        outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
+        reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
+        refused: true, evidence: vec![] })), &shared.stats);
+    Some(refuse(ctx, &reason, Outcome::NoQuorum))
 }
 
 fn method_label(method: &[u8]) -> String {
@@ -113,17 +171,20 @@ struct Round {
     errors: Vec<(Arc<str>, String)>,
     targets: Vec<Arc<Executor>>,
     reply: Option<oneshot::Sender<Reply>>,
+    /// A write's seq and turn (released after the order lock).
+    write: Option<Turn>,
 }
 
 impl Round {
-    fn new(shared: Arc<Shared>, ctx: Context, write: bool, head: u64) -> Round {
+    fn new(shared: Arc<Shared>, ctx: Context, write: bool, head: u64, turn: Option<Turn>)
+           -> Round {
         let snap = ctx.snapshot.clone();
         let names = snap.voters.iter().map(|e| e.name.clone()).collect();
         let ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
             .expect("a published snapshot has a valid ballot");
         let mut round = Round { shared, ctx, ballot, replies: Vec::new(),
                                 shadow_outputs: Vec::new(), errors: Vec::new(),
-                                targets: Vec::new(), reply: None };
+                                targets: Vec::new(), reply: None, write: turn };
         // A write reaches every executor kept level; it was level before this write if its
         // journal position is the entry just before this one.
         let level_at = if write { head - 1 } else { head };
@@ -172,6 +233,11 @@ impl Round {
         drop(pending);
         drop(order);
         let verdict = self.ballot.close();
+        if let Some(turn) = self.write.take() {
+            if verdict.outcome != Outcome::Accepted {
+                self.shared.journal.lock().mark_in_doubt(turn.seq);
+            }
+        }
         self.respond(&verdict);
         self.report(&verdict);
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use endosec_dataplane::events::{Event, VerdictEvent};
+use endosec_dataplane::journal::Sync;
 use endosec_dataplane::listener::Tls;
 use endosec_dataplane::plane::Plane;
 use endosec_dataplane::stats::HistogramView;
@@ -146,9 +147,31 @@ impl DataPlane {
         Ok(out)
     }
 
-    /// ``(head, entries kept)`` of the write journal.
-    fn journal(&self) -> PyResult<(u64, usize)> {
+    /// ``(head, entries in memory, oldest seq kept, writes in doubt)`` of the write journal.
+    fn journal(&self) -> PyResult<(u64, usize, u64, Vec<u64>)> {
         Ok(self.plane()?.journal())
+    }
+
+    /// Keep the journal in ``directory``, recovering what is there; ``sync_interval`` None
+    /// syncs before forwarding (group commit), else syncs at that interval. Returns what was
+    /// recovered: ``entries``, ``head``, ``cut_bytes`` (a torn tail cut off).
+    #[pyo3(signature = (directory, sync_interval, segment_bytes))]
+    fn open_journal<'py>(&self, py: Python<'py>, directory: PathBuf, sync_interval: Option<f64>,
+                         segment_bytes: u64) -> PyResult<Bound<'py, PyDict>> {
+        let sync = match sync_interval {
+            None => Sync::Always,
+            Some(s) => Sync::Interval(Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err("journal.sync_interval: expected seconds > 0")
+            })?),
+        };
+        let plane = self.plane()?;
+        let recovery = py.detach(|| plane.open_journal(&directory, sync, segment_bytes))
+            .map_err(PyOSError::new_err)?;
+        let d = PyDict::new(py);
+        d.set_item("entries", recovery.entries)?;
+        d.set_item("head", recovery.head)?;
+        d.set_item("cut_bytes", recovery.cut_bytes)?;
+        Ok(d)
     }
 
     /// Each executor's journal position.

@@ -92,6 +92,9 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
             serve_url = dns_listener.url
         else:
             native = NativePlane(config, gateway)
+            native.changed()  # limits and journal bounds before anything else
+            recovered = native.open_journal(state_dir / "journal")
+            events.emit("journal-opened", **recovered)
             native.attach()
             metrics.serve_native(native.figures)
             await gateway.start(native)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from endosec import _native
@@ -56,6 +57,11 @@ class NativePlane:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._wake_r, self._on_wake)
         self._pump = spawn(self._pumping(), name="endosec-native-pump")
+
+    def open_journal(self, directory: Path) -> dict[str, int]:
+        """Keep the write journal under ``directory``; what an earlier run left is recovered."""
+        j = self.config.journal
+        return self.native.open_journal(directory, j.sync_interval, j.segment_bytes)
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
         tls = self.config.tls
@@ -107,8 +113,10 @@ class NativePlane:
             raise CatchUpError(str(result["detail"]))
 
     def status(self) -> dict[str, Any]:
-        head, kept = self.native.journal()
-        return {"journal": {"head": head, "kept": kept}, "synced": self.native.synced(),
+        head, kept, oldest, in_doubt = self.native.journal()
+        return {"journal": {"head": head, "kept": kept, "oldest": oldest,
+                            "in_doubt": in_doubt},
+                "synced": self.native.synced(),
                 "recent_verdicts": self.native.recent()}
 
     def figures(self) -> dict[str, Any]:

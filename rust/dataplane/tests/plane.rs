@@ -1,0 +1,366 @@
+//! The data plane end to end on loopback: real sockets, executors played by small servers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use endosec_dataplane::events::Event;
+use endosec_dataplane::plane::Plane;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// How a fake executor answers.
+#[derive(Clone)]
+struct Behaviour {
+    body: Arc<dyn Fn(&str, usize) -> String + Send + Sync>,
+    delay: Duration,
+    /// Close the connection after every reply without saying so (an idle-timeout race).
+    close_after_reply: bool,
+}
+
+impl Behaviour {
+    fn fixed(body: &'static str) -> Behaviour {
+        Behaviour { body: Arc::new(move |_, _| body.to_owned()), delay: Duration::ZERO,
+                    close_after_reply: false }
+    }
+}
+
+struct Fake {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A keep-alive HTTP/1.1 server answering every request with a JSON body.
+async fn fake(behaviour: Behaviour) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let behaviour = behaviour.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut on_this_connection = 0;
+                loop {
+                    let Some(end) = find(&buf, b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length = head.lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:")
+                                  .map(|v| v.trim().parse::<usize>().unwrap()))
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + length);
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    on_this_connection += 1;
+                    let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    tokio::time::sleep(behaviour.delay).await;
+                    let body = (behaviour.body)(&target, on_this_connection);
+                    let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                         content-length: {}\r\n\r\n{}", body.len(), body);
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if behaviour.close_after_reply {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Fake { addr, requests }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn snapshot(fakes: &[(&str, &Fake)], voters: &[&str], floor: usize, extra: &str) -> String {
+    let executors: Vec<String> = fakes.iter().map(|(name, f)| format!(
+        r#"{{"name":"{name}","host":"127.0.0.1","port":{},"epoch":1,"connect_timeout":1.0,
+            "read_timeout":2.0,"stateless":false}}"#, f.addr.port())).collect();
+    let voters: Vec<String> = voters.iter().map(|v| format!("\"{v}\"")).collect();
+    format!(r#"{{"limits":{{"max_header_bytes":16384,"max_headers":100,"max_request_body":1048576,
+        "max_response_body":16777216,"client_header_timeout":1.0,"client_idle_timeout":5.0,
+        "max_connections":64,"upstream_max_requests":1000,"upstream_max_age":5.0}},
+        "canonicalise":{{}},"arbiter":{{"strategy":"majority"}},
+        "journal":{{"max_entries":100,"max_bytes":1000000}},"floor":{floor},
+        "executors":[{}],"voters":[{}]{extra}}}"#, executors.join(","), voters.join(","))
+}
+
+fn plane() -> Plane {
+    Plane::new(2, 1024, None).unwrap()
+}
+
+/// One request on a fresh connection; the whole reply.
+fn request(addr: SocketAddr, raw: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+}
+
+fn verdicts(plane: &Plane) -> Vec<endosec_dataplane::events::VerdictEvent> {
+    plane.drain(100).into_iter().filter_map(|e| match e {
+        Event::Verdict(v) => Some(*v),
+        Event::CatchUp(_) => None,
+    }).collect()
+}
+
+fn settle<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start(fakes: &[(&str, &Fake)], voters: &[&str], floor: usize, extra: &str)
+         -> (Plane, SocketAddr) {
+    let plane = plane();
+    plane.publish(&snapshot(fakes, voters, floor, extra)).unwrap();
+    let addr = plane.listen_http("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    (plane, addr)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn agreement_answers_and_only_counts() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(fake(Behaviour::fixed(r#"{"ok":true}"#)).await);
+        }
+        v
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = get(addr, "/x");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.ends_with(r#"{"ok":true}"#));
+    let agreements = settle(|| {
+        let stats = plane.executor_stats();
+        let total: u64 = stats.iter().map(|(_, s)| s.take_agreements()).sum();
+        (total > 0).then_some(total)
+    });
+    assert_eq!(agreements, 3);
+    assert!(verdicts(&plane).is_empty(), "a clean agreement is not an event");
+}
+
+#[test]
+fn a_dissenter_is_outvoted_and_reported() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        vec![fake(Behaviour::fixed(r#"{"n":1}"#)).await, fake(Behaviour::fixed(r#"{"n":1}"#)).await,
+             fake(Behaviour::fixed(r#"{"n":"leak"}"#)).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = get(addr, "/x");
+    assert!(reply.ends_with(r#"{"n":1}"#), "{reply}");
+    let v = settle(|| verdicts(&plane).pop());
+    assert_eq!(&*v.dissented[0], "c");
+    assert_eq!(v.agreed.len(), 2);
+    assert_eq!(v.digests.len(), 3);
+}
+
+#[test]
+fn the_reply_goes_out_at_quorum_before_the_straggler() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let slow = Behaviour { delay: Duration::from_millis(1500), ..Behaviour::fixed("{}") };
+        vec![fake(Behaviour::fixed("{}")).await, fake(Behaviour::fixed("{}")).await,
+             fake(slow).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let started = Instant::now();
+    let reply = get(addr, "/x");
+    assert!(started.elapsed() < Duration::from_millis(1000), "waited for the straggler");
+    assert!(reply.starts_with("HTTP/1.1 200"));
+    // The straggler is still judged: the verdict is final only once it answered.
+    let recent = settle(|| plane.recent().pop());
+    assert_eq!(recent.agreed.len(), 3);
+}
+
+#[test]
+fn below_the_floor_fails_closed_without_fanning_out() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let (plane, addr) = start(&[("a", &f)], &["a"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = get(addr, "/x");
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
+    assert!(reply.contains("only 1 executors can vote"));
+    assert_eq!(f.requests.load(Ordering::SeqCst), 0);
+    let v = settle(|| verdicts(&plane).pop());
+    assert!(v.refused);
+}
+
+#[test]
+fn an_executor_closing_idle_connections_is_not_a_failure() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let closing = Behaviour { close_after_reply: true, ..Behaviour::fixed("{}") };
+        vec![fake(closing.clone()).await, fake(closing.clone()).await, fake(closing).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    for _ in 0..20 {
+        let reply = get(addr, "/x");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(verdicts(&plane).is_empty(), "no executor counted as failed");
+}
+
+#[test]
+fn writes_are_journaled_and_a_new_executor_is_caught_up() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(fake(Behaviour::fixed("{}")).await);
+        }
+        v
+    });
+    let named: Vec<(&str, &Fake)> =
+        vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2]), ("d", &fakes[3])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2,
+                              r#","keep_level":["a","b","c"]"#);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    for i in 0..5 {
+        let body = format!("{{\"i\":{i}}}");
+        let reply = request(addr, &format!("POST /n HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                                             Content-Length: {}\r\n\r\n{body}", body.len()));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert_eq!(plane.journal(), (5, 5, 1, vec![]));
+    assert_eq!(fakes[3].requests.load(Ordering::SeqCst), 0, "d is not kept level");
+    plane.catch_up("d", 7);
+    let done = settle(|| plane.drain(10).into_iter().find_map(|e| match e {
+        Event::CatchUp(c) => Some(c),
+        Event::Verdict(_) => None,
+    }));
+    assert_eq!(done.ticket, 7);
+    assert_eq!(done.result, Ok(5));
+    assert_eq!(fakes[3].requests.load(Ordering::SeqCst), 5);
+    let synced: std::collections::HashMap<_, _> = plane.executors().into_iter().collect();
+    assert_eq!(synced["d"], 5);
+}
+
+#[test]
+fn ambiguous_framing_is_refused_before_any_executor_sees_it() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let (_plane, addr) = start(&[("a", &f)], &["a"], 1, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = request(addr, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\
+                               Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert_eq!(f.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn slow_clients_get_408_and_the_connection_cap_503() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let (_plane, addr) = start(&[("a", &f)], &["a"], 1, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let started = Instant::now();
+    let reply = request(addr, "GET / HTTP/1.1\r\nHost: t\r\n");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let held: Vec<std::net::TcpStream> =
+        (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let reply = get(addr, "/");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    drop(held);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let (_plane, addr) = start(&[("a", &f)], &["a"], 1, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\
+                  Connection: close\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"{}").unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+}
+
+#[test]
+fn a_pooled_connection_is_retired_by_age_so_a_reload_is_seen() {
+    let rt = runtime();
+    let _g = rt.enter();
+    // The body counts requests on its connection: a new connection starts again at 1.
+    let f = rt.block_on(async {
+        let per_conn = Behaviour { body: Arc::new(|_, n| format!("{{\"n\":{n}}}")),
+                                   ..Behaviour::fixed("") };
+        fake(per_conn).await
+    });
+    let plane = plane();
+    let snap = snapshot(&[("a", &f)], &["a"], 1, "").replace("\"upstream_max_age\":5.0",
+                                                            "\"upstream_max_age\":0.3");
+    plane.publish(&snap).unwrap();
+    let addr = plane.listen_http("127.0.0.1:0".parse().unwrap(), None).unwrap();
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let bodies: Vec<String> = (0..3).map(|_| get(addr, "/")).collect();
+    assert!(bodies[2].ends_with(r#"{"n":3}"#), "one pooled connection is reused: {bodies:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let after = get(addr, "/");
+    assert!(after.ends_with(r#"{"n":1}"#), "an old connection is not reused: {after}");
+}
