@@ -30,6 +30,14 @@ class DataPlane:
     def open_journal(self, directory: str | PathLike[str], sync_interval: float | None,
                      segment_bytes: int) -> dict[str, int]:
         """Keep the journal in ``directory``; ``entries``, ``head``, ``cut_bytes`` recovered."""
+    def pause_writes(self, ticket: int, hold: float) -> None:
+        """Hold writes back for a checkpoint; a ``paused`` event (``ticket``, ``seq``) follows."""
+    def resume_writes(self) -> None:
+        """Let writes go again."""
+    def restored(self, name: str, seq: int) -> None:
+        """``name`` was restored from a checkpoint taken at ``seq``."""
+    def truncate_journal(self, seq: int) -> None:
+        """Forget the journal before ``seq``."""
     def synced(self) -> dict[str, int]:
         """Each executor's journal position."""
     def stop(self, timeout: float) -> bool:

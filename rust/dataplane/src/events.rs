@@ -60,6 +60,8 @@ pub struct CatchUpEvent {
 pub enum Event {
     Verdict(Box<VerdictEvent>),
     CatchUp(CatchUpEvent),
+    /// Writes are held back for a checkpoint; ``seq`` is the last one forwarded.
+    Paused { ticket: u64, seq: u64 },
 }
 
 /// The bounded queue and its wake-up pipe.

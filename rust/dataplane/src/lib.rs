@@ -13,6 +13,7 @@ pub mod ballot;
 pub mod canon;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod journal;
 pub mod listener;
 pub mod model;

@@ -14,6 +14,7 @@ use tokio::sync::{watch, RwLock};
 
 use crate::accesslog::{AccessLog, Target};
 use crate::events::{CatchUpEvent, Event, EventQueue};
+use crate::idempotency::Keys;
 use crate::journal::{Journal, Recovery, Since, Sync, Window, READ_BATCH};
 use crate::listener::{self, Tls};
 use crate::model::Outcome;
@@ -44,6 +45,10 @@ pub struct Shared {
     /// The seq of the last write forwarded: writes are forwarded in seq order, each once every
     /// earlier one was (see `proxy`), so executors level with this have seen them all.
     pub forwarded: watch::Sender<u64>,
+    /// Idempotency keys of recent writes and their outcomes.
+    pub keys: Keys,
+    /// Releases the write pause of a checkpoint, while one is held.
+    pause: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     recent: Mutex<VecDeque<Recent>>,
     publish: Mutex<Publish>,
     /// The access log, when one is configured.
@@ -100,6 +105,8 @@ impl Plane {
             stats: PlaneStats::default(),
             journal: Mutex::new(Journal::memory(Window { entries: 1, bytes: 1 })),
             forwarded: watch::channel(0).0,
+            keys: Keys::new(Duration::from_secs(86_400), 100_000),
+            pause: Mutex::new(None),
             recent: Mutex::new(VecDeque::new()),
             publish: Mutex::new(Publish { generation: 0, compiled: Compiled::default(),
                                           stats: HashMap::new() }),
@@ -120,6 +127,10 @@ impl Plane {
             Window { entries: snapshot.journal.max_entries, bytes: snapshot.journal.max_bytes }
         };
         let (journal, recovery) = Journal::open(dir, bounds, sync, segment_bytes)?;
+        let now = Instant::now();
+        for (key, seq) in &recovery.keys {
+            self.shared.keys.recovered(key.clone(), *seq, now);
+        }
         let mut current = self.shared.journal.lock();
         *current = journal;
         let _ = self.shared.forwarded.send(recovery.head);
@@ -145,6 +156,10 @@ impl Plane {
                                          stats)?;
         self.shared.journal.lock().set_window(Window { entries: snapshot.journal.max_entries,
                                                        bytes: snapshot.journal.max_bytes });
+        self.shared.keys.set_window(
+            Duration::try_from_secs_f64(snapshot.journal.idempotency_window)
+                .map_err(|_| "journal.idempotency_window: expected seconds >= 0".to_owned())?,
+            snapshot.journal.idempotency_keys);
         let wanted = snapshot.access_log.as_deref().map(Target::parse);
         let current = self.shared.access.load().as_ref().map(|log| log.target.clone());
         if wanted != current {
@@ -203,6 +218,44 @@ impl Plane {
     pub fn executor_stats(&self) -> Vec<(Arc<str>, Arc<ExecutorStats>)> {
         let p = self.shared.publish.lock();
         p.stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Hold every write back (reads go on) from the moment the last one in flight finished,
+    /// for at most ``hold``, so the control plane can take a consistent checkpoint: a
+    /// ``paused`` event carries ``ticket`` and the seq of the last write forwarded. Released by
+    /// [`Plane::resume_writes`] or when ``hold`` runs out.
+    pub fn pause_writes(&self, ticket: u64, hold: Duration) {
+        let shared = self.shared.clone();
+        self.runtime().spawn(async move {
+            let guard = shared.order.clone().write_owned().await;
+            let (release, released) = tokio::sync::oneshot::channel();
+            *shared.pause.lock() = Some(release);
+            shared.events.push(Event::Paused { ticket, seq: shared.head() }, &shared.stats);
+            let _ = tokio::time::timeout(hold, released).await;
+            shared.pause.lock().take();
+            drop(guard);
+        });
+    }
+
+    /// Let writes go again after [`Plane::pause_writes`].
+    pub fn resume_writes(&self) {
+        if let Some(release) = self.shared.pause.lock().take() {
+            let _ = release.send(());
+        }
+    }
+
+    /// ``name`` was restored from a checkpoint taken at ``seq``: it has every write up to it.
+    pub fn restored(&self, name: &str, seq: u64) -> Result<(), String> {
+        let snapshot = self.shared.snapshot.load();
+        let executor = snapshot.executors.get(name)
+            .ok_or_else(|| format!("no executor named {name}"))?;
+        executor.synced.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Forget the journal before ``seq`` (a durable checkpoint covers it).
+    pub fn truncate_journal(&self, seq: u64) {
+        self.shared.journal.lock().truncate_before(seq);
     }
 
     /// Stop accepting and wait (at most ``timeout``) for requests being answered.

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use crate::ballot::{Ballot, Output, Verdict};
 use crate::events::{Event, Evidence, VerdictEvent};
+use crate::idempotency::{Claim, Outcome as Keyed, MAX_KEY};
 use crate::http::{self, Request, Response};
 use crate::model::{ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
@@ -64,11 +65,34 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     if write {
+        let key = request.headers.iter().find(|(n, _)| n.as_ref() == b"idempotency-key")
+            .map(|(_, v)| v.clone());
+        let claim = match key {
+            None => None,
+            Some(key) if key.len() > MAX_KEY => return Reply {
+                status: 400, outcome: Outcome::AllFailed,
+                bytes: http::error_response(400, &[("error", "Idempotency-Key too long")],
+                                            ctx.keep_alive) },
+            Some(key) => match shared.keys.claim(&key, Instant::now()) {
+                Claim::Done(outcome) => return replay(&ctx, &outcome),
+                Claim::Wait(mut rx) => {
+                    let outcome = rx.wait_for(Option::is_some).await.ok()
+                        .and_then(|o| o.clone());
+                    return match outcome {
+                        Some(outcome) => replay(&ctx, &outcome),
+                        None => refuse(&ctx, "the first request with this Idempotency-Key \
+                                              ended without an outcome", Outcome::AllFailed),
+                    };
+                }
+                Claim::First(tx) => Some((key, tx)),
+            },
+        };
         let (seq, durable) = {
             let mut journal = shared.journal.lock();
-            (journal.append(payload.clone(), ctx.method.clone(), Bytes::new()), journal.durable())
+            let key = claim.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
+            (journal.append(payload.clone(), ctx.method.clone(), key), journal.durable())
         };
-        let turn = Turn { shared: shared.clone(), seq };
+        let turn = Turn { shared: shared.clone(), seq, claim };
         tokio::spawn(forward_write(ctx, payload, turn, durable, reply_tx));
     } else {
         let order = Order::Read(shared.order.clone().read_owned().await);
@@ -96,11 +120,12 @@ async fn forward_write(mut ctx: Context, payload: Bytes, turn: Turn,
     if let Some(mut durable) = durable {
         let written = tokio::time::timeout(JOURNAL_WAIT, durable.wait_for(|d| *d >= seq)).await;
         if !matches!(written, Ok(Ok(_))) {
-            shared.journal.lock().mark_in_doubt(seq);
+            let mut turn = turn;
+            turn.in_doubt(503, "the write journal is unavailable");
             let _ = reply.send(Reply { status: 503, outcome: Outcome::AllFailed,
                                        bytes: http::error_response(
-                                           503, &[("error", "the write journal is unavailable")],
-                                           false) });
+                                           503, &[("error", "the write journal is unavailable"),
+                                                  ("write", IN_DOUBT)], false) });
             return;
         }
     }
@@ -110,7 +135,8 @@ async fn forward_write(mut ctx: Context, payload: Bytes, turn: Turn,
     ctx.snapshot = shared.snapshot.load_full();
     if let Some(refusal) = below_floor(&shared, &ctx) {
         // Journaled but forwarded to nobody: it will reach every executor on replay.
-        shared.journal.lock().mark_in_doubt(seq);
+        let mut turn = turn;
+        turn.in_doubt(502, "fewer executors than the floor could vote");
         let _ = reply.send(refusal);
         return;
     }
@@ -121,14 +147,59 @@ async fn forward_write(mut ctx: Context, payload: Bytes, turn: Turn,
 /// How long a write waits for the journal to make it durable before it is refused.
 const JOURNAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Marks a write forwarded when dropped (after the order lock it held was released).
+/// Marks a write forwarded when dropped (after the order lock it held was released); holds
+/// the write's idempotency claim until its outcome is recorded.
 struct Turn {
     shared: Arc<Shared>,
     seq: u64,
+    claim: Option<(Bytes, tokio::sync::watch::Sender<Option<Keyed>>)>,
 }
+
+impl Turn {
+    /// Record the write's outcome for retries with its key.
+    fn outcome(&mut self, outcome: Keyed) {
+        if let Some((key, tx)) = self.claim.take() {
+            self.shared.keys.record(&key, tx, outcome);
+        }
+    }
+
+    /// A refusal that leaves the write in doubt (journaled; some executors may apply it).
+    fn in_doubt(&mut self, status: u16, reason: &str) {
+        self.shared.journal.lock().mark_in_doubt(self.seq);
+        self.outcome(Keyed::Refused { status, reason: reason.to_owned(), seq: self.seq });
+    }
+}
+
+/// The reply a retried keyed write gets: what the first one came to.
+fn replay(ctx: &Context, outcome: &Keyed) -> Reply {
+    match outcome {
+        Keyed::Reply(response) => match http::encode_response(response, ctx.keep_alive, false,
+                                                               &[]) {
+            Ok(bytes) => Reply { status: response.status, bytes, outcome: Outcome::Accepted },
+            Err(why) => refuse(ctx, &why, Outcome::NoQuorum),
+        },
+        Keyed::Refused { status, reason, .. } => Reply {
+            status: *status, outcome: Outcome::NoQuorum,
+            bytes: http::error_response(*status, &[("error", "no quorum"), ("reason", reason),
+                                                    ("write", IN_DOUBT)], ctx.keep_alive) },
+        Keyed::Applied { seq } => Reply {
+            status: 409, outcome: Outcome::Accepted,
+            bytes: http::error_response(409, &[("error", "this write was already applied \
+                                                           (before a gateway restart)"),
+                                                ("write", &format!("#{seq}"))],
+                                        ctx.keep_alive) },
+    }
+}
+
+/// What a 502 to a write says: it may have been applied by some executors, and will reach the
+/// others through the journal.
+const IN_DOUBT: &str = "in doubt";
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        if let Some((key, _)) = self.claim.take() {
+            self.shared.keys.forget(&key);
+        }
         let seq = self.seq;
         self.shared.forwarded.send_modify(|f| *f = (*f).max(seq));
     }
@@ -233,12 +304,8 @@ impl Round {
         drop(pending);
         drop(order);
         let verdict = self.ballot.close();
-        if let Some(turn) = self.write.take() {
-            if verdict.outcome != Outcome::Accepted {
-                self.shared.journal.lock().mark_in_doubt(turn.seq);
-            }
-        }
         self.respond(&verdict);
+        self.write = None; // the next write's turn
         self.report(&verdict);
     }
 
@@ -281,8 +348,26 @@ impl Round {
     fn respond(&mut self, verdict: &Verdict) {
         let Some(tx) = self.reply.take() else { return };
         let reply = match &verdict.winner {
+            None if self.write.is_some() => {
+                if let Some(turn) = self.write.as_mut() {
+                    turn.in_doubt(502, &verdict.reason);
+                }
+                Reply { status: 502, outcome: verdict.outcome,
+                        bytes: http::error_response(502, &[("error", "no quorum"),
+                                                           ("reason", &verdict.reason),
+                                                           ("write", IN_DOUBT)],
+                                                    self.ctx.keep_alive) }
+            }
             None => refuse(&self.ctx, &verdict.reason, verdict.outcome),
-            Some(winner) => self.encode(winner, verdict),
+            Some(winner) => {
+                let reply = self.encode(winner, verdict);
+                if let Some(turn) = self.write.as_mut() {
+                    if let Some((_, response)) = self.replies.iter().find(|(n, _)| n == winner) {
+                        turn.outcome(Keyed::Reply(Box::new(response.clone())));
+                    }
+                }
+                reply
+            }
         };
         self.shared.stats.latency.observe(self.ctx.started.elapsed());
         let _ = tx.send(reply);

@@ -83,6 +83,19 @@ pub struct ArbiterSpec {
 pub struct JournalSpec {
     pub max_entries: usize,
     pub max_bytes: usize,
+    /// Seconds a write's `Idempotency-Key` is remembered, and how many keys at most.
+    #[serde(default = "default_key_window")]
+    pub idempotency_window: f64,
+    #[serde(default = "default_keys")]
+    pub idempotency_keys: usize,
+}
+
+fn default_key_window() -> f64 {
+    86_400.0
+}
+
+fn default_keys() -> usize {
+    100_000
 }
 
 /// What the control plane sends, as JSON.
@@ -258,7 +271,10 @@ impl Snapshot {
             idle_timeout: Duration::from_secs(60), max_connections: 1024,
             rules: Arc::new(RuleSet::default()), strategy: Strategy::Majority, floor: 1,
             verdict_headers: false, recent_verdicts: 50,
-            journal: JournalSpec { max_entries: 1, max_bytes: 1 }, voters: Vec::new(),
+            journal: JournalSpec { max_entries: 1, max_bytes: 1,
+                                   idempotency_window: default_key_window(),
+                                   idempotency_keys: default_keys() },
+            voters: Vec::new(),
             weights: None, shadows: Vec::new(), keep_level: Vec::new(),
             executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
         }

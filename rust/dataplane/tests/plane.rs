@@ -10,10 +10,13 @@ use endosec_dataplane::plane::Plane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The body for a request target and the request's number on its connection.
+type Body = Arc<dyn Fn(&str, usize) -> String + Send + Sync>;
+
 /// How a fake executor answers.
 #[derive(Clone)]
 struct Behaviour {
-    body: Arc<dyn Fn(&str, usize) -> String + Send + Sync>,
+    body: Body,
     delay: Duration,
     /// Close the connection after every reply without saying so (an idle-timeout race).
     close_after_reply: bool,
@@ -125,7 +128,7 @@ fn get(addr: SocketAddr, path: &str) -> String {
 fn verdicts(plane: &Plane) -> Vec<endosec_dataplane::events::VerdictEvent> {
     plane.drain(100).into_iter().filter_map(|e| match e {
         Event::Verdict(v) => Some(*v),
-        Event::CatchUp(_) => None,
+        _ => None,
     }).collect()
 }
 
@@ -280,7 +283,7 @@ fn writes_are_journaled_and_a_new_executor_is_caught_up() {
     plane.catch_up("d", 7);
     let done = settle(|| plane.drain(10).into_iter().find_map(|e| match e {
         Event::CatchUp(c) => Some(c),
-        Event::Verdict(_) => None,
+        _ => None,
     }));
     assert_eq!(done.ticket, 7);
     assert_eq!(done.result, Ok(5));

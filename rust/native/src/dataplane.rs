@@ -174,6 +174,31 @@ impl DataPlane {
         Ok(d)
     }
 
+    /// Hold writes back (at most ``hold`` seconds) for a checkpoint; a ``paused`` event with
+    /// ``ticket`` and the last forwarded ``seq`` follows.
+    fn pause_writes(&self, ticket: u64, hold: f64) -> PyResult<()> {
+        let hold = Duration::try_from_secs_f64(hold)
+            .map_err(|_| PyValueError::new_err("hold: expected seconds >= 0"))?;
+        self.plane()?.pause_writes(ticket, hold);
+        Ok(())
+    }
+
+    fn resume_writes(&self) -> PyResult<()> {
+        self.plane()?.resume_writes();
+        Ok(())
+    }
+
+    /// ``name`` was restored from a checkpoint taken at ``seq``.
+    fn restored(&self, name: &str, seq: u64) -> PyResult<()> {
+        self.plane()?.restored(name, seq).map_err(PyValueError::new_err)
+    }
+
+    /// Forget the journal before ``seq``.
+    fn truncate_journal(&self, seq: u64) -> PyResult<()> {
+        self.plane()?.truncate_journal(seq);
+        Ok(())
+    }
+
     /// Each executor's journal position.
     fn synced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -217,6 +242,11 @@ fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     match event {
         Event::Verdict(v) => verdict_dict(&d, *v)?,
+        Event::Paused { ticket, seq } => {
+            d.set_item("kind", "paused")?;
+            d.set_item("ticket", ticket)?;
+            d.set_item("seq", seq)?;
+        }
         Event::CatchUp(c) => {
             d.set_item("kind", "catch-up")?;
             d.set_item("ticket", c.ticket)?;

@@ -57,6 +57,8 @@ pub struct Recovery {
     pub head: u64,
     /// Bytes of a torn last record cut off (a crash during an append).
     pub cut_bytes: u64,
+    /// The idempotency keys of the writes recovered, with their seqs.
+    pub keys: Vec<(Bytes, u64)>,
 }
 
 /// How many recent entries stay in memory.
@@ -150,6 +152,9 @@ impl Journal {
                         }
                         if journal.head == 0 {
                             journal.base = seq;
+                        }
+                        if !key.is_empty() {
+                            recovery.keys.push((key.clone(), seq));
                         }
                         journal.push(Arc::new(Entry { seq, payload, method, key }));
                         recovery.entries += 1;
