@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from endosec.config import Config, ConfigError, config_from_mapping, load_config, parse_address
+from endosec.config import (
+    Config,
+    ConfigError,
+    config_from_mapping,
+    config_warnings,
+    load_config,
+    parse_address,
+)
 
 __all__ = ["main"]
 
@@ -63,6 +70,8 @@ def check(config_path: Path) -> None:
     config = _load(config_path)
     click.echo(f"{config_path}: ok ({len(config.executors)} executors, "
                f"{config.controller.active} active, arbiter {config.arbiter.strategy})")
+    for warning in config_warnings(config):
+        click.echo(f"{config_path}: warning: {warning}", err=True)
 
 
 @main.command()

@@ -26,17 +26,22 @@ from pydantic import (
     model_validator,
 )
 
+from endosec.core.canonicalise import compile_rules
 from endosec.core.model import Profile
 
 __all__ = [
     "AdminConfig",
     "ArbiterConfig",
+    "CheckpointConfig",
     "Config",
     "ConfigError",
     "ControllerConfig",
     "DnsConfig",
     "ExecutorConfig",
+    "StateConfig",
     "TlsConfig",
+    "checkpoints_possible",
+    "config_warnings",
     "load_config",
     "load_profiles",
     "parse_address",
@@ -182,6 +187,42 @@ class HealthConfig(_Strict):
         return v
 
 
+class StateConfig(_Strict):
+    """How an executor exports and imports its state (the contract is in docs/state.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    http: str | None = Field(default=None,
+                             description="path on the executor: GET exports, PUT imports")
+    export: list[str] | None = Field(default=None, min_length=1,
+                                     description="command printing the state on stdout")
+    import_: list[str] | None = Field(default=None, alias="import", min_length=1,
+                                      description="command reading the state on stdin")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> StateConfig:
+        commands = (self.export is not None, self.import_ is not None)
+        if self.http is not None and any(commands):
+            raise ValueError("give either http or export and import, not both")
+        if self.http is None and not all(commands):
+            raise ValueError("needs http, or both export and import")
+        if self.http is not None and not self.http.startswith("/"):
+            raise ValueError(f"http: a path starting with '/', got {self.http!r}")
+        return self
+
+
+class CheckpointConfig(_Strict):
+    """When the gateway takes a voted checkpoint of the executors' state."""
+
+    every_writes: int = Field(default=1000, ge=1, description="writes between checkpoints")
+    every_seconds: float = Field(default=300.0, gt=0,
+                                 description="seconds between checkpoints (if anything changed)")
+    hold: float = Field(default=10.0, gt=0,
+                        description="longest time writes are held back while one is taken")
+    canonicalise: dict[str, Any] = Field(
+        default_factory=dict, description="one body rule (json, text or exact) for exports")
+
+
 class ExecutorConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     argv: list[str] = Field(min_length=1)
@@ -198,6 +239,8 @@ class ExecutorConfig(_Strict):
     sandbox: bool = False
     stateless: bool = Field(default=False,
                             description="no journal replay needed after cleansing")
+    state: StateConfig | None = Field(default=None,
+                                      description="state export and import, for checkpoints")
     profile: list[str] = Field(min_length=1, description="components this executor is built from")
 
     def as_profile(self) -> Profile:
@@ -257,6 +300,7 @@ class Config(_Strict):
     canonicalise: dict[str, Any] = Field(default_factory=dict)
     dns: DnsConfig = Field(default_factory=DnsConfig)
     quantify: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
     @field_validator("listen")
@@ -279,12 +323,34 @@ class Config(_Strict):
                 if e.health.dns_query is None:
                     raise ValueError(f"executors[{i}].health.dns_query: required when protocol "
                                      "is dns")
+        if self.checkpoint.canonicalise:
+            try:
+                compile_rules({"bodies": [self.checkpoint.canonicalise]})
+            except ValueError as exc:
+                raise ValueError(f"checkpoint.canonicalise: {exc}") from None
         if self.tls is not None and self.protocol != "http":
             raise ValueError("tls: only the http protocol serves TLS")
         if self.arbiter.k is not None and self.arbiter.k > self.controller.active:
             raise ValueError(f"arbiter.k ({self.arbiter.k}) exceeds controller.active "
                              f"({self.controller.active})")
         return self
+
+
+def checkpoints_possible(config: Config) -> bool:
+    """Whether every executor that keeps state can export it (else the journal is kept whole)."""
+    return any(e.state for e in config.executors) and all(
+        e.state is not None or e.stateless for e in config.executors)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Weak points of a valid configuration, for `endosec check` (it still exits 0)."""
+    warnings = []
+    stateful = [e.name for e in config.executors if not e.stateless and e.state is None]
+    if stateful and config.protocol == "http":
+        warnings.append(f"journal: {', '.join(stateful)} cannot export state "
+                        "(executors[].state), so no checkpoint is taken and the whole write "
+                        "journal is kept; recovery replays every write")
+    return warnings
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STATE_PATH = "/_endosec/state"
 dumps = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"))
 
 
@@ -103,9 +104,29 @@ class NotesApp:
             return web.json_response({"status": "unhealthy"}, status=503, dumps=dumps)
         return web.json_response({"status": "ok"}, dumps=dumps)
 
+    async def export_state(self, request: web.Request) -> web.Response:
+        """The checkpoint contract (docs/state.md): every note, in id order."""
+        notes = list(self.notes)
+        if os.environ.get("NOTES_STATE_TAMPER"):
+            notes.append({"id": len(notes) + 1, "text": "planted", "created_at": ""})
+        return web.json_response({"notes": notes}, dumps=dumps)
+
+    async def import_state(self, request: web.Request) -> web.Response:
+        """Replace every note with the checkpoint's."""
+        try:
+            notes = json.loads(await request.read(), parse_constant=strict_constant)["notes"]
+            restored = sorted((dict(n) for n in notes), key=lambda n: int(n["id"]))
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'expected {"notes": [...]}'}, status=400,
+                                     dumps=dumps)
+        self.notes = restored
+        return web.json_response({"restored": len(restored)}, dumps=dumps)
+
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Backdoor, then faults, then the route; router errors become JSON bodies."""
+        if request.path == STATE_PATH:
+            return await handler(request)
         if request.path != "/health":
             self.seen += 1
         if self.secret and request.headers.get("X-Debug") == "letmein" and self.secret.is_file():
@@ -164,6 +185,8 @@ def build_app() -> web.Application:
     app.router.add_get("/notes", notes.list_all)
     app.router.add_get(r"/notes/{id:[0-9]+}", notes.get_one)
     app.router.add_get("/health", notes.health)
+    app.router.add_get(STATE_PATH, notes.export_state)
+    app.router.add_put(STATE_PATH, notes.import_state)
     return app
 
 

@@ -9,6 +9,8 @@ const http = require('http');
 const fs = require('fs');
 const crypto = require('crypto');
 
+const STATE_PATH = '/_endosec/state';
+
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
   return at >= 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
@@ -108,6 +110,27 @@ function route(req, path, raw, active) {
   return [404, { error: 'not found' }, {}];
 }
 
+// The checkpoint contract (docs/state.md): GET exports every note, PUT replaces them.
+function transferState(req, raw) {
+  if (req.method === 'GET') {
+    const all = [...notes.values()].sort((a, b) => a.id - b.id);
+    if (process.env.NOTES_STATE_TAMPER) {
+      all.push({ id: all.length + 1, text: 'planted', created_at: '' });
+    }
+    return [200, { notes: all }, {}];
+  }
+  if (req.method !== 'PUT') return [405, { error: 'method not allowed' }, { Allow: 'GET, PUT' }];
+  let restored;
+  try {
+    restored = JSON.parse(raw.toString('utf8')).notes.map((n) => ({ ...n, id: Number(n.id) }));
+  } catch {
+    return [400, { error: 'expected {"notes": [...]}' }, {}];
+  }
+  notes.clear();
+  for (const note of restored) notes.set(note.id, note);
+  return [200, { restored: restored.length }, {}];
+}
+
 function handle(req, res, raw) {
   const path = req.url.split('?')[0];
   const n = path === '/health' ? 0 : ++seen;
@@ -121,6 +144,7 @@ function handle(req, res, raw) {
     const ok = fault.kind !== 'unhealthy';
     return reply(req, res, ok ? 200 : 503, { status: ok ? 'ok' : 'unhealthy' }, {}, '');
   }
+  if (path === STATE_PATH) return reply(req, res, ...transferState(req, raw), '');
   const active = n ? faultFor(n) : '';
   if (active === 'crash-after' && n >= Number(fault.arg)) process.exit(3);
   if (active === 'hang') return undefined;

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 NOTE_PATH = re.compile(r"/notes/([0-9]+)")
+STATE_PATH = "/_endosec/state"
 ENV = os.environ
 
 
@@ -121,6 +122,9 @@ class Handler(BaseHTTPRequestHandler):
             ok = FAULT != "unhealthy"
             self.send_json(200 if ok else 503, {"status": "ok" if ok else "unhealthy"}, {})
             return
+        if path == STATE_PATH:
+            self.transfer_state(body)
+            return
         fault = FAULT if n and fault_active(n) else ""
         if fault == "crash-after" and n >= int(FAULT_ARG):
             os._exit(3)
@@ -144,6 +148,27 @@ class Handler(BaseHTTPRequestHandler):
             name, _, value = FAULT_ARG.partition("=")
             extra[name] = value
         self.send_json(status, payload, extra, truncate=fault == "truncate")
+
+    def transfer_state(self, body: bytes) -> None:
+        """The checkpoint contract (docs/state.md): GET exports every note, PUT replaces them."""
+        if self.command == "GET":
+            with STORE.lock:
+                notes = [STORE.notes[i] for i in sorted(STORE.notes)]
+            if ENV.get("NOTES_STATE_TAMPER"):
+                notes = [*notes, {"id": len(notes) + 1, "text": "planted", "created_at": ""}]
+            self.send_json(200, {"notes": notes}, {})
+        elif self.command == "PUT":
+            try:
+                notes = json.loads(body, parse_constant=reject_constant)["notes"]
+                restored = {int(n["id"]): dict(n) for n in notes}
+            except (ValueError, KeyError, TypeError):
+                self.send_json(400, {"error": "expected {\"notes\": [...]}"}, {})
+                return
+            with STORE.lock:
+                STORE.notes = restored
+            self.send_json(200, {"restored": len(restored)}, {})
+        else:
+            self.send_json(405, {"error": "method not allowed"}, {"Allow": "GET, PUT"})
 
     def route(self, path: str, body: bytes, fault: str) -> tuple[int, Any, dict[str, str]]:
         method = "GET" if self.command == "HEAD" else self.command

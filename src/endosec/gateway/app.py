@@ -93,7 +93,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         else:
             native = NativePlane(config, gateway)
             native.changed()  # limits and journal bounds before anything else
-            recovered = native.open_journal(state_dir / "journal")
+            recovered = native.open_state(state_dir)
             events.emit("journal-opened", **recovered)
             native.attach()
             metrics.serve_native(native.figures)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from endosec import _native
-from endosec.config import Config
+from endosec.config import Config, checkpoints_possible
 from endosec.core.model import Outcome
+from endosec.gateway.checkpoint import Checkpoints
 from endosec.gateway.engine import CatchUpError, MimicGateway, VerdictReport
 from endosec.gateway.snapshot import Placement, build_snapshot
+from endosec.runtime.state import StateError
 from endosec.tasks import spawn
 
 __all__ = ["PUMP_SECONDS", "NativePlane"]
@@ -49,6 +51,9 @@ class NativePlane:
         self._next_ticket = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump: asyncio.Task[None] | None = None
+        self.checkpoints: Checkpoints | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._last_checkpoint = 0.0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -58,10 +63,17 @@ class NativePlane:
         self._loop.add_reader(self._wake_r, self._on_wake)
         self._pump = spawn(self._pumping(), name="endosec-native-pump")
 
-    def open_journal(self, directory: Path) -> dict[str, int]:
-        """Keep the write journal under ``directory``; what an earlier run left is recovered."""
+    def open_state(self, state_dir: Path) -> dict[str, int]:
+        """Keep the write journal and the checkpoints under ``state_dir``; what an earlier run
+        left is recovered (returned: what the journal held)."""
         j = self.config.journal
-        return self.native.open_journal(directory, j.sync_interval, j.segment_bytes)
+        recovered = self.native.open_journal(state_dir / "journal", j.sync_interval,
+                                             j.segment_bytes)
+        if checkpoints_possible(self.config):
+            self.checkpoints = Checkpoints(self.config, state_dir / "checkpoints")
+            if self.checkpoints.latest is not None:
+                recovered["checkpoint"] = self.checkpoints.latest.seq
+        return recovered
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
         tls = self.config.tls
@@ -97,20 +109,83 @@ class NativePlane:
             weights=gw.trust.snapshot() if gw.weighted else None))
 
     async def catch_up(self, name: str) -> None:
-        if name not in self._placements:
+        """Restore ``name`` from the latest checkpoint if it is behind it, then replay the
+        journal after that."""
+        place = self._placements.get(name)
+        if place is None:
             raise CatchUpError(f"{name} was never started")
-        loop = asyncio.get_running_loop()
-        self._next_ticket += 1
-        ticket = self._next_ticket
-        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._tickets[ticket] = fut
-        try:
-            self.native.catch_up(name, ticket)
-            result = await fut
-        finally:
-            self._tickets.pop(ticket, None)
+        latest = self.checkpoints.latest if self.checkpoints is not None else None
+        if latest is not None and self.native.synced().get(name, 0) < latest.seq:
+            assert self.checkpoints is not None
+            try:
+                seq = await self.checkpoints.restore(name, (place.host, place.port))
+            except StateError as exc:
+                raise CatchUpError(str(exc)) from exc
+            self.native.restored(name, seq)
+            self.gateway.events.emit("restored", executor=name, seq=seq, sha256=latest.sha256)
+        result = await self._ticket(lambda ticket: self.native.catch_up(name, ticket))
         if not result["ok"]:
             raise CatchUpError(str(result["detail"]))
+
+    async def _ticket(self, order: Callable[[int], None]) -> dict[str, Any]:
+        """Give the data plane an order that answers with an event carrying a ticket."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._next_ticket += 1
+        ticket = self._next_ticket
+        self._tickets[ticket] = fut
+        try:
+            order(ticket)
+            return await fut
+        finally:
+            self._tickets.pop(ticket, None)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _checkpoint_due(self, now: float) -> bool:
+        cps = self.checkpoints
+        if cps is None or (self._checkpointing is not None and not self._checkpointing.done()):
+            return False
+        head = self.native.journal()[0]
+        done = cps.latest.seq if cps.latest is not None else 0
+        c = self.config.checkpoint
+        return head - done >= c.every_writes or (
+            head > done and now - self._last_checkpoint >= c.every_seconds)
+
+    async def _take_checkpoint(self) -> None:
+        """Hold writes, have the voters export, vote, keep the winner, truncate the journal."""
+        cps, gw = self.checkpoints, self.gateway
+        assert cps is not None
+        hold = self.config.checkpoint.hold
+        self._last_checkpoint = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(hold):
+                paused = await self._ticket(lambda t: self.native.pause_writes(t, hold))
+                seq = int(paused["seq"])
+                voters = [v for v in gw.controller.voters if v in self._placements]
+                if not cps.can_take(voters) or (cps.latest and cps.latest.seq >= seq):
+                    return
+                addresses = {v: (self._placements[v].host, self._placements[v].port)
+                             for v in voters}
+                taken = await cps.take(seq, addresses, gw.strategy,
+                                       gw.trust.snapshot() if gw.weighted else None)
+        except TimeoutError:
+            gw.events.emit("alert", level="warning",
+                           message=f"a checkpoint took longer than {hold:g}s and was abandoned")
+            return
+        finally:
+            self.native.resume_writes()
+        v = taken.verdict
+        gw.events.emit("checkpoint", seq=seq, outcome=v.outcome.value, agreed=list(v.agreed),
+                       dissented=list(v.dissented), failed=list(v.failed),
+                       sha256=taken.checkpoint.sha256 if taken.checkpoint else None,
+                       digests=taken.digests)
+        if v.dissented or v.failed or not v.accepted:
+            gw.verdict(VerdictReport(method="CHECKPOINT", path=f"#{seq}", outcome=v.outcome,
+                                     agreed=v.agreed, dissented=v.dissented, failed=v.failed,
+                                     reason=v.reason),
+                       digests=taken.digests, errors=taken.errors, shadows={})
+        if taken.checkpoint is not None:
+            self.native.truncate_journal(seq + 1)
 
     def status(self) -> dict[str, Any]:
         head, kept, oldest, in_doubt = self.native.journal()
@@ -133,7 +208,7 @@ class NativePlane:
     def _drain(self) -> None:
         self.gateway.agreements(self.native.take_agreements())
         for event in self.native.drain(_DRAIN_BATCH):
-            if event["kind"] == "catch-up":
+            if event["kind"] in ("catch-up", "paused"):
                 fut = self._tickets.get(int(event["ticket"]))
                 if fut is not None and not fut.done():
                     fut.set_result(event)
@@ -146,9 +221,13 @@ class NativePlane:
 
     async def _pumping(self) -> None:
         weights: Mapping[str, float] | None = None
+        loop = asyncio.get_running_loop()
+        self._last_checkpoint = loop.time()
         while True:
             await asyncio.sleep(PUMP_SECONDS)
             self._drain()
+            if self._checkpoint_due(loop.time()):
+                self._checkpointing = spawn(self._take_checkpoint(), name="endosec-checkpoint")
             if self.gateway.weighted:
                 current = self.gateway.trust.snapshot()
                 if current != weights:

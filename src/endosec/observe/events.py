@@ -36,6 +36,9 @@ LEDGER_KINDS = {
     "start-failed": "controller-action",
     "admin": "admin-action",
     "config-loaded": "config-load",
+    "journal-opened": "config-load",
+    "checkpoint": "checkpoint",
+    "restored": "controller-action",
 }
 
 
