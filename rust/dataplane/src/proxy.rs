@@ -60,6 +60,11 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     let ctx = Context { method: request.method.clone(), path, client,
                         keep_alive: request.keep_alive, head_only: request.method == "HEAD",
                         started, snapshot: shared.snapshot.load_full() };
+    if ctx.snapshot.reserved_paths.iter().any(|p| *p == ctx.path) {
+        return Reply { status: 404, outcome: Outcome::AllFailed,
+                       bytes: http::error_response(404, &[("error", "not found")],
+                                                   ctx.keep_alive) };
+    }
     if let Some(reply) = below_floor(&shared, &ctx) {
         return reply;
     }

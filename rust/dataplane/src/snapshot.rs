@@ -124,6 +124,9 @@ pub struct SnapshotSpec {
     pub access_log: Option<String>,
     #[serde(default)]
     pub evidence: EvidenceSpec,
+    /// Paths only the control plane may use on executors (state export): 404 to clients.
+    #[serde(default)]
+    pub reserved_paths: Vec<String>,
 }
 
 /// What verdict events carry of the replies (see [`crate::events::Evidence`]).
@@ -166,6 +169,7 @@ pub struct Snapshot {
     pub executors: HashMap<Arc<str>, Arc<Executor>>,
     pub access_log: Option<String>,
     pub evidence: EvidenceSpec,
+    pub reserved_paths: Vec<String>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -254,6 +258,7 @@ impl Snapshot {
             verdict_headers: spec.verdict_headers, recent_verdicts: spec.recent_verdicts,
             journal: spec.journal, voters, weights, shadows, keep_level, executors,
             access_log: spec.access_log, evidence: spec.evidence,
+            reserved_paths: spec.reserved_paths,
         })
     }
 }
@@ -277,6 +282,7 @@ impl Snapshot {
             voters: Vec::new(),
             weights: None, shadows: Vec::new(), keep_level: Vec::new(),
             executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
+            reserved_paths: Vec::new(),
         }
     }
 }

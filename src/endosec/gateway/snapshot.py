@@ -73,4 +73,6 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "keep_level": [n for n in keep_level if n in placed],
         "access_log": (None if config.gateway.access_log is None
                        else str(config.gateway.access_log)),
+        "reserved_paths": sorted({e.state.http for e in config.executors
+                                  if e.state is not None and e.state.http is not None}),
     })
