@@ -138,11 +138,12 @@ async fn forward_write(mut ctx: Context, payload: Bytes, turn: Turn,
     let _ = forwarded.wait_for(|f| *f + 1 >= seq).await;
     let order = Order::Write(shared.order.clone().write_owned().await);
     ctx.snapshot = shared.snapshot.load_full();
-    if let Some(refusal) = below_floor(&shared, &ctx) {
+    if below_floor(&shared, &ctx).is_some() {
         // Journaled but forwarded to nobody: it will reach every executor on replay.
+        let reason = "fewer executors than the floor could vote";
         let mut turn = turn;
-        turn.in_doubt(502, "fewer executors than the floor could vote");
-        let _ = reply.send(refusal);
+        turn.in_doubt(502, reason);
+        let _ = reply.send(in_doubt(&ctx, reason));
         return;
     }
     let round = Round::new(shared, ctx, true, seq, Some(turn));
@@ -183,10 +184,11 @@ fn replay(ctx: &Context, outcome: &Keyed) -> Reply {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: Outcome::Accepted },
             Err(why) => refuse(ctx, &why, Outcome::NoQuorum),
         },
+        Keyed::Refused { status: 502, reason, .. } => in_doubt(ctx, reason),
         Keyed::Refused { status, reason, .. } => Reply {
-            status: *status, outcome: Outcome::NoQuorum,
-            bytes: http::error_response(*status, &[("error", "no quorum"), ("reason", reason),
-                                                    ("write", IN_DOUBT)], ctx.keep_alive) },
+            status: *status, outcome: Outcome::AllFailed,
+            bytes: http::error_response(*status, &[("error", reason), ("write", IN_DOUBT)],
+                                        ctx.keep_alive) },
         Keyed::Applied { seq } => Reply {
             status: 409, outcome: Outcome::Accepted,
             bytes: http::error_response(409, &[("error", "this write was already applied \
@@ -194,6 +196,13 @@ fn replay(ctx: &Context, outcome: &Keyed) -> Reply {
                                                 ("write", &format!("#{seq}"))],
                                         ctx.keep_alive) },
     }
+}
+
+/// The 502 of a write that got no quorum.
+fn in_doubt(ctx: &Context, reason: &str) -> Reply {
+    Reply { status: 502, outcome: Outcome::NoQuorum,
+            bytes: http::error_response(502, &[("error", "no quorum"), ("reason", reason),
+                                               ("write", IN_DOUBT)], ctx.keep_alive) }
 }
 
 /// What a 502 to a write says: it may have been applied by some executors, and will reach the
@@ -357,11 +366,7 @@ impl Round {
                 if let Some(turn) = self.write.as_mut() {
                     turn.in_doubt(502, &verdict.reason);
                 }
-                Reply { status: 502, outcome: verdict.outcome,
-                        bytes: http::error_response(502, &[("error", "no quorum"),
-                                                           ("reason", &verdict.reason),
-                                                           ("write", IN_DOUBT)],
-                                                    self.ctx.keep_alive) }
+                in_doubt(&self.ctx, &verdict.reason)
             }
             None => refuse(&self.ctx, &verdict.reason, verdict.outcome),
             Some(winner) => {
