@@ -367,3 +367,56 @@ fn a_pooled_connection_is_retired_by_age_so_a_reload_is_seen() {
     let after = get(addr, "/");
     assert!(after.ends_with(r#"{"n":1}"#), "an old connection is not reused: {after}");
 }
+
+fn post(addr: SocketAddr, key: &str, body: &str) -> String {
+    request(addr, &format!("POST /n HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                            Idempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                           body.len()))
+}
+
+#[test]
+fn a_keyed_write_is_applied_once_even_after_a_no_quorum() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let slow = Behaviour { delay: Duration::from_millis(2500), ..Behaviour::fixed("{}") };
+        vec![fake(Behaviour::fixed("{}")).await, fake(slow.clone()).await, fake(slow).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, r#","keep_level":["a","b","c"]"#);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let first = post(addr, "k-1", "{}");
+    assert!(first.starts_with("HTTP/1.1 502"), "{first}");
+    assert!(first.contains(r#""write":"in doubt""#), "{first}");
+    let again = post(addr, "k-1", "{}");
+    assert!(again.starts_with("HTTP/1.1 502") && again.contains("in doubt"), "{again}");
+    std::thread::sleep(Duration::from_millis(100));
+    let applied: Vec<usize> = fakes.iter().map(|f| f.requests.load(Ordering::SeqCst)).collect();
+    assert_eq!(applied, vec![1, 1, 1], "the retry was not forwarded");
+    let (_, _, _, in_doubt) = plane.journal();
+    assert_eq!(in_doubt, vec![1]);
+    assert_eq!(plane.journal().0, 1, "journaled once");
+}
+
+#[test]
+fn a_retried_keyed_write_gets_the_first_reply() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let numbered = Behaviour { body: Arc::new(|_, n| format!("{{\"id\":{n}}}")),
+                                   ..Behaviour::fixed("") };
+        vec![fake(numbered.clone()).await, fake(numbered.clone()).await, fake(numbered).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, r#","keep_level":["a","b","c"]"#);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let first = post(addr, "same", r#"{"t":1}"#);
+    let retry = post(addr, "same", r#"{"t":1}"#);
+    let other = post(addr, "other", r#"{"t":1}"#);
+    assert!(first.ends_with(r#"{"id":1}"#), "{first}");
+    assert_eq!(retry, first, "the retry is answered from the recorded reply");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert_eq!(plane.journal().0, 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(fakes.iter().all(|f| f.requests.load(Ordering::SeqCst) == 2));
+}
