@@ -169,6 +169,9 @@ class JournalConfig(_Strict):
         default=None, gt=0,
         description="None: sync each group of writes before forwarding it; else seconds")
     segment_bytes: int = Field(default=64 << 20, ge=4096, description="journal file size")
+    idempotency_window: float = Field(default=86_400.0, ge=0,
+                                      description="seconds an Idempotency-Key is remembered")
+    idempotency_keys: int = Field(default=100_000, ge=1, description="keys remembered at most")
 
 
 class HealthConfig(_Strict):
