@@ -53,7 +53,11 @@ pub struct Reply {
 pub async fn serve(shared: Arc<Shared>, request: Request,
                    client: Option<std::net::SocketAddr>) -> Reply {
     let started = Instant::now();
-    let payload = Bytes::from(http::upstream_request_bytes(&request, b""));
+    let payload = match http::upstream_request_bytes(&request, b"") {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(why) => return Reply { status: 400, outcome: Outcome::AllFailed,
+                                   bytes: http::error_response(400, &[("error", &why)], false) },
+    };
     let write = !SAFE_METHODS.contains(&request.method.as_ref());
     let target = String::from_utf8_lossy(&request.target).into_owned();
     let path = target.split('?').next().unwrap_or("").to_owned();

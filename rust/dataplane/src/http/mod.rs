@@ -92,7 +92,7 @@ impl RequestReader {
 }
 
 /// The single byte string sent, identically, to every executor.
-pub fn upstream_request_bytes(_request: &Request, _host: &[u8]) -> Vec<u8> {
+pub fn upstream_request_bytes(_request: &Request, _host: &[u8]) -> Result<Vec<u8>, String> {
     todo!()
 }
 
