@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "src" / "endosec" / "core"
 # The core decides; it never waits, talks, reads a clock or keeps hidden randomness.
 FORBIDDEN_IN_CORE = {"asyncio", "socket", "time", "threading", "subprocess", "selectors",
-                     "uvloop", "httptools", "os", "datetime"}
+                     "uvloop", "os", "datetime"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -170,6 +170,15 @@ def test_expect_continue_is_visible_until_the_body_arrives() -> None:
     assert isinstance(req, Request) and req.body == b"abc"
 
 
+def test_optional_whitespace_around_framing_is_well_formed() -> None:
+    for te in (b"chunked\t", b"\tchunked", b"chunked "):
+        data = (b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: " + te + b"\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n")
+        assert read_all(data)[0].body == b"abc"
+    data = CHUNKED_HEAD + b"3 ;a=b\r\nabc\r\n2\t;c\r\nde\r\n0\r\n\r\n"
+    assert read_all(data)[0].body == b"abcde"
+
+
 def test_limits_are_inclusive() -> None:
     limits = HttpLimits(max_body_bytes=4, max_headers=2)
     [req] = read_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd", limits)
@@ -217,6 +226,11 @@ BAD = {
     "chunk-ext-bare-cr": (CHUNKED_HEAD + b"1;a\rb\r\na\r\n0\r\n\r\n", 400),
     "chunk-ext-huge": (CHUNKED_HEAD + b"1;" + b"a" * 300 + b"\r\na\r\n0\r\n\r\n", 400),
     "chunk-ext-space": (CHUNKED_HEAD + b"1; a=b\r\na\r\n0\r\n\r\n", 400),
+    "chunk-ext-bws-no-semicolon": (CHUNKED_HEAD + b"1 a\r\na\r\n0\r\n\r\n", 400),
+    "te-underscore": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+                      b"Transfer_Encoding: chunked\r\n\r\nx", 400),
+    "cl-underscore": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                      b"content_LENGTH: 3\r\n\r\n0\r\n\r\n", 400),
     "chunk-data-overrun": (CHUNKED_HEAD + b"1\r\nab\r\n0\r\n\r\n", 400),
     "chunk-missing-last": (CHUNKED_HEAD + b"1\r\na\r\n", 400),
     "chunked-too-large": (CHUNKED_HEAD + b"100001\r\n", 413),
@@ -449,16 +463,12 @@ def test_close_delimited_response_ends_at_eof() -> None:
     assert (resp.body, resp.keep_alive) == (b"part one part two", False)
 
 
-def test_head_response_has_no_body_and_connection_is_reused() -> None:
+def test_head_response_has_no_body_and_connection_is_reusable() -> None:
     reader = ResponseReader(LIMITS, b"HEAD")
     reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     head = reader.next_event()
     assert isinstance(head, Response)
     assert (head.body, head.header(b"content-length"), head.keep_alive) == (b"", b"1000", True)
-    reader.reset(b"GET")
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    resp = reader.next_event()
-    assert isinstance(resp, Response) and resp.body == b"ok"
 
 
 def test_head_response_split_across_reads_with_interim_response() -> None:
@@ -479,23 +489,14 @@ def test_interim_responses_are_skipped() -> None:
     assert (resp.status, resp.headers, resp.body) == (200, ((b"content-length", b"1"),), b"z")
 
 
-def test_keep_alive_reuse_over_several_responses() -> None:
-    reader = ResponseReader(LIMITS, b"GET")
+def test_one_reader_per_response_in_any_pieces() -> None:
     for i in range(3):
-        if i:
-            reader.reset(b"GET")
+        reader = ResponseReader(LIMITS, b"GET")
         for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i:
+            assert reader.next_event() is NeedData
             reader.receive_data(bytes([byte]))
         resp = reader.next_event()
-        assert isinstance(resp, Response) and resp.body == b"%d" % i
-
-
-def test_reset_on_a_fresh_reader_is_allowed() -> None:
-    reader = ResponseReader(LIMITS, b"GET")
-    reader.reset(b"HEAD")
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
-    resp = reader.next_event()
-    assert isinstance(resp, Response) and resp.body == b""
+        assert isinstance(resp, Response) and (resp.body, resp.keep_alive) == (b"%d" % i, True)
 
 
 def test_connection_close_and_http10_are_not_reusable() -> None:
@@ -504,11 +505,6 @@ def test_connection_close_and_http10_are_not_reusable() -> None:
     assert not read_response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive
     assert read_response(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0"
                          b"\r\n\r\n").keep_alive
-    reader = ResponseReader(LIMITS, b"GET")
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-    reader.next_event()
-    with pytest.raises(LocalProtocolError):
-        reader.reset(b"GET")
 
 
 def test_a_response_followed_by_eof_is_not_reusable() -> None:
@@ -516,37 +512,18 @@ def test_a_response_followed_by_eof_is_not_reusable() -> None:
     assert not resp.keep_alive
 
 
-def test_reset_after_the_executor_closed_reports_reset() -> None:
-    reader = ResponseReader(LIMITS, b"GET")
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    assert isinstance(reader.next_event(), Response)
-    reader.receive_data(b"")
-    with pytest.raises(UpstreamProtocolError) as info:
-        reader.reset(b"GET")
-    assert info.value.kind is ErrorKind.RESET
-
-
 def test_bytes_after_the_response_poison_the_connection() -> None:
     reader = ResponseReader(LIMITS, b"GET")
     reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n")
     resp = reader.next_event()
     assert isinstance(resp, Response) and not resp.keep_alive
-    with pytest.raises(UpstreamProtocolError) as info:
-        reader.reset(b"GET")
-    assert info.value.kind is ErrorKind.MALFORMED
+    head_only = ResponseReader(LIMITS, b"HEAD")
+    head_only.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+    resp = head_only.next_event()
+    assert isinstance(resp, Response) and (resp.body, resp.keep_alive) == (b"", False)
 
 
-def test_unsolicited_bytes_between_responses_are_refused() -> None:
-    reader = ResponseReader(LIMITS, b"GET")
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    assert isinstance(reader.next_event(), Response)
-    reader.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
-    with pytest.raises(UpstreamProtocolError) as info:
-        reader.reset(b"GET")
-    assert info.value.kind is ErrorKind.MALFORMED
-
-
-def test_next_event_after_the_response_needs_reset() -> None:
+def test_next_event_after_the_response_is_a_local_error() -> None:
     reader = ResponseReader(LIMITS, b"GET")
     reader.receive_data(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert isinstance(reader.next_event(), Response)

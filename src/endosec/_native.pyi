@@ -44,3 +44,33 @@ class DataPlane:
         """Stop accepting; wait for requests in flight. True if they all finished."""
     def close(self) -> None:
         """Shut the runtime down (idempotent)."""
+
+_Limits = tuple[int, int, int, int, int]
+_Headers = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
+
+class RequestReader:
+    """The input agent's reader; ``limits``: (max_header_bytes, max_headers, max_body_bytes,
+    max_target_bytes, max_response_bytes)."""
+
+    def __init__(self, limits: _Limits) -> None: ...
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> tuple[Any, ...]:
+        """``("request", method, target, headers, body, keep_alive, version)``,
+        ``("need-data",)``, ``("closed",)`` or ``("refused", status, reason)``."""
+    @property
+    def expects_continue(self) -> bool: ...
+    @property
+    def buffered(self) -> int: ...
+
+class ResponseReader:
+    def __init__(self, limits: _Limits, request_method: bytes) -> None: ...
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> tuple[Any, ...]:
+        """``("response", status, reason, headers, body, keep_alive)``, ``("need-data",)`` or
+        ``("failed", kind, reason)``."""
+
+def upstream_request_bytes(method: bytes, target: bytes, headers: _Headers, body: bytes,
+                           keep_alive: bool, http11: bool, host: bytes) -> bytes: ...
+def encode_response(status: int, headers: _Headers, body: bytes, keep_alive: bool,
+                    head_only: bool, extra_headers: _Headers) -> bytes: ...
+def error_response(status: int, payload: list[tuple[str, str]], keep_alive: bool) -> bytes: ...

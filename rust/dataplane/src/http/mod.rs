@@ -10,6 +10,17 @@ use bytes::Bytes;
 
 use crate::model::ErrorKind;
 
+mod chunked;
+pub mod contract;
+mod request;
+mod response;
+mod syntax;
+mod write;
+
+pub use request::RequestReader;
+pub use response::ResponseReader;
+pub use write::{encode_response, error_response, upstream_request_bytes};
+
 pub type Headers = Vec<(Bytes, Bytes)>;
 
 /// Resource limits for one connection; exceeding them is the peer's fault.
@@ -54,46 +65,11 @@ pub struct Refusal {
     pub reason: String,
 }
 
+#[derive(Debug)]
 pub enum Next {
     Request(Request),
     NeedData,
     Closed,
-}
-
-/// The input agent's reader (see the module docs).
-pub struct RequestReader {}
-
-impl RequestReader {
-    pub fn new(_limits: Limits) -> RequestReader {
-        todo!("http: port endosec.protocols.http._request")
-    }
-
-    pub fn receive(&mut self, _data: &[u8]) {
-        todo!()
-    }
-
-    pub fn receive_eof(&mut self) {
-        todo!()
-    }
-
-    pub fn next(&mut self) -> Result<Next, Refusal> {
-        todo!()
-    }
-
-    /// The client sent ``Expect: 100-continue`` and waits before sending its body.
-    pub fn expects_continue(&self) -> bool {
-        todo!()
-    }
-
-    /// Bytes received for requests not yet returned (> 0: a request is under way).
-    pub fn buffered(&self) -> usize {
-        todo!()
-    }
-}
-
-/// The single byte string sent, identically, to every executor.
-pub fn upstream_request_bytes(_request: &Request, _host: &[u8]) -> Result<Vec<u8>, String> {
-    todo!()
 }
 
 /// One complete executor response, body de-chunked, header names lower-cased.
@@ -117,39 +93,4 @@ impl Response {
 pub struct UpstreamError {
     pub kind: ErrorKind,
     pub reason: String,
-}
-
-pub struct ResponseReader {}
-
-impl ResponseReader {
-    pub fn new(_limits: Limits, _request_method: &[u8]) -> ResponseReader {
-        todo!()
-    }
-
-    pub fn reset(&mut self, _request_method: &[u8]) -> Result<(), UpstreamError> {
-        todo!()
-    }
-
-    pub fn receive(&mut self, _data: &[u8]) {
-        todo!()
-    }
-
-    pub fn receive_eof(&mut self) {
-        todo!()
-    }
-
-    pub fn next(&mut self) -> Result<Option<Response>, UpstreamError> {
-        todo!()
-    }
-}
-
-/// The chosen response as sent to the client.
-pub fn encode_response(_response: &Response, _keep_alive: bool, _head_only: bool,
-                       _extra_headers: &[(Bytes, Bytes)]) -> Result<Vec<u8>, String> {
-    todo!()
-}
-
-/// A JSON error answered by the gateway itself; ``payload`` keys are sorted as Python's are.
-pub fn error_response(_status: u16, _payload: &[(&str, &str)], _keep_alive: bool) -> Vec<u8> {
-    todo!()
 }

@@ -1,4 +1,5 @@
-"""HTTP/1.1 for the gateway, sans-I/O: bytes in, messages out, and back.
+"""HTTP/1.1 for the control plane, sans-I/O: bytes in, messages out, and back (the data
+plane's own readers and writers, from `endosec._native`).
 
 * `RequestReader` is the input agent's strict reader for client bytes: it rejects every
   ambiguous framing before anything is forwarded (`RemoteProtocolError` with a status hint).
