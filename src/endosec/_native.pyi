@@ -74,3 +74,20 @@ def upstream_request_bytes(method: bytes, target: bytes, headers: _Headers, body
 def encode_response(status: int, headers: _Headers, body: bytes, keep_alive: bool,
                     head_only: bool, extra_headers: _Headers) -> bytes: ...
 def error_response(status: int, payload: list[tuple[str, str]], keep_alive: bool) -> bytes: ...
+
+def compile_rules(config_json: str) -> None:
+    """Check a ``canonicalise`` configuration (JSON); ValueError with Python's message if bad."""
+
+class Rules:
+    """Compiled ``canonicalise`` rules (JSON), as the data plane applies them."""
+
+    def __init__(self, config_json: str) -> None: ...
+    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """``repr((status, canonical_headers)).encode()``: an output's head."""
+    def key(self, path: str, content_type: bytes, body: bytes) -> bytes:
+        """The canonical key of ``body`` under the rule for ``path`` and ``content_type``."""
+    def equivalent(self, path: str, content_type: bytes, a: bytes, b: bytes) -> bool:
+        """Whether two bodies agree under the rule for ``path`` and ``content_type``."""
+    def digest(self, status: int, headers: list[tuple[bytes, bytes]], path: str,
+               body: bytes) -> bytes:
+        """BLAKE2b-256 of the head, a NUL and the body's canonical key."""
