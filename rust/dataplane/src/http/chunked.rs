@@ -90,7 +90,8 @@ impl Chunked {
             }
             return Ok(None);
         };
-        check_line_endings(&buf[..end]).map_err(ChunkError::Malformed)?;
+        // With the CRLF that ends the last field: a CR just before it is a bare CR.
+        check_line_endings(&buf[..end + 2]).map_err(ChunkError::Malformed)?;
         for line in buf[..end].split(|&b| b == b'\n') {
             if !trailer_line(line.strip_suffix(b"\r").unwrap_or(line)) {
                 return Err(ChunkError::Malformed("invalid trailer field"));
@@ -185,7 +186,7 @@ mod tests {
         for bad in [&b"zz\r\n"[..], b"-1\r\n", b"0x1\r\n", b" 1\r\n", b"1 \r\n", b"\r\n",
                     b"10000000000000000\r\n", b"1\na\r\n", b"1;a\nb\r\n", b"1;a\rb\r\n",
                     b"1; a=b\r\n", b"1;a=\"x\r\n", b"1\r\nab\r\n", b"0\r\nbad trailer\r\n\r\n",
-                    b"0\r\nA: b\r\n c\r\n\r\n"] {
+                    b"0\r\nA: b\r\n c\r\n\r\n", b"0\r\nA:\r\r\n\r\n"] {
             assert!(matches!(decode(bad, 1), Err(ChunkError::Malformed(_))),
                     "{:?}", String::from_utf8_lossy(bad));
         }
