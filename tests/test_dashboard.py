@@ -60,13 +60,14 @@ def need_node() -> None:
 
 def test_series_are_differences_of_the_cumulative_metrics() -> None:
     metrics = GatewayMetrics()
+    request_path = metrics.serve_python()
     sampler = SeriesSampler(metrics, interval=1.0)
-    metrics.executor_latency.labels("a").observe(0.5)
+    request_path.executor_latency.labels("a").observe(0.5)
     sampler.sample(100.0)  # the baseline: what happened before it is not plotted
     assert sampler.as_dict()["latency"] == {} and sampler.as_dict()["verdicts"] == []
     for seconds in (0.002, 0.004):
-        metrics.executor_latency.labels("a").observe(seconds)
-    metrics.requests.labels("accepted").inc(2)
+        request_path.executor_latency.labels("a").observe(seconds)
+    request_path.requests.labels("accepted").inc(2)
     metrics.dissents.labels("a").inc()
     sampler.sample(100.5)  # too soon: the interval stays open
     sampler.sample(101.25)

@@ -85,15 +85,17 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls>) {
             () = stopped(&mut stopping) => return,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(shared.clone(), stream, peer, tls.clone()));
+        // Counted here, in accept order, so the cap refuses the newest connections.
+        let open = shared.stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let count = Leave(shared.clone());
+        tokio::spawn(connection(count, open, stream, peer, tls.clone()));
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr,
+async fn connection(count: Leave, open: u64, mut stream: TcpStream, peer: SocketAddr,
                     tls: Option<Tls>) {
+    let shared = &count.0;
     let snapshot = shared.snapshot.load_full();
-    let open = shared.stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
-    let _count = Leave(&shared);
     if usize::try_from(open).unwrap_or(usize::MAX) > snapshot.max_connections {
         shared.stats.rejected("503");
         let reply = http::error_response(503, &[("error", "too many connections")], false);
@@ -101,21 +103,21 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         return;
     }
     match tls {
-        None => serve(&shared, stream, peer).await,
+        None => serve(shared, stream, peer).await,
         Some(tls) => {
             let handshake = tokio::time::timeout(snapshot.header_timeout,
                                                  tls.acceptor.accept(stream));
             if let Ok(Ok(stream)) = handshake.await {
-                serve(&shared, stream, peer).await;
+                serve(shared, stream, peer).await;
             }
         }
     }
 }
 
 /// Counts a connection out when it ends, however it ends.
-struct Leave<'a>(&'a Shared);
+struct Leave(Arc<Shared>);
 
-impl Drop for Leave<'_> {
+impl Drop for Leave {
     fn drop(&mut self) {
         self.0.stats.connections.fetch_sub(1, Ordering::AcqRel);
     }
@@ -140,7 +142,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
     let mut partial_since: Option<tokio::time::Instant> = None;
     let mut continued = false;
     loop {
-        match reader.next() {
+        match reader.next_event() {
             Err(refusal) => {
                 shared.stats.rejected(&refusal.status.to_string());
                 log(shared, peer, "", "", refusal.status, 0, partial_since, "refused");

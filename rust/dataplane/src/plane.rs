@@ -133,7 +133,7 @@ impl Plane {
         }
         let mut current = self.shared.journal.lock();
         *current = journal;
-        let _ = self.shared.forwarded.send(recovery.head);
+        self.shared.forwarded.send_replace(recovery.head);
         Ok(recovery)
     }
 
@@ -260,7 +260,7 @@ impl Plane {
 
     /// Stop accepting and wait (at most ``timeout``) for requests being answered.
     pub fn stop(&self, timeout: Duration) -> bool {
-        let _ = self.shared.stopping.send(true);
+        self.shared.stopping.send_replace(true);
         let deadline = Instant::now() + timeout;
         while self.shared.inflight.load(Ordering::Acquire) > 0 {
             if Instant::now() >= deadline {
@@ -274,7 +274,7 @@ impl Plane {
 
 impl Drop for Plane {
     fn drop(&mut self) {
-        let _ = self.shared.stopping.send(true);
+        self.shared.stopping.send_replace(true);
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }

@@ -64,7 +64,7 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     let ctx = Context { method: request.method.clone(), path, client,
                         keep_alive: request.keep_alive, head_only: request.method == "HEAD",
                         started, snapshot: shared.snapshot.load_full() };
-    if ctx.snapshot.reserved_paths.iter().any(|p| *p == ctx.path) {
+    if ctx.snapshot.reserved_paths.contains(&ctx.path) {
         return Reply { status: 404, outcome: Outcome::AllFailed,
                        bytes: http::error_response(404, &[("error", "not found")],
                                                    ctx.keep_alive) };
@@ -320,10 +320,12 @@ impl Round {
             self.answered(&executor, ex);
         }
         drop(pending);
-        drop(order);
         let verdict = self.ballot.close();
         self.respond(&verdict);
-        self.write = None; // the next write's turn
+        // The write counts as forwarded before the lock goes, so a read that follows finds
+        // its executors level with the journal; and it is the next write's turn.
+        self.write = None;
+        drop(order);
         self.report(&verdict);
     }
 

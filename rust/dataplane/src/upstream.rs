@@ -85,7 +85,7 @@ async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8], method: &[u8], lim
                        else { Attempt::Stale };
             }
         }
-        match reader.next() {
+        match reader.next_event() {
             Ok(None) => {}
             Ok(Some(response)) => {
                 if response.keep_alive {

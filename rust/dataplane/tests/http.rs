@@ -81,7 +81,7 @@ fn response(data: &[u8], method: &[u8], eof: bool) -> Result<Option<Response>, E
     if eof {
         reader.receive_eof();
     }
-    reader.next().map_err(|e| e.kind)
+    reader.next_event().map_err(|e| e.kind)
 }
 
 #[test]

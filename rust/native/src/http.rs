@@ -60,20 +60,20 @@ impl RequestReader {
     /// ``("request", method, target, headers, body, keep_alive, version)``, ``("need-data",)``,
     /// ``("closed",)`` or ``("refused", status, reason)``.
     fn next_event<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        match self.inner.next() {
+        let tuple = match self.inner.next_event() {
             Ok(Next::Request(r)) => {
                 let version: &[u8] = match r.version { Version::Http10 => b"1.0",
                                                        Version::Http11 => b"1.1" };
-                (("request", PyBytes::new(py, &r.method), PyBytes::new(py, &r.target),
-                  headers_out(py, &r.headers)?, PyBytes::new(py, &r.body), r.keep_alive,
-                  PyBytes::new(py, version))).into_pyobject(py).map(|t| t.into_any()
-                    .cast_into::<PyTuple>().expect("a tuple"))
+                ("request", PyBytes::new(py, &r.method), PyBytes::new(py, &r.target),
+                 headers_out(py, &r.headers)?, PyBytes::new(py, &r.body), r.keep_alive,
+                 PyBytes::new(py, version)).into_pyobject(py)?.into_any()
             }
-            Ok(Next::NeedData) => PyTuple::new(py, ["need-data"]),
-            Ok(Next::Closed) => PyTuple::new(py, ["closed"]),
-            Err(refusal) => (("refused", refusal.status, refusal.reason)).into_pyobject(py)
-                .map(|t| t.into_any().cast_into::<PyTuple>().expect("a tuple")),
-        }
+            Ok(Next::NeedData) => return PyTuple::new(py, ["need-data"]),
+            Ok(Next::Closed) => return PyTuple::new(py, ["closed"]),
+            Err(refusal) => ("refused", refusal.status, refusal.reason).into_pyobject(py)?
+                .into_any(),
+        };
+        Ok(tuple.cast_into::<PyTuple>().expect("a tuple"))
     }
 
     #[getter]
@@ -112,7 +112,7 @@ impl ResponseReader {
     /// ``("response", status, reason, headers, body, keep_alive)``, ``("need-data",)`` or
     /// ``("failed", kind, reason)``.
     fn next_event<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let tuple = match self.inner.next() {
+        let tuple = match self.inner.next_event() {
             Ok(Some(r)) => ("response", r.status, PyBytes::new(py, &r.reason),
                             headers_out(py, &r.headers)?, PyBytes::new(py, &r.body),
                             r.keep_alive).into_pyobject(py)?.into_any(),

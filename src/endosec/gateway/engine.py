@@ -135,6 +135,7 @@ class MimicGateway:
                            trust=self.trust.snapshot)
         self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
+        self._published: tuple[tuple[str, ...], ...] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -265,7 +266,14 @@ class MimicGateway:
                     self._wakeups.append(self._loop.call_at(at, self._dispatch, Tick(at)))
                 case _:
                     raise RuntimeError(f"unknown controller action {action!r}")
-        if actions and self.plane is not None:
+        self._sync()
+
+    def _sync(self) -> None:
+        """Tell the data plane who votes, shadows and is kept level, when that changed (an
+        event can change them without any action, e.g. an activation that completed)."""
+        sets = (self.controller.voters, self.controller.shadows, self.keep_level)
+        if self.plane is not None and sets != self._published:
+            self._published = sets
             self.plane.changed()
 
     def _count(self, name: str, action: str) -> None:

@@ -85,7 +85,7 @@ impl RequestReader {
     }
 
     /// The next complete request, `NeedData`, or `Closed` once the client is done.
-    pub fn next(&mut self) -> Result<Next, Refusal> {
+    pub fn next_event(&mut self) -> Result<Next, Refusal> {
         if let Some(refusal) = &self.failure {
             return Err(refusal.clone());
         }

@@ -75,7 +75,7 @@ impl ResponseReader {
     }
 
     /// The complete response, or None while more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<Response>, UpstreamError> {
+    pub fn next_event(&mut self) -> Result<Option<Response>, UpstreamError> {
         if let Some(e) = &self.failure {
             return Err(e.clone());
         }
