@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,50 @@ def test_bad_config_names_the_field(tmp_path: Path, mutate, field: str) -> None:
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert result.exit_code == 1
     assert re.search(field, result.output), result.output
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d["executors"][2].update(argv=["no-such-program-x", "{port}"]),
+     r"executors\[2\] \(node\)\.argv\[0\]: 'no-such-program-x' is not found on PATH"),
+    (lambda d: d["executors"][0].update(argv=["./missing.sh", "{port}"]),
+     r"executors\[0\] \(stdlib\)\.argv\[0\]: .*missing\.sh is not an executable file"),
+    (lambda d: d["executors"][1].update(argv=["{python}", "x.py"]),
+     r"executors\[1\] \(aiohttp\)\.argv: no \{port\}"),
+    (lambda d: d["admin"].update(listen=d["listen"]),
+     r"admin\.listen: port 8080 is already taken by listen"),
+    (lambda d: d["executors"][0].update(port=8081),
+     r"executors\[0\]\.port: port 8081 is already taken by admin\.listen"),
+    (lambda d: d["executors"][0].update(template="no-such-dir"),
+     r"template: .*no-such-dir is not a readable directory"),
+    (lambda d: d.update(lissen="127.0.0.1:1"), r"lissen: .*did you mean `listen`\?"),
+    (lambda d: d["controller"].update(quarantine_aftr=2),
+     r":\d+: controller\.quarantine_aftr: .*did you mean `quarantine_after`"),
+    (lambda d: d["canonicalise"]["bodies"].append({"text": {"masks": ["(?<=x)y"]}}),
+     r"canonicalise\.bodies\[2\]\.text\.masks\[0\]: invalid regular expression"),
+])
+def test_check_catches_what_would_fail_at_run_time(tmp_path: Path, mutate, message: str) -> None:
+    data = demo_data()
+    mutate(data)
+    path = write(tmp_path, data)
+    began = time.monotonic()
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert time.monotonic() - began < 1.0, "check must not try to start anything"
+    assert result.exit_code == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "endosec.yaml"
+    path.write_text("listen: 127.0.0.1:8080\nadmin:\n  listen: [unclosed\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 1
+    assert re.search(r"endosec\.yaml:\d+: not valid YAML", result.output), result.output
+
+
+def test_check_warns_about_components_a_majority_shares() -> None:
+    result = CliRunner().invoke(main, ["check", "--config", str(DEMO)])
+    assert result.exit_code == 0
+    assert "common mode" in result.output and "os:linux (3 of 3)" in result.output
 
 
 def test_bad_canonicalisation_rule_names_the_field(tmp_path: Path) -> None:
@@ -121,7 +166,7 @@ def test_run_reports_executors_that_cannot_start(tmp_path: Path) -> None:
         "listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"},
         "controller": {"active": 2, "floor": 2},
         "executors": [
-            {"name": "broken", "argv": ["false"], "profile": ["x"],
+            {"name": "broken", "argv": ["false", "{port}"], "profile": ["x"],
              "health": {"start_timeout": 1}},
             {"name": "fine", "argv": ["{python}", "-m", "http.server", "{port}", "--bind",
                                       "127.0.0.1"],

@@ -14,10 +14,13 @@ from endosec.quantify.markov import mttsf
 CONFIG = """
 executors:
   - name: nginx
+    argv: [nginx, "{port}"]
     profile: ["os:debian12", "server:nginx-1.22", "lang:python3.11"]
   - name: httpd
+    argv: [httpd, "{port}"]
     profile: ["os:debian12", "server:httpd-2.4", "lang:go1.21"]
   - name: lighttpd
+    argv: [lighttpd, "{port}"]
     profile: ["os:alpine3.19", "server:lighttpd-1.4", "lang:python3.11"]
 quantify:
   components: {"os:debian12": 0.05}

@@ -9,14 +9,7 @@ from typing import Any
 
 import click
 
-from endosec.config import (
-    Config,
-    ConfigError,
-    config_from_mapping,
-    config_warnings,
-    load_config,
-    parse_address,
-)
+from endosec.config import Config, ConfigError, config_from_mapping, load_config, parse_address
 
 __all__ = ["main"]
 
@@ -24,22 +17,18 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO_CONFIG = EXAMPLES / "demo" / "endosec.yaml"
 
 
-def _load(path: Path) -> Config:
+def _load(path: Path) -> tuple[Config, tuple[str, ...]]:
+    """The validated configuration and its warnings; every error at once, else none."""
+    from endosec.preflight import problems
+
     try:
         config = load_config(path)
-        _check_rules(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    return config
-
-
-def _check_rules(config: Config) -> None:
-    from endosec.core.canonicalise import compile_rules
-
-    try:
-        compile_rules(config.canonicalise)
-    except ValueError as exc:
-        raise ConfigError(f"canonicalise.{exc}") from exc
+    found = problems(config)
+    if found.errors:
+        raise click.ClickException("\n".join(f"{path}: {e}" for e in found.errors))
+    return config, found.warnings
 
 
 def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -66,11 +55,11 @@ def main() -> None:
 @click.option("--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="YAML configuration file.")
 def check(config_path: Path) -> None:
-    """Validate a configuration file and exit."""
-    config = _load(config_path)
+    """Validate a configuration file (schema, commands, ports, paths, rules) and exit."""
+    config, warnings = _load(config_path)
     click.echo(f"{config_path}: ok ({len(config.executors)} executors, "
                f"{config.controller.active} active, arbiter {config.arbiter.strategy})")
-    for warning in config_warnings(config):
+    for warning in warnings:
         click.echo(f"{config_path}: warning: {warning}", err=True)
 
 
@@ -82,7 +71,7 @@ def run(config_path: Path, state_dir: Path | None) -> None:
     """Serve the mimic gateway described by a configuration file."""
     from endosec.gateway.app import default_state_dir
 
-    config = _load(config_path)
+    config, _ = _load(config_path)
 
     def ready(where: Any) -> None:
         click.echo(f"endosec: serving {where.serve_url}  admin {where.admin_url}  "
@@ -131,11 +120,9 @@ def demo_config(listen: str | None, admin: str | None, backdoor: str | None) -> 
                 e.setdefault("env", {})["NOTES_BACKDOOR_SECRET"] = str(
                     DEMO_CONFIG.parent / "secret.txt")
     try:
-        config = config_from_mapping(data, source=str(DEMO_CONFIG), here=DEMO_CONFIG.parent)
-        _check_rules(config)
+        return config_from_mapping(data, source=str(DEMO_CONFIG), here=DEMO_CONFIG.parent)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    return config
 
 
 @main.command()

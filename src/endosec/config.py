@@ -7,11 +7,12 @@ configuration reference in README.md and the annotated example in examples/demo/
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import dns.exception
 import dns.name
@@ -38,10 +39,10 @@ __all__ = [
     "ControllerConfig",
     "DnsConfig",
     "ExecutorConfig",
+    "QuantifySection",
     "StateConfig",
     "TlsConfig",
     "checkpoints_possible",
-    "config_warnings",
     "load_config",
     "load_profiles",
     "parse_address",
@@ -288,6 +289,22 @@ class TlsConfig(_Strict):
     key: Path
 
 
+class QuantifySection(_Strict):
+    """The quantifier's inputs: each component's probability of being exploitable."""
+
+    components: dict[str, float] = Field(default_factory=dict)
+    default_p: float | None = Field(default=None, ge=0, le=1,
+                                    description="p of a component not listed")
+
+    @field_validator("components")
+    @classmethod
+    def _probabilities(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, p in v.items():
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name}: must be a probability in [0, 1], got {p!r}")
+        return v
+
+
 class Config(_Strict):
     protocol: Literal["http", "dns"] = "http"
     listen: str = "127.0.0.1:8080"
@@ -302,7 +319,7 @@ class Config(_Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     canonicalise: dict[str, Any] = Field(default_factory=dict)
     dns: DnsConfig = Field(default_factory=DnsConfig)
-    quantify: dict[str, Any] = Field(default_factory=dict)
+    quantify: QuantifySection = Field(default_factory=QuantifySection)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
@@ -343,17 +360,6 @@ def checkpoints_possible(config: Config) -> bool:
     """Whether every executor that keeps state can export it (else the journal is kept whole)."""
     return any(e.state for e in config.executors) and all(
         e.state is not None or e.stateless for e in config.executors)
-
-
-def config_warnings(config: Config) -> list[str]:
-    """Weak points of a valid configuration, for `endosec check` (it still exits 0)."""
-    warnings = []
-    stateful = [e.name for e in config.executors if not e.stateless and e.state is None]
-    if stateful and config.protocol == "http":
-        warnings.append(f"journal: {', '.join(stateful)} cannot export state "
-                        "(executors[].state), so no checkpoint is taken and the whole write "
-                        "journal is kept; recovery replays every write")
-    return warnings
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -399,15 +405,77 @@ def _resolve_paths(config: Config, here: Path) -> Config:
     return config.model_copy(update=update)
 
 
-def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path) -> Config:
-    """Validate an already-parsed configuration; relative paths resolve against ``here``."""
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model holding the field at ``loc`` (list indices skipped)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        inner = [field.annotation, *get_args(field.annotation)]
+        inner += [a for t in inner[1:] for a in get_args(t)]
+        found = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)),
+                     None)
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """``(did you mean `listen`?)`` for a mistyped key, when one known key is close."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    known = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+Locate = Callable[[tuple[int | str, ...]], int | None]
+"""Where a setting is in its file: ``loc`` to a 1-based line number, if known."""
+
+
+def _lines(node: yaml.Node | None) -> Locate:
+    """A `Locate` over the file's YAML node tree (a key's own line for the last part)."""
+    def locate(loc: tuple[int | str, ...]) -> int | None:
+        current = node
+        for i, part in enumerate(loc):
+            if isinstance(current, yaml.MappingNode):
+                pair = next(((k, v) for k, v in current.value if k.value == part), None)
+                if pair is None:
+                    return None
+                current = pair[0] if i == len(loc) - 1 else pair[1]
+            elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) \
+                    and part < len(current.value):
+                current = current.value[part]
+            else:
+                break
+        return None if current is None else current.start_mark.line + 1
+    return locate
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
+                        locate: Locate | None = None) -> Config:
+    """Validate an already-parsed configuration; relative paths resolve against ``here``.
+
+    Errors name the field (``locate`` adds the line), and suggest the nearest known key for
+    one that is not known.
+    """
     try:
         config = Config.model_validate(_expand(dict(data), here))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
+            loc = tuple(err["loc"])
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{source}: {_location(tuple(err['loc']))}: {msg}")
+            if err["type"] == "extra_forbidden":
+                msg += _suggestion(loc)
+            line = locate(loc) if locate is not None else None
+            where = f"{source}:{line}" if line is not None else source
+            lines.append(f"{where}: {_location(loc)}: {msg}")
         raise ConfigError("\n".join(lines)) from exc
     config = _resolve_paths(config, here)
     if config.tls is not None:
@@ -429,12 +497,16 @@ def load_config(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): expected a mapping of settings")
-    return config_from_mapping(data, source=str(path), here=path.resolve().parent)
+    return config_from_mapping(data, source=str(path), here=path.resolve().parent,
+                               locate=_lines(node))
 
 
 def load_profiles(path: Path | str) -> list[Profile]:
