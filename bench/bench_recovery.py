@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo"
+DEMO = ROOT / "src" / "endosec" / "demo"
 ENDOSEC = Path(sys.executable).with_name("endosec")
 TOKEN = "bench-token"
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo" / "endosec.yaml"
+DEMO = ROOT / "src" / "endosec" / "demo" / "endosec.yaml"
 BANNER = re.compile(r"serving (\w+://\S+)\s+admin (http://\S+)\s+executors: (.+)$")
 
 

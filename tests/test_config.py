@@ -16,7 +16,7 @@ from endosec.cli import main
 from endosec.config import ConfigError, load_config, parse_address
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo" / "endosec.yaml"
+DEMO = ROOT / "src" / "endosec" / "demo" / "endosec.yaml"
 
 
 def write(tmp_path: Path, data: object) -> Path:

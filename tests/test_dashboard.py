@@ -34,7 +34,7 @@ try:
 except ImportError:  # the browser test says so; the endpoint tests still run
     expect = sync_playwright = None
 
-SECRET_FILE = ROOT / "examples/demo/secret.txt"
+SECRET_FILE = ROOT / "src/endosec/demo/secret.txt"
 ARTIFACT = ROOT / "artifacts" / "dashboard.png"
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -58,16 +58,34 @@ def need_node() -> None:
 
 # -- the figures, without a gateway -------------------------------------------------------------
 
+class NativeFigures:
+    """The native data plane's figures as `GatewayMetrics.serve_native` reads them, fed by
+    hand: executor ``a``'s latencies and the outcome counts."""
+
+    def __init__(self) -> None:
+        self.latency: list[float] = []
+        self.outcomes = {"accepted": 0, "no-quorum": 0, "all-failed": 0}
+
+    def __call__(self) -> dict[str, Any]:
+        def histogram(values: list[float]) -> dict[str, Any]:
+            return {"buckets": [(float("inf"), len(values))], "count": len(values),
+                    "sum": sum(values)}
+        return {"outcomes": dict(self.outcomes), "rejected": {}, "latency": histogram([]),
+                "arbiter": histogram([]), "replay": histogram([]), "events_dropped": 0,
+                "connections": 0,
+                "executors": {"a": {"latency": histogram(self.latency), "replays": 0}}}
+
+
 def test_series_are_differences_of_the_cumulative_metrics() -> None:
     metrics = GatewayMetrics()
-    request_path = metrics.serve_python()
+    request_path = NativeFigures()
+    metrics.serve_native(request_path)
     sampler = SeriesSampler(metrics, interval=1.0)
-    request_path.executor_latency.labels("a").observe(0.5)
+    request_path.latency.append(0.5)
     sampler.sample(100.0)  # the baseline: what happened before it is not plotted
     assert sampler.as_dict()["latency"] == {} and sampler.as_dict()["verdicts"] == []
-    for seconds in (0.002, 0.004):
-        request_path.executor_latency.labels("a").observe(seconds)
-    request_path.requests.labels("accepted").inc(2)
+    request_path.latency += [0.002, 0.004]
+    request_path.outcomes["accepted"] += 2
     metrics.dissents.labels("a").inc()
     sampler.sample(100.5)  # too soon: the interval stays open
     sampler.sample(101.25)

@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-EXECUTORS = Path(__file__).resolve().parent.parent / "examples" / "demo" / "executors"
+EXECUTORS = Path(__file__).resolve().parent.parent / "src" / "endosec" / "demo" / "executors"
 NODE = shutil.which("node")
 COMMANDS = {
     "stdlib": [sys.executable, str(EXECUTORS / "stdlib_notes.py")],

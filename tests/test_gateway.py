@@ -25,7 +25,7 @@ if shutil.which("node") is None:  # pragma: no cover - Node ships with the test 
     pytest.skip("node is needed for the three-stack demo (install nodejs)",
                 allow_module_level=True)
 
-SECRET = (Path(__file__).resolve().parents[1] / "examples/demo/secret.txt").read_text().strip()
+SECRET = (Path(__file__).resolve().parents[1] / "src/endosec/demo/secret.txt").read_text().strip()
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_three_stacks_agree_on_the_notes_api(gateway: Gateway) -> None:
 def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: Path) -> None:
     data = with_env(demo_config(), "stdlib",
                     NOTES_BACKDOOR_SECRET=str(Path(__file__).resolve().parents[1]
-                                              / "examples/demo/secret.txt"))
+                                              / "src/endosec/demo/secret.txt"))
     gw = start(tmp_path, data)
     try:
         code, _, _ = gw.request("POST", "/notes", {"text": "before"})

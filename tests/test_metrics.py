@@ -21,7 +21,7 @@ if shutil.which("node") is None:  # pragma: no cover - Node ships with the test 
     pytest.skip("node is needed for the three-stack demo (scripts/install-system-deps.sh)",
                 allow_module_level=True)
 
-SECRET_FILE = Path(__file__).resolve().parents[1] / "examples/demo/secret.txt"
+SECRET_FILE = Path(__file__).resolve().parents[1] / "src/endosec/demo/secret.txt"
 STACKS = ("stdlib", "aiohttp", "node")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

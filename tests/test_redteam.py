@@ -95,7 +95,7 @@ def check_required_figures(data: dict) -> None:
                     reason="node is needed for the three-stack demo "
                            "(scripts/install-system-deps.sh installs it)")
 def test_redteam_against_the_demo(request: pytest.FixtureRequest, report_dir: Path) -> None:
-    data = run_suite(request, ROOT / "examples/demo/endosec.yaml", report_dir)
+    data = run_suite(request, ROOT / "src/endosec/demo/endosec.yaml", report_dir)
     check_required_figures(data)
     assert (report_dir / "report.md").read_text().startswith("# endosec red-team report")
 

@@ -41,7 +41,7 @@ from endosec.redteam.spec import (
 from endosec.redteam.workload import Tally
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo"
+DEMO = ROOT / "src" / "endosec" / "demo"
 
 
 def request(target: bytes = b"/notes/1", headers: tuple = ()) -> Request:

@@ -13,8 +13,7 @@ from endosec.config import Config, ConfigError, config_from_mapping, load_config
 
 __all__ = ["main"]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-DEMO_CONFIG = EXAMPLES / "demo" / "endosec.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "endosec.yaml"
 
 
 def _load(path: Path) -> tuple[Config, tuple[str, ...]]:
@@ -138,9 +137,6 @@ def demo(listen: str | None, admin: str | None, backdoor: str | None,
     """Run the gateway in front of the bundled heterogeneous demo executors."""
     from endosec.gateway.app import default_state_dir
 
-    if not DEMO_CONFIG.is_file():
-        raise click.ClickException(f"demo configuration not found at {DEMO_CONFIG}; run "
-                                   "endosec from a source checkout (pip install -e .)")
     config = demo_config(listen, admin, backdoor)
 
     def ready(where: Any) -> None:

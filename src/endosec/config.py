@@ -2,7 +2,7 @@
 
 A configuration describes one mimic boundary: where the gateway listens, how the arbiter votes,
 how the controller and scheduler behave, the canonicalisation rules, and the executors. See the
-configuration reference in README.md and the annotated example in examples/demo/endosec.yaml.
+configuration reference in README.md and the annotated example in src/endosec/demo/endosec.yaml.
 """
 
 from __future__ import annotations
