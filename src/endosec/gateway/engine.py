@@ -42,7 +42,7 @@ from endosec.core.trust import TrustBook
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, RuntimeDriverError
-from endosec.runtime.process import ExecutorSpec, ProcessExecutor
+from endosec.runtime.process import ExecutorSpec, ProcessExecutor, reap_leftovers
 from endosec.tasks import spawn
 
 __all__ = ["CatchUpError", "DataPlane", "MimicGateway", "StartupError", "VerdictReport"]
@@ -97,6 +97,7 @@ class MimicGateway:
                  health_probes: Mapping[str, HealthProbe] | None = None) -> None:
         self.config = config
         self.events = events
+        self.scratch_root = scratch_root
         self.metrics = metrics or GatewayMetrics()
         a = config.arbiter
         self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
@@ -166,6 +167,10 @@ class MimicGateway:
         the floor.
         """
         self.plane = plane
+        stopped = reap_leftovers(self.scratch_root)
+        if stopped:
+            self.events.emit("leftovers", level="warning", stopped=stopped,
+                             message="stopped executors an earlier run left behind")
         ready_timeout = max(e.health.start_timeout for e in self.config.executors) + 5.0
         results = await asyncio.gather(
             *(self._start_one(name) for name in self.executors), return_exceptions=True)

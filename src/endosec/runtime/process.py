@@ -1,5 +1,11 @@
 """Run an executor as a local server process, optionally inside bubblewrap.
 
+Every executor runs under a small supervisor (`endosec.runtime.supervise`) that leads its
+process group and holds a lifeline to this process: whatever ends the gateway (or the agent),
+a SIGKILL included, the supervisor stops the executor's whole group, so no executor outlives
+what drives it. Each start is also recorded under ``scratch_root/run/``, so that a run killed
+together with its supervisors leaves a trace: `reap_leftovers` finds and stops such groups.
+
 Each executor gets a scratch directory (``scratch_root/name``) that is wiped and refilled
 from its pristine template at every start, so a cleanse leaves nothing an attacker wrote.
 The process runs in its own session and process group; stopping signals the whole group,
@@ -22,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +50,12 @@ from endosec.runtime.base import (
 )
 from endosec.runtime.sandbox import bwrap_argv, find_bwrap
 
-__all__ = ["ExecutorSpec", "ProcessExecutor", "free_port"]
+__all__ = ["ExecutorSpec", "ProcessExecutor", "free_port", "reap_leftovers"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LOG_DIR = "logs"
+_RUN_DIR = "run"
+_SUPERVISE = Path(__file__).with_name("supervise.py")
 _BIND_RETRIES = 3  # spawns tried when an allocated port turns out to be taken
 _IN_USE = re.compile(rb"address already in use|EADDRINUSE", re.IGNORECASE)
 _POLL = 0.05  # seconds between health and exit polls
@@ -96,6 +107,8 @@ class ExecutorSpec:
             raise ValueError(
                 f"executor name {self.name!r} must match {_NAME.pattern} and not be {_LOG_DIR!r}"
             )
+        if self.name == _RUN_DIR:
+            raise ValueError(f"executor name {self.name!r} is reserved")
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "env", dict(self.env))
         if not self.argv:
@@ -126,6 +139,7 @@ class ProcessExecutor:
         root = spec.scratch_root.resolve()
         self.scratch = root / spec.name
         self.log_path = root / _LOG_DIR / f"{spec.name}.log"
+        self.record_path = root / _RUN_DIR / f"{spec.name}.json"
         self._port = spec.port
         self._proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None  # set while the group may still hold processes
@@ -203,6 +217,8 @@ class ProcessExecutor:
             if not await _wait_gone(proc, pgid, _KILL_GRACE):
                 raise RuntimeDriverError(f"{self.name}: process group {pgid} survived SIGKILL")
         self._pgid = None
+        self.record_path.unlink(missing_ok=True)
+        _cut(proc)
 
     async def health(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
@@ -264,18 +280,24 @@ class ProcessExecutor:
         if bwrap is not None:
             argv = bwrap_argv(bwrap, argv, self.scratch, cwd)
         env = {**os.environ, **{k: self._expand(v) for k, v in self.spec.env.items()}}
+        program = argv[0] if os.sep not in argv[0] else str(cwd / argv[0])
+        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+            missing = FileNotFoundError(errno.ENOENT, "not found or not executable", argv[0])
+            raise StartError(f"{self.name}: cannot run {argv[0]!r}: {missing}") from missing
         try:
             with self.log_path.open("ab") as log:
                 log.write(f"--- endosec: starting {self.name}: {argv}\n".encode())
                 log.flush()
                 offset = log.tell()
                 self._proc = subprocess.Popen(
-                    argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    [sys.executable, "-I", str(_SUPERVISE), *argv], cwd=cwd, env=env,
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
         self._pgid = self._proc.pid  # a new session's leader leads its own process group
+        _record(self.record_path, self._proc.pid)
         return offset
 
     def _expand(self, text: str) -> str:
@@ -297,6 +319,13 @@ class ProcessExecutor:
             _signal_group(self._pgid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait()
+            _cut(self._proc)
+
+
+def _cut(proc: subprocess.Popen[bytes]) -> None:
+    """Close the supervisor's lifeline once it is gone (it was never written to)."""
+    if proc.stdin is not None:
+        proc.stdin.close()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -366,3 +395,67 @@ async def _get_status(host: str, port: int, path: str) -> int:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+# -- what a run leaves behind ---------------------------------------------------------------
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name: state, ppid, pgrp, session, ..., or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def _started(pid: int) -> str | None:
+    fields = _stat(pid)
+    return None if fields is None else fields[19]  # starttime, in clock ticks since boot
+
+
+def _record(path: Path, pid: int) -> None:
+    """Note a started supervisor: its pid, when it started, and in which boot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "started": _started(pid), "boot": _boot_id()}))
+
+
+def _members(pgid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+                out.append(int(entry.name))
+    return out
+
+
+def reap_leftovers(scratch_root: Path) -> list[str]:
+    """Stop the executor process groups an earlier run left (it was killed with its
+    supervisors); what was stopped, in words. A group is taken for ours only if its leader is
+    the recorded one (same start time, same boot) or, the leader gone, if the group still
+    exists: Linux does not reuse a pid while a process group of that id lives."""
+    stopped = []
+    for path in sorted((scratch_root / _RUN_DIR).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            pid = int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        started = _started(pid)
+        ours = record.get("boot") == _boot_id() and (
+            started == record.get("started") if started is not None else True)
+        members = _members(pid) if ours else []
+        if members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            stopped.append(f"{path.stem}: process group {pid} ({len(members)} processes)")
+        path.unlink(missing_ok=True)
+    return stopped
