@@ -5,8 +5,10 @@ Real `endosec run` processes in front of the demo's stacks, on loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -68,3 +70,64 @@ def test_the_next_start_stops_what_a_crashed_run_left(tmp_path: Path) -> None:
         assert again.request("GET", "/notes")[0] == 200
     finally:
         again.stop()
+
+
+def test_probes_are_detail_free_and_readiness_follows_the_floor(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, python_only())
+    try:
+        assert gw.request("GET", "/healthz", admin=True)[::2] == (200, b"ok\n")
+        assert gw.request("GET", "/readyz", admin=True)[::2] == (200, b"ready\n")
+        code, _, _ = gw.request("POST", "/executors/aiohttp/quarantine", admin=True,
+                                headers={"Authorization": "Bearer test-token"})
+        assert code == 202
+        assert gw.request("GET", "/readyz", admin=True)[::2] == (503, b"not ready\n")
+        assert gw.request("GET", "/healthz", admin=True)[0] == 200
+    finally:
+        gw.stop()
+
+
+def test_a_failed_admin_login_is_logged_with_the_client(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, python_only())
+    try:
+        code, _, _ = gw.request("POST", "/executors/stdlib/cleanse", admin=True,
+                                headers={"Authorization": "Bearer guess"})
+        assert code == 401
+        [denied] = [e for e in gw.event_kinds() if e["event"] == "admin-denied"]
+        assert denied["client"].startswith("127.0.0.1:") and denied["method"] == "POST"
+        assert "guess" not in json.dumps(denied)
+    finally:
+        gw.stop()
+
+
+def test_the_access_log_has_one_line_per_request_and_no_body(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    data = python_only()
+    data["gateway"] = {**data.get("gateway", {}), "access_log": str(log)}
+    gw = Gateway(tmp_path, data)
+    try:
+        assert gw.request("POST", "/notes", {"text": "secret-body"})[0] == 201
+        assert gw.request("GET", "/notes/1")[0] == 200
+        assert gw.raw(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n").startswith(b"HTTP/1.1 400")
+    finally:
+        gw.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["method"], r["path"], r["status"], r["outcome"]) for r in lines] == [
+        ("POST", "/notes", 201, "accepted"), ("GET", "/notes/1", 200, "accepted"),
+        ("", "", 400, "refused")]
+    assert all({"ts", "client", "bytes", "latency"} <= r.keys() for r in lines)
+    assert "secret-body" not in log.read_text()
+
+
+def test_run_takes_its_listeners_from_the_command_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data = python_only()
+        data["listen"] = f"127.0.0.1:{busy.getsockname()[1]}"  # taken: the file alone fails
+        gw = Gateway(tmp_path, data, args=("--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"))
+        try:
+            assert gw.address[1] != busy.getsockname()[1]
+            assert gw.request("GET", "/notes")[0] == 200
+        finally:
+            gw.stop()

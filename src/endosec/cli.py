@@ -16,14 +16,21 @@ __all__ = ["main"]
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "endosec.yaml"
 
 
-def _load(path: Path) -> tuple[Config, tuple[str, ...]]:
-    """The validated configuration and its warnings; every error at once, else none."""
+def _load(path: Path, *, listen: str | None = None,
+          admin: str | None = None) -> tuple[Config, tuple[str, ...]]:
+    """The validated configuration (with the listeners given on the command line) and its
+    warnings; every error at once, else none."""
     from endosec.preflight import problems
 
     try:
         config = load_config(path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    if listen is not None:
+        config = config.model_copy(update={"listen": listen})
+    if admin is not None:
+        config = config.model_copy(update={"admin": config.admin.model_copy(
+            update={"listen": admin})})
     found = problems(config)
     if found.errors:
         raise click.ClickException("\n".join(f"{path}: {e}" for e in found.errors))
@@ -65,12 +72,19 @@ def check(config_path: Path) -> None:
 @main.command()
 @click.option("--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="YAML configuration file.")
+@click.option("--listen", callback=_address, default=None, metavar="HOST:PORT",
+              help="Client listener (overrides listen in the file).")
+@click.option("--admin", callback=_address, default=None, metavar="HOST:PORT",
+              help="Admin listener (overrides admin.listen in the file).")
 @state_dir_option
-def run(config_path: Path, state_dir: Path | None) -> None:
+def run(config_path: Path, listen: str | None, admin: str | None,
+        state_dir: Path | None) -> None:
     """Serve the mimic gateway described by a configuration file."""
     from endosec.gateway.app import default_state_dir
 
-    config, _ = _load(config_path)
+    config, warnings = _load(config_path, listen=listen, admin=admin)
+    for warning in warnings:
+        click.echo(f"{config_path}: warning: {warning}", err=True)
 
     def ready(where: Any) -> None:
         click.echo(f"endosec: serving {where.serve_url}  admin {where.admin_url}  "

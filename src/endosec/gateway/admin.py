@@ -7,11 +7,14 @@ Read-only, for anyone who can reach the listener (keep it on loopback or an admi
 * ``GET /series``: per-second latency per executor and verdict counts, for sparklines;
 * ``GET /quantify[?p=P]``: the quantifier's P(defeat) for the live active set, every component
   exploited with probability P (default 0.01);
-* ``GET /dashboard``: the live page, which reads the endpoints above.
+* ``GET /dashboard``: the live page, which reads the endpoints above;
+* ``GET /healthz`` (the gateway is alive) and ``GET /readyz`` (at least the floor can vote:
+  200, else 503), for probes: unauthenticated and detail-free.
 
 Actions: ``POST /executors/{name}/{quarantine|cleanse|activate}`` with ``Authorization: Bearer
 <token>``; ``GET /auth`` answers 200 for a good token so the page can check one before offering
-buttons. Without a configured token every action is refused (403).
+buttons. Without a configured token every action is refused (403); a missing or wrong token
+is refused (401) and logged as an ``admin-denied`` event with the client's address.
 """
 
 from __future__ import annotations
@@ -83,12 +86,12 @@ class AdminHandler:
                     given.strip().encode(), self.token.encode())
         return False
 
-    async def __call__(self, request: Request) -> bytes:
+    async def __call__(self, request: Request, peer: str) -> bytes:
         ka = request.keep_alive
         path, _, raw_query = request.target.decode("latin-1").partition("?")
         if request.method == b"GET":
             try:
-                return self._get(request, path, parse_qs(raw_query), ka)
+                return self._get(request, peer, path, parse_qs(raw_query), ka)
             except (ValueError, ParameterError) as exc:
                 return _json(400, {"error": str(exc)}, ka)
         parts = path.strip("/").split("/")
@@ -96,7 +99,7 @@ class AdminHandler:
             return _json(404, {"error": "not found"}, ka)
         if request.method != b"POST":
             return _json(405, {"error": "method not allowed"}, ka)
-        refused = self._refusal(request, ka)
+        refused = self._refusal(request, peer, ka)
         if refused is not None:
             return refused
         try:
@@ -106,15 +109,25 @@ class AdminHandler:
         return _json(202, {"accepted": parts[2], "executor": parts[1],
                            "actions": [repr(a) for a in actions]}, ka)
 
-    def _refusal(self, request: Request, ka: bool) -> bytes | None:
+    def _refusal(self, request: Request, peer: str, ka: bool) -> bytes | None:
         if self.token is None:
             return _json(403, {"error": "admin actions are disabled: no token configured"}, ka)
         if not self._authorised(request):
+            self.gateway.events.emit("admin-denied", client=peer,
+                                     method=request.method.decode("latin-1"),
+                                     path=request.target.decode("latin-1").partition("?")[0])
             return _json(401, {"error": "missing or wrong bearer token"}, ka)
         return None
 
-    def _get(self, request: Request, path: str, query: dict[str, list[str]], ka: bool) -> bytes:
+    def _get(self, request: Request, peer: str, path: str, query: dict[str, list[str]],
+             ka: bool) -> bytes:
         gw = self.gateway
+        if path == "/healthz":
+            return _reply(200, b"ok\n", b"text/plain", ka, ((b"cache-control", b"no-store"),))
+        if path == "/readyz":
+            ready = len(gw.controller.voters) >= gw.floor
+            return _reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n",
+                          b"text/plain", ka, ((b"cache-control", b"no-store"),))
         if path == "/status":
             return _json(200, gw.status(), ka)
         if path == "/metrics":
@@ -136,7 +149,7 @@ class AdminHandler:
                 profiles, strategy=a.strategy, k=a.k,
                 p=DEFAULT_EXPLOIT_P if p is None else p), ka)
         if path == "/auth":
-            return self._refusal(request, ka) or _json(200, {"admin": True}, ka)
+            return self._refusal(request, peer, ka) or _json(200, {"admin": True}, ka)
         if path in ("/", "/dashboard/"):
             return _reply(302, b"", b"text/plain", ka, ((b"location", b"/dashboard"),))
         name = "index.html" if path == "/dashboard" else path.removeprefix("/dashboard/")

@@ -29,18 +29,18 @@ from endosec.tasks import spawn
 __all__ = ["Respond", "ServerState", "Submit", "serve", "submitting"]
 
 Respond = Callable[[bytes], None]
-# Takes a request and a callback; calls the callback once with the reply bytes.
-Submit = Callable[[Request, Respond], None]
+# Takes a request, the client's address and a callback; calls the callback once with the reply.
+Submit = Callable[[Request, str, Respond], None]
 
 _SWEEP_SECONDS = 0.25
 
 
-def submitting(handler: Callable[[Request], Awaitable[bytes]]) -> Submit:
-    """Adapt an ``async def handler(request) -> bytes`` (e.g. the admin pages) to `Submit`."""
+def submitting(handler: Callable[[Request, str], Awaitable[bytes]]) -> Submit:
+    """Adapt an ``async def handler(request, peer) -> bytes`` (the admin pages) to `Submit`."""
 
-    def submit(request: Request, respond: Respond) -> None:
+    def submit(request: Request, peer: str, respond: Respond) -> None:
         async def run() -> None:
-            respond(await handler(request))
+            respond(await handler(request, peer))
 
         spawn(run(), name="endosec-handler")
 
@@ -66,8 +66,8 @@ class ServerState:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("busy", "continued", "deadline", "loop", "partial", "reader", "request",
-                 "state", "submitting", "transport")
+    __slots__ = ("busy", "continued", "deadline", "loop", "partial", "peer", "reader",
+                 "request", "state", "submitting", "transport")
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
@@ -80,9 +80,12 @@ class ClientConnection(asyncio.Protocol):
         self.continued = False  # a 100 Continue was sent for the request under way
         self.submitting = False  # inside state.submit: a synchronous reply must wait
         self.deadline = loop.time() + state.idle_timeout
+        self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         if len(self.state.connections) >= self.state.max_connections:
             self.state.on_reject(503)
             self.transport.write(error_response(503, {"error": "too many connections"}))
@@ -141,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
         transport.pause_reading()
         self.submitting = True
         try:
-            self.state.submit(event, self._respond)
+            self.state.submit(event, self.peer, self._respond)
         except Exception as exc:  # a bug must cost one reply, never the listener
             self.state.on_reject(500)
             self.request = None
