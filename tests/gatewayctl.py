@@ -49,20 +49,22 @@ class Gateway:
     """A running ``endosec run`` process with helpers for HTTP on both listeners."""
 
     def __init__(self, tmp: Path, data: dict[str, Any], *, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, base: Path = DEMO.parent) -> None:
+                 env: dict[str, str] | None = None, base: Path = DEMO.parent,
+                 prefix: tuple[str, ...] = ()) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         cfg = tmp / "endosec.yaml"
         # Executor paths in the shipped examples are relative to the example's directory.
         data = copy.deepcopy(data)
         for e in data["executors"]:
-            e.setdefault("cwd", str(base))
+            if "argv" in e:
+                e.setdefault("cwd", str(base))
         cfg.write_text(yaml.safe_dump(data))
         self.events = tmp / "events.jsonl"
         data.setdefault("gateway", {})["events"] = str(self.events)
         cfg.write_text(yaml.safe_dump(data))
         self.marker = f"ENDOSEC_TEST_RUN={uuid.uuid4().hex}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
+            [*prefix, sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
              "--state-dir", str(tmp / "state"), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "ENDOSEC_ADMIN_TOKEN": "test-token",

@@ -38,7 +38,7 @@ def test_shipped_configs_are_valid() -> None:
 
 
 @pytest.mark.parametrize(("mutate", "field"), [
-    (lambda d: d["executors"][1].pop("argv"), r"executors\[1\]\.argv"),
+    (lambda d: d["executors"][1].pop("argv"), r"executors\[1\]: needs exactly one of argv"),
     (lambda d: d["executors"][0].update(profile=[]), r"executors\[0\]\.profile"),
     (lambda d: d["controller"].update(active=0), r"controller\.active"),
     (lambda d: d["controller"].update(active=7), r"controller\.active \(7\) exceeds"),

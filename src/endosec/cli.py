@@ -161,6 +161,57 @@ def demo(listen: str | None, admin: str | None, backdoor: str | None,
     _serve(config, state_dir or default_state_dir() / "demo", ready)
 
 
+@main.command()
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The agent's YAML file (listen, tls, token, executors).")
+@state_dir_option
+def agent(config_path: Path, state_dir: Path | None) -> None:
+    """Run executors on this host for a gateway elsewhere (HTTPS API, token, pinned cert)."""
+    import asyncio
+    import signal
+
+    from endosec.gateway.app import default_state_dir
+    from endosec.runtime.agent import load_agent_config, serve_agent
+
+    try:
+        config = load_agent_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def ready(url: str) -> None:
+        click.echo(f"endosec agent: serving {url}  executors: "
+                   f"{', '.join(e.name for e in config.executors)}")
+        sys.stdout.flush()
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_agent(config, state_dir or default_state_dir() / "agent", stop=stop,
+                          on_ready=ready)
+
+    try:
+        asyncio.run(main_loop())
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for cert.pem and key.pem.")
+@click.option("--address", "addresses", multiple=True, required=True, metavar="HOST",
+              help="An address or name the certificate is for (repeatable).")
+@click.option("--days", default=825, show_default=True, help="Validity.")
+def cert(out: Path, addresses: tuple[str, ...], days: int) -> None:
+    """Make a self-signed certificate and key (for an agent, or the client listener's TLS)."""
+    from endosec.runtime.certs import self_signed
+
+    fingerprint = self_signed(out, addresses, days)
+    click.echo(f"{out / 'cert.pem'}  {out / 'key.pem'}  sha256 {fingerprint}")
+
+
 def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
     from endosec.observe.ledger_cli import ledger

@@ -7,31 +7,36 @@ configuration reference in README.md and the annotated example in src/endosec/de
 
 from __future__ import annotations
 
-import difflib
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import dns.exception
 import dns.name
 import dns.rdatatype
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from endosec.configfile import (
+    ConfigError,
+    Locate,
+    expand,
+    read_yaml,
+    readable_tls,
+    validate,
+)
 from endosec.core.canonicalise import compile_rules
 from endosec.core.model import Profile
 
 __all__ = [
     "AdminConfig",
+    "AgentRef",
     "ArbiterConfig",
     "CheckpointConfig",
     "Config",
@@ -42,16 +47,13 @@ __all__ = [
     "QuantifySection",
     "StateConfig",
     "TlsConfig",
+    "UnmanagedCleanse",
     "checkpoints_possible",
     "load_config",
     "load_profiles",
     "parse_address",
     "parse_dns_question",
 ]
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and the field."""
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -227,11 +229,63 @@ class CheckpointConfig(_Strict):
         default_factory=dict, description="one body rule (json, text or exact) for exports")
 
 
+class AgentRef(_Strict):
+    """An executor that `endosec agent` runs on another host; the gateway drives it there."""
+
+    url: str = Field(description="the agent's API: https://HOST:PORT")
+    executor: str | None = Field(default=None,
+                                 description="its name on the agent (default: this name)")
+    ca: Path = Field(description="the agent's certificate (PEM), pinned: nothing else is trusted")
+    token: str | None = None
+    token_env: str = "ENDOSEC_AGENT_TOKEN"
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        scheme, _, rest = v.partition("://")
+        if scheme != "https":
+            raise ValueError(f"must be https://HOST:PORT (never plain text between hosts), "
+                             f"got {v!r}")
+        parse_address(rest.rstrip("/"))
+        return v
+
+    def resolved_token(self) -> str | None:
+        return self.token or os.environ.get(self.token_env) or None
+
+
+class UnmanagedCleanse(_Strict):
+    """How to restore an unmanaged executor: a command run here, or a webhook called."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    webhook: str | None = Field(default=None, description="POSTed to; http:// or https://")
+    timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> UnmanagedCleanse:
+        if (self.command is None) == (self.webhook is None):
+            raise ValueError("give exactly one of command or webhook")
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise ValueError(f"webhook: must be an http:// or https:// URL, got {self.webhook!r}")
+        return self
+
+
+_LOCAL_ONLY = ("cwd", "port", "template", "sandbox")
+
+
 class ExecutorConfig(_Strict):
+    """One executor: a local process (``argv``), one an agent runs on another host
+    (``agent``), or an existing service endosec does not manage (``url``)."""
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    argv: list[str] = Field(min_length=1)
+    argv: list[str] | None = Field(default=None, min_length=1)
+    agent: AgentRef | None = None
+    url: str | None = Field(default=None, description="http://HOST:PORT of a running service")
+    cleanse: UnmanagedCleanse | None = Field(
+        default=None, description="how to restore a url executor (else a human must)")
     cwd: Path | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    host: str = Field(default="127.0.0.1",
+                      description="where a local executor listens ({host} in argv)")
     port: int | None = Field(default=None, ge=1, le=65535,
                              description="fixed port; omit to let the gateway allocate {port}")
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -246,6 +300,31 @@ class ExecutorConfig(_Strict):
     state: StateConfig | None = Field(default=None,
                                       description="state export and import, for checkpoints")
     profile: list[str] = Field(min_length=1, description="components this executor is built from")
+
+    @model_validator(mode="after")
+    def _kind(self) -> ExecutorConfig:
+        kinds = [k for k in ("argv", "agent", "url") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("needs exactly one of argv (a local process), agent (run by "
+                             "`endosec agent` elsewhere) or url (a service endosec does not "
+                             f"manage); got {', '.join(kinds) or 'none'}")
+        if self.argv is None:
+            given = [k for k in _LOCAL_ONLY if getattr(self, k) not in (None, False)]
+            if given or self.env:
+                raise ValueError(f"{', '.join(given or ['env'])}: only for argv executors "
+                                 "(an agent's executors are configured on the agent)")
+        if self.cleanse is not None and self.url is None:
+            raise ValueError("cleanse: only for url executors")
+        if self.url is not None:
+            scheme, _, rest = self.url.partition("://")
+            if scheme != "http":
+                raise ValueError(f"url: must be http://HOST:PORT, got {self.url!r}")
+            parse_address(rest.rstrip("/"))
+        return self
+
+    @property
+    def kind(self) -> Literal["argv", "agent", "url"]:
+        return "argv" if self.argv is not None else "agent" if self.agent is not None else "url"
 
     def as_profile(self) -> Profile:
         return Profile(self.name, frozenset(self.profile))
@@ -362,99 +441,29 @@ def checkpoints_possible(config: Config) -> bool:
         e.state is not None or e.stateless for e in config.executors)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _expand(value: Any, here: Path) -> Any:
-    """Substitute ``{python}`` and ``{here}`` in strings; ``{port}`` etc. are left for runtime."""
-    if isinstance(value, str):
-        return value.replace("{python}", sys.executable).replace("{here}", str(here))
-    if isinstance(value, list):
-        return [_expand(v, here) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v, here) for k, v in value.items()}
-    return value
-
-
 def _resolve_paths(config: Config, here: Path) -> Config:
     executors = []
     for e in config.executors:
-        executors.append(e.model_copy(update={
-            "cwd": (here / e.cwd) if e.cwd is not None else here,
-            "template": (here / e.template) if e.template is not None else None,
-        }))
-    update: dict[str, Any] = {"executors": executors}
+        update: dict[str, Any] = {}
+        if e.argv is not None:
+            update["cwd"] = (here / e.cwd) if e.cwd is not None else here
+            update["template"] = (here / e.template) if e.template is not None else None
+        if e.agent is not None:
+            update["agent"] = e.agent.model_copy(update={"ca": here / e.agent.ca})
+        executors.append(e.model_copy(update=update))
+    top: dict[str, Any] = {"executors": executors}
     if config.tls is not None:
-        update["tls"] = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
+        top["tls"] = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     if config.state_dir is not None:
-        update["state_dir"] = here / config.state_dir
+        top["state_dir"] = here / config.state_dir
     gateway: dict[str, Any] = {}
     if config.gateway.events is not None:
         gateway["events"] = here / config.gateway.events
     if isinstance(config.gateway.access_log, Path):
         gateway["access_log"] = here / config.gateway.access_log
     if gateway:
-        update["gateway"] = config.gateway.model_copy(update=gateway)
-    return config.model_copy(update=update)
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The settings model holding the field at ``loc`` (list indices skipped)."""
-    model: type[BaseModel] = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
-        if field is None:
-            return None
-        inner = [field.annotation, *get_args(field.annotation)]
-        inner += [a for t in inner[1:] for a in get_args(t)]
-        found = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)),
-                     None)
-        if found is None:
-            return None
-        model = found
-    return model
-
-
-def _suggestion(loc: tuple[int | str, ...]) -> str:
-    """``(did you mean `listen`?)`` for a mistyped key, when one known key is close."""
-    model = _model_at(loc[:-1])
-    if model is None:
-        return ""
-    known = [f.alias or n for n, f in model.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
-
-
-Locate = Callable[[tuple[int | str, ...]], int | None]
-"""Where a setting is in its file: ``loc`` to a 1-based line number, if known."""
-
-
-def _lines(node: yaml.Node | None) -> Locate:
-    """A `Locate` over the file's YAML node tree (a key's own line for the last part)."""
-    def locate(loc: tuple[int | str, ...]) -> int | None:
-        current = node
-        for i, part in enumerate(loc):
-            if isinstance(current, yaml.MappingNode):
-                pair = next(((k, v) for k, v in current.value if k.value == part), None)
-                if pair is None:
-                    return None
-                current = pair[0] if i == len(loc) - 1 else pair[1]
-            elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) \
-                    and part < len(current.value):
-                current = current.value[part]
-            else:
-                break
-        return None if current is None else current.start_mark.line + 1
-    return locate
+        top["gateway"] = config.gateway.model_copy(update=gateway)
+    return config.model_copy(update=top)
 
 
 def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
@@ -464,49 +473,18 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
     Errors name the field (``locate`` adds the line), and suggest the nearest known key for
     one that is not known.
     """
-    try:
-        config = Config.model_validate(_expand(dict(data), here))
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg += _suggestion(loc)
-            line = locate(loc) if locate is not None else None
-            where = f"{source}:{line}" if line is not None else source
-            lines.append(f"{where}: {_location(loc)}: {msg}")
-        raise ConfigError("\n".join(lines)) from exc
-    config = _resolve_paths(config, here)
+    config = _resolve_paths(validate(Config, expand(dict(data), here), source, locate), here)
     if config.tls is not None:
-        for key in ("cert", "key"):
-            path = getattr(config.tls, key)
-            try:
-                path.read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"{source}: tls.{key}: cannot read {path}: "
-                                  f"{exc.strerror or exc}") from exc
+        readable_tls(config.tls, source)
     return config
 
 
 def load_config(path: Path | str) -> Config:
     """Read and validate a YAML configuration file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: (top level): expected a mapping of settings")
+    data, locate = read_yaml(path)
     return config_from_mapping(data, source=str(path), here=path.resolve().parent,
-                               locate=_lines(node))
+                               locate=locate)
 
 
 def load_profiles(path: Path | str) -> list[Profile]:

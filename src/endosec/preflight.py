@@ -68,6 +68,11 @@ def _listeners(config: Config) -> list[str]:
 
 
 def _executor(e: ExecutorConfig) -> list[str]:
+    if e.agent is not None:
+        return [] if os.access(e.agent.ca, os.R_OK) else [
+            f"agent.ca: cannot read {e.agent.ca}"]
+    if e.argv is None:
+        return []
     out = []
     program = e.argv[0]
     cwd = e.cwd or Path.cwd()

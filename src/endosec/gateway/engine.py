@@ -41,8 +41,10 @@ from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
 from endosec.observe.events import EventLog
 from endosec.observe.metrics import GatewayMetrics
-from endosec.runtime.base import HealthProbe, RuntimeDriverError
-from endosec.runtime.process import ExecutorSpec, ProcessExecutor, reap_leftovers
+from endosec.runtime.base import HealthProbe, HumanNeeded, RuntimeDriver, RuntimeDriverError
+from endosec.runtime.drivers import driver_for
+from endosec.runtime.process import reap_leftovers
+from endosec.runtime.unmanaged import UrlExecutor
 from endosec.tasks import spawn
 
 __all__ = ["CatchUpError", "DataPlane", "MimicGateway", "StartupError", "VerdictReport"]
@@ -119,14 +121,9 @@ class MimicGateway:
             self.trust,
             random.Random(config.scheduler.seed),
         )
-        self.executors = {
-            e.name: ProcessExecutor(ExecutorSpec(
-                name=e.name, argv=list(e.argv), cwd=e.cwd, env=dict(e.env), port=e.port,
-                health_path=e.health.path, health_probe=(health_probes or {}).get(e.name),
-                health_timeout=e.health.timeout,
-                start_timeout=e.health.start_timeout, template=e.template,
-                scratch_root=scratch_root, sandbox=e.sandbox,
-            ))
+        self.executors: dict[str, RuntimeDriver] = {
+            e.name: driver_for(e, scratch_root=scratch_root,
+                               health_probe=(health_probes or {}).get(e.name))
             for e in config.executors
         }
         self.plane: DataPlane | None = None
@@ -137,6 +134,7 @@ class MimicGateway:
         self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
         self._published: tuple[tuple[str, ...], ...] | None = None
+        self._awaiting_human: set[str] = set()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -291,6 +289,12 @@ class MimicGateway:
             await self.executors[name].cleanse()
             self._data_plane.placed(name, self.executors[name].address)
             await self._data_plane.catch_up(name)
+            self._awaiting_human.discard(name)
+        except HumanNeeded as exc:
+            ok, detail = False, str(exc)
+            if name not in self._awaiting_human:  # once, not at every retry
+                self._awaiting_human.add(name)
+                self.events.emit("alert", level="critical", executor=name, message=detail)
         except (RuntimeDriverError, CatchUpError) as exc:
             ok, detail = False, str(exc)
         self.events.emit("cleansed" if ok else "cleanse-failed", executor=name, detail=detail)
@@ -325,6 +329,9 @@ class MimicGateway:
         if executor not in self.executors:
             raise KeyError(executor)
         self.events.emit("admin", action=kind, executor=executor)
+        driver = self.executors[executor]
+        if kind == "cleanse" and isinstance(driver, UrlExecutor):
+            driver.acknowledge()  # the operator restored it by hand
         return self._dispatch(AdminRequest(kind, executor, self.now))  # type: ignore[arg-type]
 
     def status(self) -> dict[str, Any]:

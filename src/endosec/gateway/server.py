@@ -11,6 +11,7 @@ checked by one sweep per listener, not by a timer per request.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -187,10 +188,12 @@ async def _sweeper(state: ServerState) -> None:
         state.sweep(loop.time())
 
 
-async def serve(state: ServerState, host: str, port: int) -> asyncio.Server:
-    """Start listening; the caller owns the returned server and closes it."""
+async def serve(state: ServerState, host: str, port: int, *,
+                tls: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Start listening (TLS with ``tls``); the caller owns the returned server and closes it."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: ClientConnection(state, loop), host, port,
-                                      reuse_address=True)
+                                      reuse_address=True, ssl=tls,
+                                      ssl_handshake_timeout=state.header_timeout if tls else None)
     spawn(_sweeper(state), name=f"endosec-sweep-{port}")
     return server

@@ -45,7 +45,7 @@ class SuiteOptions:
 
 def _docroot(config: Config) -> Path | None:
     for e in config.executors:
-        argv = list(e.argv)
+        argv = list(e.argv or ())
         if "--docroot" in argv[:-1]:
             path = Path(argv[argv.index("--docroot") + 1])
             return path if path.is_absolute() else (e.cwd or Path.cwd()) / path

@@ -1,8 +1,10 @@
 """The runtime-driver seam: what the controller needs from anything that hosts an executor.
 
-A driver starts, stops, health-checks and cleanses one executor. The local-process driver
-(`endosec.runtime.process`) is the first; remote endpoints or Kubernetes pods plug in by
-implementing the same `RuntimeDriver` protocol and raising the same exceptions.
+A driver starts, stops, health-checks and cleanses one executor: a local process
+(`endosec.runtime.process`), an executor `endosec agent` runs on another host
+(`endosec.runtime.remote`), or a service endosec does not manage (`endosec.runtime.unmanaged`);
+`endosec.runtime.drivers` picks one per configured executor. Kubernetes pods would plug in the
+same way: implement `RuntimeDriver`, raise these exceptions.
 
 Exceptions form one tree, so the controller can catch every runtime failure at once::
 
@@ -10,6 +12,7 @@ Exceptions form one tree, so the controller can catch every runtime failure at o
      ├── StartError    the executor did not come up healthy (spawn failed, exited, timed out)
      ├── HealthError   a running executor did not answer its health check in time
      └── CleanseError  stopping, wiping or restarting during a cleanse failed
+          └── HumanNeeded  nothing here can restore it (an unmanaged service): a person must
 
 Backend errors (``OSError`` and friends) are re-raised as one of these with ``from exc``.
 """
@@ -23,6 +26,7 @@ __all__ = [
     "CleanseError",
     "HealthError",
     "HealthProbe",
+    "HumanNeeded",
     "RuntimeDriver",
     "RuntimeDriverError",
     "StartError",
@@ -49,6 +53,10 @@ class CleanseError(RuntimeDriverError):
     """A cleanse (stop, wipe, restore, start) failed; the cause is chained."""
 
 
+class HumanNeeded(CleanseError):
+    """The executor cannot be restored from here; an operator must, then ask for a cleanse."""
+
+
 @runtime_checkable
 class RuntimeDriver(Protocol):
     """One executor's lifecycle, as the controller drives it."""
@@ -66,6 +74,11 @@ class RuntimeDriver(Protocol):
     @property
     def running(self) -> bool:
         """False once the executor has stopped or died on its own (a crash)."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The process (group leader) serving it, where there is one to name."""
         ...
 
     async def start(self) -> None:

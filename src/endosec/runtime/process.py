@@ -49,6 +49,7 @@ from endosec.runtime.base import (
     StartError,
 )
 from endosec.runtime.sandbox import bwrap_argv, find_bwrap
+from endosec.runtime.wire import WireError, exchange
 
 __all__ = ["ExecutorSpec", "ProcessExecutor", "free_port", "reap_leftovers"]
 
@@ -71,7 +72,7 @@ class ExecutorSpec:
 
     * **name** - unique within the pool; also the scratch directory's name, so letters,
       digits, ``_ . -`` only, not starting with ``.``, and not ``logs``.
-    * **argv** - the command line. ``{port}``, ``{scratch}`` and ``{name}`` are replaced
+    * **argv** - the command line. ``{port}``, ``{host}``, ``{scratch}`` and ``{name}`` are replaced
       (plain text replacement, so other braces, as in ``python -c`` code, are left alone).
     * **scratch_root** - the directory holding every executor's scratch directory and logs.
     * **cwd** - working directory; None means the scratch directory.
@@ -230,10 +231,10 @@ class ProcessExecutor:
             async with asyncio.timeout(self.spec.health_timeout):
                 if self.spec.health_probe is not None:
                     return await self.spec.health_probe(self.spec.host, self._port)
-                status = await _get_status(self.spec.host, self._port, self.spec.health_path)
-        except (OSError, TimeoutError, ValueError):
+                reply = await exchange(self.spec.host, self._port, "GET", self.spec.health_path)
+        except (WireError, TimeoutError):
             return False
-        return 200 <= status < 300
+        return 200 <= reply.status < 300
 
     async def wait_healthy(self, timeout: float) -> None:
         """Poll `health` until it passes; `HealthError` on timeout or if the process exits."""
@@ -301,8 +302,8 @@ class ProcessExecutor:
         return offset
 
     def _expand(self, text: str) -> str:
-        for key, value in (("{port}", str(self._port)), ("{scratch}", str(self.scratch)),
-                           ("{name}", self.name)):
+        for key, value in (("{port}", str(self._port)), ("{host}", self.spec.host),
+                           ("{scratch}", str(self.scratch)), ("{name}", self.name)):
             text = text.replace(key, value)
         return text
 
@@ -375,26 +376,6 @@ def _group_alive(pgid: int) -> bool:
         if int(pgrp) == pgid and state != "Z":
             return True
     return False
-
-
-async def _get_status(host: str, port: int, path: str) -> int:
-    """Send one ``GET`` and return the response's status code (the rest is ignored)."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: endosec-health\r\n"
-            "Connection: close\r\n\r\n".encode("latin-1")
-        )
-        await writer.drain()
-        version, _, rest = (await reader.readline()).partition(b" ")
-        if not version.startswith(b"HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x status line: {version!r}")
-        return int(rest[:3])
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 # -- what a run leaves behind ---------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""`endosec agent`: runs executors on its own host for a gateway elsewhere.
+
+The agent starts, stops, cleanses and health-checks local executors exactly as the gateway
+does for its own (`endosec.runtime.process`: templates, sandbox, supervisor), and offers that
+over HTTPS to the gateway's `endosec.runtime.remote` driver. It is only the control path:
+requests go from the gateway straight to each executor's address. Every call but ``/healthz``
+needs the bearer token; the gateway pins the agent's certificate. Executors die with the agent.
+
+API (JSON; ``NAME`` is an executor of this agent):
+
+* ``GET /executors``: every executor's state; ``GET /executors/NAME``: one, with ``healthy``;
+* ``POST /executors/NAME/start|stop|cleanse``: do it, answer once done (start and cleanse once
+  healthy) with the executor's ``host``, ``port``, ``running``, ``pid``;
+* ``GET /healthz``: the agent is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from endosec.config import ExecutorConfig, TlsConfig, parse_address
+from endosec.configfile import ConfigError, expand, read_yaml, readable_tls, validate
+from endosec.gateway.server import ServerState, serve, submitting
+from endosec.protocols.http import HttpLimits, Request, Response, encode_response
+from endosec.runtime.base import RuntimeDriverError
+from endosec.runtime.drivers import local_spec
+from endosec.runtime.process import ProcessExecutor, reap_leftovers
+
+__all__ = ["AgentConfig", "AgentHandler", "load_agent_config", "serve_agent"]
+
+
+class AgentConfig(BaseModel):
+    """The agent's file: where it listens, its certificate, its token, its executors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = "127.0.0.1:8443"
+    tls: TlsConfig
+    token: str | None = None
+    token_env: str = "ENDOSEC_AGENT_TOKEN"
+    executors: list[ExecutorConfig] = Field(min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_address(v)
+        return v
+
+    @field_validator("executors")
+    @classmethod
+    def _local(cls, v: list[ExecutorConfig]) -> list[ExecutorConfig]:
+        names = [e.name for e in v]
+        for i, e in enumerate(v):
+            if e.argv is None:
+                raise ValueError(f"[{i}] ({e.name}): an agent runs argv executors only")
+            if names.count(e.name) > 1:
+                raise ValueError(f"executor names must be unique; repeated: {e.name}")
+        return v
+
+    def resolved_token(self) -> str | None:
+        return self.token or os.environ.get(self.token_env) or None
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    data, locate = read_yaml(path)
+    here = path.resolve().parent
+    config = validate(AgentConfig, expand(data, here), str(path), locate)
+    executors = [e.model_copy(update={
+        "cwd": here / e.cwd if e.cwd is not None else here,
+        "template": here / e.template if e.template is not None else None}) for e in
+        config.executors]
+    tls = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
+    readable_tls(tls, str(path))
+    if config.resolved_token() is None:
+        raise ConfigError(f"{path}: token: none given (token, or ${config.token_env})")
+    return config.model_copy(update={"executors": executors, "tls": tls})
+
+
+def _json(status: int, payload: Any) -> bytes:
+    response = Response(status, b"", ((b"content-type", b"application/json"),
+                                      (b"cache-control", b"no-store")),
+                        json.dumps(payload).encode())
+    return encode_response(response, keep_alive=False, head_only=False)
+
+
+class AgentHandler:
+    """The API over this host's executors (one operation at a time per executor)."""
+
+    def __init__(self, executors: dict[str, ProcessExecutor], token: str) -> None:
+        self.executors = executors
+        self._token = token.encode()
+        self._locks = {name: asyncio.Lock() for name in executors}
+
+    def _authorised(self, request: Request) -> bool:
+        given = request.header(b"authorization") or b""
+        scheme, _, value = given.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self._token)
+
+    async def __call__(self, request: Request, peer: str) -> bytes:
+        path = request.target.decode("latin-1").partition("?")[0].strip("/").split("/")
+        if path == ["healthz"]:
+            return _json(200, {"alive": True})
+        if not self._authorised(request):
+            return _json(401, {"error": "missing or wrong bearer token"})
+        if path == ["executors"] and request.method == b"GET":
+            return _json(200, [self._state(e) for e in self.executors.values()])
+        if len(path) < 2 or path[0] != "executors" or path[1] not in self.executors:
+            return _json(404, {"error": "no such executor"})
+        executor = self.executors[path[1]]
+        if len(path) == 2 and request.method == b"GET":
+            return _json(200, {**self._state(executor), "healthy": await executor.health()})
+        actions: dict[str, Callable[[], Any]] = {
+            "start": executor.start, "stop": executor.stop, "cleanse": executor.cleanse}
+        if len(path) != 3 or path[2] not in actions or request.method != b"POST":
+            return _json(404, {"error": "not found"})
+        async with self._locks[executor.name]:
+            try:
+                if path[2] == "start" and executor.running:
+                    await executor.stop()  # a gateway starting afresh wants a pristine one
+                await actions[path[2]]()
+            except RuntimeDriverError as exc:
+                return _json(502, {"error": str(exc)})
+        return _json(200, self._state(executor))
+
+    @staticmethod
+    def _state(executor: ProcessExecutor) -> dict[str, Any]:
+        host, port = executor.address
+        return {"name": executor.name, "host": host, "port": port,
+                "running": executor.running, "pid": executor.pid}
+
+
+def server_tls(tls: TlsConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Event,
+                      on_ready: Callable[[str], None]) -> None:
+    """Serve the API until ``stop`` is set, then stop every executor."""
+    scratch = state_dir / "executors"
+    stale = reap_leftovers(scratch)
+    if stale:
+        print(f"endosec agent: stopped executors an earlier run left: {'; '.join(stale)}",
+              flush=True)
+    executors = {e.name: ProcessExecutor(local_spec(e, scratch_root=scratch, health_probe=None))
+                 for e in config.executors}
+    token = config.resolved_token()
+    assert token is not None
+    state = ServerState(submit=submitting(AgentHandler(executors, token)), limits=HttpLimits(),
+                        header_timeout=10.0, idle_timeout=60.0, max_connections=64)
+    host, port = parse_address(config.listen)
+    server = await serve(state, host, port, tls=server_tls(config.tls))
+    try:
+        bound = server.sockets[0].getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        on_ready(f"https://{shown}:{bound[1]}")
+        await stop.wait()
+    finally:
+        server.close()
+        await asyncio.gather(*(e.stop() for e in executors.values()), return_exceptions=True)

@@ -1,0 +1,36 @@
+"""One runtime driver per configured executor: the only place that knows the three kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from endosec.config import ExecutorConfig
+from endosec.runtime.base import HealthProbe, RuntimeDriver
+from endosec.runtime.process import ExecutorSpec, ProcessExecutor
+from endosec.runtime.remote import AgentExecutor
+from endosec.runtime.unmanaged import UrlExecutor
+
+__all__ = ["driver_for", "local_spec"]
+
+
+def local_spec(e: ExecutorConfig, *, scratch_root: Path,
+               health_probe: HealthProbe | None) -> ExecutorSpec:
+    """How to run an ``argv`` executor here (the gateway's own, or an agent's)."""
+    assert e.argv is not None
+    return ExecutorSpec(
+        name=e.name, argv=list(e.argv), cwd=e.cwd, env=dict(e.env), host=e.host, port=e.port,
+        health_path=e.health.path, health_probe=health_probe, health_timeout=e.health.timeout,
+        start_timeout=e.health.start_timeout, template=e.template, scratch_root=scratch_root,
+        sandbox=e.sandbox)
+
+
+def driver_for(e: ExecutorConfig, *, scratch_root: Path,
+               health_probe: HealthProbe | None) -> RuntimeDriver:
+    if e.agent is not None:
+        return AgentExecutor(e.name, e.agent, start_timeout=e.health.start_timeout,
+                             health_timeout=e.health.timeout)
+    if e.url is not None:
+        return UrlExecutor(e.name, e.url, cleanse=e.cleanse, health_path=e.health.path,
+                           health_probe=health_probe, health_timeout=e.health.timeout,
+                           start_timeout=e.health.start_timeout)
+    return ProcessExecutor(local_spec(e, scratch_root=scratch_root, health_probe=health_probe))
