@@ -214,12 +214,14 @@ def cert(out: Path, addresses: tuple[str, ...], days: int) -> None:
 
 def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
+    from endosec.observe.evidence_cli import evidence
     from endosec.observe.ledger_cli import ledger
     from endosec.quantify.cli import quantify
     from endosec.redteam.cli import redteam
 
     main.add_command(quantify)
     main.add_command(ledger)
+    main.add_command(evidence)
     main.add_command(redteam)
 
 

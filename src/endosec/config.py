@@ -31,7 +31,8 @@ from endosec.configfile import (
     readable_tls,
     validate,
 )
-from endosec.core.canonicalise import compile_rules
+from endosec.core.canonical_json import JsonRule
+from endosec.core.canonicalise import TextRule, compile_rules
 from endosec.core.model import Profile
 
 __all__ = [
@@ -43,8 +44,10 @@ __all__ = [
     "ConfigError",
     "ControllerConfig",
     "DnsConfig",
+    "EvidenceConfig",
     "ExecutorConfig",
     "QuantifySection",
+    "RedactConfig",
     "StateConfig",
     "TlsConfig",
     "UnmanagedCleanse",
@@ -361,6 +364,39 @@ class GatewayConfig(_Strict):
         return self.threads or os.cpu_count() or 1
 
 
+class RedactConfig(_Strict):
+    """What never reaches evidence files: header values, JSON fields, text patterns."""
+
+    headers: list[str] = Field(default_factory=lambda: [
+        "authorization", "cookie", "set-cookie", "proxy-authorization"])
+    fields: list[str] = Field(default_factory=list,
+                              description="JSON fields to mask, by pointer or glob path")
+    patterns: list[str] = Field(default_factory=list,
+                                description="regular expressions to mask in any body")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RedactConfig:
+        try:
+            JsonRule(mask=self.fields)
+        except ValueError as exc:
+            raise ValueError("fields" + str(exc).removeprefix("mask")) from None
+        try:
+            TextRule(masks=self.patterns)
+        except ValueError as exc:
+            raise ValueError("patterns" + str(exc).removeprefix("masks")) from None
+        return self
+
+
+class EvidenceConfig(_Strict):
+    """The replies of dissenters and winners, kept under STATE_DIR/evidence/ for operators."""
+
+    bodies: bool = Field(default=False, description="keep bodies (redacted), not only heads")
+    max_body: int = Field(default=64 << 10, ge=0, description="bytes of each body kept")
+    keep: int = Field(default=200, ge=1, description="evidence files kept at most")
+    max_bytes: int = Field(default=16 << 20, ge=1, description="bytes of evidence kept at most")
+    redact: RedactConfig = Field(default_factory=RedactConfig)
+
+
 class TlsConfig(_Strict):
     """TLS on the client listener: a PEM certificate chain and its private key."""
 
@@ -400,6 +436,7 @@ class Config(_Strict):
     dns: DnsConfig = Field(default_factory=DnsConfig)
     quantify: QuantifySection = Field(default_factory=QuantifySection)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
     @field_validator("listen")

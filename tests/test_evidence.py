@@ -1,0 +1,74 @@
+"""Evidence of dissent: redacted, bounded, content-addressed, and readable as a diff."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from endosec.cli import main
+from endosec.observe.evidence import EvidenceStore, Redaction, diff, find
+
+VERDICT = {"method": "GET", "path": "/notes/1", "outcome": "accepted", "winner": "a",
+           "agreed": ["a", "b"], "dissented": ["c"], "failed": []}
+
+
+def replies(leak: bytes) -> dict:
+    ok = b'{"id": 1, "text": "hello", "token": "t-1"}'
+    head = [["content-type", "application/json"], ["set-cookie", "s=abc"]]
+    return {"a": {"status": 200, "headers": head, "body": ok},
+            "b": {"status": 200, "headers": head, "body": ok},
+            "c": {"status": 200, "headers": [*head, ["x-leak", "1"]], "body": leak}}
+
+
+def test_a_record_shows_what_the_dissenter_changed(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path, keep=10, max_bytes=1 << 20, redaction=Redaction())
+    leak = b'{"id": 1, "text": "hello", "token": "t-1", "secret": "root:x:0:0"}'
+    evidence_id = store.keep(VERDICT, replies(leak))
+    found, record = find(tmp_path, evidence_id[:12])
+    assert found == evidence_id
+    text = diff(found, record)
+    assert '+ /secret: "root:x:0:0"' in text and "+ x-leak: 1" in text
+    assert "s=abc" not in json.dumps(record)
+    assert ["set-cookie", "<masked>"] in record["replies"]["c"]["headers"]
+    assert "- /text" not in text, "what agrees is not shown"
+
+
+def test_rules_redact_fields_and_patterns(tmp_path: Path) -> None:
+    rules = Redaction(fields=["/**/token"], patterns=[r"root:[^\"]*"])
+    store = EvidenceStore(tmp_path, keep=10, max_bytes=1 << 20, redaction=rules)
+    leak = b'{"id": 1, "text": "hello", "token": "t-9", "secret": "root:x:0:0"}'
+    _, record = find(tmp_path, store.keep(VERDICT, replies(leak)))
+    stored = json.dumps(record)
+    assert "t-9" not in stored and "t-1" not in stored and "root:x" not in stored
+    assert "<masked>" in diff("x", record)
+
+
+def test_the_store_keeps_the_newest_within_its_bounds(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path, keep=3, max_bytes=1 << 20, redaction=Redaction())
+    ids = []
+    for i in range(5):
+        ids.append(store.keep({**VERDICT, "path": f"/notes/{i}"}, replies(b"x%d" % i)))
+        time.sleep(0.01)
+    kept = {p.stem for p in tmp_path.glob("*.json")}
+    assert kept == set(ids[-3:])
+    small = EvidenceStore(tmp_path / "small", keep=100, max_bytes=1, redaction=Redaction())
+    small.keep(VERDICT, replies(b"y"))
+    assert list((tmp_path / "small").glob("*.json")) == []
+
+
+def test_the_command_lists_and_shows_records(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path / "evidence", keep=10, max_bytes=1 << 20,
+                          redaction=Redaction())
+    evidence_id = store.keep(VERDICT, replies(b"not json"))
+    listed = CliRunner().invoke(main, ["evidence", "list", "--state-dir", str(tmp_path)])
+    assert listed.exit_code == 0 and evidence_id[:16] in listed.output
+    assert "against: c" in listed.output
+    shown = CliRunner().invoke(main, ["evidence", "show", evidence_id[:8], "--state-dir",
+                                      str(tmp_path)])
+    assert shown.exit_code == 0 and "+not json" in shown.output, shown.output
+    missing = CliRunner().invoke(main, ["evidence", "show", "ffff", "--state-dir",
+                                        str(tmp_path)])
+    assert missing.exit_code == 1 and "0 evidence records match" in missing.output
