@@ -195,3 +195,14 @@ def test_demo_falls_back_to_python_only_without_node(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert "Node.js not found; running the Python executors only (stdlib, aiohttp)" in err
+
+
+def test_the_deployment_examples_follow_the_schema() -> None:
+    from endosec.configfile import read_yaml, validate
+    from endosec.runtime.agent import AgentConfig
+
+    gateway = load_config(ROOT / "examples" / "deploy" / "gateway.yaml")
+    assert [e.kind for e in gateway.executors] == ["argv", "agent", "url"]
+    data, locate = read_yaml(ROOT / "examples" / "deploy" / "agent.yaml")
+    agent = validate(AgentConfig, data, "agent.yaml", locate)
+    assert agent.executors[0].name == gateway.executors[1].name
