@@ -2,9 +2,12 @@
 # Debian packages used by the tests and benchmarks: Node.js (the third demo stack), wrk and
 # nginx (the HTTP benchmark's load generator and baseline proxy), bubblewrap (sandboxed
 # executors), apache2 and lighttpd (with nginx, the three web servers of examples/web),
-# chromium (the dashboard's browser test, driven by Playwright). Idempotent; needs root.
+# chromium (the dashboard's browser test, driven by Playwright), BIND 9, NSD and Knot (the three
+# servers of examples/dns), dnsperf and dnsdist (the DNS benchmark's load generator and
+# baseline proxy). Idempotent; needs root.
 set -euo pipefail
-packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium bind9 nsd knot bind9-dnsutils)
+packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium bind9 nsd knot bind9-dnsutils
+          dnsperf dnsdist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -178,3 +178,11 @@ def pid_alive(pid: int) -> bool:
         return stat.read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def server_pid(gw: Gateway, name: str) -> int:
+    """The server process itself: the one child of the supervisor the gateway reports."""
+    supervisor = gw.executor(name)["pid"]
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])

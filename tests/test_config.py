@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from endosec.cli import main
 from endosec.config import ConfigError, load_config, parse_address
+from endosec.configfile import read_yaml, validate
+from endosec.runtime.agent import AgentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src" / "endosec" / "demo" / "endosec.yaml"
@@ -198,9 +200,6 @@ def test_demo_falls_back_to_python_only_without_node(tmp_path: Path) -> None:
 
 
 def test_the_deployment_examples_follow_the_schema() -> None:
-    from endosec.configfile import read_yaml, validate
-    from endosec.runtime.agent import AgentConfig
-
     gateway = load_config(ROOT / "examples" / "deploy" / "gateway.yaml")
     assert [e.kind for e in gateway.executors] == ["argv", "agent", "url"]
     data, locate = read_yaml(ROOT / "examples" / "deploy" / "agent.yaml")

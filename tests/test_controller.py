@@ -339,7 +339,7 @@ def test_failed_cleanse_stays_quarantined_and_retries_with_backoff() -> None:
     pb << Quarantine("c", "dissented 1 time(s) within 60s") << Cleanse("c") << Activate("d")
     (pb >> pb.done(Cleanse("c"), ok=False, now=11.0, detail="image missing")
         << AnyAlert("warning", "cleansing c failed: image missing") << RequestWakeup(13.0))
-    assert ctrl.state("c") is S.QUARANTINED
+    assert ctrl.state("c") is S.QUARANTINED and ctrl.held == ()  # its retry will come
     pb >> AdminRequest("activate", "c", 12.0) << AnyAlert("warning", "refused to activate c")
     pb >> Tick(12.9)
     assert pb
@@ -353,6 +353,38 @@ def test_failed_cleanse_stays_quarantined_and_retries_with_backoff() -> None:
     pb >> pb.done(Cleanse("c"), now=26.0)
     assert ctrl.state("c") is S.SPARE
     assert ctrl.counters("c")["cleanses"] == 1
+
+
+def test_a_cleanse_that_cannot_succeed_is_held_with_an_alert_not_retried() -> None:
+    pb, _ = started(cleanse_retry=2.0)
+    ctrl = pb.controller
+    pb >> VerdictReached(verdict(agreed="ab", dissented="c"), 10.0)
+    pb << Quarantine("c", "dissented 1 time(s) within 60s") << Cleanse("c") << Activate("d")
+    done = pb.done(Cleanse("c"), ok=False, now=11.0, detail="replay of #5 fails every time")
+    pb >> ActionDone(done.action, False, 11.0, done.detail, retry=False)
+    pb << AnyAlert("warning", "c cannot be brought back: replay of #5 fails every time; it "
+                              "stays quarantined until an operator orders a cleanse")
+    assert pb  # no RequestWakeup: nothing to wait for
+    assert ctrl.state("c") is S.QUARANTINED and ctrl.held == ("c",)
+    pb >> Tick(1000.0)
+    assert pb and ctrl.state("c") is S.QUARANTINED
+    pb >> pb.done(Activate("d"), now=12.0)  # the rest of the pool goes on
+    assert ctrl.voters == ("a", "b", "d")
+    pb >> AdminRequest("cleanse", "c", 1001.0) << Cleanse("c")
+    assert ctrl.held == ()
+    pb >> pb.done(Cleanse("c"), now=1002.0)
+    assert ctrl.state("c") is S.SPARE
+
+
+def test_an_activation_that_cannot_succeed_quarantines_without_a_cleanse() -> None:
+    ctrl, _ = make()
+    pb = Playbook(ctrl)
+    pb << Activate("a") << Activate("b") << Activate("c")
+    done = pb.done(Activate("b"))
+    (pb >> ActionDone(done.action, False, 1.0, "journal gap", retry=False)
+        << AnyAlert("warning", "b cannot be brought back: journal gap")
+        << Quarantine("b", "activation cannot succeed: journal gap") << Activate("d"))
+    assert pb and ctrl.state("b") is S.QUARANTINED
 
 
 # -- probation --------------------------------------------------------------------------------
@@ -466,6 +498,7 @@ def test_admin_quarantine_holds_without_cleansing_and_warns_below_floor() -> Non
     pb >> Tick(100.0)
     assert pb
     assert pb.controller.state("a") is S.QUARANTINED  # held for inspection
+    assert pb.controller.held == ("a", "b")
     pb >> AdminRequest("quarantine", "a", 3.0)
     assert pb
 
@@ -552,7 +585,8 @@ def scenarios(draw):
         st.tuples(st.just("tick"), st.sampled_from([0.0, 0.5, 1.0, 5.0, 30.0])),
         st.tuples(st.just("wake")),
         st.tuples(st.just("finish")),
-        st.tuples(st.just("done"), pick, st.sampled_from([True, True, True, False])),
+        # None: failed, and the runtime says another attempt would fail the same way
+        st.tuples(st.just("done"), pick, st.sampled_from([True, True, True, False, None])),
         st.tuples(st.just("finish")),
         st.tuples(st.just("health"), pick, st.booleans()),
         st.tuples(st.just("admin"), st.sampled_from(["quarantine", "cleanse", "activate"]),
@@ -627,11 +661,11 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
         before = ctrl.voters
         apply(ctrl.handle(event), before)
 
-    def complete(action: Action, ok: bool) -> None:
+    def complete(action: Action, ok: bool | None) -> None:
         if ok and isinstance(action, Cleanse) and action.seq in cleared_by.get(
                 action.executor, ()):
             tainted.discard(action.executor)
-        feed(ActionDone(action, ok, now))
+        feed(ActionDone(action, ok is True, now, retry=ok is not None))
 
     for step in steps:
         kind = step[0]

@@ -1,11 +1,17 @@
-"""The DNS boundary without servers: query validation, canonical replies, client encoding."""
+"""The DNS boundary without servers: query validation, canonical replies, client encoding.
+
+These cases specify the native data plane's DNS module (rust/dataplane/src/dns), reached
+through `endosec._native`; executors' replies are played by dnspython.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import dns.edns
 import dns.flags
@@ -21,22 +27,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endosec.core.model import Output
-from endosec.gateway.dns import DnsRequest
-from endosec.gateway.dns_server import DnsServerState, serve_dns
-from endosec.protocols.dns import (
-    DnsCanonicaliser,
+from endosec import _native
+from endosec._native import (
+    DnsOutput,
+    DnsQuery,
+    DnsRefusal,
+    DnsReplyError,
     DnsSettings,
-    Query,
-    QueryError,
-    ReplyError,
-    encode_reply,
-    error_reply,
-    parse_query,
-    parse_reply,
-    reply_output,
-    servfail,
+    dns_encode_reply,
+    dns_parse_query,
+    dns_parse_reply,
+    dns_servfail,
 )
+from endosec.config import Config
+from endosec.gateway.snapshot import Placement, build_snapshot
 
 SETTINGS = DnsSettings()
 REFERRALS = DnsSettings(additional="referrals")
@@ -48,11 +52,13 @@ def wire_query(name: str = "www.example.test.", rdtype: str = "A", **kw: object)
     return dns.message.make_query(name, rdtype, **kw).to_wire()  # type: ignore[arg-type]
 
 
-def query(name: str = "www.example.test.", rdtype: str = "A", **kw: object) -> Query:
-    return parse_query(wire_query(name, rdtype, **kw))
+def query(name: str = "www.example.test.", rdtype: str = "A", **kw: object) -> DnsQuery:
+    parsed = dns_parse_query(wire_query(name, rdtype, **kw))
+    assert isinstance(parsed, DnsQuery), parsed.reason
+    return parsed
 
 
-def reply(q: Query, answer: Sequence[str] = (), *, authority: Sequence[str] = (),
+def reply(q: DnsQuery, answer: Sequence[str] = (), *, authority: Sequence[str] = (),
           additional: Sequence[str] = (), aa: bool = True, rcode: int = dns.rcode.NOERROR,
           options: list[dns.edns.Option] | None = None, qid: int | None = None,
           ) -> dns.message.Message:
@@ -77,9 +83,16 @@ def rr(owner: str, ttl: int, rdtype: str, rdata: str) -> str:
     return f"{owner} {ttl} {rdtype} {rdata}"
 
 
-def output(name: str, message: dns.message.Message, settings: DnsSettings = SETTINGS,
-           tolerance: int | None = 0) -> Output:
-    return reply_output(name, message, settings, DnsCanonicaliser(tolerance), 0.0)
+def output(name: str, q: DnsQuery, message: dns.message.Message,
+           settings: DnsSettings = SETTINGS) -> DnsOutput:
+    return dns_parse_reply(message.to_wire(), q).output(name, settings)
+
+
+def encode(q: DnsQuery, winner: dns.message.Message, settings: DnsSettings = SETTINGS, *,
+           max_size: int) -> dns.message.Message:
+    wire = dns_encode_reply(q, dns_parse_reply(winner.to_wire(), q), settings, max_size)
+    assert len(wire) <= max_size
+    return dns.message.from_wire(wire)
 
 
 WWW = [rr("www.example.test.", 3600, "A", "192.0.2.10"),
@@ -93,9 +106,10 @@ def test_a_plain_query_is_forwarded_normalised() -> None:
     nsid = dns.edns.GenericOption(dns.edns.OptionType.NSID, b"")
     raw = wire_query("WwW.Example.TEST.", "AAAA", id=4242, payload=4096, want_dnssec=True,
                      options=[cookie, nsid])
-    q = parse_query(raw)
+    q = dns_parse_query(raw)
+    assert isinstance(q, DnsQuery)
     assert (q.id, q.qtype, q.edns, q.payload, q.dnssec_ok) == (4242, 28, True, 4096, True)
-    assert q.qname.to_text() == "WwW.Example.TEST."
+    assert q.qname == "WwW.Example.TEST."
     assert (q.label, q.key) == ("AAAA", "www.example.test.")
     up = dns.message.from_wire(q.upstream_wire(SETTINGS))
     assert up.id == 4242 and up.options == () and up.flags & dns.flags.RD
@@ -115,11 +129,14 @@ def test_udp_limit_is_the_smaller_of_client_and_gateway() -> None:
     assert query(payload=100).udp_limit(SETTINGS) == 512
 
 
-def refused(raw: bytes) -> tuple[QueryError, dns.message.Message | None]:
-    with pytest.raises(QueryError) as info:
-        parse_query(raw)
-    out = error_reply(info.value, SETTINGS)
-    return info.value, None if out is None else dns.message.from_wire(out)
+def refused(raw: bytes) -> tuple[DnsRefusal, dns.message.Message | None]:
+    refusal = dns_parse_query(raw)
+    assert isinstance(refusal, DnsRefusal)
+    out = refusal.reply(SETTINGS)
+    assert (out is None) == (refusal.rcode is None)
+    answer = None if out is None else dns.message.from_wire(out)
+    assert refusal.label == ("dropped" if answer is None else dns.rcode.to_text(answer.rcode()))
+    return refusal, answer
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x12", b"\x00" * 11])
@@ -223,72 +240,93 @@ def test_garbage_after_a_question_gets_formerr_with_the_question() -> None:
 
 def test_reply_must_answer_the_query() -> None:
     q = query()
-    assert parse_reply(reply(q, WWW).to_wire(), q).answer
-    with pytest.raises(ReplyError):
-        parse_reply(reply(q, WWW, qid=(q.id + 1) % 65536).to_wire(), q)
+    assert output("a", q, reply(q, WWW)).raw.count(b"\n") == 1  # two records
+    with pytest.raises(DnsReplyError):
+        dns_parse_reply(reply(q, WWW, qid=(q.id + 1) % 65536).to_wire(), q)
     other = reply(query("mail.example.test."), WWW)
     other.id = q.id
-    with pytest.raises(ReplyError):
-        parse_reply(other.to_wire(), q)
-    with pytest.raises(ReplyError):
-        parse_reply(b"\x00\x01garbage", q)
-    with pytest.raises(ReplyError):  # a query echoed back is not a reply
-        parse_reply(q.upstream_wire(SETTINGS), q)
+    with pytest.raises(DnsReplyError):
+        dns_parse_reply(other.to_wire(), q)
+    with pytest.raises(DnsReplyError):
+        dns_parse_reply(b"\x00\x01garbage", q)
+    with pytest.raises(DnsReplyError):  # a query echoed back is not a reply
+        dns_parse_reply(q.upstream_wire(SETTINGS), q)
+    signed = reply(q, WWW)
+    signed.use_tsig(dns.tsigkeyring.from_text({"k.": "c2VjcmV0c2VjcmV0"}), keyname="k.")
+    with pytest.raises(DnsReplyError):
+        dns_parse_reply(signed.to_wire(), q)
+    with pytest.raises(DnsReplyError):
+        dns_parse_reply(reply(q, WWW).to_wire() + b"\x00", q)
 
 
 def test_record_order_ttl_within_tolerance_and_name_case_agree() -> None:
     q = query()
-    a = output("a", reply(q, WWW), tolerance=5)
-    b = output("b", reply(q, [rr("WWW.example.TEST.", 3597, "A", "192.0.2.11"),
-                              rr("www.example.test.", 3597, "A", "192.0.2.10")]),
-               tolerance=5)
-    assert a.raw != b.raw and a.agrees_with(b)
-    far = output("c", reply(q, [w.replace("3600", "3590") for w in WWW]), tolerance=5)
+    five = DnsSettings(ttl_tolerance=5)
+    a = output("a", q, reply(q, WWW), five)
+    b = output("b", q, reply(q, [rr("WWW.example.TEST.", 3597, "A", "192.0.2.11"),
+                                 rr("www.example.test.", 3597, "A", "192.0.2.10")]), five)
+    assert a.raw != b.raw and a.key == b.key and a.digest == b.digest and a.agrees_with(b)
+    far = output("c", q, reply(q, [w.replace("3600", "3590") for w in WWW]), five)
     assert not a.agrees_with(far)
 
 
 def test_masked_ttls_never_disagree_but_exact_ttls_do() -> None:
     q = query()
     long, short = reply(q, WWW), reply(q, [w.replace("3600", "60") for w in WWW])
-    assert output("a", long, tolerance=None).agrees_with(output("b", short, tolerance=None))
-    assert not output("a", long).agrees_with(output("b", short))
+    masked = DnsSettings(ttl="mask")
+    assert output("a", q, long, masked).agrees_with(output("b", q, short, masked))
+    assert not output("a", q, long).agrees_with(output("b", q, short))
 
 
-def test_query_id_and_edns_options_do_not_matter() -> None:
+def test_edns_options_do_not_matter() -> None:
     q = query()
-    plain = output("a", reply(q, WWW))
+    plain = output("a", q, reply(q, WWW))
     decorated = reply(q, WWW, options=[
         dns.edns.CookieOption(b"clientck", b"servercookie0001"),
         dns.edns.GenericOption(dns.edns.OptionType.NSID, b"knot-1"),
         dns.edns.EDEOption(dns.edns.EDECode.OTHER, "hello")])
-    decorated.id = 1
-    assert output("b", decorated).raw == plain.raw and plain.agrees_with(output("b", decorated))
+    assert output("b", q, decorated).raw == plain.raw
+    assert plain.agrees_with(output("b", q, decorated))
+
+
+def test_records_gather_into_rrsets_as_a_resolver_reads_them() -> None:
+    q = query()
+    twice = reply(q, [*WWW, rr("WWW.example.test.", 60, "A", "192.0.2.10")])
+    merged = reply(q, [w.replace("3600", "60") for w in WWW])
+    assert output("a", q, twice).raw == output("b", q, merged).raw  # one RRset, smallest TTL
+    c = query("alias.example.test.")
+    cnames = [rr("alias.example.test.", 60, "CNAME", f"{t}.example.test.") for t in ("old", "new")]
+    assert output("a", c, reply(c, cnames)).raw == output("b", c, reply(c, cnames[1:])).raw
 
 
 def test_a_changed_rdata_or_a_missing_record_disagrees() -> None:
     q = query()
-    good = output("a", reply(q, WWW))
-    changed = output("b", reply(q, [WWW[0], rr("www.example.test.", 3600, "A", "203.0.113.66")]))
-    missing = output("c", reply(q, WWW[:1]))
+    good = output("a", q, reply(q, WWW))
+    changed = output("b", q, reply(q, [WWW[0], rr("www.example.test.", 3600, "A",
+                                                  "203.0.113.66")]))
+    missing = output("c", q, reply(q, WWW[:1]))
     assert not good.agrees_with(changed) and not good.agrees_with(missing)
 
 
 def test_a_flipped_aa_or_rcode_disagrees() -> None:
     q = query()
-    good = output("a", reply(q, WWW))
-    assert not good.agrees_with(output("b", reply(q, WWW, aa=False)))
-    assert not good.agrees_with(output("c", reply(q, WWW, rcode=dns.rcode.NXDOMAIN)))
-    assert good.head == ("NOERROR", "AA RD", True)
+    good = output("a", q, reply(q, WWW))
+    assert not good.agrees_with(output("b", q, reply(q, WWW, aa=False)))
+    assert not good.agrees_with(output("c", q, reply(q, WWW, rcode=dns.rcode.NXDOMAIN)))
+    assert good.head == b"NOERROR\tAA RD\tedns"
+    assert output("d", q, reply(q, WWW, aa=False)).head == b"NOERROR\tRD\tedns"
+    bare = query(use_edns=False)
+    assert output("e", bare, reply(bare, WWW)).head == b"NOERROR\tAA RD\tno-edns"
 
 
 def test_rdata_names_compare_case_insensitively_but_txt_does_not() -> None:
     q = query("example.test.", "MX")
-    a = output("a", reply(q, [rr("example.test.", 60, "MX", "10 mail.example.test.")]))
-    b = output("b", reply(q, [rr("example.test.", 60, "MX", "10 MAIL.example.test.")]))
+    a = output("a", q, reply(q, [rr("example.test.", 60, "MX", "10 mail.example.test.")]))
+    b = output("b", q, reply(q, [rr("example.test.", 60, "MX", "10 MAIL.example.test.")]))
     assert a.raw == b.raw
     t = query("info.example.test.", "TXT")
-    x = output("a", reply(t, [rr("info.example.test.", 60, "TXT", '"Hello"')]))
-    y = output("b", reply(t, [rr("info.example.test.", 60, "TXT", '"hello"')]))
+    x = output("a", t, reply(t, [rr("info.example.test.", 60, "TXT", '"Hello"')]))
+    y = output("b", t, reply(t, [rr("info.example.test.", 60, "TXT", '"hello"')]))
     assert not x.agrees_with(y)
 
 
@@ -297,27 +335,29 @@ def test_additional_data_counts_only_in_referrals_when_configured() -> None:
     mx = [rr("example.test.", 3600, "MX", "10 mail.example.test.")]
     bare = reply(q, mx)
     extra = reply(q, mx, additional=[rr("mail.example.test.", 3600, "A", "192.0.2.25")])
-    assert output("a", bare, REFERRALS).agrees_with(output("b", extra, REFERRALS))
-    assert not output("a", bare).agrees_with(output("b", extra))
+    assert output("a", q, bare, REFERRALS).agrees_with(output("b", q, extra, REFERRALS))
+    assert not output("a", q, bare).agrees_with(output("b", q, extra))
     # ...and what is not voted on is not sent
-    assert not dns.message.from_wire(
-        encode_reply(q, extra, REFERRALS, max_size=65535)).additional
+    assert not encode(q, extra, REFERRALS, max_size=65535).additional
+    assert encode(q, extra, max_size=65535).additional
     r = query("host.sub.example.test.")
     ns = [rr("sub.example.test.", 3600, "NS", "ns1.sub.example.test.")]
     glue = reply(r, authority=ns, aa=False,
                  additional=[rr("ns1.sub.example.test.", 3600, "A", "192.0.2.153")])
     forged = reply(r, authority=ns, aa=False,
                    additional=[rr("ns1.sub.example.test.", 3600, "A", "203.0.113.1")])
-    assert not output("a", glue, REFERRALS).agrees_with(output("b", forged, REFERRALS))
+    assert not output("a", r, glue, REFERRALS).agrees_with(output("b", r, forged, REFERRALS))
+    assert encode(r, glue, REFERRALS, max_size=65535).additional  # glue is sent
 
 
 # -- what the client gets ----------------------------------------------------------------------
 
 def test_reply_carries_the_clients_id_and_question() -> None:
     q = query("WwW.Example.TEST.", id=31337)
-    winner = reply(q, WWW, options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, b"x")])
-    winner.id = 1
-    out = dns.message.from_wire(encode_reply(q, winner, SETTINGS, max_size=512))
+    executor = query("www.example.test.", id=31337)  # an executor echoing another spelling
+    winner = reply(executor, WWW,
+                   options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, b"x")])
+    out = encode(q, winner, max_size=512)
     assert out.id == 31337 and out.question[0].name.to_text() == "WwW.Example.TEST."
     assert out.flags & dns.flags.AA and out.flags & dns.flags.RD and out.flags & dns.flags.QR
     assert out.options == () and len(out.answer[0]) == 2
@@ -327,11 +367,10 @@ def test_large_answer_over_udp_is_truncated_and_whole_over_tcp() -> None:
     q = query("big.example.test.", "TXT", use_edns=False)
     big = reply(q, [rr("big.example.test.", 3600, "TXT", f'"record {i:02d} ' + "x" * 90 + '"')
                     for i in range(40)])
-    udp = encode_reply(q, big, SETTINGS, max_size=q.udp_limit(SETTINGS))
-    assert len(udp) <= 512
-    small = dns.message.from_wire(udp)
+    small = encode(q, big, max_size=q.udp_limit(SETTINGS))
     assert small.flags & dns.flags.TC and not small.answer and small.edns == -1
-    full = dns.message.from_wire(encode_reply(q, big, SETTINGS, max_size=65535))
+    assert small.question[0].name.to_text() == "big.example.test."
+    full = encode(q, big, max_size=65535)
     assert not full.flags & dns.flags.TC and len(full.answer[0]) == 40
 
 
@@ -340,33 +379,46 @@ def test_extended_rcode_without_edns_becomes_servfail() -> None:
     winner = reply(q)
     winner.use_edns(0)
     winner.set_rcode(dns.rcode.BADCOOKIE)
-    out = dns.message.from_wire(encode_reply(q, winner, SETTINGS, max_size=512))
+    out = encode(q, winner, max_size=512)
     assert out.rcode() == dns.rcode.SERVFAIL and out.edns == -1
+    e = query()
+    with_edns = reply(e)
+    with_edns.set_rcode(dns.rcode.BADCOOKIE)
+    assert encode(e, with_edns, max_size=512).rcode() == dns.rcode.BADCOOKIE
 
 
 def test_servfail_names_the_reason_only_with_edns() -> None:
     q = query(id=9)
-    out = dns.message.from_wire(servfail(q, SETTINGS, "no quorum"))
+    out = dns.message.from_wire(dns_servfail(q, SETTINGS, "no quorum"))
     assert out.rcode() == dns.rcode.SERVFAIL and out.id == 9 and not out.answer
-    assert any(isinstance(o, dns.edns.EDEOption) and o.text == "no quorum" for o in out.options)
-    bare = dns.message.from_wire(servfail(query(use_edns=False), SETTINGS, "no quorum"))
+    assert any(isinstance(o, dns.edns.EDEOption) and o.code == dns.edns.EDECode.OTHER
+               and o.text == "no quorum" for o in out.options)
+    long = dns.message.from_wire(dns_servfail(q, SETTINGS, "é" * 300))
+    assert [o.text for o in long.options] == ["é" * 200]
+    bare = dns.message.from_wire(dns_servfail(query(use_edns=False), SETTINGS, "no quorum"))
     assert bare.edns == -1
 
 
-def test_settings_reject_unknown_flags() -> None:
-    with pytest.raises(ValueError, match="flags"):
-        DnsSettings(flags=frozenset({"AA", "XX"}))
+def test_settings_reject_unknown_values_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"dns\.flags: unknown XX"):
+        DnsSettings(flags=["AA", "XX"])
+    with pytest.raises(ValueError, match=r"dns\.udp_payload"):
+        DnsSettings(udp_payload=511)
+    with pytest.raises(ValueError, match=r"dns\.ttl:"):
+        DnsSettings(ttl="round")
+    with pytest.raises(ValueError, match=r"dns\.additional"):
+        DnsSettings(additional="some")
 
 
 # -- fuzz ----------------------------------------------------------------------------------------
 
 def _check_refusal(raw: bytes) -> None:
     """Any bytes: a valid query, or a well-formed error reply for the same ID, or nothing."""
-    try:
-        q = parse_query(raw)
-    except QueryError as exc:
-        out = error_reply(exc, SETTINGS)
+    q = dns_parse_query(raw)
+    if isinstance(q, DnsRefusal):
+        out = q.reply(SETTINGS)
         if out is None:
+            assert len(raw) < 12 or raw[2] & 0x80  # only runts and responses are dropped
             return
         answer = dns.message.from_wire(out)
         assert answer.flags & dns.flags.QR and answer.rcode() in ERROR_RCODES
@@ -400,51 +452,142 @@ def test_fuzz_mutated_queries(base: bytes, flips: list[tuple[int, int]], cut: in
     _check_refusal(bytes(raw[:len(raw) - cut]) if cut < len(raw) else bytes(raw))
 
 
-# -- the listeners, with a stand-in engine ------------------------------------------------------
+# -- the native listeners, with stand-in executors ---------------------------------------------
 
-async def test_udp_and_tcp_listeners() -> None:
-    asked: list[DnsRequest] = []
+class Executor:
+    """A DNS server over TCP answering every query with 30 TXT records, after ``delay``;
+    ``hang_up`` closes the connection after each reply (a pooled connection then goes stale)."""
 
-    async def handler(request: DnsRequest) -> bytes:
-        asked.append(request)
-        q = request.query
-        big = reply(q, [rr(q.qname.to_text(), 60, "TXT", f'"{i:03d} ' + "y" * 100 + '"')
-                        for i in range(30)])
-        limit = q.udp_limit(SETTINGS) if request.transport == "udp" else 65535
-        return encode_reply(q, big, SETTINGS, max_size=limit)
+    def __init__(self, delay: float = 0.0, hang_up: bool = False) -> None:
+        self.delay, self.hang_up = delay, hang_up
+        self.queries = 0
+        self.server: asyncio.Server | None = None
 
-    state = DnsServerState(handler=handler, settings=SETTINGS, message_timeout=2.0,
-                           idle_timeout=2.0, max_connections=4, max_udp_inflight=4)
-    listener = await serve_dns(state, "127.0.0.1", 0)
-    loop = asyncio.get_running_loop()
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                q = dns.message.from_wire(await reader.readexactly(size))
+                self.queries += 1
+                await asyncio.sleep(self.delay)
+                answer = dns.message.make_response(q)
+                answer.flags |= dns.flags.AA
+                name = q.question[0].name.to_text()
+                answer.answer.append(dns.rrset.from_text_list(
+                    name, 60, "IN", "TXT", [f'"{i:03d} ' + "y" * 100 + '"' for i in range(30)]))
+                wire = answer.to_wire(max_size=65535)
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                await writer.drain()
+                if self.hang_up:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def native_plane(executors: list[Executor], **dns_settings: object
+                       ) -> AsyncIterator[tuple[_native.DataPlane, int]]:
+    """A native data plane serving DNS on 127.0.0.1 with ``executors`` voting."""
+    ports = [await e.start() for e in executors]
+    names = [f"e{i}" for i in range(len(executors))]
+    config = Config.model_validate({
+        "protocol": "dns", "dns": dns_settings,
+        "controller": {"active": len(names), "floor": 1},
+        "executors": [{"name": n, "argv": ["true"], "profile": [n],
+                       "health": {"dns_query": "t.example. TXT"}} for n in names]})
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    plane = _native.DataPlane(1, 1024, wake_w)
+    os.close(wake_w)
     try:
-        assert listener.url == f"dns://127.0.0.1:{listener.port}"
+        plane.publish(build_snapshot(
+            config, voters=names, shadows=[], keep_level=[], weights=None,
+            placements={n: Placement("127.0.0.1", p, 1) for n, p in zip(names, ports,
+                                                                          strict=True)}))
+        with pytest.raises(OSError, match="dns"):
+            plane.listen_http("127.0.0.1", 0)  # the snapshot is for DNS
+        _, port = plane.listen_dns("127.0.0.1", 0)
+        yield plane, port
+    finally:
+        plane.stop(1.0)
+        plane.close()
+        os.close(wake_r)
+        for e in executors:
+            assert e.server is not None
+            e.server.close()
+
+
+async def udp_ask(sock: socket.socket, wire: bytes, timeout: float = 2.0) -> bytes | None:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, wire)
+    try:
+        return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+    except TimeoutError:
+        return None
+
+
+async def test_udp_and_tcp_on_one_port() -> None:
+    executors = [Executor(), Executor(), Executor(hang_up=True)]
+    async with native_plane(executors) as (plane, port):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.setblocking(False)
-        udp.connect(("127.0.0.1", listener.port))
-        await loop.sock_sendall(udp, wire_query("t.example.", "TXT", id=5))
-        answer = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(udp, 4096), 2))
-        assert answer.id == 5 and answer.flags & dns.flags.TC and not answer.answer
-        await loop.sock_sendall(udp, wire_query("t.example.", "ANY", id=6))
-        answer = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(udp, 4096), 2))
-        assert answer.id == 6 and answer.rcode() == dns.rcode.REFUSED
-        udp.close()
+        udp.connect(("127.0.0.1", port))
+        with udp:
+            raw = await udp_ask(udp, wire_query("T.example.", "TXT", id=5))
+            assert raw is not None
+            answer = dns.message.from_wire(raw)
+            assert answer.id == 5 and answer.flags & dns.flags.TC and not answer.answer
+            assert answer.question[0].name.to_text() == "T.example."
+            raw = await udp_ask(udp, wire_query("t.example.", "ANY", id=6))
+            assert raw is not None and dns.message.from_wire(raw).rcode() == dns.rcode.REFUSED
+            response = dns.message.make_response(dns.message.make_query("t.example.", "A"))
+            assert await udp_ask(udp, response.to_wire(), timeout=0.3) is None
 
-        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for qid in (7, 8):  # two queries on one connection, the first split in two writes
-            raw = wire_query("t.example.", "TXT", id=qid)
-            framed = struct.pack("!H", len(raw)) + raw
+            wire = wire_query("t.example.", "TXT", id=qid)
+            framed = struct.pack("!H", len(wire)) + wire
             writer.write(framed[:5])
             await writer.drain()
+            await asyncio.sleep(0.05)
             writer.write(framed[5:])
             size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))[0]
             full = dns.message.from_wire(await reader.readexactly(size))
-            assert full.id == qid and len(full.answer[0]) == 30
-        response = dns.message.make_response(dns.message.make_query("t.example.", "A"))
-        raw = response.to_wire()
-        writer.write(struct.pack("!H", len(raw)) + raw)  # a response: the connection closes
+            assert full.id == qid and len(full.answer[0]) == 30 and not full.flags & dns.flags.TC
+        wire = response.to_wire()
+        writer.write(struct.pack("!H", len(wire)) + wire)  # a response: the connection closes
         assert await asyncio.wait_for(reader.read(), 2) == b""
         writer.close()
-        assert [r.transport for r in asked] == ["udp", "tcp", "tcp"]
-    finally:
-        listener.close()
+
+        # Every executor was asked three times (the one that hangs up on fresh connections).
+        assert [e.queries for e in executors] == [3, 3, 3]
+        figures = plane.metrics()
+        assert figures["rejected"] == {"REFUSED": 1, "dropped": 2}
+        assert figures["outcomes"]["accepted"] == 3
+        recent = plane.recent()
+        assert [(v["method"], v["path"]) for v in recent] == [("TXT", "t.example.")] * 3
+        assert all(sorted(v["agreed"]) == ["e0", "e1", "e2"] for v in recent)
+        assert plane.take_agreements() == {"e0": 3, "e1": 3, "e2": 3}
+
+
+async def test_udp_queries_beyond_the_bound_are_dropped_and_counted() -> None:
+    async with native_plane([Executor(delay=0.5)], max_udp_inflight=1) as (plane, port):
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect(("127.0.0.1", port))
+        try:
+            replies = await asyncio.gather(*(udp_ask(sock, wire_query("t.example.", "TXT",
+                                                                       id=i), timeout=1.5)
+                                             for i, sock in enumerate(socks)))
+        finally:
+            for sock in socks:
+                sock.close()
+        assert sum(r is not None for r in replies) == 1
+        assert plane.metrics()["rejected"] == {"overload": 2}

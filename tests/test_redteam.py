@@ -4,7 +4,8 @@ Each test runs the whole catalogue (10,000 benign requests for the false-alarm f
 the summary table straight to the terminal (visible without -s) and fails the build if a
 required figure regresses: 100% suppression and detection for every differential-mode case,
 no false alarm on benign traffic, availability of at least 99.9% during differential-mode and
-fault classes, and no gateway crash on any input-agent case.
+fault classes, no gateway crash on any input-agent case, and (against the demo, whose
+workload writes) no acknowledged write lost when the gateway is killed and restarted.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def check_required_figures(data: dict) -> None:
     assert agent["suppressed"] == agent["cases"], [
         c for c in data["cases"] if c["class"] == "input-agent" and not c["suppressed"]]
     assert classes["common-mode"]["expected_suppressible"] is False
+    crash = [c for c in data["cases"] if c["name"] == "gateway-crash"]
+    if data["workload"] == "notes":  # the static workload has no writes to lose
+        assert len(crash) == 1, "the gateway-crash case did not run"
+        assert crash[0]["acknowledged_writes"] >= 100, crash[0]
+        assert crash[0]["lost_writes"] == 0, crash[0]
+        # The same count, with the journal deleted before the restart, sees every write lost.
+        assert crash[0]["lost_writes_without_journal"] == crash[0]["acknowledged_writes"]
     assert data["verdict"]["passed"], data["verdict"]
 
 

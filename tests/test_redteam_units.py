@@ -195,6 +195,28 @@ def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str
     assert "FAILED" in render_markdown(rep)
 
 
+def crash(lost: int, without: int, acknowledged: int = 150) -> CaseResult:
+    r = result("gateway-crash", "faults", suppressed=lost == 0, ok=0)
+    r.acknowledged_writes, r.lost_writes, r.lost_writes_without_journal = \
+        acknowledged, lost, without
+    return r
+
+
+def test_a_gateway_crash_reports_lost_writes_and_passes_only_at_zero() -> None:
+    rep = report([result("x", DIFFERENTIAL), crash(0, 150)])
+    assert rep["verdict"]["passed"], rep["verdict"]
+    case = rep["cases"][-1]
+    assert (case["acknowledged_writes"], case["lost_writes"],
+            case["lost_writes_without_journal"]) == (150, 0, 150)
+    assert "lost_writes" not in rep["cases"][0]
+    md = render_markdown(rep)
+    assert "## Gateway crash" in md and "| gateway-crash | 150 | 0 | 150 |" in md
+    lost = report([result("x", DIFFERENTIAL), crash(3, 150)])
+    assert any("3 acknowledged writes lost" in f for f in lost["verdict"]["failures"])
+    blind = report([result("x", DIFFERENTIAL), crash(0, 0)])
+    assert any("cannot see a loss" in f for f in blind["verdict"]["failures"])
+
+
 # -- the wrapper around a real executor ---------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.gatewayctl import Gateway
+from tests.gatewayctl import Gateway, server_pid
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +188,7 @@ def test_an_injected_header_is_outvoted_and_the_config_restored(gw: Gateway) -> 
     conf.write_text(text.replace("autoindex off;",
                                  'autoindex off;\n        add_header Set-Cookie '
                                  '"session=attacker; Path=/" always;'))
-    os.kill(old_pid, signal.SIGHUP)
+    os.kill(server_pid(gw, "nginx"), signal.SIGHUP)
     deadline = time.monotonic() + 10
     while True:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -15,10 +15,12 @@ class DataPlane:
     def listen_http(self, host: str, port: int, cert: str | PathLike[str] | None = None,
                     key: str | PathLike[str] | None = None) -> tuple[str, int]:
         """Serve HTTP (TLS with cert and key); the bound address. OSError if it cannot."""
+    def listen_dns(self, host: str, port: int) -> tuple[str, int]:
+        """Serve DNS over UDP and TCP (port 0: one port free for both); the bound address."""
     def catch_up(self, name: str, ticket: int) -> None:
         """Bring ``name`` level with the journal; a ``catch-up`` event carries ``ticket``."""
     def drain(self, max: int) -> list[dict[str, Any]]:
-        """Queued events (``kind``: ``verdict`` or ``catch-up``)."""
+        """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused`` or ``in-doubt``)."""
     def take_agreements(self) -> dict[str, int]:
         """Clean agreements per executor since the last call."""
     def metrics(self) -> dict[str, Any]:
@@ -91,3 +93,79 @@ class Rules:
     def digest(self, status: int, headers: list[tuple[bytes, bytes]], path: str,
                body: bytes) -> bytes:
         """BLAKE2b-256 of the head, a NUL and the body's canonical key."""
+
+class DnsSettings:
+    """The ``dns`` settings of a snapshot; ValueError naming the field if one is wrong."""
+
+    def __init__(self, flags: list[str] | None = None, ttl: str = "compare",
+                 ttl_tolerance: int = 0, additional: str = "all", udp_payload: int = 1232,
+                 max_udp_inflight: int = 1024) -> None: ...
+    @property
+    def udp_payload(self) -> int: ...
+
+class DnsQuery:
+    """An accepted client query."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def qname(self) -> str:
+        """As the client spelled it, with its final dot."""
+    @property
+    def qtype(self) -> int: ...
+    @property
+    def edns(self) -> bool: ...
+    @property
+    def payload(self) -> int: ...
+    @property
+    def dnssec_ok(self) -> bool: ...
+    @property
+    def label(self) -> str:
+        """The question type's name, as events carry it."""
+    @property
+    def key(self) -> str:
+        """The name in lower case, as events carry it."""
+    def udp_limit(self, settings: DnsSettings) -> int: ...
+    def upstream_wire(self, settings: DnsSettings) -> bytes:
+        """The normalised query every executor receives."""
+
+class DnsRefusal:
+    """A client message that is not forwarded."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def rcode(self) -> int | None:
+        """The client's answer; None: the message is dropped."""
+    @property
+    def label(self) -> str:
+        """How it is counted: the rcode's name, or ``dropped``."""
+    def reply(self, settings: DnsSettings) -> bytes | None: ...
+
+class DnsReply:
+    """An executor's reply, checked against its query."""
+
+    def output(self, executor: str, settings: DnsSettings) -> DnsOutput: ...
+
+class DnsOutput:
+    """One output as the arbiter compares it."""
+
+    @property
+    def head(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def digest(self) -> bytes: ...
+    def agrees_with(self, other: DnsOutput) -> bool: ...
+
+class DnsReplyError(ValueError):
+    """An executor's message that is not a well-formed reply to the query it was sent."""
+
+def dns_parse_query(wire: bytes) -> DnsQuery | DnsRefusal: ...
+def dns_parse_reply(wire: bytes, query: DnsQuery) -> DnsReply:
+    """DnsReplyError if ``wire`` is not a reply to ``query``."""
+def dns_encode_reply(query: DnsQuery, winner: DnsReply, settings: DnsSettings,
+                     max_size: int) -> bytes: ...
+def dns_servfail(query: DnsQuery, settings: DnsSettings, reason: str) -> bytes: ...

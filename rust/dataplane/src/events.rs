@@ -62,6 +62,9 @@ pub enum Event {
     CatchUp(CatchUpEvent),
     /// Writes are held back for a checkpoint; ``seq`` is the last one forwarded.
     Paused { ticket: u64, seq: u64 },
+    /// Write ``seq`` was answered with ``status`` but no consensus: it stays in the journal and
+    /// will reach every executor, though some may have applied it already.
+    InDoubt { seq: u64, method: String, path: String, status: u16, reason: String },
 }
 
 /// The bounded queue and its wake-up pipe.

@@ -115,7 +115,7 @@ async fn connection(count: Leave, open: u64, mut stream: TcpStream, peer: Socket
 }
 
 /// Counts a connection out when it ends, however it ends.
-struct Leave(Arc<Shared>);
+pub(crate) struct Leave(pub(crate) Arc<Shared>);
 
 impl Drop for Leave {
     fn drop(&mut self) {
@@ -124,7 +124,7 @@ impl Drop for Leave {
 }
 
 /// Counts a request out when its reply is ready, however the request ends.
-struct InFlight<'a>(&'a Shared);
+pub(crate) struct InFlight<'a>(pub(crate) &'a Shared);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -229,7 +229,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
 }
 
 /// Resolves once the plane is stopping.
-async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 

@@ -16,9 +16,10 @@ use crate::accesslog::{AccessLog, Target};
 use crate::events::{CatchUpEvent, Event, EventQueue};
 use crate::idempotency::Keys;
 use crate::journal::{Journal, Recovery, Since, Sync, Window, READ_BATCH};
+use crate::dns_listener;
 use crate::listener::{self, Tls};
 use crate::model::Outcome;
-use crate::snapshot::{Compiled, Executor, Snapshot, SnapshotSpec};
+use crate::snapshot::{Compiled, Executor, Protocol, Snapshot, SnapshotSpec};
 use crate::stats::{ExecutorStats, PlaneStats};
 use crate::upstream::exchange;
 
@@ -173,8 +174,26 @@ impl Plane {
 
     /// Start serving HTTP on ``addr`` (TLS when given); returns the bound address.
     pub fn listen_http(&self, addr: SocketAddr, tls: Option<Tls>) -> Result<SocketAddr, String> {
+        self.serves(Protocol::Http)?;
         let _enter = self.runtime().enter();
         listener::start_http(self.shared.clone(), addr, tls)
+    }
+
+    /// Start serving DNS over UDP and TCP on ``addr``; returns the bound address.
+    pub fn listen_dns(&self, addr: SocketAddr) -> Result<SocketAddr, String> {
+        self.serves(Protocol::Dns)?;
+        let _enter = self.runtime().enter();
+        dns_listener::start_dns(self.shared.clone(), addr)
+    }
+
+    /// A listener serves only the protocol the published snapshot is for.
+    fn serves(&self, protocol: Protocol) -> Result<(), String> {
+        let published = self.shared.snapshot.load().protocol;
+        if published == protocol {
+            return Ok(());
+        }
+        Err(format!("the published snapshot is for {published:?}, not {protocol:?}")
+            .to_lowercase())
     }
 
     /// Bring ``name`` level with the journal in the background; the result comes back as a

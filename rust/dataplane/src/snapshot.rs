@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::ballot::Strategy;
 use crate::canon::RuleSet;
+use crate::dns;
 use crate::http::Limits;
 use crate::pool::{Pool, PoolLimits};
 use crate::stats::ExecutorStats;
@@ -98,10 +99,24 @@ fn default_keys() -> usize {
     100_000
 }
 
+/// The wire protocol of the mimic boundary: which listener may serve this snapshot.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Dns,
+}
+
 /// What the control plane sends, as JSON.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotSpec {
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// How DNS replies are compared and sized (read when the protocol is DNS).
+    #[serde(default)]
+    pub dns: dns::Spec,
     pub limits: LimitsSpec,
     pub canonicalise: serde_json::Value,
     pub arbiter: ArbiterSpec,
@@ -151,6 +166,8 @@ fn default_recent() -> usize {
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
+    pub protocol: Protocol,
+    pub dns: Arc<dns::Settings>,
     pub limits: Limits,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -207,6 +224,7 @@ impl Snapshot {
                 rules
             }
         };
+        let dns = Arc::new(dns::Settings::compile(&spec.dns)?);
         let a = &spec.arbiter;
         let strategy = Strategy::from_config(&a.strategy, a.k, a.min_support)?;
         let mut executors = HashMap::new();
@@ -251,7 +269,7 @@ impl Snapshot {
             _ => None,
         };
         Ok(Snapshot {
-            generation, limits,
+            generation, protocol: spec.protocol, dns, limits,
             header_timeout: seconds("client_header_timeout", l.client_header_timeout)?,
             idle_timeout: seconds("client_idle_timeout", l.client_idle_timeout)?,
             max_connections: l.max_connections, rules, strategy, floor: spec.floor,
@@ -272,7 +290,8 @@ impl Snapshot {
     /// Before the first publish: nobody votes, so every request fails closed.
     pub fn empty() -> Snapshot {
         Snapshot {
-            generation: 0, limits: Limits::default(), header_timeout: Duration::from_secs(10),
+            generation: 0, protocol: Protocol::Http, dns: Arc::default(),
+            limits: Limits::default(), header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60), max_connections: 1024,
             rules: Arc::new(RuleSet::default()), strategy: Strategy::Majority, floor: 1,
             verdict_headers: false, recent_verdicts: 50,

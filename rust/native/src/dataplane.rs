@@ -72,6 +72,16 @@ impl DataPlane {
         Ok((bound.ip().to_string(), bound.port()))
     }
 
+    /// Serve DNS over UDP and TCP on ``host:port`` (port 0: one port free for both); the
+    /// bound address.
+    fn listen_dns(&self, host: &str, port: u16) -> PyResult<(String, u16)> {
+        let ip: IpAddr = host.parse()
+            .map_err(|_| PyValueError::new_err(format!("listen: {host:?} is not an IP address")))?;
+        let bound = self.plane()?.listen_dns(SocketAddr::new(ip, port))
+            .map_err(PyOSError::new_err)?;
+        Ok((bound.ip().to_string(), bound.port()))
+    }
+
     /// Bring ``name`` level with the journal; a ``catch-up`` event with ``ticket`` follows.
     fn catch_up(&self, name: &str, ticket: u64) -> PyResult<()> {
         self.plane()?.catch_up(name, ticket);
@@ -246,6 +256,14 @@ fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
             d.set_item("kind", "paused")?;
             d.set_item("ticket", ticket)?;
             d.set_item("seq", seq)?;
+        }
+        Event::InDoubt { seq, method, path, status, reason } => {
+            d.set_item("kind", "in-doubt")?;
+            d.set_item("seq", seq)?;
+            d.set_item("method", method)?;
+            d.set_item("path", path)?;
+            d.set_item("status", status)?;
+            d.set_item("reason", reason)?;
         }
         Event::CatchUp(c) => {
             d.set_item("kind", "catch-up")?;

@@ -5,12 +5,14 @@ use pyo3::prelude::*;
 
 mod canon;
 mod dataplane;
+mod dns;
 mod http;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     canon::register(m)?;
     dataplane::register(m)?;
+    dns::register(m)?;
     http::register(m)?;
     Ok(())
 }

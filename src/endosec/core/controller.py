@@ -13,7 +13,9 @@ executor, because ``(QUARANTINED, ACTIVATE)`` is not there. The only way back to
 QUARANTINED is through CLEANSING, so an executor is never activated uncleansed.
 
 Policies (see `ControllerPolicy`): quarantine after ``quarantine_after`` dissents within
-``dissent_window`` seconds; cleanse at once, retrying failed cleanses with exponential backoff;
+``dissent_window`` seconds; cleanse at once, retrying failed cleanses with exponential backoff,
+except when the runtime says another attempt would fail the same way (``ActionDone.retry``
+False): then the executor is held quarantined, with an alert, until an operator cleanses it;
 optionally hold cleansed executors on probation; keep ``active_size`` executors active or
 activating, replacing from spares at once; rotate ``rotate_count`` executors every
 ``rotate_every`` seconds, make-before-break (the retiree leaves only when its replacement votes,
@@ -196,6 +198,13 @@ class Controller:
         return self._shadows
 
     @property
+    def held(self) -> tuple[str, ...]:
+        """QUARANTINED executors that nothing brings back but an operator's cleanse: held by
+        an operator, or failed in a way the runtime said would repeat."""
+        return tuple(n for n, s in self._state.items()
+                     if s is QUARANTINED and n not in self._retry_at and n not in self._awaiting)
+
+    @property
     def states(self) -> Mapping[str, ExecutorState]:
         """A live read-only view of every executor's state."""
         return self._states_view
@@ -317,15 +326,23 @@ class Controller:
         if not isinstance(action, (Activate, Cleanse)) or self._awaiting.get(name) != action.seq:
             return  # nothing to wait for, or a stale order
         detail = f": {event.detail}" if event.detail else ""
+        held = (f"{name} cannot be brought back{detail}; it stays quarantined until an "
+                "operator orders a cleanse")
         if isinstance(action, Activate):
             if event.ok:
                 self._fire(name, Signal.ACTIVATED, out)
+            elif not event.retry:
+                out.append(Alert("warning", held))
+                self._fire(name, Signal.FAULT, out, f"activation cannot succeed{detail}")
             else:
                 out.append(Alert("warning", f"activating {name} failed{detail}"))
                 self._quarantine_and_cleanse(name, f"activation failed{detail}", out)
         elif event.ok:
             probation = self.policy.probation_agreements > 0
             self._fire(name, Signal.CLEANSED_ON_PROBATION if probation else Signal.CLEANSED, out)
+        elif not event.retry:
+            self._fire(name, Signal.CLEANSE_FAILED, out)
+            out.append(Alert("warning", held))
         else:
             self._failed_cleanses[name] += 1
             failures = self._failed_cleanses[name]

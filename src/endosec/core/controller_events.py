@@ -151,12 +151,17 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class ActionDone:
-    """The runtime finished ``action`` (the object it was given), successfully or not."""
+    """The runtime finished ``action`` (the object it was given), successfully or not.
+
+    ``retry`` False says a failure would repeat on every attempt (the executor cannot be
+    brought level), so the controller holds the executor instead of trying again.
+    """
 
     action: Action
     ok: bool
     now: float
     detail: str = ""
+    retry: bool = True
 
     def __post_init__(self) -> None:
         check_time("now", self.now)

@@ -14,11 +14,9 @@ from pathlib import Path
 
 from endosec.config import Config, parse_address
 from endosec.gateway.admin import AdminHandler
-from endosec.gateway.dns import DnsAdapter, dns_health_probe, settings_from_config
-from endosec.gateway.dns_server import DnsListener, DnsServerState, serve_dns
+from endosec.gateway.dns import dns_health_probe
 from endosec.gateway.engine import MimicGateway
 from endosec.gateway.native import NativePlane
-from endosec.gateway.pyplane import PythonPlane
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
@@ -74,33 +72,22 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                            metrics=metrics, health_probes=probes)
     native: NativePlane | None = None
     servers: list[asyncio.Server] = []
-    dns_listener: DnsListener | None = None
     try:
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
         spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
-        if config.protocol == "dns":
-            plane = PythonPlane(config, gateway, DnsAdapter(settings_from_config(config)))
-            await gateway.start(plane)
-            dns_listener = await serve_dns(DnsServerState(
-                handler=plane.handle, settings=settings_from_config(config),
-                message_timeout=limits.client_header_timeout,
-                idle_timeout=limits.client_idle_timeout, max_connections=limits.max_connections,
-                max_udp_inflight=config.dns.max_udp_inflight,
-                on_reject=lambda reason: plane.metrics.rejected.labels(reason).inc(),
-            ), *parse_address(config.listen))
-            serve_url = dns_listener.url
-        else:
-            native = NativePlane(config, gateway)
-            native.changed()  # limits and journal bounds before anything else
+        native = NativePlane(config, gateway)
+        native.changed()  # limits and journal bounds before anything else
+        if config.protocol == "http":  # DNS queries never change executor state: no journal
             recovered = native.open_state(state_dir)
             events.emit("journal-opened", **recovered)
-            native.attach()
-            metrics.serve_native(native.figures)
-            await gateway.start(native)
-            host, port = native.listen(*parse_address(config.listen))
-            scheme = "https" if config.tls is not None else "http"
-            serve_url = f"{scheme}://{_host(host)}:{port}"
+        native.attach()
+        metrics.serve_native(native.figures)
+        await gateway.start(native)
+        host, port = native.listen(*parse_address(config.listen))
+        scheme = ("dns" if config.protocol == "dns"
+                  else "https" if config.tls is not None else "http")
+        serve_url = f"{scheme}://{_host(host)}:{port}"
         admin = ServerState(submit=submitting(AdminHandler(gateway,
                                                            config.admin.resolved_token())),
                             limits=http_limits, header_timeout=limits.client_header_timeout,
@@ -114,8 +101,6 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
     finally:
         if native is not None:
             native.close(config.gateway.drain_timeout)
-        if dns_listener is not None:
-            dns_listener.close()
         for server in servers:
             server.close()
         await cancel_all()  # first, so no cleanse in flight restarts an executor

@@ -47,7 +47,8 @@ from endosec.runtime.process import reap_leftovers
 from endosec.runtime.unmanaged import UrlExecutor
 from endosec.tasks import spawn
 
-__all__ = ["CatchUpError", "DataPlane", "MimicGateway", "StartupError", "VerdictReport"]
+__all__ = ["CannotCatchUp", "CatchUpError", "DataPlane", "MimicGateway", "StartupError",
+           "VerdictReport"]
 
 
 class StartupError(Exception):
@@ -56,6 +57,12 @@ class StartupError(Exception):
 
 class CatchUpError(Exception):
     """An executor could not be brought level with the write journal (gap, failed replay)."""
+
+
+class CannotCatchUp(CatchUpError):
+    """Another attempt would fail the same way: the journal lacks writes that no checkpoint
+    covers, or replay fails at the same write every time. The controller holds the executor
+    and alerts rather than cleansing it again and again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +169,8 @@ class MimicGateway:
 
         An executor that fails to start is quarantined and retried by cleansing; serving starts
         once the active set is full, or, at the latest, one start timeout later with at least
-        the floor.
+        the floor; it stops waiting sooner when every executor votes or is held (nothing but
+        an operator can bring it back).
         """
         self.plane = plane
         stopped = reap_leftovers(self.scratch_root)
@@ -179,12 +187,13 @@ class MimicGateway:
                 self._dispatch(HealthReport(name, False, self.now))
         self._health_task = spawn(self._health_loop(), name="endosec-health")
         deadline = self.now + ready_timeout
-        while len(self.controller.voters) < min(self.config.controller.active,
-                                                len(self.executors)) and self.now < deadline:
+        c = self.controller
+        while len(c.voters) < min(self.config.controller.active, len(self.executors)) \
+                and self.now < deadline and not set(self.executors) <= {*c.voters, *c.held}:
             await asyncio.sleep(0.05)
         if len(self.controller.voters) < self.floor:
             failed = [e["executor"] + ": " + e["detail"] for e in self.events.recent
-                      if e["event"] == "start-failed"]
+                      if e["event"] in ("start-failed", "activate-failed", "cleanse-failed")]
             raise StartupError(
                 f"only {len(self.controller.voters)} executors became active; the floor is "
                 f"{self.floor}" + "".join(f"\n  {line}" for line in failed))
@@ -284,7 +293,7 @@ class MimicGateway:
 
     async def _cleanse(self, action: Cleanse) -> None:
         name = action.executor
-        ok, detail = True, ""
+        ok, detail, retry = True, "", True
         try:
             await self.executors[name].cleanse()
             self._data_plane.placed(name, self.executors[name].address)
@@ -297,18 +306,19 @@ class MimicGateway:
                 self.events.emit("alert", level="critical", executor=name, message=detail)
         except (RuntimeDriverError, CatchUpError) as exc:
             ok, detail = False, str(exc)
+            retry = not isinstance(exc, CannotCatchUp)
         self.events.emit("cleansed" if ok else "cleanse-failed", executor=name, detail=detail)
-        self._dispatch(ActionDone(action, ok, self.now, detail))
+        self._dispatch(ActionDone(action, ok, self.now, detail, retry))
 
     async def _activate(self, action: Activate) -> None:
         name = action.executor
-        ok, detail = True, ""
+        ok, detail, retry = True, "", True
         try:
             await self._data_plane.catch_up(name)
         except CatchUpError as exc:
-            ok, detail = False, str(exc)
+            ok, detail, retry = False, str(exc), not isinstance(exc, CannotCatchUp)
         self.events.emit("activated" if ok else "activate-failed", executor=name, detail=detail)
-        self._dispatch(ActionDone(action, ok, self.now, detail))
+        self._dispatch(ActionDone(action, ok, self.now, detail, retry))
 
     async def _health_loop(self) -> None:
         interval = min(e.health.interval for e in self.config.executors)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from endosec import _native
 from endosec.config import Config, checkpoints_possible
 from endosec.core.model import Outcome
 from endosec.gateway.checkpoint import Checkpoints
-from endosec.gateway.engine import CatchUpError, MimicGateway, VerdictReport
+from endosec.gateway.engine import CannotCatchUp, CatchUpError, MimicGateway, VerdictReport
 from endosec.gateway.snapshot import Placement, build_snapshot
 from endosec.runtime.state import StateError
 from endosec.tasks import spawn
@@ -54,6 +55,8 @@ class NativePlane:
         self.checkpoints: Checkpoints | None = None
         self._checkpointing: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
+        self._catching_up: Counter[str] = Counter()
+        self._stuck: dict[str, int] = {}  # executor -> where its last catch-up failed
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -76,6 +79,10 @@ class NativePlane:
         return recovered
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Serve the configured protocol: HTTP (TLS when configured), or DNS over UDP and
+        TCP on one port."""
+        if self.config.protocol == "dns":
+            return self.native.listen_dns(host, port)
         tls = self.config.tls
         return self.native.listen_http(host, port, tls.cert if tls else None,
                                        tls.key if tls else None)
@@ -110,22 +117,39 @@ class NativePlane:
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the
-        journal after that."""
+        journal after that. Raises `CannotCatchUp` when another attempt would fail the same
+        way: writes it needs are gone from the journal, or replay failed at the same write as
+        on the attempt before (each attempt starts from a pristine executor)."""
         place = self._placements.get(name)
         if place is None:
             raise CatchUpError(f"{name} was never started")
-        latest = self.checkpoints.latest if self.checkpoints is not None else None
-        if latest is not None and self.native.synced().get(name, 0) < latest.seq:
-            assert self.checkpoints is not None
-            try:
-                seq = await self.checkpoints.restore(name, (place.host, place.port))
-            except StateError as exc:
-                raise CatchUpError(str(exc)) from exc
-            self.native.restored(name, seq)
-            self.gateway.events.emit("restored", executor=name, seq=seq, sha256=latest.sha256)
-        result = await self._ticket(lambda ticket: self.native.catch_up(name, ticket))
-        if not result["ok"]:
-            raise CatchUpError(str(result["detail"]))
+        self._catching_up[name] += 1
+        try:
+            latest = self.checkpoints.latest if self.checkpoints is not None else None
+            if latest is not None and self.native.synced().get(name, 0) < latest.seq:
+                assert self.checkpoints is not None
+                try:
+                    seq = await self.checkpoints.restore(name, (place.host, place.port))
+                except StateError as exc:
+                    raise CatchUpError(str(exc)) from exc
+                self.native.restored(name, seq)
+                self.gateway.events.emit("restored", executor=name, seq=seq,
+                                         sha256=latest.sha256)
+            result = await self._ticket(lambda ticket: self.native.catch_up(name, ticket))
+        finally:
+            self._catching_up -= Counter([name])
+        if result["ok"]:
+            self._stuck.pop(name, None)
+            return
+        at = self.native.synced().get(name, 0)
+        head, _, oldest, _ = self.native.journal()
+        if at + 1 < oldest:
+            raise CannotCatchUp(f"the journal keeps only #{oldest}..#{head} and no checkpoint "
+                                f"covers #{at + 1}..#{oldest - 1}")
+        if self._stuck.get(name) == at:
+            raise CannotCatchUp(f"{result['detail']}, at the same write as the attempt before")
+        self._stuck[name] = at
+        raise CatchUpError(str(result["detail"]))
 
     async def _ticket(self, order: Callable[[int], None]) -> dict[str, Any]:
         """Give the data plane an order that answers with an event carrying a ticket."""
@@ -185,7 +209,15 @@ class NativePlane:
                                      reason=v.reason),
                        digests=taken.digests, errors=taken.errors, shadows={})
         if taken.checkpoint is not None:
-            self.native.truncate_journal(seq + 1)
+            self._truncate(seq + 1)
+
+    def _truncate(self, seq: int) -> None:
+        """Forget the journal before ``seq``, but never a write that an executor being brought
+        level still needs (it was restored from an older checkpoint): the next checkpoint
+        takes the rest."""
+        synced = self.native.synced()
+        needed = (synced.get(name, 0) + 1 for name in self._catching_up)
+        self.native.truncate_journal(min([seq, *needed]))
 
     def status(self) -> dict[str, Any]:
         head, kept, oldest, in_doubt = self.native.journal()
@@ -212,6 +244,10 @@ class NativePlane:
                 fut = self._tickets.get(int(event["ticket"]))
                 if fut is not None and not fut.done():
                     fut.set_result(event)
+            elif event["kind"] == "in-doubt":
+                self.gateway.events.emit("in-doubt", seq=event["seq"], method=event["method"],
+                                         path=event["path"], status=event["status"],
+                                         reason=event["reason"])
             elif event["refused"]:
                 self.gateway.refused(method=event["method"], path=event["path"],
                                      reason=event["reason"])

@@ -1,7 +1,8 @@
 """What the control plane publishes to the native data plane: one immutable snapshot.
 
 A snapshot says who votes (with trust weights), who shadows, who is kept level with the write
-journal, where every executor listens, and every rule and limit the request path applies. The
+journal, where every executor listens, the protocol served, and every rule and limit the
+request path applies (for DNS, the ``dns`` section too). The
 data plane swaps it in between requests (each request uses one snapshot throughout). Building
 it is pure: the gateway passes in the controller's sets and the runtimes' addresses.
 """
@@ -48,7 +49,12 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         })
     placed = set(placements)
     a = config.arbiter
+    d = config.dns
     return json.dumps({
+        "protocol": config.protocol,
+        "dns": {"flags": list(d.flags), "ttl": d.ttl, "ttl_tolerance": d.ttl_tolerance,
+                "additional": d.additional, "udp_payload": d.udp_payload,
+                "max_udp_inflight": d.max_udp_inflight},
         "limits": {
             "max_header_bytes": limits.max_header_bytes, "max_headers": limits.max_headers,
             "max_request_body": limits.max_request_body,

@@ -24,6 +24,7 @@ LEDGER_KINDS = {
     "dissent": "verdict",
     "no-quorum": "verdict",
     "all-failed": "verdict",
+    "in-doubt": "verdict",
     "quarantine": "controller-action",
     "cleanse": "controller-action",
     "cleansed": "controller-action",

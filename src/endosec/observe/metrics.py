@@ -2,18 +2,16 @@
 
 The control plane's own series (dissents and controller actions per executor, active
 executors, trust) live here. The request path's series (requests by outcome, refusals, latency
-histograms, journal replays) are counted by the data plane itself and read at scrape time: the
-native data plane's figures through `serve_native`, the Python one's instruments through
-`serve_python`. Either way the series carry the same names.
+histograms, journal replays) are counted by the native data plane itself and read at scrape
+time through `serve_native`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,11 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["GatewayMetrics", "PythonRequestMetrics"]
-
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0)
-_ARBITER_BUCKETS = (1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)
+__all__ = ["GatewayMetrics"]
 
 _HELP = {
     "endosec_requests": "Client requests by verdict outcome",
@@ -99,23 +93,6 @@ class _NativeCollector(Collector):
                                 value=f["connections"])
 
 
-@dataclass(frozen=True, slots=True)
-class PythonRequestMetrics:
-    """The request path's instruments when the data plane is Python code."""
-
-    requests: Counter
-    rejected: Counter
-    latency: Histogram
-    executor_latency: Histogram
-    arbiter_seconds: Histogram
-    replays: Counter
-    replay_seconds: Histogram
-
-    @property
-    def outcomes(self) -> dict[str, Counter]:
-        return {o: self.requests.labels(o) for o in ("accepted", "no-quorum", "all-failed")}
-
-
 class GatewayMetrics:
     """Every series the gateway exports; `render()` gives the text exposition format."""
 
@@ -141,28 +118,6 @@ class GatewayMetrics:
     def serve_native(self, figures: Callable[[], Mapping[str, Any]]) -> None:
         """Export the native data plane's figures (read at every scrape)."""
         self.registry.register(_NativeCollector(figures))
-
-    def serve_python(self) -> PythonRequestMetrics:
-        """Create the request path's instruments for a Python data plane."""
-        r = self.registry
-        return PythonRequestMetrics(
-            requests=Counter("endosec_requests", _HELP["endosec_requests"], ["outcome"],
-                             registry=r),
-            rejected=Counter("endosec_rejected_requests", _HELP["endosec_rejected_requests"],
-                             ["status"], registry=r),
-            latency=Histogram("endosec_request_seconds", _HELP["endosec_request_seconds"],
-                              buckets=_LATENCY_BUCKETS, registry=r),
-            executor_latency=Histogram("endosec_executor_seconds",
-                                       _HELP["endosec_executor_seconds"], ["executor"],
-                                       buckets=_LATENCY_BUCKETS, registry=r),
-            arbiter_seconds=Histogram("endosec_arbiter_seconds",
-                                      _HELP["endosec_arbiter_seconds"],
-                                      buckets=_ARBITER_BUCKETS, registry=r),
-            replays=Counter("endosec_journal_replayed_writes",
-                            _HELP["endosec_journal_replayed_writes"], ["executor"], registry=r),
-            replay_seconds=Histogram("endosec_journal_replay_seconds",
-                                     _HELP["endosec_journal_replay_seconds"], registry=r),
-        )
 
     def totals(self, family: str, sample: str, label: str) -> dict[str, float]:
         """``{label value: value}`` of one cumulative sample of a labelled family."""

@@ -112,7 +112,7 @@ class GatewayProcess:
             d.mkdir(parents=True, exist_ok=True)
         cfg = self.dep.root / "endosec.yaml"
         cfg.write_text(yaml.safe_dump(self.data, sort_keys=False))
-        err = (self.dep.root / "gateway.log").open("w")
+        err = (self.dep.root / "gateway.log").open("a")  # a restart keeps the earlier log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
              "--state-dir", str(self.dep.state)],
@@ -159,6 +159,18 @@ class GatewayProcess:
             with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
         return out
+
+    def kill(self) -> None:
+        """SIGKILL the gateway alone, as a crash would; its executors' supervisors stop them
+        when they see it gone."""
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL the group; returns the exit status."""

@@ -49,15 +49,25 @@ class CaseResult:
     benign: Tally = field(default_factory=Tally)
     attack: Tally = field(default_factory=Tally)
     notes: list[str] = field(default_factory=list)
+    # A gateway crash: writes acknowledged before it, and those not found afterwards (with
+    # the durable state kept, and deleted before the restart).
+    acknowledged_writes: int | None = None
+    lost_writes: int | None = None
+    lost_writes_without_journal: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name, "class": self.cls, "description": self.description,
             "victims": self.victims, "expected_suppressible": self.expected_suppressible,
             "fired": self.fired, "suppressed": self.suppressed, "detected": self.detected,
             "false_alarms": self.false_alarms, "seconds": round(self.seconds, 2),
             "benign": _tally(self.benign), "attack": _tally(self.attack), "notes": self.notes,
         }
+        if self.lost_writes is not None:
+            out.update(acknowledged_writes=self.acknowledged_writes,
+                       lost_writes=self.lost_writes,
+                       lost_writes_without_journal=self.lost_writes_without_journal)
+        return out
 
 
 def _tally(t: Tally) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``report.json`` is a stable interface: ``classes`` maps each class name to ``cases``,
 ``suppressed``, ``detected``, ``availability``, ``false_alarms`` (a rate per benign request)
 and ``expected_suppressible``; ``cases``, ``benign``, ``incremental`` and ``verdict`` give
-the detail behind them.
+the detail behind them (the gateway-crash case adds ``acknowledged_writes``, ``lost_writes``
+and ``lost_writes_without_journal``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,15 @@ def verdict(report: Mapping[str, Any], req: Requirements) -> list[str]:
     if agent is not None and agent["suppressed"] != agent["cases"]:
         failures.append(f"input-agent: {agent['cases'] - agent['suppressed']} cases forwarded "
                         "an ambiguous request, leaked a response or got a malformed answer")
+    for case in report["cases"]:
+        if case.get("lost_writes") is None:
+            continue
+        if case["lost_writes"]:
+            failures.append(f"{case['name']}: {case['lost_writes']} acknowledged writes lost "
+                            "across a gateway crash")
+        if case["acknowledged_writes"] and not case["lost_writes_without_journal"]:
+            failures.append(f"{case['name']}: nothing was lost even without the journal: the "
+                            "count cannot see a loss")
     if report["gateway"]["crashed"]:
         failures.append(f"the gateway crashed: {report['gateway']['detail']}")
     return failures
@@ -201,6 +211,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                      f"{c['fired']} | {'yes' if c['suppressed'] else 'NO'} | "
                      f"{'yes' if c['detected'] else 'NO'} | {ok} | "
                      f"{'; '.join(c['notes']).replace('|', '/')} |")
+    crashes = [c for c in report["cases"] if c.get("lost_writes") is not None]
+    if crashes:
+        lines += ["", "## Gateway crash", "",
+                  "The gateway was killed (SIGKILL) while clients wrote, and restarted on the "
+                  "same state directory. A write is lost if its client got a 2xx and, after "
+                  "the restart, reading it back through the boundary does not return it or a "
+                  "voter does not hold it. The control run kills the gateway again and deletes "
+                  "its journal and checkpoints before restarting it: the same writes are then "
+                  "lost, so the count can see a loss.", "",
+                  "| case | acknowledged writes | lost writes | lost without the journal |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {c['name']} | {c['acknowledged_writes']} | {c['lost_writes']} | "
+                  f"{c['lost_writes_without_journal']} |" for c in crashes]
     lines += ["", "## Common-mode flaws", "",
               "A flaw shared by a majority of the voters produces the same wrong output a "
               "majority of times, so no vote can outvote it: these cases are expected not to "

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from endosec.config import Config
-from endosec.redteam.cases import catalogue
+from endosec.redteam.cases import FAULTS, catalogue
+from endosec.redteam.crash import GATEWAY_CRASH, run_gateway_crash
 from endosec.redteam.deploy import GatewayProcess, drill_config, new_deployment
 from endosec.redteam.drill import CaseResult, Drill, DrillError
 from endosec.redteam.incremental import IncrementalParams, run_incremental
@@ -122,6 +123,16 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
             log("input-agent abuse")
             results += await run_input_agent(drill, config.limits, quick=opts.quick,
                                              seed=opts.seed, log=log)
+        if not opts.only or GATEWAY_CRASH in opts.only or FAULTS in opts.only:
+            # Last: it kills this gateway, and its control run deletes the durable state.
+            if drill.workload.name != "notes":
+                log(f"{GATEWAY_CRASH}: skipped (the {drill.workload.name} workload has no "
+                    "writes)")
+            else:
+                result = await run_gateway_crash(drill)
+                results.append(result)
+                log(f"{FAULTS}/{GATEWAY_CRASH}: lost_writes={result.lost_writes} "
+                    f"({'; '.join(result.notes)}) ({result.seconds:.1f} s)")
     except DrillError as exc:
         detail = str(exc)
         log(f"drill stopped: {detail}")

@@ -72,13 +72,13 @@ impl JsonRule {
         match self.edited(raw) {
             Ok((key, value)) => {
                 let tolerant = self.tolerance.truthy();
-                Canonical { key, value: tolerant.then(|| Arc::new(value)) }
+                Canonical { key, value: tolerant.then(|| Arc::new(value)), ttls: Vec::new() }
             }
             Err(Invalid) => {
                 let mut key = Vec::with_capacity(INVALID_PREFIX.len() + raw.len());
                 key.extend_from_slice(INVALID_PREFIX);
                 key.extend_from_slice(raw);
-                Canonical { key, value: None }
+                Canonical::bytes(key)
             }
         }
     }

@@ -11,6 +11,8 @@
 //!   for such integers); invalid documents get ``INVALID_PREFIX + raw``.
 //! * Text (`text`): regex matches replaced by ``<masked>``.
 //! * Headers (`headers`): the ``head`` is ``repr((status, canonical_headers))``.
+//! * DNS (`dns`): lines ``SECTION owner ttl class type rdata`` compared with the TTL column
+//!   masked, then TTLs within a tolerance (see [`crate::dns`]).
 //!
 //! Where this port cannot follow Python:
 //!
@@ -37,6 +39,7 @@
 //!   unknown field's name prints as U+FFFD.
 
 mod config;
+mod dns;
 mod encode;
 mod glob;
 mod headers;
@@ -55,6 +58,7 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use bytes::Bytes;
 
+use self::dns::DnsRule;
 use self::glob::Glob;
 use self::headers::HeaderRule;
 use self::json::JsonRule;
@@ -73,12 +77,14 @@ pub struct Canonical {
     pub key: Vec<u8>,
     /// The edited document, kept only where a tolerance compares values.
     value: Option<Arc<Value>>,
+    /// A DNS reply's TTLs, in the order of its lines.
+    ttls: Vec<u32>,
 }
 
 impl Canonical {
     /// A canonical form that is just bytes (exact and text rules).
     pub fn bytes(key: Vec<u8>) -> Canonical {
-        Canonical { key, value: None }
+        Canonical { key, value: None, ttls: Vec::new() }
     }
 }
 
@@ -93,15 +99,23 @@ enum Kind {
     Exact,
     Json(JsonRule),
     Text(TextRule),
+    Dns(DnsRule),
 }
 
 impl BodyRule {
+    /// The rule for DNS replies: TTLs may differ by ``ttl_tolerance`` seconds; None: TTLs
+    /// are not compared.
+    pub fn dns(ttl_tolerance: Option<u32>) -> BodyRule {
+        BodyRule { kind: Kind::Dns(DnsRule { tolerance: ttl_tolerance }) }
+    }
+
     /// The canonical form of ``raw`` under this rule.
     pub fn canonicalise(&self, raw: &[u8]) -> Canonical {
         match &self.kind {
             Kind::Exact => Canonical::bytes(raw.to_vec()),
             Kind::Json(rule) => rule.canonicalise(raw),
             Kind::Text(rule) => Canonical::bytes(rule.canonicalise(raw)),
+            Kind::Dns(rule) => rule.canonicalise(raw),
         }
     }
 
@@ -109,6 +123,7 @@ impl BodyRule {
     pub fn equivalent(&self, a: &Canonical, b: &Canonical) -> bool {
         match &self.kind {
             Kind::Json(rule) => rule.equivalent(a, b),
+            Kind::Dns(rule) => rule.equivalent(a, b),
             Kind::Exact | Kind::Text(_) => a.key == b.key,
         }
     }

@@ -222,7 +222,9 @@ impl Writer {
         if let Some(current) = self.shared.segments.lock().last_mut() {
             current.last = current.last.max(seq);
         }
-        let _ = self.shared.durable.send(seq);
+        // Stored even when no write is waiting yet: one that subscribes after this group was
+        // synced must still see it (`send` drops the value when nobody listens).
+        self.shared.durable.send_replace(seq);
     }
 
     fn rotate(&mut self, first: u64) {

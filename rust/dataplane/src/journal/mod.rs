@@ -413,6 +413,21 @@ mod tests {
     }
 
     #[test]
+    fn a_write_synced_before_anyone_waits_on_it_is_seen_as_durable() {
+        let dir = tmp("durable");
+        let (mut j, _) = Journal::open(&dir, WIDE, Sync::Always, 1 << 20).unwrap();
+        let seq = write(&mut j, "nobody waits yet");
+        // Receivers come and go: the disk thread mostly finds none listening.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *j.durable().unwrap().borrow() < seq {
+            assert!(std::time::Instant::now() < deadline, "write #{seq} never became durable");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(j);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn truncation_forgets_covered_writes_on_disk_too() {
         let dir = tmp("truncate");
         {

@@ -1,0 +1,166 @@
+//! The DNS request path: a [`Round`] with the DNS phases. Every executor is asked the one
+//! normalised query over TCP (so every answer arrives whole, whatever its size) on a pooled
+//! connection; its reply is checked against the query and judged by its canonical form; the
+//! client gets the winner re-encoded under its own ID and question (TC over UDP when it does
+//! not fit), or SERVFAIL. Queries never change executor state: no journal, no write order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ballot::{Output, Verdict};
+use crate::canon::BodyRule;
+use crate::dns::{self, Query, Reply, Settings, MAX_TCP_MESSAGE};
+use crate::http::UpstreamError;
+use crate::model::ErrorKind;
+use crate::plane::Shared;
+use crate::pool::{Conn, Pool};
+use crate::round::{below_floor, Asked, Context, Fanout, Phases, Respond, Round};
+use crate::snapshot::Executor;
+
+/// How a query arrived, which bounds its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Answer one admitted query with the consensus reply, or SERVFAIL, through ``respond``; the
+/// future ends once every executor was judged.
+pub async fn serve(shared: Arc<Shared>, query: Query, transport: Transport, client: SocketAddr,
+                   respond: Respond<Vec<u8>>) {
+    let snapshot = shared.snapshot.load_full();
+    let settings = snapshot.dns.clone();
+    let ctx = Context { label: query.label(), key: query.key(), client: Some(client),
+                        started: Instant::now(), snapshot };
+    if let Some(reason) = below_floor(&shared, &ctx) {
+        respond(dns::servfail(&query, &settings, &format!("no quorum: {reason}")));
+        return;
+    }
+    let wire = query.upstream_wire(&settings);
+    let mut framed = Vec::with_capacity(2 + wire.len());
+    framed.extend_from_slice(&u16::try_from(wire.len()).expect("a query is short").to_be_bytes());
+    framed.extend_from_slice(&wire);
+    let phases = Dns { query: Arc::new(query), transport, settings,
+                       payload: Bytes::from(framed) };
+    Round::new(shared.clone(), ctx, phases, Fanout::Read { head: shared.head() })
+        .run(respond).await;
+}
+
+/// What the DNS phases of one query carry besides the [`Context`].
+struct Dns {
+    query: Arc<Query>,
+    transport: Transport,
+    settings: Arc<Settings>,
+    /// The normalised query with its two-byte length prefix.
+    payload: Bytes,
+}
+
+impl Phases for Dns {
+    type Reply = Reply;
+    type Answer = Vec<u8>;
+
+    fn ask(&self, _ctx: &Context, executor: Arc<Executor>) -> BoxFuture<'static, Asked<Reply>> {
+        let (payload, query) = (self.payload.clone(), self.query.clone());
+        Box::pin(async move {
+            let asked = exchange(&executor.pool, &payload, executor.read_timeout).await;
+            let outcome = asked.outcome.and_then(|wire| {
+                dns::parse_reply(wire, &query)
+                    .map_err(|reason| UpstreamError { kind: ErrorKind::Malformed, reason })
+            });
+            Asked { outcome, latency: asked.latency }
+        })
+    }
+
+    fn output(&self, _ctx: &Context, executor: Arc<str>, reply: &Reply, latency: f64) -> Output {
+        reply.output(executor, &self.settings, latency)
+    }
+
+    fn failure_rule(&self, _ctx: &Context) -> Arc<BodyRule> {
+        self.settings.rule().clone()
+    }
+
+    fn answer(&mut self, _ctx: &Context, verdict: &Verdict, winner: Option<&Reply>) -> Vec<u8> {
+        let Some(winner) = winner else {
+            return dns::servfail(&self.query, &self.settings,
+                                 &format!("no quorum: {}", verdict.reason));
+        };
+        let limit = match self.transport {
+            Transport::Udp => self.query.udp_limit(&self.settings),
+            Transport::Tcp => MAX_TCP_MESSAGE,
+        };
+        dns::encode_reply(&self.query, winner, &self.settings, limit)
+    }
+}
+
+enum Attempt {
+    Done(Result<Bytes, UpstreamError>),
+    /// The reused connection was closed under us before any reply byte: try a fresh one.
+    Stale,
+}
+
+/// Send one length-prefixed query and read one length-prefixed reply, within
+/// ``read_timeout``. A reused connection the executor closed before answering (an idle
+/// timeout racing our reuse, not its fault) is retried once on a fresh connection.
+async fn exchange(pool: &Pool, payload: &[u8], read_timeout: Duration) -> Asked<Bytes> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + read_timeout);
+    let mut conn = pool.checkout();
+    let outcome = loop {
+        let current = match conn.take() {
+            Some(c) => c,
+            None => match pool.connect().await {
+                Ok(c) => c,
+                Err(e) => break Err(UpstreamError { kind: ErrorKind::Connect,
+                                                    reason: e.to_string() }),
+            },
+        };
+        let reused = current.reused;
+        match tokio::time::timeout_at(deadline, attempt(pool, current, payload)).await {
+            Err(_) => break Err(UpstreamError { kind: ErrorKind::Timeout,
+                                                reason: format!("no complete reply within {:?}",
+                                                                read_timeout) }),
+            Ok(Attempt::Done(result)) => break result,
+            Ok(Attempt::Stale) if reused => continue,
+            Ok(Attempt::Stale) => break Err(UpstreamError {
+                kind: ErrorKind::Reset, reason: "closed before responding".into() }),
+        }
+    };
+    Asked { outcome, latency: started.elapsed() }
+}
+
+async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8]) -> Attempt {
+    let reset = |reason: String| Attempt::Done(Err(UpstreamError { kind: ErrorKind::Reset,
+                                                                    reason }));
+    if let Err(e) = conn.stream.write_all(payload).await {
+        return if conn.reused { Attempt::Stale } else { reset(e.to_string()) };
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        match conn.stream.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => return Attempt::Stale,
+            Ok(0) => return reset("closed in the middle of a reply".into()),
+            Ok(_) => {}
+            Err(_) if buf.is_empty() && conn.reused => return Attempt::Stale,
+            Err(e) => return reset(e.to_string()),
+        }
+        if buf.len() < 2 {
+            continue;
+        }
+        let whole = 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+        if buf.len() < whole {
+            buf.reserve(whole - buf.len());
+            continue;
+        }
+        // Bytes beyond the reply were never asked for: the connection is not reused.
+        if buf.len() == whole {
+            pool.checkin(conn);
+        }
+        buf.advance(2);
+        return Attempt::Done(Ok(buf.split_to(whole - 2).freeze()));
+    }
+}

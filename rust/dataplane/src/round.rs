@@ -1,0 +1,259 @@
+//! One round of the request path, whatever the protocol, as phases over a per-request context:
+//! fan out to every voter and shadow (and, for a write, every level follower) -> canonicalise
+//! each reply as it comes -> vote, answering the client the moment the verdict is certain ->
+//! judge the stragglers -> settle -> report (counters, the recent-verdicts ring, and an event
+//! for anything but a clean agreement).
+//!
+//! A protocol supplies its [`Phases`]: how to ask one executor, what a reply means to the
+//! arbiter, what the client gets, and what to release once everyone answered. The round owns
+//! the ballot and the order of things, so HTTP and DNS judge executors the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::ballot::{Ballot, Output, Verdict};
+use crate::canon::BodyRule;
+use crate::events::{Event, Evidence, VerdictEvent};
+use crate::http::UpstreamError;
+use crate::model::{ErrorKind, Outcome};
+use crate::plane::{Recent, Shared};
+use crate::snapshot::{Executor, Snapshot};
+
+/// What one request carries through its phases, whatever the protocol.
+pub struct Context {
+    /// What events call the request's kind: the HTTP method, the DNS question type.
+    pub label: String,
+    /// What events call its subject: the HTTP path, the DNS name.
+    pub key: String,
+    pub client: Option<SocketAddr>,
+    pub started: Instant,
+    /// Read once: a published change never applies to half a request.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// One exchange with one executor: its reply or why there is none, and how long it took.
+pub struct Asked<R> {
+    pub outcome: Result<R, UpstreamError>,
+    pub latency: Duration,
+}
+
+/// A protocol's part of a round.
+pub trait Phases: Send + 'static {
+    /// One executor's reply, as the protocol reads it.
+    type Reply: Send + 'static;
+    /// What the client gets.
+    type Answer: Send + 'static;
+
+    /// Ask one executor (timeouts included); failures come back as values.
+    fn ask(&self, ctx: &Context, executor: Arc<Executor>) -> BoxFuture<'static, Asked<Self::Reply>>;
+
+    /// The arbiter's view of one reply.
+    fn output(&self, ctx: &Context, executor: Arc<str>, reply: &Self::Reply, latency: f64)
+              -> Output;
+
+    /// The rule failures carry (they agree with nothing, whatever the rule).
+    fn failure_rule(&self, ctx: &Context) -> Arc<BodyRule>;
+
+    /// The client's answer: the winner's reply re-encoded, or a fail-closed refusal.
+    fn answer(&mut self, ctx: &Context, verdict: &Verdict, winner: Option<&Self::Reply>)
+              -> Self::Answer;
+
+    /// Every executor answered or timed out: release what the round held.
+    fn settle(&mut self) {}
+
+    /// The winner's and the dissenters' replies, for the verdict event.
+    fn evidence(&self, _ctx: &Context, _replies: &[(Arc<str>, Self::Reply)], _verdict: &Verdict)
+                -> Vec<(Arc<str>, Evidence)> {
+        Vec::new()
+    }
+}
+
+/// Fail closed without fanning out when fewer executors than the floor can vote: count it,
+/// report it, and say why (the protocol words the client's refusal).
+pub fn below_floor(shared: &Shared, ctx: &Context) -> Option<String> {
+    let snapshot = &ctx.snapshot;
+    if snapshot.voters.len() >= snapshot.floor {
+        return None;
+    }
+    let reason = format!("only {} executors can vote; at least {} are needed",
+                         snapshot.voters.len(), snapshot.floor);
+    shared.stats.outcome(Outcome::NoQuorum);
+    shared.events.push(Event::Verdict(Box::new(VerdictEvent {
+        method: ctx.label.clone(), path: ctx.key.clone(), client: ctx.client,
+        outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
+        reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
+        refused: true, evidence: vec![] })), &shared.stats);
+    Some(reason)
+}
+
+/// Who a round asks: the voters and shadows, and for a write every level follower too.
+pub enum Fanout {
+    /// Nothing changes on the executors; ``head`` is the journal position they must be at.
+    Read { head: u64 },
+    /// The write with this journal sequence number.
+    Write { seq: u64 },
+}
+
+/// One request's fan-out and ballot.
+pub struct Round<P: Phases> {
+    shared: Arc<Shared>,
+    ctx: Context,
+    phases: P,
+    ballot: Ballot,
+    replies: Vec<(Arc<str>, P::Reply)>,
+    shadow_outputs: Vec<Output>,
+    errors: Vec<(Arc<str>, String)>,
+    targets: Vec<Arc<Executor>>,
+    reply: Option<Respond<P::Answer>>,
+}
+
+/// Hands the client its answer, once (a channel to the connection, or a datagram).
+pub type Respond<A> = Box<dyn FnOnce(A) + Send>;
+
+impl<P: Phases> Round<P> {
+    pub fn new(shared: Arc<Shared>, ctx: Context, phases: P, fanout: Fanout) -> Round<P> {
+        let snap = ctx.snapshot.clone();
+        let names = snap.voters.iter().map(|e| e.name.clone()).collect();
+        let ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
+            .expect("a published snapshot has a valid ballot");
+        let mut round = Round { shared, ctx, phases, ballot, replies: Vec::new(),
+                                shadow_outputs: Vec::new(), errors: Vec::new(),
+                                targets: Vec::new(), reply: None };
+        // A write reaches every executor kept level; it was level before this write if its
+        // journal position is the entry just before this one.
+        let (write, head, level_at) = match fanout {
+            Fanout::Read { head } => (false, head, head),
+            Fanout::Write { seq } => (true, seq, seq - 1),
+        };
+        let mut seen = std::collections::HashSet::new();
+        let candidates = snap.voters.iter().chain(&snap.shadows)
+            .chain(if write { snap.keep_level.as_slice() } else { &[] });
+        for executor in candidates {
+            if !seen.insert(executor.name.clone()) {
+                continue;
+            }
+            if executor.level(level_at) {
+                if write && !executor.stateless {
+                    executor.synced.store(head, std::sync::atomic::Ordering::Release);
+                }
+                round.targets.push(executor.clone());
+            } else if round.ballot.is_pending(&executor.name) {
+                round.errors.push((executor.name.clone(), "behind the write journal".into()));
+                let rule = round.phases.failure_rule(&round.ctx);
+                let out = Output::failure(executor.name.clone(), ErrorKind::Crash, rule, 0.0);
+                round.add_vote(out);
+            }
+        }
+        round
+    }
+
+    /// Ask everyone, ``respond`` at the verdict, judge the rest, report.
+    pub async fn run(mut self, respond: Respond<P::Answer>) {
+        self.reply = Some(respond);
+        if let Some(early) = self.ballot.decided_verdict() {
+            self.respond(&early);
+        }
+        let mut pending: FuturesUnordered<_> = self.targets.iter().cloned()
+            .map(|executor| {
+                let asked = self.phases.ask(&self.ctx, executor.clone());
+                async move { (executor, asked.await) }
+            })
+            .collect();
+        while let Some((executor, asked)) = pending.next().await {
+            self.answered(&executor, asked);
+        }
+        drop(pending);
+        let verdict = self.ballot.close();
+        self.respond(&verdict);
+        self.phases.settle();
+        self.report(&verdict);
+    }
+
+    fn answered(&mut self, executor: &Executor, asked: Asked<P::Reply>) {
+        executor.stats.latency.observe(asked.latency);
+        let latency = asked.latency.as_secs_f64();
+        let output = match asked.outcome {
+            Ok(reply) => {
+                let out = self.phases.output(&self.ctx, executor.name.clone(), &reply, latency);
+                self.replies.push((executor.name.clone(), reply));
+                out
+            }
+            Err(e) => {
+                self.errors.push((executor.name.clone(), format!("{}: {}", e.kind, e.reason)));
+                let rule = self.phases.failure_rule(&self.ctx);
+                Output::failure(executor.name.clone(), e.kind, rule, latency)
+            }
+        };
+        if self.ballot.is_pending(&executor.name) {
+            self.add_vote(output);
+        } else if self.ctx.snapshot.shadows.iter().any(|s| s.name == executor.name) {
+            self.shadow_outputs.push(output);
+        }
+    }
+
+    fn add_vote(&mut self, output: Output) {
+        let started = Instant::now();
+        let early = self.ballot.add(output).expect("every output comes from a pending voter");
+        self.shared.stats.arbiter.observe(started.elapsed());
+        if let Some(verdict) = early {
+            self.respond(&verdict);
+        }
+    }
+
+    fn respond(&mut self, verdict: &Verdict) {
+        let Some(respond) = self.reply.take() else { return };
+        let winner = verdict.winner.as_ref()
+            .and_then(|w| self.replies.iter().find(|(n, _)| n == w)).map(|(_, r)| r);
+        let answer = self.phases.answer(&self.ctx, verdict, winner);
+        self.shared.stats.latency.observe(self.ctx.started.elapsed());
+        respond(answer);
+    }
+
+    fn report(&mut self, verdict: &Verdict) {
+        let shared = &self.shared;
+        shared.stats.outcome(verdict.outcome);
+        shared.remember(Recent { method: self.ctx.label.clone(), path: self.ctx.key.clone(),
+                                 outcome: verdict.outcome, agreed: verdict.agreed.clone(),
+                                 dissented: verdict.dissented.clone(),
+                                 failed: verdict.failed.clone() },
+                        self.ctx.snapshot.recent_verdicts);
+        let winner = verdict.winner.as_ref().and_then(|w| self.ballot.output(w));
+        let shadows: Vec<(Arc<str>, bool)> = match winner {
+            Some(w) => self.shadow_outputs.iter()
+                .map(|o| (o.executor.clone(), o.agrees_with(w))).collect(),
+            None => Vec::new(),
+        };
+        let clean = verdict.outcome == Outcome::Accepted && verdict.dissented.is_empty()
+            && verdict.failed.is_empty() && shadows.is_empty();
+        if clean {
+            for name in &verdict.agreed {
+                if let Some(e) = self.ctx.snapshot.executors.get(name) {
+                    e.stats.agreed();
+                }
+            }
+            return;
+        }
+        let digests = self.ballot.outputs().iter()
+            .map(|o| (o.executor.clone(), hex(&o.digest()))).collect();
+        let evidence = self.phases.evidence(&self.ctx, &self.replies, verdict);
+        let errors = std::mem::take(&mut self.errors);
+        shared.events.push(Event::Verdict(Box::new(VerdictEvent {
+            method: self.ctx.label.clone(), path: self.ctx.key.clone(), client: self.ctx.client,
+            outcome: verdict.outcome, agreed: verdict.agreed.clone(),
+            dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
+            reason: verdict.reason.clone(), digests, errors, shadows, refused: false,
+            evidence })), &shared.stats);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
