@@ -6,7 +6,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::syntax::{check_line_endings, is_tchar};
+use super::syntax::{check_line_endings, is_tchar, HEAD_END};
 
 /// The longest chunk-size line accepted.
 const MAX_LINE: usize = 256;
@@ -83,7 +83,7 @@ impl Chunked {
             return Ok(Some(std::mem::take(&mut self.body).freeze()));
         }
         let window = &buf[..buf.len().min(self.max_trailers + 4)];
-        let Some(end) = memchr::memmem::find(window, b"\r\n\r\n") else {
+        let Some(end) = HEAD_END.find(window) else {
             check_line_endings(window).map_err(ChunkError::Malformed)?;
             if buf.len() > self.max_trailers {
                 return Err(ChunkError::TrailersTooLarge);

@@ -11,7 +11,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::chunked::{ChunkError, Chunked};
-use super::syntax::{check_line_endings, connection_tokens, is_target, is_token, show, trim_ows};
+use super::syntax::{check_line_endings, connection_tokens, count_lines, first_line_end,
+                    is_target, is_token, lower_name, show, trim_ows, HEAD_END};
 use super::{Headers, Limits, Next, Refusal, Request, Version};
 
 /// Methods llhttp knows (what executors commonly parse); others are 501.
@@ -143,7 +144,7 @@ impl RequestReader {
             return Ok(None);
         }
         let from = self.scanned.saturating_sub(3);
-        if let Some(at) = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n") {
+        if let Some(at) = HEAD_END.find(&self.buf[from..]) {
             let end = from + at + 4;
             if end > self.limits.max_header_bytes {
                 return Err(fail(431, "request head too large"));
@@ -193,11 +194,11 @@ fn parse_head(raw: &Bytes, limits: &Limits) -> Result<Head, Refusal> {
         || memchr::memmem::find(raw, b"\r\n\t").is_some() {
         return Err(fail(400, "obsolete line folding in header"));
     }
-    let lines = memchr::memmem::find_iter(raw, b"\r\n").count();
+    let lines = count_lines(raw);
     if lines - 2 > limits.max_headers {
         return Err(fail(431, "too many header fields"));
     }
-    let line_end = memchr::memmem::find(raw, b"\r\n").expect("a head ends in CRLF CRLF");
+    let line_end = first_line_end(raw).expect("a head ends in CRLF CRLF");
     let parts: Vec<&[u8]> = raw[..line_end].split(|&b| b == b' ').collect();
     if parts.len() == 3 && parts[1].len() > limits.max_target_bytes {
         return Err(fail(414, "request target too long"));
@@ -232,13 +233,7 @@ fn parse_head(raw: &Bytes, limits: &Limits) -> Result<Head, Refusal> {
     };
     let mut headers: Headers = Vec::with_capacity(parsed.len());
     for h in parsed {
-        let name = h.name.as_bytes();
-        let name = if name.iter().any(u8::is_ascii_uppercase) {
-            Bytes::from(name.to_ascii_lowercase())
-        } else {
-            raw.slice_ref(name)
-        };
-        headers.push((name, raw.slice_ref(trim_ows(h.value))));
+        headers.push((lower_name(raw, h.name.as_bytes()), raw.slice_ref(trim_ows(h.value))));
     }
     interpret(raw.slice_ref(method), raw.slice_ref(target), version, headers, limits)
 }

@@ -11,7 +11,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::{ChunkError, Chunked};
-use super::syntax::{check_line_endings, is_reason, persistent, trim_ows};
+use super::syntax::{check_line_endings, count_lines, first_line_end, is_reason, lower_name,
+                    persistent, trim_ows, HEAD_END};
 use super::{Headers, Limits, Response, UpstreamError};
 use crate::model::ErrorKind;
 
@@ -89,7 +90,7 @@ impl ResponseReader {
         }
         while self.head.is_none() {
             let window = &self.buf[..self.buf.len().min(limits.max_header_bytes + 4)];
-            let Some(at) = memchr::memmem::find(window, b"\r\n\r\n") else {
+            let Some(at) = HEAD_END.find(window) else {
                 if self.buf.len() > limits.max_header_bytes {
                     return Err(oversize("response head too large"));
                 }
@@ -156,7 +157,7 @@ impl ResponseReader {
 /// One response head: status line, fields, and the framing they announce.
 fn parse_head(raw: &Bytes, limits: &Limits, head_only: bool) -> Result<(Head, Body), UpstreamError> {
     check_line_endings(raw).map_err(malformed)?;
-    let lines = memchr::memmem::find_iter(raw, b"\r\n").count();
+    let lines = count_lines(raw);
     if lines - 2 > limits.max_headers {
         return Err(oversize("too many response header fields"));
     }
@@ -173,7 +174,7 @@ fn parse_head(raw: &Bytes, limits: &Limits, head_only: bool) -> Result<(Head, Bo
     }
     let http11 = parsed.version == Some(1);
     // The reason phrase as sent (httparse hides it when it holds obs-text).
-    let line = &raw[..memchr::memmem::find(raw, b"\r\n").expect("a head has a CRLF")];
+    let line = &raw[..first_line_end(raw).expect("a head has a CRLF")];
     let reason = line.get(13..).unwrap_or_default();
     if !is_reason(reason) {
         return Err(malformed("control character in reason phrase"));
@@ -182,7 +183,7 @@ fn parse_head(raw: &Bytes, limits: &Limits, head_only: bool) -> Result<(Head, Bo
     let mut length: Option<&[u8]> = None;
     let mut chunked = false;
     for h in parsed.headers.iter() {
-        let name = Bytes::from(h.name.to_ascii_lowercase());
+        let name = lower_name(raw, h.name.as_bytes());
         let value = trim_ows(h.value);
         match name.as_ref() {
             b"content-length" => {

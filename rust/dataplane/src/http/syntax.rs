@@ -136,6 +136,38 @@ pub fn phrase(status: u16) -> &'static str {
     }
 }
 
+/// The head terminator, searched for in every buffer: one searcher built once.
+pub static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+
+/// Header names servers commonly send capitalised: lowered without allocating.
+const COMMON: [&[u8]; 16] = [b"content-type", b"content-length", b"server", b"date",
+                            b"connection", b"etag", b"last-modified", b"accept-ranges",
+                            b"cache-control", b"keep-alive", b"transfer-encoding", b"location",
+                            b"set-cookie", b"vary", b"expires", b"x-content-type-options"];
+
+/// A header name in lower case: a slice of ``raw`` when it already is, a static name when it
+/// is a common one, else a copy.
+pub fn lower_name(raw: &Bytes, name: &[u8]) -> Bytes {
+    if !name.iter().any(u8::is_ascii_uppercase) {
+        return raw.slice_ref(name);
+    }
+    match COMMON.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+        Some(c) => Bytes::from_static(c),
+        None => Bytes::from(name.to_ascii_lowercase()),
+    }
+}
+
+/// Lines in a head whose line endings were checked (every LF follows a CR).
+pub fn count_lines(head: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', head).count()
+}
+
+/// Where the first line of a checked head ends (its CR).
+pub fn first_line_end(head: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\n', head).map(|i| i - 1)
+}
+
 /// Bytes for a message: printable ASCII kept, the rest escaped, so a refusal's reason never
 /// carries the peer's raw bytes.
 pub fn show(bytes: &[u8]) -> String {
