@@ -20,6 +20,7 @@ from endosec.core.controller_events import (
     HealthReport,
     ProbationResult,
     Quarantine,
+    Reconfigure,
     RequestWakeup,
     Tick,
     VerdictReached,
@@ -721,3 +722,50 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
 def test_random_conversations_keep_the_invariants_and_replay(scenario) -> None:
     first = run(*scenario)
     assert run(*scenario) == first  # the same seed gives the same schedule
+
+
+# -- reconfiguration ---------------------------------------------------------------------------
+
+
+def test_a_reload_adds_and_removes_executors_and_refills_the_active_set() -> None:
+    pb, trust = started()
+    policy = ControllerPolicy(active_size=3, floor=2)
+    newcomer = Profile("f", frozenset({"impl:f"}))
+    pb >> Reconfigure(policy, added=(newcomer,), removed=("b", "d"), now=1.0)
+    # b voted: it goes at once, and a spare takes its place.
+    replacement = pb.pending.popleft()
+    assert isinstance(replacement, Activate) and replacement.executor in ("e", "f")
+    assert pb
+    ctrl = pb.controller
+    assert set(ctrl.states) == {"a", "c", "e", "f"} and "b" not in ctrl.voters
+    assert "f" in trust.snapshot() and "b" not in trust.snapshot()
+    pb >> pb.done(replacement)
+    assert len(ctrl.voters) == 3
+    with pytest.raises(ValueError, match="unknown executor 'b'"):
+        ctrl.state("b")
+
+
+def test_a_reload_that_shrinks_the_active_set_retires_without_a_fault() -> None:
+    pb, _ = started()
+    pb >> Reconfigure(ControllerPolicy(active_size=2, floor=1), added=(), removed=(), now=1.0)
+    retired = pb.pending.popleft()
+    assert isinstance(retired, Deactivate) and retired.reason == "the active set shrank"
+    assert pb
+    assert len(pb.controller.voters) == 2
+    assert pb.controller.counters(retired.executor)["quarantines"] == 0
+
+
+def test_a_reload_that_turns_rotation_on_sets_its_timer() -> None:
+    pb, _ = started()
+    pb >> Reconfigure(ControllerPolicy(rotate_every=30.0), added=(), removed=(), now=5.0)
+    pb << RequestWakeup(35.0)
+    assert pb
+
+
+def test_a_reload_cannot_empty_the_pool_or_add_a_known_name() -> None:
+    pb, _ = started()
+    with pytest.raises(ValueError, match="already in the pool"):
+        pb >> Reconfigure(ControllerPolicy(), added=(Profile("a", frozenset({"x"})),),
+                          removed=(), now=1.0)
+    with pytest.raises(ValueError, match="at least one executor"):
+        pb >> Reconfigure(ControllerPolicy(), added=(), removed=tuple(NAMES), now=1.0)

@@ -9,10 +9,12 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.gatewayctl import Gateway, demo_config, pid_alive
 
@@ -131,3 +133,85 @@ def test_run_takes_its_listeners_from_the_command_line(tmp_path: Path) -> None:
             assert gw.request("GET", "/notes")[0] == 200
         finally:
             gw.stop()
+
+
+def reloaded(gw: Gateway, count: int) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = [e for e in gw.event_kinds()
+                if (e["event"] == "config-loaded" and e.get("reload"))
+                or e["event"] == "reload-failed"]
+        if len(done) >= count:
+            return done
+        time.sleep(0.1)
+    raise AssertionError("no reload happened")
+
+
+def test_sighup_applies_a_new_configuration_under_load(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, python_only())
+    failures: list[object] = []
+    served = 0
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal served
+        while not stop.is_set():
+            try:
+                code, _, _ = gw.request("GET", "/notes", timeout=10)
+            except OSError as exc:
+                failures.append(exc)
+                continue
+            if code != 200:
+                failures.append(code)
+            served += 1
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert gw.request("POST", "/notes", {"text": "before"})[0] == 201
+        cfg = tmp_path / "endosec.yaml"
+        data = yaml.safe_load(cfg.read_text())
+        stdlib = next(e for e in data["executors"] if e["name"] == "stdlib")
+        data["executors"].append({**stdlib, "name": "stdlib-b",
+                                  "profile": [*stdlib["profile"], "build:b"]})
+        data["controller"]["active"] = 3
+        cfg.write_text(yaml.safe_dump(data))
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        [event] = reloaded(gw, 1)
+        assert event["event"] == "config-loaded" and "stdlib-b" in event["executors"]
+        gw.wait_for(lambda s: len(s["active"]) == 3 and "stdlib-b" in s["active"],
+                    what="the new executor voting")
+        data["executors"] = [e for e in data["executors"] if e["name"] != "aiohttp"]
+        data["controller"]["active"] = 2
+        cfg.write_text(yaml.safe_dump(data))
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        reloaded(gw, 2)
+        status = gw.wait_for(lambda s: "aiohttp" not in [e["name"] for e in s["executors"]],
+                             what="aiohttp gone")
+        assert sorted(status["active"]) == ["stdlib", "stdlib-b"]
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    try:
+        assert served > 20 and not failures, (served, failures[:5])
+        code, _, body = gw.request("GET", "/notes")
+        assert code == 200 and b"before" in body  # the newcomer was brought level
+    finally:
+        gw.stop()
+
+
+def test_sighup_with_a_broken_configuration_keeps_the_running_one(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, python_only())
+    try:
+        cfg = tmp_path / "endosec.yaml"
+        cfg.write_text(cfg.read_text() + "\nlisten: [unclosed\n")
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        [failed] = reloaded(gw, 1)
+        assert failed["event"] == "reload-failed" and "not valid YAML" in failed["message"]
+        assert gw.request("GET", "/notes")[0] == 200
+        assert len(gw.status()["active"]) == 2
+    finally:
+        gw.stop()

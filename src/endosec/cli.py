@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,13 @@ __all__ = ["main"]
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo" / "endosec.yaml"
 
 
-def _load(path: Path, *, listen: str | None = None,
+def _read(path: Path, *, listen: str | None = None,
           admin: str | None = None) -> tuple[Config, tuple[str, ...]]:
     """The validated configuration (with the listeners given on the command line) and its
-    warnings; every error at once, else none."""
+    warnings; a `ConfigError` listing every error otherwise."""
     from endosec.preflight import problems
 
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    config = load_config(path)
     if listen is not None:
         config = config.model_copy(update={"listen": listen})
     if admin is not None:
@@ -33,8 +31,16 @@ def _load(path: Path, *, listen: str | None = None,
             update={"listen": admin})})
     found = problems(config)
     if found.errors:
-        raise click.ClickException("\n".join(f"{path}: {e}" for e in found.errors))
+        raise ConfigError("\n".join(f"{path}: {e}" for e in found.errors))
     return config, found.warnings
+
+
+def _load(path: Path, *, listen: str | None = None,
+          admin: str | None = None) -> tuple[Config, tuple[str, ...]]:
+    try:
+        return _read(path, listen=listen, admin=admin)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -91,16 +97,18 @@ def run(config_path: Path, listen: str | None, admin: str | None,
                    f"executors: {', '.join(where.executors)}")
         sys.stdout.flush()
 
-    _serve(config, state_dir or default_state_dir(), ready)
+    _serve(config, state_dir or default_state_dir(), ready,
+           reload=lambda: _read(config_path, listen=listen, admin=admin)[0])
 
 
-def _serve(config: Config, state_dir: Path, ready: Any) -> None:
+def _serve(config: Config, state_dir: Path, ready: Any,
+           reload: Callable[[], Config] | None = None) -> None:
     from endosec.gateway.app import run_forever
     from endosec.gateway.engine import StartupError
     from endosec.observe.ledger_format import LedgerError
 
     try:
-        run_forever(config, state_dir=state_dir, on_ready=ready)
+        run_forever(config, state_dir=state_dir, on_ready=ready, reload=reload)
     except (StartupError, LedgerError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
 

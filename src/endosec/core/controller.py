@@ -51,6 +51,7 @@ from endosec.core.controller_events import (
     HealthReport,
     ProbationResult,
     Quarantine,
+    Reconfigure,
     RequestWakeup,
     Tick,
     VerdictReached,
@@ -251,6 +252,8 @@ class Controller:
                 self._on_done(event, out)
             case AdminRequest():
                 self._on_admin(event, out)
+            case Reconfigure():
+                self._on_reconfigure(event, out)
             case _:
                 raise TypeError(f"not a controller event: {event!r}")
         self._settle(out)
@@ -375,6 +378,50 @@ class Controller:
         elif state not in (ACTIVE, ACTIVATING):
             out.append(Alert("warning", f"refused to activate {name}: it is {state.value} and "
                                         "has not been cleansed"))
+
+    def _on_reconfigure(self, event: Reconfigure, out: list[Action]) -> None:
+        for name in event.removed:
+            self._known(name)
+        for p in event.added:
+            if p.name in self._state and p.name not in event.removed:
+                raise ValueError(f"executor {p.name!r} is already in the pool")
+        if len(self._state) - len(event.removed) + len(event.added) < 1:
+            raise ValueError("the pool needs at least one executor")
+        for name in event.removed:
+            self._forget(name)
+        for p in event.added:
+            self._profiles[p.name] = p
+            self._state[p.name] = SPARE
+            self._dissents[p.name] = deque()
+            self._streak[p.name] = 0
+            self._counters[p.name] = dict.fromkeys(COUNTERS, 0)
+            self._failed_cleanses[p.name] = 0
+            self._trust.join(p.name)
+        self._voters, self._shadows = self._in(ACTIVE), self._in(PROBATION)
+        old, self.policy = self.policy, event.policy
+        if event.policy.rotate_every != old.rotate_every:
+            every = event.policy.rotate_every
+            self._next_rotation = None if every is None else event.now + every
+            if self._next_rotation is not None:
+                out.append(RequestWakeup(self._next_rotation))
+        extra = self._committed() - self.policy.active_size
+        movable = [n for n in self._in(ACTIVE) if n not in self._rotating]
+        if extra > 0 and movable:
+            count = min(extra, len(movable))
+            for name in self._checked(self._scheduler.retire(
+                    self._p(movable), count, self._trust.snapshot(), self._rng), movable, count):
+                self._fire(name, Signal.ROTATE_OUT, out, "the active set shrank")
+
+    def _forget(self, name: str) -> None:
+        """``name`` leaves the pool: every trace of it goes, orders to it included."""
+        del self._profiles[name], self._state[name], self._dissents[name], self._streak[name]
+        del self._counters[name], self._failed_cleanses[name]
+        self._awaiting.pop(name, None)
+        self._retry_at.pop(name, None)
+        for old, new in list(self._rotating.items()):
+            if name in (old, new):
+                del self._rotating[old]
+        self._trust.leave(name)
 
     # -- decisions ---------------------------------------------------------------------------
 

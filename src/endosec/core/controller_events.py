@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from endosec.core.model import Verdict
+from endosec.core.model import Profile, Verdict
+
+if TYPE_CHECKING:
+    from endosec.core.controller import ControllerPolicy
 
 __all__ = [
     "Action",
@@ -26,6 +29,7 @@ __all__ = [
     "HealthReport",
     "ProbationResult",
     "Quarantine",
+    "Reconfigure",
     "RequestWakeup",
     "Tick",
     "VerdictReached",
@@ -185,4 +189,20 @@ class AdminRequest:
                              f"got {self.kind!r}")
 
 
-Event = VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """A reloaded configuration: a new policy, executors that joined the pool (already
+    started, so they join as spares) and executors that left it (the runtime stops them once
+    the controller has let them go)."""
+
+    policy: ControllerPolicy
+    added: tuple[Profile, ...]
+    removed: tuple[str, ...]
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
+Event = (VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
+         | Reconfigure)

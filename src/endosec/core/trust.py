@@ -28,7 +28,7 @@ __all__ = ["TrustBook"]
 
 
 class TrustBook:
-    """Trust scores for a fixed pool of executors.
+    """Trust scores for a pool of executors (it changes only by `join` and `leave`).
 
     **Parameters:**
 
@@ -113,6 +113,20 @@ class TrustBook:
         self._agreed[name] = 0.0
         self._dissented[name] = 0.0
         self._identity[name] = 1.0
+
+    def join(self, name: str) -> None:
+        """A new executor in the pool, with no history."""
+        if name in self._identity:
+            raise ValueError(f"executor {name!r} is already in the pool")
+        self._agreed[name] = 0.0
+        self._dissented[name] = 0.0
+        self._identity[name] = 1.0
+
+    def leave(self, name: str) -> None:
+        """An executor gone from the pool: its history goes with it."""
+        self._known(name)
+        for book in (self._agreed, self._dissented, self._identity):
+            del book[name]
 
     def snapshot(self) -> dict[str, float]:
         """Every executor's current score, in pool order."""

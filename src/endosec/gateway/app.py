@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from endosec.config import Config, parse_address
+from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.dns import dns_health_probe
 from endosec.gateway.engine import MimicGateway
@@ -53,9 +53,16 @@ def _url(server: asyncio.Server) -> str:
     return f"http://{_host(host)}:{port}"
 
 
+Reload = Callable[[], Config]
+"""Reads the configuration file again (with the command line's overrides) and validates it;
+raises on anything wrong."""
+
+
 async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
-              on_ready: Callable[[Listening], None]) -> None:
-    """Serve until ``stop`` is set, then shut everything down (executors included)."""
+              on_ready: Callable[[Listening], None], reload: Reload | None = None,
+              hangup: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set, then shut everything down (executors included). Each time
+    ``hangup`` is set, ``reload`` gives a new configuration and the gateway applies it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(state_dir / "ledger")
     events = EventLog(config.gateway.events, keep=500, ledger=ledger)
@@ -65,18 +72,15 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                              max_headers=limits.max_headers,
                              max_body_bytes=limits.max_request_body,
                              max_response_bytes=limits.max_response_body)
-    probes: dict[str, HealthProbe] | None = None
-    if config.protocol == "dns":
-        probes = {e.name: dns_health_probe(e.health.dns_query or "") for e in config.executors}
     gateway = MimicGateway(config, scratch_root=state_dir / "executors", events=events,
-                           metrics=metrics, health_probes=probes)
+                           metrics=metrics, health_probe=_probe_for(config))
     native: NativePlane | None = None
     servers: list[asyncio.Server] = []
     try:
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
         spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
-        native = NativePlane(config, gateway)
+        native = NativePlane(gateway)
         native.changed()  # limits and journal bounds before anything else
         if config.protocol == "http":  # DNS queries never change executor state: no journal
             recovered = native.open_state(state_dir)
@@ -88,15 +92,16 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         scheme = ("dns" if config.protocol == "dns"
                   else "https" if config.tls is not None else "http")
         serve_url = f"{scheme}://{_host(host)}:{port}"
-        admin = ServerState(submit=submitting(AdminHandler(gateway,
-                                                           config.admin.resolved_token())),
+        handler = AdminHandler(gateway, config.admin.resolved_token())
+        admin = ServerState(submit=submitting(handler),
                             limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.controller.voters))
-        on_ready(Listening(serve_url, _url(servers[-1]),
-                           tuple(e.name for e in config.executors)))
+        on_ready(Listening(serve_url, _url(servers[-1]), gateway.controller.voters))
+        if reload is not None and hangup is not None:
+            spawn(_reloading(gateway, handler, reload, hangup), name="endosec-reload")
         await stop.wait()
     finally:
         if native is not None:
@@ -107,6 +112,33 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         await gateway.stop()
         events.emit("stopped")
         events.close()
+
+
+def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:
+    if config.protocol == "dns":
+        return lambda e: dns_health_probe(e.health.dns_query or "")
+    return lambda e: None
+
+
+async def _reloading(gateway: MimicGateway, admin: AdminHandler, reload: Reload,
+                     hangup: asyncio.Event) -> None:
+    """On every SIGHUP: read the file again; apply it, or keep the running one and say why."""
+    while True:
+        await hangup.wait()
+        hangup.clear()
+        events = gateway.events
+        try:
+            config = reload()
+            if config.protocol != gateway.config.protocol:
+                raise ValueError("protocol: a reload cannot change the protocol")
+            unchanged = await gateway.reconfigure(config)
+        except Exception as exc:  # a bad file must never take the running gateway down
+            events.emit("reload-failed", level="warning", message=str(exc))
+            continue
+        admin.token = config.admin.resolved_token()
+        events.emit("config-loaded", executors=[e.name for e in config.executors],
+                    sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
+                    reload=True, needs_restart=list(unchanged))
 
 
 def _host(host: str) -> str:
@@ -120,15 +152,17 @@ async def _tick_ledger(ledger: Ledger) -> None:
         ledger.tick(time.time())
 
 
-def run_forever(config: Config, *, state_dir: Path,
-                on_ready: Callable[[Listening], None]) -> None:
-    """Run with uvloop when available, until SIGINT or SIGTERM."""
+def run_forever(config: Config, *, state_dir: Path, on_ready: Callable[[Listening], None],
+                reload: Reload | None = None) -> None:
+    """Run with uvloop when available, until SIGINT or SIGTERM; SIGHUP reloads."""
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, hangup = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(config, state_dir=state_dir, stop=stop, on_ready=on_ready)
+        loop.add_signal_handler(signal.SIGHUP, hangup.set)
+        await run(config, state_dir=state_dir, stop=stop, on_ready=on_ready, reload=reload,
+                  hangup=hangup)
 
     with contextlib.suppress(KeyboardInterrupt):
         _run_loop(main())

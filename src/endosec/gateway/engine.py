@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from endosec.config import Config
+from endosec.config import Config, ExecutorConfig
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
@@ -32,6 +32,7 @@ from endosec.core.controller_events import (
     HealthReport,
     ProbationResult,
     Quarantine,
+    Reconfigure,
     RequestWakeup,
     Tick,
     VerdictReached,
@@ -86,7 +87,11 @@ class DataPlane(Protocol):
         ...
 
     def changed(self) -> None:
-        """Voters, shadows or trust changed: publish the new sets."""
+        """Voters, shadows, trust or the configuration changed: publish a new snapshot."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """``name`` left the pool."""
         ...
 
     async def catch_up(self, name: str) -> None:
@@ -98,41 +103,50 @@ class DataPlane(Protocol):
         ...
 
 
+# What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
+_RESTART_ONLY = ("protocol", "listen", "tls", "admin.listen", "state_dir", "gateway.threads",
+                 "gateway.events", "journal.segment_bytes", "journal.sync_interval",
+                 "checkpoint")
+
+
+def _setting(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _policy(config: Config) -> ControllerPolicy:
+    c = config.controller
+    return ControllerPolicy(
+        active_size=c.active, floor=c.effective_floor, quarantine_after=c.quarantine_after,
+        dissent_window=c.dissent_window, probation_agreements=c.probation_agreements,
+        rotate_every=c.rotate_every, rotate_count=c.rotate_count,
+        cleanse_on_rotate=c.cleanse_on_rotate, failures_are_dissent=c.failures_are_dissent)
+
+
 class MimicGateway:
     """One mimic boundary: its executors and the core objects deciding about them."""
 
     def __init__(self, config: Config, *, scratch_root: Path, events: EventLog,
                  metrics: GatewayMetrics | None = None,
-                 health_probes: Mapping[str, HealthProbe] | None = None) -> None:
+                 health_probe: Callable[[ExecutorConfig], HealthProbe | None] = lambda e: None,
+                 ) -> None:
         self.config = config
+        self._probe = health_probe
         self.events = events
         self.scratch_root = scratch_root
         self.metrics = metrics or GatewayMetrics()
-        a = config.arbiter
-        self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
-        self.weighted = isinstance(self.strategy, TrustWeightedMajority)
+        self._arbiter(config)
         names = [e.name for e in config.executors]
         self.trust = TrustBook(names)
-        c = config.controller
-        self.floor = c.effective_floor
         self.controller = Controller(
-            [e.as_profile() for e in config.executors],
-            ControllerPolicy(
-                active_size=c.active, floor=self.floor, quarantine_after=c.quarantine_after,
-                dissent_window=c.dissent_window, probation_agreements=c.probation_agreements,
-                rotate_every=c.rotate_every, rotate_count=c.rotate_count,
-                cleanse_on_rotate=c.cleanse_on_rotate,
-                failures_are_dissent=c.failures_are_dissent,
-            ),
-            scheduler_from_config(config.scheduler.policy),
-            self.trust,
+            [e.as_profile() for e in config.executors], _policy(config),
+            scheduler_from_config(config.scheduler.policy), self.trust,
             random.Random(config.scheduler.seed),
         )
-        self.executors: dict[str, RuntimeDriver] = {
-            e.name: driver_for(e, scratch_root=scratch_root,
-                               health_probe=(health_probes or {}).get(e.name))
-            for e in config.executors
-        }
+        self.executors: dict[str, RuntimeDriver] = {e.name: self._driver(e)
+                                                    for e in config.executors}
         self.plane: DataPlane | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._bound_loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +156,50 @@ class MimicGateway:
         self._wakeups: list[asyncio.TimerHandle] = []
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
+
+    async def reconfigure(self, config: Config) -> tuple[str, ...]:
+        """Apply a reloaded configuration without dropping a client connection: executors
+        added (started first, then spares) or removed (let go, then stopped; a changed one is
+        both), rules, limits, arbiter and controller policy. Returns the settings that differ
+        but only a restart changes. A new executor that does not start aborts the reload."""
+        old = self.config
+        fixed = tuple(k for k in _RESTART_ONLY if _setting(old, k) != _setting(config, k))
+        before = {e.name: e for e in old.executors}
+        wanted = {e.name: e for e in config.executors}
+        removed = tuple(n for n in before if wanted.get(n) != before[n])
+        added = [e for e in config.executors if before.get(e.name) != e]
+        started: dict[str, RuntimeDriver] = {}
+        try:
+            for e in added:
+                driver = self._driver(e)
+                started[e.name] = driver
+                await driver.start()
+        except RuntimeDriverError:
+            await asyncio.gather(*(d.stop() for d in started.values()), return_exceptions=True)
+            raise
+        self.config = config
+        self._arbiter(config)
+        leaving = [self.executors.pop(n) for n in removed]
+        self.executors.update(started)
+        for e in added:
+            self._dissents[e.name] = self.metrics.dissents.labels(e.name)
+            self._data_plane.placed(e.name, started[e.name].address)
+        self._dispatch(Reconfigure(_policy(config), tuple(e.as_profile() for e in added),
+                                   removed, self.now))
+        for name in removed:
+            self._data_plane.forget(name)
+        self._data_plane.changed()
+        await asyncio.gather(*(d.stop() for d in leaving), return_exceptions=True)
+        return fixed
+
+    def _arbiter(self, config: Config) -> None:
+        a = config.arbiter
+        self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
+        self.weighted = isinstance(self.strategy, TrustWeightedMajority)
+        self.floor = config.controller.effective_floor
+
+    def _driver(self, e: ExecutorConfig) -> RuntimeDriver:
+        return driver_for(e, scratch_root=self.scratch_root, health_probe=self._probe(e))
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -37,9 +37,9 @@ _DRAIN_BATCH = 4096
 class NativePlane:
     """`endosec._native.DataPlane`, driven by one `MimicGateway`."""
 
-    def __init__(self, config: Config, gateway: MimicGateway) -> None:
-        self.config = config
+    def __init__(self, gateway: MimicGateway) -> None:
         self.gateway = gateway
+        config = gateway.config
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             self.native = _native.DataPlane(config.gateway.effective_threads, _EVENT_CAPACITY,
@@ -57,6 +57,11 @@ class NativePlane:
         self._last_checkpoint = 0.0
         self._catching_up: Counter[str] = Counter()
         self._stuck: dict[str, int] = {}  # executor -> where its last catch-up failed
+
+    @property
+    def config(self) -> Config:
+        """The gateway's configuration, reloads included."""
+        return self.gateway.config
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -106,6 +111,9 @@ class NativePlane:
         self._epoch += 1
         self._placements[name] = Placement(address[0], address[1], self._epoch)
         self.changed()
+
+    def forget(self, name: str) -> None:
+        self._placements.pop(name, None)
 
     def changed(self) -> None:
         gw = self.gateway
