@@ -6,10 +6,15 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from endosec.cli import main
 from endosec.observe.evidence import EvidenceStore, Redaction, diff, find
+from tests.gatewayctl import DEMO, Gateway, demo_config, with_env
+
+SECRET_FILE = DEMO.parent / "secret.txt"
+SECRET = SECRET_FILE.read_text().strip()
 
 VERDICT = {"method": "GET", "path": "/notes/1", "outcome": "accepted", "winner": "a",
            "agreed": ["a", "b"], "dissented": ["c"], "failed": []}
@@ -72,3 +77,59 @@ def test_the_command_lists_and_shows_records(tmp_path: Path) -> None:
     missing = CliRunner().invoke(main, ["evidence", "show", "ffff", "--state-dir",
                                         str(tmp_path)])
     assert missing.exit_code == 1 and "0 evidence records match" in missing.output
+
+
+def backdoored(**evidence: object) -> dict:
+    data = with_env(demo_config(evidence=evidence), "stdlib",
+                    NOTES_BACKDOOR_SECRET=str(SECRET_FILE))
+    return data
+
+
+def leak(gw: Gateway) -> dict:
+    assert gw.request("POST", "/notes", {"text": "before"})[0] == 201
+    code, _, body = gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
+    assert code == 200 and SECRET not in body.decode()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [e for e in gw.event_kinds() if e["event"] == "dissent" and "evidence" in e]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("no dissent with evidence")
+
+
+@pytest.mark.slow
+def test_the_backdoors_leak_is_shown_to_the_admin_only(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, backdoored(bodies=True))
+    try:
+        event = leak(gw)
+        assert event["dissented"] == ["stdlib"]
+        shown = CliRunner().invoke(main, ["evidence", "show", event["evidence"][:12],
+                                          "--state-dir", str(gw.state)])
+        assert shown.exit_code == 0 and SECRET in shown.output, shown.output
+        assert gw.request("GET", f"/evidence/{event['evidence']}", admin=True)[0] == 401
+        code, _, body = gw.request("GET", f"/evidence/{event['evidence']}", admin=True,
+                                   headers={"Authorization": "Bearer test-token"})
+        assert code == 200 and SECRET in json.loads(body)["diff"]
+        # The ledger's record of the dissent names the evidence by its digest (records are
+        # written in batches, within half a second).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ledger = "".join(p.read_text() for p in (gw.state / "ledger").glob("ledger-*"))
+            if event["evidence"] in ledger:
+                break
+            time.sleep(0.2)
+        assert event["evidence"] in ledger and SECRET not in ledger
+    finally:
+        gw.stop()
+
+
+@pytest.mark.slow
+def test_a_redaction_rule_keeps_the_secret_out_of_the_evidence(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, backdoored(bodies=True, redact={"patterns": [r"hunter2-\w+"]}))
+    try:
+        event = leak(gw)
+        stored = (gw.state / "evidence" / f"{event['evidence']}.json").read_text()
+        assert "hunter2" not in stored and "DEMO-SECRET" in stored and "<masked>" in stored
+    finally:
+        gw.stop()

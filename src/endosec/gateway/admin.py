@@ -8,6 +8,8 @@ Read-only, for anyone who can reach the listener (keep it on loopback or an admi
 * ``GET /quantify[?p=P]``: the quantifier's P(defeat) for the live active set, every component
   exploited with probability P (default 0.01);
 * ``GET /dashboard``: the live page, which reads the endpoints above;
+* ``GET /evidence/ID`` (admin token): the replies kept when executors dissented, as a record
+  and as the diff `endosec evidence show` prints;
 * ``GET /healthz`` (the gateway is alive) and ``GET /readyz`` (at least the floor can vote:
   200, else 503), for probes: unauthenticated and detail-free.
 
@@ -28,6 +30,7 @@ from urllib.parse import parse_qs
 
 from endosec.gateway.engine import MimicGateway
 from endosec.observe.dashboard import SeriesSampler, asset, defeat_estimate
+from endosec.observe.evidence import diff, find
 from endosec.protocols.http import Request, Response, encode_response
 from endosec.quantify.errors import ParameterError
 
@@ -148,6 +151,17 @@ class AdminHandler:
             return _json(200, defeat_estimate(
                 profiles, strategy=a.strategy, k=a.k,
                 p=DEFAULT_EXPLOIT_P if p is None else p), ka)
+        if path.startswith("/evidence/") and gw.evidence is not None:
+            refused = self._refusal(request, peer, ka)
+            if refused is not None:
+                return refused
+            try:
+                evidence_id, record = find(gw.evidence.directory,
+                                           path.removeprefix("/evidence/"))
+            except KeyError as exc:
+                return _json(404, {"error": str(exc.args[0])}, ka)
+            return _json(200, {"id": evidence_id, "diff": diff(evidence_id, record),
+                               "record": record}, ka)
         if path == "/auth":
             return self._refusal(request, peer, ka) or _json(200, {"admin": True}, ka)
         if path in ("/", "/dashboard/"):

@@ -19,6 +19,7 @@ from endosec.gateway.engine import MimicGateway
 from endosec.gateway.native import NativePlane
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.observe.events import EventLog
+from endosec.observe.evidence import EvidenceStore, Redaction
 from endosec.observe.ledger import Ledger
 from endosec.observe.metrics import GatewayMetrics
 from endosec.protocols.http import HttpLimits
@@ -74,6 +75,10 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                              max_response_bytes=limits.max_response_body)
     gateway = MimicGateway(config, scratch_root=state_dir / "executors", events=events,
                            metrics=metrics, health_probe=_probe_for(config))
+    ev = config.evidence
+    gateway.evidence = EvidenceStore(
+        state_dir / "evidence", keep=ev.keep, max_bytes=ev.max_bytes,
+        redaction=Redaction(frozenset(ev.redact.headers), ev.redact.fields, ev.redact.patterns))
     native: NativePlane | None = None
     servers: list[asyncio.Server] = []
     try:

@@ -41,6 +41,7 @@ from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
 from endosec.observe.events import EventLog
+from endosec.observe.evidence import EvidenceStore
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, HumanNeeded, RuntimeDriver, RuntimeDriverError
 from endosec.runtime.drivers import driver_for
@@ -156,6 +157,7 @@ class MimicGateway:
         self._wakeups: list[asyncio.TimerHandle] = []
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
+        self.evidence: EvidenceStore | None = None
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
         """Apply a reloaded configuration without dropping a client connection: executors
@@ -278,16 +280,23 @@ class MimicGateway:
     # -- what the data plane reports ---------------------------------------------------------
 
     def verdict(self, report: VerdictReport, *, digests: Mapping[str, str],
-                errors: Mapping[str, str], shadows: Mapping[str, bool]) -> None:
-        """A verdict other than a clean agreement: log it, count it, let the controller act."""
+                errors: Mapping[str, str], shadows: Mapping[str, bool],
+                evidence: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """A verdict other than a clean agreement: log it (with the replies, kept as evidence
+        and named by digest), count it, let the controller act."""
         summary = {"method": report.method, "path": report.path,
                    "outcome": report.outcome.value, "agreed": list(report.agreed),
                    "dissented": list(report.dissented), "failed": list(report.failed)}
         accepted = report.outcome is Outcome.ACCEPTED
         if report.dissented or report.failed or not accepted:
+            kept = {}
+            if evidence and self.evidence is not None:
+                winner = next((n for n in report.agreed if n in evidence), None)
+                kept["evidence"] = self.evidence.keep(
+                    {**summary, "winner": winner, "errors": dict(errors)}, evidence)
             self.events.emit("dissent" if accepted else report.outcome.value, **summary,
                              reason=report.reason, digests=dict(digests),
-                             **({"errors": dict(errors)} if errors else {}))
+                             **({"errors": dict(errors)} if errors else {}), **kept)
         for name in (*report.dissented, *report.failed):
             self._dissents[name].inc()
         now = self.now

@@ -261,7 +261,8 @@ class NativePlane:
                                      reason=event["reason"])
             else:
                 self.gateway.verdict(_report(event), digests=event["digests"],
-                                     errors=event["errors"], shadows=event["shadows"])
+                                     errors=event["errors"], shadows=event["shadows"],
+                                     evidence=event.get("evidence"))
 
     async def _pumping(self) -> None:
         weights: Mapping[str, float] | None = None

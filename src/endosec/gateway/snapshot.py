@@ -81,6 +81,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "keep_level": [n for n in keep_level if n in placed],
         "access_log": (None if config.gateway.access_log is None
                        else str(config.gateway.access_log)),
+        "evidence": {"bodies": config.evidence.bodies, "max_body": config.evidence.max_body},
         "reserved_paths": sorted({e.state.http for e in config.executors
                                   if e.state is not None and e.state.http is not None}),
     })

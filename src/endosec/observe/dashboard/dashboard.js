@@ -114,7 +114,27 @@ function timelineEntry(e) {
   li.dataset.executor = who.join(" ");
   li.append(el("time", "ts", clock(e.ts)), el("span", "kind", e.event));
   li.append(el("span", "who", who.join(", ")), el("span", "what", eventText(e)));
+  if (e.evidence) {
+    const button = el("button", "evidence", "evidence");
+    button.type = "button";
+    button.dataset.evidence = e.evidence;
+    button.addEventListener("click", () => showEvidence(e.evidence, li));
+    li.append(button);
+  }
   return li;
+}
+
+// What the dissenters answered, for the admin only: the server refuses without the token.
+async function showEvidence(id, li) {
+  const open = li.querySelector("pre.evidence-diff");
+  if (open) { open.remove(); return; }
+  try {
+    const data = await getJSON(`/evidence/${encodeURIComponent(id)}`,
+      { Authorization: `Bearer ${st.token}` });
+    li.append(el("pre", "evidence-diff", data.diff));
+  } catch (err) {
+    toast(err.message, "error");
+  }
 }
 
 function remember(name, label, ts) {
