@@ -353,4 +353,7 @@ def test_any_configuration_is_accepted_or_refused_as_python_does(config: Any) ->
         got = None
     except ValueError as exc:
         got = str(exc)
+    if got is not None and expected is not None and "invalid regular expression" in expected:
+        # Both refuse it; the engines word the reason their own way (see canon/mod.rs).
+        got, expected = (m.rsplit("': ", 1)[0] for m in (got, expected))
     assert got == expected

@@ -166,6 +166,8 @@ class LimitsConfig(_Strict):
                                        description="requests per pooled executor connection")
     upstream_max_age: float = Field(default=5.0, gt=0,
                                     description="seconds a pooled executor connection lives")
+    upstream_max_connections: int = Field(
+        default=32, ge=1, description="exchanges at once per executor; more wait for a slot")
 
 
 class JournalConfig(_Strict):

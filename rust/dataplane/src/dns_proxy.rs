@@ -19,7 +19,8 @@ use crate::http::UpstreamError;
 use crate::model::ErrorKind;
 use crate::plane::Shared;
 use crate::pool::{Conn, Pool};
-use crate::round::{below_floor, Asked, Context, Fanout, Phases, Respond, Round};
+use crate::round::{below_floor, Context, Fanout, Phases, Respond, Round};
+use crate::upstream::{exchange_with, Asked, Attempt};
 use crate::snapshot::Executor;
 
 /// How a query arrived, which bounds its reply.
@@ -97,43 +98,13 @@ impl Phases for Dns {
     }
 }
 
-enum Attempt {
-    Done(Result<Bytes, UpstreamError>),
-    /// The reused connection was closed under us before any reply byte: try a fresh one.
-    Stale,
-}
-
 /// Send one length-prefixed query and read one length-prefixed reply, within
-/// ``read_timeout``. A reused connection the executor closed before answering (an idle
-/// timeout racing our reuse, not its fault) is retried once on a fresh connection.
+/// ``read_timeout``.
 async fn exchange(pool: &Pool, payload: &[u8], read_timeout: Duration) -> Asked<Bytes> {
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started + read_timeout);
-    let mut conn = pool.checkout();
-    let outcome = loop {
-        let current = match conn.take() {
-            Some(c) => c,
-            None => match pool.connect().await {
-                Ok(c) => c,
-                Err(e) => break Err(UpstreamError { kind: ErrorKind::Connect,
-                                                    reason: e.to_string() }),
-            },
-        };
-        let reused = current.reused;
-        match tokio::time::timeout_at(deadline, attempt(pool, current, payload)).await {
-            Err(_) => break Err(UpstreamError { kind: ErrorKind::Timeout,
-                                                reason: format!("no complete reply within {:?}",
-                                                                read_timeout) }),
-            Ok(Attempt::Done(result)) => break result,
-            Ok(Attempt::Stale) if reused => continue,
-            Ok(Attempt::Stale) => break Err(UpstreamError {
-                kind: ErrorKind::Reset, reason: "closed before responding".into() }),
-        }
-    };
-    Asked { outcome, latency: started.elapsed() }
+    exchange_with(pool, read_timeout, |conn| attempt(pool, conn, payload)).await
 }
 
-async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8]) -> Attempt {
+async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8]) -> Attempt<Bytes> {
     let reset = |reason: String| Attempt::Done(Err(UpstreamError { kind: ErrorKind::Reset,
                                                                     reason }));
     if let Err(e) = conn.stream.write_all(payload).await {

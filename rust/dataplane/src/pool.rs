@@ -3,18 +3,24 @@
 //! A pooled connection is checked before reuse (a non-blocking read must find nothing: no EOF,
 //! no unsolicited bytes); it is never returned after an error or a partial exchange; and its
 //! life is bounded by a number of requests and an age, so a server reloaded with new content
-//! cannot stay hidden behind a connection to its old worker.
+//! cannot stay hidden behind a connection to its old worker. At most ``max_connections``
+//! exchanges run at once per executor (the others wait for a slot, within their deadline), so
+//! a burst of clients cannot take every worker an executor has and starve its health checks.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long pooled connections may live and how many may wait.
+/// How many connections an executor gets, how long pooled ones may live and how many may wait.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PoolLimits {
+    pub max_connections: usize,
     pub max_idle: usize,
     pub max_requests: u32,
     pub max_age: Duration,
@@ -22,7 +28,8 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> PoolLimits {
-        PoolLimits { max_idle: 256, max_requests: 1000, max_age: Duration::from_secs(5) }
+        PoolLimits { max_connections: 32, max_idle: 32, max_requests: 1000,
+                     max_age: Duration::from_secs(5) }
     }
 }
 
@@ -43,11 +50,18 @@ pub struct Pool {
     connect_timeout: Duration,
     limits: PoolLimits,
     idle: Mutex<Vec<Conn>>,
+    slots: Arc<Semaphore>,
 }
 
 impl Pool {
     pub fn new(addr: SocketAddr, connect_timeout: Duration, limits: PoolLimits) -> Pool {
-        Pool { addr, connect_timeout, limits, idle: Mutex::new(Vec::new()) }
+        Pool { addr, connect_timeout, limits, idle: Mutex::new(Vec::new()),
+               slots: Arc::new(Semaphore::new(limits.max_connections.max(1))) }
+    }
+
+    /// A slot for one exchange, held until it ends; None when none freed up by ``deadline``.
+    pub async fn slot(&self, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await.ok()?.ok()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -132,7 +146,8 @@ mod tests {
     async fn connections_retire_after_their_request_budget_and_age() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let limits = PoolLimits { max_idle: 8, max_requests: 2,
-                                  max_age: Duration::from_millis(100) };
+                                  max_age: Duration::from_millis(100),
+                                  ..PoolLimits::default() };
         let pool = Pool::new(listener.local_addr().unwrap(), Duration::from_secs(1), limits);
         let conn = pool.connect().await.unwrap();
         let _peer = listener.accept().await.unwrap();
@@ -145,5 +160,17 @@ mod tests {
         pool.checkin(conn);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(pool.checkout().is_none(), "too old to reuse");
+    }
+
+    #[tokio::test]
+    async fn exchanges_beyond_the_cap_wait_for_a_slot() {
+        let limits = PoolLimits { max_connections: 2, ..PoolLimits::default() };
+        let pool = Pool::new("127.0.0.1:9".parse().unwrap(), Duration::from_secs(1), limits);
+        let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
+        let a = pool.slot(soon()).await.expect("a first slot");
+        let _b = pool.slot(soon()).await.expect("a second slot");
+        assert!(pool.slot(soon()).await.is_none(), "the third waits, then gives up");
+        drop(a);
+        assert!(pool.slot(soon()).await.is_some(), "a freed slot is taken");
     }
 }

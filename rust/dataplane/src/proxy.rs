@@ -17,9 +17,9 @@ use crate::idempotency::{Claim, Outcome as Keyed, MAX_KEY};
 use crate::http::{self, Request, Response};
 use crate::model::Outcome;
 use crate::plane::Shared;
-use crate::round::{below_floor, Asked, Context, Fanout, Phases, Round};
+use crate::round::{below_floor, Context, Fanout, Phases, Round};
 use crate::snapshot::Executor;
-use crate::upstream::exchange;
+use crate::upstream::{exchange, Asked};
 
 /// Methods that must not change executor state; everything else is serialised and journaled.
 const SAFE_METHODS: [&[u8]; 4] = [b"GET", b"HEAD", b"OPTIONS", b"TRACE"];
@@ -250,9 +250,7 @@ impl Phases for Http {
         let (payload, method, limits) = (self.payload.clone(), self.method.clone(),
                                          ctx.snapshot.limits);
         Box::pin(async move {
-            let ex = exchange(&executor.pool, &payload, &method, limits, executor.read_timeout)
-                .await;
-            Asked { outcome: ex.outcome, latency: ex.latency }
+            exchange(&executor.pool, &payload, &method, limits, executor.read_timeout).await
         })
     }
 

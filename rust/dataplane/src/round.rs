@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -18,10 +18,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use crate::ballot::{Ballot, Output, Verdict};
 use crate::canon::BodyRule;
 use crate::events::{Event, Evidence, VerdictEvent};
-use crate::http::UpstreamError;
 use crate::model::{ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
 use crate::snapshot::{Executor, Snapshot};
+use crate::upstream::Asked;
 
 /// What one request carries through its phases, whatever the protocol.
 pub struct Context {
@@ -33,12 +33,6 @@ pub struct Context {
     pub started: Instant,
     /// Read once: a published change never applies to half a request.
     pub snapshot: Arc<Snapshot>,
-}
-
-/// One exchange with one executor: its reply or why there is none, and how long it took.
-pub struct Asked<R> {
-    pub outcome: Result<R, UpstreamError>,
-    pub latency: Duration,
 }
 
 /// A protocol's part of a round.

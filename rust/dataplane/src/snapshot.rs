@@ -67,6 +67,8 @@ pub struct LimitsSpec {
     pub max_connections: usize,
     pub upstream_max_requests: u32,
     pub upstream_max_age: f64,
+    #[serde(default = "default_upstream_connections")]
+    pub upstream_max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -89,6 +91,10 @@ pub struct JournalSpec {
     pub idempotency_window: f64,
     #[serde(default = "default_keys")]
     pub idempotency_keys: usize,
+}
+
+fn default_upstream_connections() -> usize {
+    PoolLimits::default().max_connections
 }
 
 fn default_key_window() -> f64 {
@@ -212,10 +218,11 @@ impl Snapshot {
                               max_body_bytes: l.max_request_body,
                               max_target_bytes: Limits::default().max_target_bytes,
                               max_response_bytes: l.max_response_body };
-        let pool_limits = PoolLimits { max_requests: l.upstream_max_requests.max(1),
+        let connections = l.upstream_max_connections.max(1);
+        let pool_limits = PoolLimits { max_connections: connections, max_idle: connections,
+                                       max_requests: l.upstream_max_requests.max(1),
                                        max_age: seconds("upstream_max_age",
-                                                        l.upstream_max_age)?,
-                                       ..PoolLimits::default() };
+                                                        l.upstream_max_age)? };
         let rules = match &compiled.rules {
             Some((config, rules)) if *config == spec.canonicalise => rules.clone(),
             _ => {

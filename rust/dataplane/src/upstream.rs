@@ -1,4 +1,4 @@
-//! One HTTP exchange with one executor: send the request, read one response, within bounds.
+//! One exchange with one executor: send the request, read one reply, within bounds.
 //!
 //! A request on a reused connection that the executor closed before sending a byte of its reply
 //! is sent once more on a fresh connection: the executor closed an idle connection as we reused
@@ -13,24 +13,33 @@ use crate::http::{Limits, Response, ResponseReader, UpstreamError};
 use crate::model::ErrorKind;
 use crate::pool::{Conn, Pool};
 
-/// What came back from one executor.
+/// What came back from one executor: its reply or why there is none, and how long it took.
 #[derive(Debug)]
-pub struct Exchange {
-    pub outcome: Result<Response, UpstreamError>,
+pub struct Asked<R> {
+    pub outcome: Result<R, UpstreamError>,
     pub latency: Duration,
 }
 
-enum Attempt {
-    Done(Result<Response, UpstreamError>),
+/// One try on one connection.
+pub enum Attempt<R> {
+    Done(Result<R, UpstreamError>),
     /// The reused connection was closed under us before any reply byte: try a fresh one.
     Stale,
 }
 
-/// Send ``payload`` (answering ``method``) and read the response.
-pub async fn exchange(pool: &Pool, payload: &[u8], method: &[u8], limits: Limits,
-                      read_timeout: Duration) -> Exchange {
+/// One exchange with an executor, whatever the protocol: a slot in its pool, a pooled or fresh
+/// connection, ``attempt`` on it within ``read_timeout``, and once more on a fresh connection
+/// if a reused one turns out stale.
+pub async fn exchange_with<R, F, Fut>(pool: &Pool, read_timeout: Duration, mut attempt: F)
+                                      -> Asked<R>
+where F: FnMut(Conn) -> Fut, Fut: std::future::Future<Output = Attempt<R>> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + read_timeout);
+    let timeout = || UpstreamError { kind: ErrorKind::Timeout,
+                                     reason: format!("no complete reply within {read_timeout:?}") };
+    let Some(_slot) = pool.slot(deadline).await else {
+        return Asked { outcome: Err(timeout()), latency: started.elapsed() };
+    };
     let mut conn = pool.checkout();
     let outcome = loop {
         let current = match conn.take() {
@@ -42,23 +51,25 @@ pub async fn exchange(pool: &Pool, payload: &[u8], method: &[u8], limits: Limits
             },
         };
         let reused = current.reused;
-        match tokio::time::timeout_at(deadline, attempt(pool, current, payload, method, limits))
-            .await
-        {
-            Err(_) => break Err(UpstreamError { kind: ErrorKind::Timeout,
-                                                reason: format!("no complete reply within {:?}",
-                                                                read_timeout) }),
+        match tokio::time::timeout_at(deadline, attempt(current)).await {
+            Err(_) => break Err(timeout()),
             Ok(Attempt::Done(result)) => break result,
             Ok(Attempt::Stale) if reused => continue,
             Ok(Attempt::Stale) => break Err(UpstreamError {
                 kind: ErrorKind::Reset, reason: "closed before responding".into() }),
         }
     };
-    Exchange { outcome, latency: started.elapsed() }
+    Asked { outcome, latency: started.elapsed() }
+}
+
+/// Send ``payload`` (answering ``method``) and read the HTTP response.
+pub async fn exchange(pool: &Pool, payload: &[u8], method: &[u8], limits: Limits,
+                      read_timeout: Duration) -> Asked<Response> {
+    exchange_with(pool, read_timeout, |conn| attempt(pool, conn, payload, method, limits)).await
 }
 
 async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8], method: &[u8], limits: Limits)
-                 -> Attempt {
+                 -> Attempt<Response> {
     let reset = |e: std::io::Error| UpstreamError { kind: ErrorKind::Reset,
                                                     reason: e.to_string() };
     if let Err(e) = conn.stream.write_all(payload).await {

@@ -11,6 +11,7 @@ the data plane who votes now. An action kind it does not know is a bug and raise
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -157,6 +158,7 @@ class MimicGateway:
         self._wakeups: list[asyncio.TimerHandle] = []
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
+        self._agreed_at: dict[str, float] = {}
         self.evidence: EvidenceStore | None = None
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
@@ -311,9 +313,13 @@ class MimicGateway:
         self.events.emit("no-quorum", method=method, path=path, reason=reason)
 
     def agreements(self, counts: Mapping[str, int]) -> None:
-        """Clean agreements since the last report, per executor: they only feed trust."""
+        """Clean agreements since the last report, per executor: they feed trust, and they
+        show it serving (a probe lost in a busy moment does not outweigh them)."""
+        now = self.now
         for name, n in counts.items():
             self.trust.record_agreements(name, n)
+            if n > 0:
+                self._agreed_at[name] = now
 
     # -- the controller's actions ----------------------------------------------------------
 
@@ -396,6 +402,11 @@ class MimicGateway:
                 if state not in (ExecutorState.ACTIVE, ExecutorState.SPARE):
                     continue
                 healthy = runner.running and await runner.health()
+                # An executor that agreed with its peers since the last round is serving: a
+                # failed probe then means it is busy (its vote judges it, not the probe).
+                serving = self.now - self._agreed_at.get(name, -math.inf) < 2 * interval
+                if not healthy and runner.running and serving:
+                    continue
                 if not healthy and self.controller.state(name) is state:
                     self.events.emit("unhealthy", executor=name)
                     self._dispatch(HealthReport(name, False, self.now))

@@ -64,6 +64,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
             "max_connections": limits.max_connections,
             "upstream_max_requests": limits.upstream_max_requests,
             "upstream_max_age": limits.upstream_max_age,
+            "upstream_max_connections": limits.upstream_max_connections,
         },
         "canonicalise": config.canonicalise,
         "arbiter": {"strategy": a.strategy, "k": a.k, "min_support": a.min_support},

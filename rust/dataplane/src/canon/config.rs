@@ -246,6 +246,8 @@ fn text_rule(body: &Map) -> Result<TextRule, String> {
     for (i, mask) in masks.iter().enumerate() {
         let Value::Str(text) = mask else { return Err(format!("masks[{i}]: expected a string")) };
         let compiled = match text.as_str() {
+            Some(s) if multiple_repeat(s).is_some() => Err(format!(
+                "multiple repeat at position {}", multiple_repeat(s).unwrap_or_default())),
             Some(s) => Regex::new(s).map_err(|e| {
                 let e = e.to_string();
                 let reason = e.lines().last().unwrap_or_default().trim_start_matches("error: ");
@@ -258,6 +260,69 @@ fn text_rule(body: &Map) -> Result<TextRule, String> {
         })?);
     }
     Ok(TextRule::new(patterns))
+}
+
+/// Where Python's `re` would refuse a quantifier applied to a quantifier (``a**``, ``a+*``,
+/// ``a{2}*``, ``a*??``), which the regex crate reads as one: the position (in characters) of
+/// the second. Lazy (``*?``) and possessive (``*+``) suffixes belong to the first.
+fn multiple_repeat(pattern: &str) -> Option<usize> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut class = false;
+    let mut quantified = false; // the previous token was a complete quantifier
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            i += 2;
+            quantified = false;
+            continue;
+        }
+        if class {
+            class = c != ']';
+            i += 1;
+            continue;
+        }
+        let counted = c == '{' && counted_end(&chars, i).is_some();
+        if matches!(c, '*' | '+' | '?') || counted {
+            if quantified {
+                return Some(i);
+            }
+            if c == '?' && i > 0 && chars[i - 1] == '(' {
+                i += 1; // a group's extension, not a quantifier
+                continue;
+            }
+            i = if counted { counted_end(&chars, i).unwrap_or(i) + 1 } else { i + 1 };
+            if matches!(chars.get(i), Some('?' | '+')) {
+                i += 1;
+            }
+            quantified = true;
+            continue;
+        }
+        if c == '[' {
+            class = true;
+            i += 1;
+            if chars.get(i) == Some(&'^') {
+                i += 1;
+            }
+            if chars.get(i) == Some(&']') {
+                i += 1; // a leading ] is a member
+            }
+            quantified = false;
+            continue;
+        }
+        quantified = false;
+        i += 1;
+    }
+    None
+}
+
+/// The index of the ``}`` closing a counted repetition ``{m}``, ``{m,}``, ``{,n}``, ``{m,n}``.
+fn counted_end(chars: &[char], open: usize) -> Option<usize> {
+    let close = open + chars[open..].iter().position(|&c| c == '}')?;
+    let inner: String = chars[open + 1..close].iter().collect();
+    let (lo, hi) = inner.split_once(',').unwrap_or((&inner, &inner));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    (!inner.is_empty() && inner != "," && digits(lo) && digits(hi)).then_some(close)
 }
 
 fn body_rule(config: &Map, at: &str) -> Result<BodyMatch, String> {
