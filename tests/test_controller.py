@@ -4,7 +4,7 @@ import random
 from collections import deque
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from endosec.core.controller import TRANSITIONS, Controller, ControllerPolicy, Signal
@@ -717,7 +717,7 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
     return log
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_random_conversations_keep_the_invariants_and_replay(scenario) -> None:
     first = run(*scenario)
@@ -769,3 +769,35 @@ def test_a_reload_cannot_empty_the_pool_or_add_a_known_name() -> None:
                           removed=(), now=1.0)
     with pytest.raises(ValueError, match="at least one executor"):
         pb >> Reconfigure(ControllerPolicy(), added=(), removed=tuple(NAMES), now=1.0)
+
+
+# -- never below the floor for dissent alone ---------------------------------------------------
+
+
+def test_a_dissenter_the_floor_needs_keeps_voting_until_a_spare_replaces_it() -> None:
+    pb, _ = started(names=["a", "b", "c", "d"], active_size=3, floor=3)
+    pb >> VerdictReached(verdict(agreed=["a", "b"], dissented=["c"]), 1.0)
+    pb << AnyAlert("warning", "keeps voting until a spare replaces it") << Activate("d")
+    assert pb
+    assert pb.controller.voters == ("a", "b", "c"), "c still votes (and is outvoted)"
+    pb >> VerdictReached(verdict(agreed=["a", "b"], dissented=["c"]), 2.0)
+    assert pb, "the same dissenter is not reported twice"
+    pb >> pb.done(Activate("d"))
+    pb << Quarantine("c", "dissented 1 time(s) within 60s") << Cleanse("c")
+    assert pb
+    assert pb.controller.voters == ("a", "b", "d")
+
+
+def test_without_a_spare_the_dissenter_waits_and_a_cleansed_one_replaces_it() -> None:
+    pb, _ = started(names=["a", "b", "c"], active_size=3, floor=3)
+    pb >> VerdictReached(verdict(agreed=["a", "b"], dissented=["c"]), 1.0)
+    pb << AnyAlert("warning", "keeps voting")
+    assert pb and pb.controller.state("c") is S.ACTIVE
+
+
+def test_a_confirmed_attack_is_quarantined_at_once_even_below_the_floor() -> None:
+    pb, _ = started(names=["a", "b", "c"], active_size=3, floor=3)
+    pb >> VerdictReached(verdict(agreed=["a", "b"], dissented=["c"]), 1.0, confirmed=True)
+    pb << Quarantine("c", "dissented 1 time(s) within 60s") << Cleanse("c")
+    pb << AnyAlert("warning", "no spare left") << AnyAlert("critical", "below the floor")
+    assert pb

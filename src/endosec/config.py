@@ -39,6 +39,7 @@ __all__ = [
     "AdminConfig",
     "AgentRef",
     "ArbiterConfig",
+    "AttributionConfig",
     "CheckpointConfig",
     "Config",
     "ConfigError",
@@ -143,6 +144,16 @@ class ControllerConfig(_Strict):
         if self.floor is not None and self.floor > self.active:
             raise ValueError(f"floor ({self.floor}) cannot exceed active ({self.active})")
         return self
+
+
+class AttributionConfig(_Strict):
+    """Dissent traced to the clients that cause it, so divergence is not a lever."""
+
+    quarantines: int = Field(default=2, ge=1,
+                             description="quarantines one client may cause within the window")
+    window: float = Field(default=60.0, gt=0)
+    block: float = Field(default=300.0, gt=0,
+                         description="seconds a responsible client is refused (TCP clients)")
 
 
 class SchedulerConfig(_Strict):
@@ -430,6 +441,7 @@ class Config(_Strict):
     state_dir: Path | None = None
     arbiter: ArbiterConfig = Field(default_factory=ArbiterConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)

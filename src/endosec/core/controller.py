@@ -13,14 +13,18 @@ executor, because ``(QUARANTINED, ACTIVATE)`` is not there. The only way back to
 QUARANTINED is through CLEANSING, so an executor is never activated uncleansed.
 
 Policies (see `ControllerPolicy`): quarantine after ``quarantine_after`` dissents within
-``dissent_window`` seconds; cleanse at once, retrying failed cleanses with exponential backoff,
-except when the runtime says another attempt would fail the same way (``ActionDone.retry``
-False): then the executor is held quarantined, with an alert, until an operator cleanses it;
-optionally hold cleansed executors on probation; keep ``active_size`` executors active or
-activating, replacing from spares at once; rotate ``rotate_count`` executors every
-``rotate_every`` seconds, make-before-break (the retiree leaves only when its replacement votes,
-so rotation never lowers the number of voters); raise an `Alert` when spares run out and a
-critical one when fewer than ``floor`` executors remain active or activating.
+``dissent_window`` seconds, but never below the floor for dissent alone: a dissenter whose
+quarantine would leave fewer than ``floor`` voters keeps voting (outvoted) while a spare is
+activated in its place, make-before-break, and is quarantined once the spare votes (at once
+when the verdict says the dissent is a confirmed attack); cleanse at once, retrying failed
+cleanses with exponential backoff, except when the runtime says another attempt would fail the
+same way (``ActionDone.retry`` False): then the executor is held quarantined, with an alert,
+until an operator cleanses it; optionally hold cleansed executors on probation; keep
+``active_size`` executors active or activating, replacing from spares at once; rotate
+``rotate_count`` executors every ``rotate_every`` seconds, make-before-break (the retiree
+leaves only when its replacement votes, so rotation never lowers the number of voters); raise
+an `Alert` when spares run out and a critical one when fewer than ``floor`` executors remain
+active or activating.
 
 A runtime carries out the orders for one executor in the order given and answers each
 `Activate` and `Cleanse` with ``ActionDone(action, ok, now)`` passing back the very action it
@@ -181,6 +185,7 @@ class Controller:
         self._failed_cleanses = dict.fromkeys(self._profiles, 0)
         self._retry_at: dict[str, float] = {}
         self._rotating: dict[str, str] = {}  # retiree -> replacement being activated
+        self._faulty: dict[str, str] = {}  # dissenter kept voting until replaced -> reason
         self._next_rotation: float | None = None
         self._short = False
         self._below_floor = False
@@ -277,17 +282,40 @@ class Controller:
             self._trust.record(name, False)
             self._bump(name, "dissents")
             if self._state[name] in (ACTIVE, ACTIVATING):
-                self._count_dissent(name, event.now, out)
+                self._count_dissent(name, event.now, out, event.confirmed)
 
-    def _count_dissent(self, name: str, now: float, out: list[Action]) -> None:
+    def _count_dissent(self, name: str, now: float, out: list[Action],
+                       confirmed: bool = False) -> None:
         window = self._dissents[name]
         window.append(now)
         while window and window[0] <= now - self.policy.dissent_window:
             window.popleft()
-        if len(window) >= self.policy.quarantine_after:
-            self._quarantine_and_cleanse(
-                name, f"dissented {len(window)} time(s) within {self.policy.dissent_window:g}s",
-                out)
+        if len(window) < self.policy.quarantine_after or name in self._faulty:
+            return
+        reason = f"dissented {len(window)} time(s) within {self.policy.dissent_window:g}s"
+        if confirmed or self._state[name] is not ACTIVE \
+                or len(self._voters) - 1 >= self.policy.floor:
+            self._quarantine_and_cleanse(name, reason, out)
+            return
+        # Quarantining it now would leave fewer voters than the floor: it stays, outvoted,
+        # until a spare votes in its place (`_settle`), so dissent alone cannot take the
+        # boundary down.
+        self._faulty[name] = reason
+        out.append(Alert("warning", f"{name} {reason}; it keeps voting until a spare replaces "
+                                    f"it (quarantining it now would leave fewer than "
+                                    f"{self.policy.floor} voters)"))
+        self._replace(name, out)
+
+    def _replace(self, name: str, out: list[Action]) -> None:
+        """Start activating a spare for the faulty ``name``, if there is one."""
+        spares = self._in(SPARE)
+        if not spares or name in self._rotating:
+            return
+        keep = [p for p in self._keep() if p.name != name]
+        pick = self._checked(self._scheduler.choose(
+            self._p(spares), keep, 1, self._trust.snapshot(), self._rng), spares, 1)[0]
+        self._rotating[name] = pick
+        self._fire(pick, Signal.ACTIVATE, out)
 
     def _on_probation(self, event: ProbationResult, out: list[Action]) -> None:
         name = event.executor
@@ -418,6 +446,7 @@ class Controller:
         del self._counters[name], self._failed_cleanses[name]
         self._awaiting.pop(name, None)
         self._retry_at.pop(name, None)
+        self._faulty.pop(name, None)
         for old, new in list(self._rotating.items()):
             if name in (old, new):
                 del self._rotating[old]
@@ -454,6 +483,9 @@ class Controller:
                 del self._rotating[old]  # it left on its own; `new` simply fills the gap
             elif self._state[new] is ACTIVE:
                 del self._rotating[old]
+                if old in self._faulty:
+                    self._quarantine_and_cleanse(old, self._faulty[old], out)
+                    continue
                 self._fire(old, Signal.ROTATE_OUT, out, f"rotated out for {new}")
                 if self.policy.cleanse_on_rotate:
                     self._fire(old, Signal.CLEANSE, out)
@@ -467,6 +499,9 @@ class Controller:
                     self._p(spares), keep, 1, self._trust.snapshot(), self._rng), spares, 1)[0]
                 self._rotating[old] = pick
                 self._fire(pick, Signal.ACTIVATE, out)
+        for name in self._faulty:
+            if self._state[name] is ACTIVE and name not in self._rotating:
+                self._replace(name, out)
         need = self.policy.active_size - self._committed()
         spares = self._in(SPARE)
         if need > 0 and spares:
@@ -508,6 +543,7 @@ class Controller:
             self._shadows = self._in(PROBATION)
         match signal:
             case Signal.FAULT:
+                self._faulty.pop(name, None)
                 out.append(Quarantine(name, reason))
                 self._bump(name, "quarantines")
                 self._dissents[name].clear()

@@ -110,10 +110,17 @@ Action = Quarantine | Cleanse | Activate | Deactivate | Alert | RequestWakeup
 
 @dataclass(frozen=True, slots=True)
 class VerdictReached:
-    """A ballot closed. Final verdicts only: early ones do not yet name every failure."""
+    """A ballot closed. Final verdicts only: early ones do not yet name every failure.
+
+    ``confirmed`` marks dissent known to be an attack (behaviour evidence, immune memory, an
+    operator): its dissenters are quarantined at once even below the floor. Otherwise a
+    dissenter whose quarantine would leave fewer voters than the floor keeps voting (and being
+    outvoted) until a spare has replaced it.
+    """
 
     verdict: Verdict
     now: float
+    confirmed: bool = False
 
     def __post_init__(self) -> None:
         check_time("now", self.now)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from endosec.config import Config, ExecutorConfig
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
+from endosec.core.attribution import Attribution, AttributionPolicy
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
     Action,
@@ -79,6 +80,7 @@ class VerdictReport:
     dissented: tuple[str, ...]
     failed: tuple[str, ...]
     reason: str
+    client: str | None = None  # the address the request came from (no port)
 
 
 class DataPlane(Protocol):
@@ -159,6 +161,8 @@ class MimicGateway:
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
+        a = config.attribution
+        self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
         self.evidence: EvidenceStore | None = None
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
@@ -290,8 +294,14 @@ class MimicGateway:
                    "outcome": report.outcome.value, "agreed": list(report.agreed),
                    "dissented": list(report.dissented), "failed": list(report.failed)}
         accepted = report.outcome is Outcome.ACCEPTED
+        now = self.now
+        # Dissent a responsible client causes is its doing, not the dissenters' (failures
+        # still count: a dead executor is dead whoever noticed).
+        held = bool(report.dissented) and self.attribution.held(report.client, now)
         if report.dissented or report.failed or not accepted:
-            kept = {}
+            kept: dict[str, Any] = {"client": report.client} if report.client else {}
+            if held:
+                kept["attributed"] = True
             if evidence and self.evidence is not None:
                 winner = next((n for n in report.agreed if n in evidence), None)
                 kept["evidence"] = self.evidence.keep(
@@ -299,12 +309,22 @@ class MimicGateway:
             self.events.emit("dissent" if accepted else report.outcome.value, **summary,
                              reason=report.reason, digests=dict(digests),
                              **({"errors": dict(errors)} if errors else {}), **kept)
-        for name in (*report.dissented, *report.failed):
+        dissented = () if held else report.dissented
+        for name in (*dissented, *report.failed):
             self._dissents[name].inc()
-        now = self.now
-        verdict = Verdict(report.outcome, None, report.agreed, report.dissented, report.failed,
+        verdict = Verdict(report.outcome, None, report.agreed, dissented, report.failed,
                           report.reason)
-        self._dispatch(VerdictReached(verdict, now))
+        actions = self._dispatch(VerdictReached(verdict, now))
+        quarantines = sum(isinstance(a, Quarantine) and a.executor in dissented
+                          for a in actions)
+        if self.attribution.caused(report.client, quarantines, now):
+            p = self.config.attribution
+            self.events.emit(
+                "alert", level="warning", client=report.client,
+                message=f"client {report.client} caused {p.quarantines} quarantines within "
+                        f"{p.window:g}s: the dissent its requests cause no longer counts, and "
+                        f"it is refused for {p.block:g}s")
+            self._sync(force=True)
         for name, agreed in shadows.items():
             self._dispatch(ProbationResult(name, agreed, now))
 
@@ -353,11 +373,11 @@ class MimicGateway:
                     raise RuntimeError(f"unknown controller action {action!r}")
         self._sync()
 
-    def _sync(self) -> None:
+    def _sync(self, *, force: bool = False) -> None:
         """Tell the data plane who votes, shadows and is kept level, when that changed (an
         event can change them without any action, e.g. an activation that completed)."""
         sets = (self.controller.voters, self.controller.shadows, self.keep_level)
-        if self.plane is not None and sets != self._published:
+        if self.plane is not None and (force or sets != self._published):
             self._published = sets
             self.plane.changed()
 

@@ -281,7 +281,9 @@ class NativePlane:
 
 
 def _report(event: Mapping[str, Any]) -> VerdictReport:
+    client = event.get("client")
     return VerdictReport(method=event["method"], path=event["path"],
                          outcome=Outcome(event["outcome"]), agreed=tuple(event["agreed"]),
                          dissented=tuple(event["dissented"]), failed=tuple(event["failed"]),
-                         reason=event["reason"])
+                         reason=event["reason"],
+                         client=client.rpartition(":")[0].strip("[]") if client else None)
