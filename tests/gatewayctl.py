@@ -89,10 +89,13 @@ class Gateway:
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None, *, admin: bool = False,
-                timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
+                timeout: float = 15.0, source: str | None = None,
+                ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a fresh connection (from the loopback address ``source``)."""
         url = self.admin_url if admin else self.url
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout,
+                                          source_address=None if source is None else (source, 0))
         payload = json.dumps(body).encode() if body is not None else None
         hdrs = {"content-type": "application/json"} if payload is not None else {}
         hdrs.update(headers or {})

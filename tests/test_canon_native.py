@@ -30,8 +30,8 @@ def both(config: Any) -> tuple[RuleSet, _native.Rules]:
     return reference(json.loads(text)), _native.Rules(text)
 
 
-def body_rule(rules: RuleSet, path: str, content_type: bytes) -> Canonicaliser:
-    return rules.for_response(path, content_type.decode("latin-1"))
+def body_rule(rules: RuleSet, path: str, content_type: bytes, status: int) -> Canonicaliser:
+    return rules.for_response(path, content_type.decode("latin-1"), status)
 
 
 # --- configurations ----------------------------------------------------------------------------
@@ -83,10 +83,12 @@ body_kinds = st.one_of(
     st.lists(st.sampled_from(SAFE_MASKS), max_size=3).map(lambda m: {"text": {"masks": m}}),
     st.sampled_from([{"exact": {}}, {"json": None}, {"text": None}]),
 )
+STATUS_SPELLINGS = [200, 206, 404, 416, "416", "0416", "٤١٦", [404, "416"], [200, 206, 500]]
 body_filters = st.fixed_dictionaries({}, optional={
     "path": st.sampled_from(["*", "/a*", "/a/[0-9]", "/b?", "/[!a]*", "/x", ""]),
     "content_type": st.sampled_from(["application/json", "text/", "application/",
                                      " Application/JSON ", "TEXT/PLAIN", "TEXT/À"]),
+    "status": st.sampled_from(STATUS_SPELLINGS),
 })
 body_configs = st.tuples(body_kinds, body_filters).map(lambda kv: {**kv[1], **kv[0]})
 
@@ -129,6 +131,8 @@ header_values = (st.sampled_from(CONTENT_TYPES) | st.binary(max_size=10)
                  | st.sampled_from([b"it's", b'say "hi"', b"both '\"", b"\\", b" \tpad\t "]))
 headers = st.lists(st.tuples(header_names(), header_values), max_size=6)
 statuses = st.sampled_from([200, 204, 206, 404, 416, 500]) | st.integers(100, 599)
+# What a body rule is picked for: a response's status, or 0 for an executor that gave none.
+rule_statuses = st.sampled_from([0, 200, 206, 404, 416, 500])
 request_paths = st.sampled_from(["/", "/a", "/a/1", "/a/x", "/b1", "/bb", "/x", "/\n", "", "/é"])
 
 text_chars = st.characters(max_codepoint=0xFFFF, exclude_categories=["Cs"])
@@ -217,44 +221,58 @@ def test_key_and_digest_equal_python(config: dict[str, Any], path: str, status: 
     rules, native = both(config)
     hs = [*hs, (b"Content-Type", content_type)]
     first = next(v for n, v in hs if n.lower() == b"content-type")
-    rule = body_rule(rules, path, first)
-    assert native.key(path, first, body) == rule.canonicalise(body).key
+    rule = body_rule(rules, path, first, status)
+    assert native.key(path, first, status, body) == rule.canonicalise(body).key
     head = (status, rules.headers.canonical_headers(hs, status))
     assert native.digest(status, hs, path, body) == Output("e", body, rule, head=head).digest
 
 
 @SETTINGS
-@given(json_configs, request_paths, st.sampled_from(CONTENT_TYPES), json_values,
+@given(json_configs, request_paths, st.sampled_from(CONTENT_TYPES), rule_statuses, json_values,
        st.sampled_from([0, 0, 1, 3]), st.data())
 def test_verdicts_on_near_documents_equal_python(config: dict[str, Any], path: str,
-                                                 content_type: bytes, doc: Any, odds: int,
-                                                 data: st.DataObject) -> None:
+                                                 content_type: bytes, status: int, doc: Any,
+                                                 odds: int, data: st.DataObject) -> None:
     rules, native = both(config)
     a = data.draw(json_bodies(doc))
     b = data.draw(json_bodies(perturb(doc, data, odds)))
-    rule = body_rule(rules, path, content_type)
+    rule = body_rule(rules, path, content_type, status)
     expected = Output("a", a, rule).agrees_with(Output("b", b, rule))
-    assert native.equivalent(path, content_type, a, b) == expected
-    assert native.key(path, content_type, b) == rule.canonicalise(b).key
+    assert native.equivalent(path, content_type, status, a, b) == expected
+    assert native.key(path, content_type, status, b) == rule.canonicalise(b).key
 
 
 @SETTINGS
-@given(configs, request_paths, st.sampled_from(CONTENT_TYPES), bodies, bodies)
+@given(configs, request_paths, st.sampled_from(CONTENT_TYPES), rule_statuses, bodies, bodies)
 def test_verdicts_on_any_bodies_equal_python(config: dict[str, Any], path: str,
-                                             content_type: bytes, a: bytes, b: bytes) -> None:
+                                             content_type: bytes, status: int, a: bytes,
+                                             b: bytes) -> None:
     rules, native = both(config)
-    rule = body_rule(rules, path, content_type)
+    rule = body_rule(rules, path, content_type, status)
     expected = Output("a", a, rule).agrees_with(Output("b", b, rule))
-    assert native.equivalent(path, content_type, a, b) == expected
+    assert native.equivalent(path, content_type, status, a, b) == expected
 
 
 def test_the_deepest_document_both_encode_is_compared_alike() -> None:
     rules, native = both({"bodies": [{"json": {"tolerance": 0.5, "unordered_lists": True}}]})
     a, b = deep(253, "[1.0, 2e16]"), deep(253, "[2e16, 1.25]")
-    rule = body_rule(rules, "/", b"application/json")
-    assert native.key("/", b"application/json", a) == rule.canonicalise(a).key
-    assert native.equivalent("/", b"", a, b) == Output("a", a, rule).agrees_with(
+    rule = body_rule(rules, "/", b"application/json", 200)
+    assert native.key("/", b"application/json", 200, a) == rule.canonicalise(a).key
+    assert native.equivalent("/", b"", 200, a, b) == Output("a", a, rule).agrees_with(
         Output("b", b, rule))
+
+
+def test_caddy_like_416_bodies_agree_only_under_a_416_rule() -> None:
+    config = {"bodies": [{"status": 416, "text": {"masks": ["(?s)^.*"]}}]}
+    rules, native = both(config)
+    site, caddy = b"<!DOCTYPE html>\n<p>Range not satisfiable</p>\n", b""
+    for status, agree in ((416, True), (200, False), (206, False)):
+        rule = body_rule(rules, "/index.html", b"text/html", status)
+        assert Output("a", site, rule).agrees_with(Output("b", caddy, rule)) is agree
+        assert native.equivalent("/index.html", b"text/html", status, site, caddy) is agree
+    # The digests the ledger records: one value on a 416, two on a 200.
+    assert len({native.digest(416, [], "/index.html", body) for body in (site, caddy)}) == 1
+    assert len({native.digest(200, [], "/index.html", body) for body in (site, caddy)}) == 2
 
 
 # --- configuration errors ----------------------------------------------------------------------
@@ -296,6 +314,19 @@ BAD_CONFIGS: list[Any] = [
     {"bodies": [{"json": {"unordered_lists": ["x"], "tolerance": -1}}]},
     {"bodies": [{"text": {"masks": "x"}}]}, {"bodies": [{"text": {"masks": [1]}}]},
     {"bodies": [{"text": {"mask": []}}]},
+    {"bodies": [{"status": 999, "exact": {}}]}, {"bodies": [{"status": "4xx", "exact": {}}]},
+    {"bodies": [{"status": [], "exact": {}}]}, {"bodies": [{"status": None, "exact": {}}]},
+    {"bodies": [{"status": True, "exact": {}}]}, {"bodies": [{"status": 416.0, "exact": {}}]},
+    {"bodies": [{"status": [200, "it's"], "exact": {}}]},
+    {"bodies": [{"status": [[416]], "exact": {}}]},
+    {"bodies": [{"status": {"416": 1}, "exact": {}}]},
+    {"bodies": [{"status": 2**70, "exact": {}}]},
+    {"bodies": [{"status": "1" * 5000, "exact": {}}]},
+    {"bodies": [{"status": ["416", "2" * 5000], "exact": {}}]},
+    {"bodies": [{"status": -416, "exact": {}}]},
+    {"bodies": [{"status": 416, "path": 3, "exact": {}}]},
+    {"bodies": [{"status": "x", "content_type": None, "exact": {}}]},
+    {"bodies": [{"status": "x", "json": {"ignore": "y"}}]},
 ]
 
 
@@ -335,8 +366,8 @@ messy_configs = st.one_of(
         ["ignore", "default_ignore", "allow", "presence_only", "content_type",
          "ignore_on_status"]), junk, max_size=3)}),
     st.fixed_dictionaries({"bodies": st.lists(st.dictionaries(st.sampled_from(
-        ["json", "text", "exact", "path", "content_type"]), junk | json_rules(), max_size=3),
-        max_size=2)}),
+        ["json", "text", "exact", "path", "content_type", "status"]), junk | json_rules(),
+        max_size=3), max_size=2)}),
 )
 
 

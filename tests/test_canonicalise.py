@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from endosec.core import canonical_json as canon
 from endosec.core.canonical_http import HeaderRule
 from endosec.core.canonical_json import INVALID_PREFIX, MASK_TOKEN, JsonRule
-from endosec.core.canonicalise import ExactBytes, TextRule, compile_rules
+from endosec.core.canonicalise import ExactBytes, RuleSet, TextRule, compile_rules
 from endosec.core.model import Canonicaliser, Output
 
 
@@ -253,11 +253,11 @@ CONFIG: dict[str, Any] = {
 
 def test_compile_rules_picks_the_first_matching_body_rule() -> None:
     rules = compile_rules(CONFIG)
-    notes = rules.for_response("/notes/7", "Application/JSON; charset=utf-8")
+    notes = rules.for_response("/notes/7", "Application/JSON; charset=utf-8", 200)
     assert isinstance(notes, JsonRule) and notes.ignore == ("/created_at",)
-    assert isinstance(rules.for_response("/x", "text/plain"), TextRule)
-    assert isinstance(rules.for_response("/raw/1", "application/json"), ExactBytes)
-    catch_all = rules.for_response("/other", "application/json")
+    assert isinstance(rules.for_response("/x", "text/plain", 200), TextRule)
+    assert isinstance(rules.for_response("/raw/1", "application/json", 200), ExactBytes)
+    catch_all = rules.for_response("/other", "application/json", 200)
     assert isinstance(catch_all, JsonRule) and catch_all.ignore == ()
     assert b"x-powered-by" not in dict(rules.headers.canonical_headers([(b"X-Powered-By", b"1")]))
     assert rules.headers.canonical_headers([(b"Date", b"x")]) == ()  # defaults kept
@@ -265,7 +265,7 @@ def test_compile_rules_picks_the_first_matching_body_rule() -> None:
 
 def test_compile_rules_defaults_to_exact_bytes() -> None:
     rules = compile_rules({})
-    assert isinstance(rules.for_response("/", "application/json"), ExactBytes)
+    assert isinstance(rules.for_response("/", "application/json", 200), ExactBytes)
     assert rules.headers == HeaderRule()
 
 
@@ -404,6 +404,55 @@ def test_headers_ignored_for_some_statuses_only() -> None:
     as_json = compile_rules({"headers": {"ignore_on_status": {"416": ["content-range"]}}})
     assert as_json.headers.canonical_headers(with_range, 416) == \
         as_json.headers.canonical_headers(without, 416)
+
+
+# Caddy answers an unsatisfiable Range with its own 416 page; nginx, Apache and lighttpd with
+# the site's. Only that status may differ in its body.
+SITE_416 = b"<!DOCTYPE html>\n<html><body>Range not satisfiable</body></html>\n"
+CADDY_416 = b""
+UNSATISFIABLE = {"bodies": [{"status": 416, "text": {"masks": ["(?s)^.*"]}}]}
+
+
+def _output(rules: RuleSet, name: str, status: int, body: bytes) -> Output:
+    return Output(name, body, rules.for_response("/index.html", "text/html", status),
+                  head=(status, rules.headers.canonical_headers([], status)))
+
+
+@pytest.mark.parametrize("config", [UNSATISFIABLE, {"bodies": [{"status": "416",
+                                                                 "text": {"masks": ["(?s)^.*"]}}]},
+                                    {"bodies": [{"status": [404, "416"],
+                                                 "text": {"masks": ["(?s)^.*"]}}]}])
+def test_body_rules_limited_to_a_status_exempt_that_status_only(config: dict) -> None:
+    rules = compile_rules(config)
+    assert _output(rules, "nginx", 416, SITE_416).agrees_with(
+        _output(rules, "caddy", 416, CADDY_416))
+    assert _output(rules, "nginx", 416, SITE_416).agrees_with(
+        _output(rules, "caddy", 416, b"416 Range Not Satisfiable\n"))
+    # The same bodies on a 200 are still compared byte for byte.
+    assert not _output(rules, "nginx", 200, SITE_416).agrees_with(
+        _output(rules, "caddy", 200, CADDY_416))
+    # An executor that gave no response (status 0) only meets rules without a status.
+    assert isinstance(rules.for_response("/index.html", "text/html", 0), ExactBytes)
+
+
+def test_without_a_status_rule_different_416_bodies_dissent() -> None:
+    rules = compile_rules({})
+    assert not _output(rules, "nginx", 416, SITE_416).agrees_with(
+        _output(rules, "caddy", 416, CADDY_416))
+
+
+@pytest.mark.parametrize(("status", "message"), [
+    (999, "bodies[0].status: 999 is not an HTTP status"),
+    ("4xx", "bodies[0].status: '4xx' is not an HTTP status"),
+    (True, "bodies[0].status: True is not an HTTP status"),
+    (416.0, "bodies[0].status: 416.0 is not an HTTP status"),
+    (None, "bodies[0].status: None is not an HTTP status"),
+    ([200, "x"], "bodies[0].status[1]: 'x' is not an HTTP status"),
+    ([], "bodies[0].status: an empty list matches no response"),
+])
+def test_bad_body_statuses_name_the_field(status: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compile_rules({"bodies": [{"status": status, "exact": {}}]})
 
 
 @pytest.mark.parametrize(("config", "message"), [

@@ -190,6 +190,13 @@ def test_stacks_agree_on_meaning_but_differ_in_bytes(launch: Launch) -> None:
     for method, path in (("GET", "/nope"), ("GET", "/notes/9"), ("PATCH", "/notes")):
         replies = [ex.call(method, path) for ex in executors]
         assert len({(r.status, json.dumps(r.json())) for r in replies}) == 1, path
+    # A method a resource does not offer: the same 405, Allow spelled alike.
+    for method, path in (("OPTIONS", "/notes"), ("PROPFIND", "/notes"), ("POST", "/notes/1"),
+                         ("DELETE", "/health")):
+        replies = [ex.call(method, path) for ex in executors]
+        assert {(r.status, r.headers["Allow"], json.dumps(r.json())) for r in replies} == {
+            (405, "GET, HEAD" if path != "/notes" else "GET, HEAD, POST",
+             '{"error": "method not allowed"}')}, (method, path)
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -6,6 +6,7 @@ Needs the servers from scripts/install-system-deps.sh; without them the module i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,8 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.query
 import dns.rcode
@@ -161,6 +164,59 @@ def test_malformed_queries_are_answered_by_the_gateway_or_dropped(gw: DnsGateway
     assert garbage is not None and dns.message.from_wire(garbage).rcode() == dns.rcode.FORMERR
     assert gw.raw_udp(b"\x00", timeout=0.5) is None
     assert len(gw.status()["recent_verdicts"]) == before  # nothing reached an executor
+
+
+def test_questions_the_servers_answer_differently_are_refused_by_the_gateway(gw: DnsGateway,
+                                                                            ) -> None:
+    gw.all_active()
+    before = len(gw.status()["recent_verdicts"])
+    nul = dns.name.Name([b"www\x00", b"example", b"test", b""])
+    questions: list[tuple[dns.name.Name | str, str]] = [
+        ("www.example.test.", "TYPE0"),  # Knot NOTIMP, BIND and NSD NOERROR
+        ("www.example.test.", "TYPE200"),  # BIND FORMERR, NSD and Knot NOERROR
+        (nul, "A"),  # a fourth server (PowerDNS) answers SERVFAIL
+        (dns.name.Name([b"\x00", b"wild", b"example", b"test", b""]), "A"),
+    ]
+    for tcp in (False, True):
+        for name, rdtype in questions:
+            query = dns.message.make_query(name, rdtype, use_edns=0)
+            host, port = gw.address
+            send = dns.query.tcp if tcp else dns.query.udp
+            answer = send(query, host, port=port, timeout=5)
+            assert answer.rcode() == dns.rcode.REFUSED, (name, rdtype, tcp, answer)
+            assert answer.question == query.question and not answer.answer
+    status = gw.status()
+    assert len(status["recent_verdicts"]) == before, "a refused query reached the servers"
+    assert all(e["counters"]["quarantines"] == 0 and e["state"] == "active"
+               for e in status["executors"]), status["executors"]
+    assert not [e for e in gw.event_kinds() if e["event"] in ("dissent", "quarantine")]
+
+
+def test_divergent_questions_from_many_udp_sources_are_no_lever(gw: DnsGateway) -> None:
+    """The benign-divergence questions at a high rate over UDP, each from another address in
+    127.0.0.0/8 (as spoofed sources would be), with a benign client alongside: it is answered
+    every time and nobody is quarantined."""
+    gw.all_active()
+    host, port = gw.address
+    nul = dns.name.Name([b"www\x00", b"example", b"test", b""])
+    divergent = [("www.example.test.", "TYPE0"), ("www.example.test.", "TYPE200"),
+                 (nul, "A"), ("www.example.test.", "ANY")]
+    asked = answered = 0
+    for i in range(1200):
+        name, rdtype = divergent[i % len(divergent)]
+        source = f"127.{1 + i // 250 % 200}.{i % 250 + 1}.{1 + i % 7}"
+        with contextlib.suppress(dns.exception.Timeout):
+            dns.query.udp(dns.message.make_query(name, rdtype, use_edns=0), host, port=port,
+                          timeout=0.5, source=source)
+        if i % 4 == 0:
+            asked += 1
+            with contextlib.suppress(dns.exception.Timeout):
+                answered += addresses(gw.ask("www.example.test.", "A")) == WWW
+    assert answered / asked >= 0.999, (answered, asked)
+    status = gw.status()
+    assert all(e["counters"]["quarantines"] == 0 and e["state"] == "active"
+               for e in status["executors"]), status["executors"]
+    assert len(status["active"]) == 3
 
 
 def _tamper(gw: DnsGateway, name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Sequence
@@ -39,7 +40,7 @@ from endosec._native import (
     dns_parse_reply,
     dns_servfail,
 )
-from endosec.config import Config
+from endosec.config import Config, DnsConfig
 from endosec.gateway.snapshot import Placement, build_snapshot
 
 SETTINGS = DnsSettings()
@@ -53,7 +54,7 @@ def wire_query(name: str = "www.example.test.", rdtype: str = "A", **kw: object)
 
 
 def query(name: str = "www.example.test.", rdtype: str = "A", **kw: object) -> DnsQuery:
-    parsed = dns_parse_query(wire_query(name, rdtype, **kw))
+    parsed = dns_parse_query(wire_query(name, rdtype, **kw), SETTINGS)
     assert isinstance(parsed, DnsQuery), parsed.reason
     return parsed
 
@@ -106,7 +107,7 @@ def test_a_plain_query_is_forwarded_normalised() -> None:
     nsid = dns.edns.GenericOption(dns.edns.OptionType.NSID, b"")
     raw = wire_query("WwW.Example.TEST.", "AAAA", id=4242, payload=4096, want_dnssec=True,
                      options=[cookie, nsid])
-    q = dns_parse_query(raw)
+    q = dns_parse_query(raw, SETTINGS)
     assert isinstance(q, DnsQuery)
     assert (q.id, q.qtype, q.edns, q.payload, q.dnssec_ok) == (4242, 28, True, 4096, True)
     assert q.qname == "WwW.Example.TEST."
@@ -129,8 +130,9 @@ def test_udp_limit_is_the_smaller_of_client_and_gateway() -> None:
     assert query(payload=100).udp_limit(SETTINGS) == 512
 
 
-def refused(raw: bytes) -> tuple[DnsRefusal, dns.message.Message | None]:
-    refusal = dns_parse_query(raw)
+def refused(raw: bytes, settings: DnsSettings = SETTINGS,
+            ) -> tuple[DnsRefusal, dns.message.Message | None]:
+    refusal = dns_parse_query(raw, settings)
     assert isinstance(refusal, DnsRefusal)
     out = refusal.reply(SETTINGS)
     assert (out is None) == (refusal.rcode is None)
@@ -204,6 +206,49 @@ def test_transfers_and_any_are_refused(rdtype: str) -> None:
     _, answer = refused(wire_query("example.test.", rdtype))
     assert answer is not None and answer.rcode() == dns.rcode.REFUSED
     assert answer.edns == 0  # the client used EDNS, so the refusal does too
+
+
+@pytest.mark.parametrize("rdtype", ["TYPE0", "TYPE128", "TYPE200", "TYPE248"])
+def test_types_servers_answer_differently_are_refused_with_the_question(rdtype: str) -> None:
+    # Type 0: Knot NOTIMP, BIND and NSD NOERROR; 128-248: BIND FORMERR, NSD and Knot NOERROR.
+    _, answer = refused(wire_query("www.example.test.", rdtype, id=99))
+    assert answer is not None and answer.rcode() == dns.rcode.REFUSED and answer.id == 99
+    assert answer.question[0].rdtype == dns.rdatatype.from_text(rdtype)
+    assert answer.question[0].name == dns.name.from_text("www.example.test.")
+
+
+@pytest.mark.parametrize("label", [b"\x00", b"a\x00b", b"www\x00"])
+def test_names_with_a_nul_octet_are_refused(label: bytes) -> None:
+    name = dns.name.Name([label, b"example", b"test", b""])
+    _, answer = refused(dns.message.make_query(name, "A", use_edns=0).to_wire())
+    assert answer is not None and answer.rcode() == dns.rcode.REFUSED
+    assert answer.question[0].name == name
+
+
+def test_refuse_types_refuses_the_listed_types_only() -> None:
+    settings = DnsSettings(refuse_types=[10, 65534])
+    for rdtype in ("NULL", "TYPE65534"):
+        _, answer = refused(wire_query("www.example.test.", rdtype), settings)
+        assert answer is not None and answer.rcode() == dns.rcode.REFUSED
+        assert isinstance(dns_parse_query(wire_query("www.example.test.", rdtype), SETTINGS),
+                          DnsQuery)
+    assert isinstance(dns_parse_query(wire_query(), settings), DnsQuery)
+
+
+def test_refuse_types_are_read_as_numbers() -> None:
+    config = DnsConfig.model_validate({"refuse_types": ["null", 65534, "TYPE99", "ANY", 0]})
+    assert config.refuse_types == (10, 65534, 99, 255, 0)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (["NOPE"], "'NOPE' is not a DNS type"), ([65536], "65536 is not a DNS type"),
+    ([-1], "-1 is not a DNS type"), ([True], "True is not a DNS type"),
+    ([1.5], "1.5 is not a DNS type"), ("ANY", "a list of DNS types"),
+])
+def test_bad_refuse_types_name_the_field(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as failed:
+        DnsConfig.model_validate({"refuse_types": value})
+    assert "refuse_types" in str(failed.value)
 
 
 @pytest.mark.parametrize("rdtype", ["OPT", "TSIG", "TKEY"])
@@ -414,7 +459,7 @@ def test_settings_reject_unknown_values_naming_the_field() -> None:
 
 def _check_refusal(raw: bytes) -> None:
     """Any bytes: a valid query, or a well-formed error reply for the same ID, or nothing."""
-    q = dns_parse_query(raw)
+    q = dns_parse_query(raw, SETTINGS)
     if isinstance(q, DnsRefusal):
         out = q.reply(SETTINGS)
         if out is None:
@@ -574,6 +619,30 @@ async def test_udp_and_tcp_on_one_port() -> None:
         assert [(v["method"], v["path"]) for v in recent] == [("TXT", "t.example.")] * 3
         assert all(sorted(v["agreed"]) == ["e0", "e1", "e2"] for v in recent)
         assert plane.take_agreements() == {"e0": 3, "e1": 3, "e2": 3}
+
+
+async def test_refused_types_and_nul_names_never_reach_an_executor() -> None:
+    executors = [Executor(), Executor(), Executor()]
+    async with native_plane(executors, refuse_types=["NULL"]) as (plane, port):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setblocking(False)
+        udp.connect(("127.0.0.1", port))
+        nul = dns.name.Name([b"a\x00b", b"t", b"example", b""])
+        refused = [wire_query("t.example.", "TYPE0", id=1), wire_query("t.example.", "TYPE200",
+                                                                        id=2),
+                   wire_query("t.example.", "NULL", id=3),
+                   dns.message.make_query(nul, "TXT", use_edns=0, id=4).to_wire()]
+        with udp:
+            for wire in refused:
+                raw = await udp_ask(udp, wire)
+                assert raw is not None
+                answer = dns.message.from_wire(raw)
+                assert answer.rcode() == dns.rcode.REFUSED and not answer.answer
+                assert answer.question == dns.message.from_wire(wire).question
+            raw = await udp_ask(udp, wire_query("t.example.", "TXT", id=5))
+            assert raw is not None and dns.message.from_wire(raw).rcode() == dns.rcode.NOERROR
+        assert [e.queries for e in executors] == [1, 1, 1]
+        assert plane.metrics()["rejected"] == {"REFUSED": 4}
 
 
 async def test_udp_queries_beyond_the_bound_are_dropped_and_counted() -> None:

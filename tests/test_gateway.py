@@ -282,3 +282,76 @@ def test_verdict_headers_and_per_executor_timeout(tmp_path: Path) -> None:
         assert status["recent_verdicts"][0]["outcome"] == "accepted"
     finally:
         gw.stop()
+
+
+def _quiet(gw: Gateway, forwarded: int) -> None:
+    """``forwarded`` verdicts, each all three stacks agreeing; no dissent, no quarantine."""
+    status = gw.wait_for(lambda s: len(s["recent_verdicts"]) == forwarded,
+                         what=f"{forwarded} verdicts")
+    for v in status["recent_verdicts"]:
+        assert v["outcome"] == "accepted" and len(v["agreed"]) == 3, v
+    assert all(e["counters"]["quarantines"] == 0 for e in status["executors"])
+    assert not [e for e in gw.event_kinds() if e["event"] in ("dissent", "quarantine")]
+
+
+def test_what_the_stacks_read_differently_is_refused_or_normalised(gateway: Gateway) -> None:
+    """OPTIONS /notes, PROPFIND and GET //notes each used to quarantine one stack."""
+    code, _, body = gateway.request("POST", "/notes", {"text": "kept"})
+    assert code == 201, body
+    note = json.loads(body)
+    for method in ("OPTIONS", "PROPFIND", "DELETE", "PUT"):
+        code, headers, body = gateway.request(method, "/notes")
+        assert (code, headers["allow"]) == (405, "GET, HEAD, POST"), (method, body)
+        assert json.loads(body) == {"error": "method not allowed"}
+    # The stdlib stack read //notes as /notes and aiohttp %6e as n; the others did not.
+    for path in ("//notes", "/%6eotes", "/x/../notes", "/./notes"):
+        code, _, body = gateway.request("GET", path)
+        assert code == 200 and json.loads(body)["notes"][0]["id"] == note["id"], path
+    code, _, body = gateway.request("GET", "/notes//%31")
+    assert code == 200 and json.loads(body)["text"] == "kept"
+    code, headers, _ = gateway.request("POST", "/notes/1", {"text": "x"})  # the stacks' 405
+    assert (code, headers["allow"]) == (405, "GET, HEAD")
+    assert gateway.raw(b"GET /notes#top HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 400")
+    _quiet(gateway, forwarded=1 + 4 + 1 + 1)
+
+
+def test_without_an_http_section_the_stacks_still_agree_on_methods(tmp_path: Path) -> None:
+    gw = start(tmp_path, demo_config(http={"methods": None, "targets": "forward"}))
+    try:
+        cases = [("OPTIONS", "/notes"), ("PROPFIND", "/notes"), ("POST", "/notes/1"),
+                 ("DELETE", "/health"), ("MKCOL", "/nope")]
+        for method, path in cases:
+            code, _, body = gw.request(method, path)
+            assert code in (404, 405), (method, path, code, body)
+        _quiet(gw, forwarded=len(cases))
+    finally:
+        gw.stop()
+
+
+def test_connections_closed_while_the_gateway_stalled_are_not_failures(tmp_path: Path) -> None:
+    """Node closes keep-alive connections idle for 5 s. A gateway stopped that long resumes
+    with requests queued, reusing pooled connections the executor closed meanwhile or is
+    closing at that moment: no 502, no quarantine."""
+    gw = start(tmp_path, demo_config(limits={"upstream_max_age": 60.0}))
+    try:
+        for _ in range(3):  # every pool holds a live connection
+            assert gw.request("GET", "/notes")[0] == 200
+        gw.wait_for(lambda s: len(s["recent_verdicts"]) == 3, what="three verdicts")
+        replies: list[int] = []
+        os.kill(gw.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(5.0)
+            callers = [threading.Thread(target=lambda: replies.append(
+                gw.request("GET", "/notes", timeout=30)[0])) for _ in range(6)]
+            for t in callers:
+                t.start()
+            time.sleep(0.2)
+        finally:
+            os.kill(gw.proc.pid, signal.SIGCONT)
+        for t in callers:
+            t.join(timeout=30)
+        assert replies == [200] * 6
+        _quiet(gw, forwarded=3 + 6)
+    finally:
+        gw.stop()

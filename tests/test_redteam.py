@@ -82,7 +82,16 @@ def check_required_figures(data: dict) -> None:
     assert not failing, failing
     assert diff["suppressed"] == diff["cases"] and diff["detected"] == diff["cases"]
     assert diff["false_alarms"] == 0
-    for name in ("differential", "faults"):
+    # Inputs the stacks legitimately disagree on, from one client at a high rate: refused or
+    # agreed on, so nobody is quarantined and the floor holds.
+    divergence = classes["benign-divergence"]
+    assert divergence["cases"] >= 10
+    assert divergence["false_alarm_events"] == 0, [
+        c for c in data["cases"] if c["class"] == "benign-divergence" and c["false_alarms"]]
+    assert divergence["suppressed"] == divergence["detected"] == divergence["cases"], [
+        c for c in data["cases"] if c["class"] == "benign-divergence"
+        and not (c["suppressed"] and c["detected"])]
+    for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
             c["benign"] for c in data["cases"] if c["class"] == name])
     agent = classes["input-agent"]
@@ -122,3 +131,35 @@ def test_redteam_against_the_web_example(request: pytest.FixtureRequest,
     data = run_suite(request, config, report_dir)
     assert data["workload"] == "static"
     check_required_figures(data)
+
+
+SOAK = 100_000
+
+
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="node is needed for the three-stack demo "
+                           "(scripts/install-system-deps.sh installs it)")
+def test_soak_holds_availability_through_single_executor_faults(
+        request: pytest.FixtureRequest, report_dir: Path) -> None:
+    """100,000 benign requests while one executor at a time is killed, stopped, slowed or
+    made to answer wrongly: at least 99.99% answered correctly, none wrongly, no write lost."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "endosec.redteam.cli", "--config",
+         str(ROOT / "src/endosec/demo/endosec.yaml"), "--report", str(report_dir),
+         "--soak", str(SOAK)],
+        capture_output=True, text=True, timeout=900, check=False)
+    path = report_dir / "report.json"
+    assert path.exists(), f"no report (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    data = json.loads(path.read_text())
+    soak = data["soak"]
+    assert soak is not None, (data["gateway"], proc.stderr[-4000:])
+    show(request, f"\nendosec redteam --soak {SOAK}: {soak['availability']:.4%} of "
+                  f"{soak['requests']} correct, {soak['wrong_answers']} wrong, "
+                  f"{soak['lost_writes']} writes lost, {soak['faults_injected']} faults "
+                  f"{soak['faults']} ({soak['seconds']} s)")
+    assert soak["requests"] == SOAK
+    assert soak["wrong_answers"] == 0, soak["problems"]
+    assert soak["lost_writes"] == 0 and soak["acknowledged_writes"] > 0, soak
+    assert set(soak["faults"]) == {"kill", "stop", "slow", "wrong-answer"}, soak["faults"]
+    assert soak["availability"] >= 0.9999, soak["problems"]
+    assert data["verdict"]["passed"] and proc.returncode == 0, data["verdict"]

@@ -22,6 +22,7 @@ from endosec.config import load_config
 from endosec.protocols.http import Request, Response
 from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
 from endosec.redteam.deploy import drill_config, new_deployment
+from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
 from endosec.redteam.implant import INNER_PORT
 from endosec.redteam.report import (
@@ -157,6 +158,8 @@ def result(name: str, cls: str, *, suppressed: bool = True, detected: bool = Tru
 
 def report(results: list[CaseResult], *, benign: int = 10_000, alarms: int = 0,
            crashed: bool = False) -> dict:
+    if not any(r.cls == BENIGN_DIVERGENCE for r in results):
+        results = [result("options", BENIGN_DIVERGENCE), *results]
     return build_report(config="c.yaml", workload="notes", quick=False, seconds=1.0,
                         benign=Benign(benign, benign, alarms, 0, 0, 1.0), results=results,
                         incremental=None, crashed=crashed, detail="died",
@@ -187,6 +190,10 @@ def test_report_has_the_stable_keys_and_passes_when_every_figure_holds() -> None
     ({"results": [result("x", DIFFERENTIAL)], "crashed": True}, "crashed"),
     ({"results": [result("x", DIFFERENTIAL), result("i", "input-agent", suppressed=False)]},
      "input-agent"),
+    ({"results": [result("x", DIFFERENTIAL), result("o", BENIGN_DIVERGENCE, detected=False)]},
+     "benign-divergence"),
+    ({"results": [result("x", DIFFERENTIAL), result("o", BENIGN_DIVERGENCE, ok=99, bad=1)]},
+     "availability"),
 ])
 def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str) -> None:
     rep = report(**kwargs)

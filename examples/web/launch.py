@@ -106,7 +106,9 @@ def nginx(layout: Layout) -> tuple[str, list[str]]:
     """nginx.conf: one master and one worker, every path under scratch."""
     s = layout.scratch
     user = f"user {layout.user} {layout.group};\n" if layout.user else ""
-    types = "".join(f"        {mime.split(';')[0]} {ext};\n" for ext, mime in MIME_TYPES)
+    # The charset is part of the type, as for the others (nginx's charset filter would decide
+    # it from what was asked for: a 416 page for /data.json came without one).
+    types = "".join(f'        "{mime}" {ext};\n' for ext, mime in MIME_TYPES)
     conf = f"""{user}daemon off;
 master_process on;
 worker_processes 1;
@@ -118,8 +120,6 @@ http {{
     types {{
 {types}    }}
     default_type {DEFAULT_TYPE};
-    charset utf-8;
-    charset_types text/css text/plain;
     client_body_temp_path {s}/tmp/body;
     proxy_temp_path {s}/tmp/proxy;
     fastcgi_temp_path {s}/tmp/fastcgi;
@@ -148,6 +148,7 @@ http {{
         location / {{
             limit_except GET {{ deny all; }}
         }}
+
         # The empty body of redirects (lighttpd's); not reachable from outside.
         location = /.moved {{
             internal;
@@ -236,7 +237,7 @@ def lighttpd(layout: Layout) -> tuple[str, list[str]]:
             if layout.user else "")
     types = ",\n".join(f'    ".{ext}" => "{mime}"' for ext, mime in MIME_TYPES)
     unconditional = ", ".join(f'"{h}" => ""' for h in CONDITIONAL_HEADERS)
-    conf = f"""server.modules = ("mod_access", "mod_setenv")
+    conf = f"""server.modules = ("mod_access", "mod_setenv", "mod_rewrite")
 server.document-root = "{layout.site}"
 server.bind = "127.0.0.1"
 server.port = {layout.port}
@@ -246,6 +247,10 @@ server.upload-dirs = ("{s}/tmp")
 server.max-keep-alive-requests = 100000
 index-file.names = ("index.html")
 static-file.etags = "disable"
+# A file followed by more path (/data.json/, /data.json/x) is a 404, as nginx and Apache say;
+# lighttpd would serve the file (path info), or refuse it with 403 when path info is off.
+# (Only segments with a dot are files here: no directory of the site has one.)
+url.rewrite-if-not-file = ("^/([^/?]*/)*[^/?]*[.][^/?]*/" => "/errors/.missing")
 server.follow-symlink = "disable"
 server.errorfile-prefix = "{layout.site}/errors/"
 server.feature-flags = ("server.absolute-dir-redirect" => "enable")

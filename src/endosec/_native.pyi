@@ -47,6 +47,9 @@ class DataPlane:
     def close(self) -> None:
         """Shut the runtime down (idempotent)."""
 
+HTTP_METHODS: tuple[str, ...]
+"""The methods the input agent admits (others are 501); ``http.methods`` picks among them."""
+
 _Limits = tuple[int, int, int, int, int]
 _Headers = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
 
@@ -86,10 +89,13 @@ class Rules:
     def __init__(self, config_json: str) -> None: ...
     def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         """``repr((status, canonical_headers)).encode()``: an output's head."""
-    def key(self, path: str, content_type: bytes, body: bytes) -> bytes:
-        """The canonical key of ``body`` under the rule for ``path`` and ``content_type``."""
-    def equivalent(self, path: str, content_type: bytes, a: bytes, b: bytes) -> bool:
-        """Whether two bodies agree under the rule for ``path`` and ``content_type``."""
+    def key(self, path: str, content_type: bytes, status: int, body: bytes) -> bytes:
+        """The canonical key of ``body`` under the rule for ``path``, ``content_type`` and
+        ``status``."""
+    def equivalent(self, path: str, content_type: bytes, status: int, a: bytes,
+                   b: bytes) -> bool:
+        """Whether two bodies agree under the rule for ``path``, ``content_type`` and
+        ``status``."""
     def digest(self, status: int, headers: list[tuple[bytes, bytes]], path: str,
                body: bytes) -> bytes:
         """BLAKE2b-256 of the head, a NUL and the body's canonical key."""
@@ -99,7 +105,7 @@ class DnsSettings:
 
     def __init__(self, flags: list[str] | None = None, ttl: str = "compare",
                  ttl_tolerance: int = 0, additional: str = "all", udp_payload: int = 1232,
-                 max_udp_inflight: int = 1024) -> None: ...
+                 max_udp_inflight: int = 1024, refuse_types: list[int] = ...) -> None: ...
     @property
     def udp_payload(self) -> int: ...
 
@@ -163,7 +169,7 @@ class DnsOutput:
 class DnsReplyError(ValueError):
     """An executor's message that is not a well-formed reply to the query it was sent."""
 
-def dns_parse_query(wire: bytes) -> DnsQuery | DnsRefusal: ...
+def dns_parse_query(wire: bytes, settings: DnsSettings) -> DnsQuery | DnsRefusal: ...
 def dns_parse_reply(wire: bytes, query: DnsQuery) -> DnsReply:
     """DnsReplyError if ``wire`` is not a reply to ``query``."""
 def dns_encode_reply(query: DnsQuery, winner: DnsReply, settings: DnsSettings,

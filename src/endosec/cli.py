@@ -222,6 +222,7 @@ def cert(out: Path, addresses: tuple[str, ...], days: int) -> None:
 
 def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
+    from endosec.learn_cli import learn
     from endosec.observe.evidence_cli import evidence
     from endosec.observe.ledger_cli import ledger
     from endosec.quantify.cli import quantify
@@ -231,6 +232,7 @@ def _register_components() -> None:
     main.add_command(ledger)
     main.add_command(evidence)
     main.add_command(redteam)
+    main.add_command(learn)
 
 
 _register_components()

@@ -7,6 +7,7 @@ configuration reference in README.md and the annotated example in src/endosec/de
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from endosec import _native
 from endosec.configfile import (
     ConfigError,
     Locate,
@@ -47,6 +49,7 @@ __all__ = [
     "DnsConfig",
     "EvidenceConfig",
     "ExecutorConfig",
+    "HttpConfig",
     "QuantifySection",
     "RedactConfig",
     "StateConfig",
@@ -359,6 +362,53 @@ class DnsConfig(_Strict):
                              description="the gateway's EDNS UDP payload size")
     max_udp_inflight: int = Field(default=1024, ge=1,
                                   description="UDP queries answered at once; more are dropped")
+    refuse_types: tuple[int, ...] = Field(
+        default=(), description="question types answered REFUSED before fan-out (mnemonics "
+                                "or numbers; type 0 and the meta types 128-255 always are)")
+
+    @field_validator("refuse_types", mode="before")
+    @classmethod
+    def _types(cls, v: object) -> tuple[int, ...]:
+        if isinstance(v, str) or not isinstance(v, list | tuple):
+            raise ValueError("expected a list of DNS types (mnemonics such as NULL, or numbers)")
+        return tuple(_dns_type(t) for t in v)
+
+
+def _dns_type(value: object) -> int:
+    """A DNS type given by mnemonic (``NULL``, ``TYPE65534``) or number, as its number."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(dns.exception.DNSException, ValueError):
+            return int(dns.rdatatype.from_text(value))
+    raise ValueError(f"{value!r} is not a DNS type (a mnemonic such as NULL, or a number "
+                     "from 0 to 65535)")
+
+
+class HttpConfig(_Strict):
+    """What the input agent serves before fan-out (used when ``protocol`` is ``http``)."""
+
+    methods: tuple[str, ...] | None = Field(
+        default=None, description="methods served; others get 405 with Allow (default: every "
+                                  "method the input agent admits)")
+    targets: Literal["forward", "normalise", "refuse"] = Field(
+        default="forward", description="paths not in normal form (empty or dot segments, "
+                                       "needless percent-encoding): as sent, normalised, or 404")
+
+    @field_validator("methods")
+    @classmethod
+    def _admitted(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("an empty list refuses every request")
+        for i, method in enumerate(v):
+            if method not in _native.HTTP_METHODS:
+                raise ValueError(f"{method!r} is not a method the input agent admits "
+                                 f"(it answers 501 to it before this list is read)")
+            if method in v[:i]:
+                raise ValueError(f"{method} is listed twice")
+        return v
 
 
 class GatewayConfig(_Strict):
@@ -448,6 +498,7 @@ class Config(_Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     canonicalise: dict[str, Any] = Field(default_factory=dict)
     dns: DnsConfig = Field(default_factory=DnsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     quantify: QuantifySection = Field(default_factory=QuantifySection)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)

@@ -409,7 +409,7 @@ mod tests {
     use crate::canon::RuleSet;
 
     fn exact() -> Arc<BodyRule> {
-        RuleSet::default().body_rule("/", b"").clone()
+        RuleSet::default().body_rule("/", b"", 200).clone()
     }
 
     fn val(name: &str, body: &str) -> Output {
@@ -504,7 +504,7 @@ mod tests {
     fn the_served_member_is_the_one_most_share_to_the_byte() {
         // Canonically equal under a JSON rule, byte-equal for b and c only.
         let rules = RuleSet::compile(&serde_json::json!({"bodies": [{"json": {}}]})).unwrap();
-        let rule = rules.body_rule("/", b"application/json").clone();
+        let rule = rules.body_rule("/", b"application/json", 200).clone();
         let out = |n: &str, body: &str| Output::value(Arc::from(n), vec![], Bytes::from(
             body.to_owned()), rule.clone(), 0.0);
         let mut b = Ballot::new(Strategy::Majority, names(&["a", "b", "c"]), None).unwrap();

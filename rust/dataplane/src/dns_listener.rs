@@ -65,7 +65,7 @@ async fn datagrams(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             () = stopped(&mut stopping) => return,
         };
         let settings = shared.snapshot.load().dns.clone();
-        let query = match dns::parse_query(Bytes::copy_from_slice(&buf[..n])) {
+        let query = match dns::parse_query(Bytes::copy_from_slice(&buf[..n]), &settings) {
             Ok(query) => query,
             Err(refusal) => {
                 shared.stats.rejected(&refusal.label());
@@ -141,6 +141,10 @@ async fn connection(count: Leave, open: u64, mut stream: TcpStream, peer: Socket
         shared.stats.rejected("connections");
         return;
     }
+    if snapshot.refused_clients.contains(&peer.ip()) {
+        shared.stats.rejected("client");
+        return;
+    }
     let mut stopping = shared.stopping.subscribe();
     let mut buf = BytesMut::with_capacity(1024);
     let mut idle_since = tokio::time::Instant::now();
@@ -148,7 +152,7 @@ async fn connection(count: Leave, open: u64, mut stream: TcpStream, peer: Socket
     loop {
         if let Some(message) = next_message(&mut buf) {
             let settings = shared.snapshot.load().dns.clone();
-            let reply = match dns::parse_query(message) {
+            let reply = match dns::parse_query(message, &settings) {
                 Ok(query) => {
                     shared.inflight.fetch_add(1, Ordering::AcqRel);
                     let _inflight = InFlight(shared);

@@ -2,7 +2,8 @@
 //!
 //! Each connection feeds bytes to the strict [`RequestReader`] and answers one request at a
 //! time (so pipelined replies stay in order); anything ambiguous is refused with the reader's
-//! status before a byte of it is forwarded. Slow clients are bounded: a request must arrive
+//! status before a byte of it is forwarded, and what the snapshot's [`http::Admission`] does
+//! not serve is refused too (the connection stays open: the request was read whole). Slow clients are bounded: a request must arrive
 //! whole within the header timeout of its first byte (else 408), an idle connection closes
 //! after the idle timeout, reading pauses while a request is answered, and connections beyond
 //! the cap get 503 at once. TLS (rustls) wraps the same loop.
@@ -146,8 +147,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
             Err(refusal) => {
                 shared.stats.rejected(&refusal.status.to_string());
                 log(shared, peer, "", "", refusal.status, 0, partial_since, "refused");
-                let reply = http::error_response(refusal.status,
-                                                 &[("error", refusal.reason.as_str())], false);
+                let reply = http::refusal_response(&refusal, false);
                 let _ = stream.write_all(&reply).await;
                 let _ = stream.shutdown().await;
                 return;
@@ -156,24 +156,41 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
                 let _ = stream.shutdown().await;
                 return;
             }
-            Ok(Next::Request(request)) => {
-                let keep_alive = request.keep_alive;
+            Ok(Next::Request(mut request)) => {
+                let snap = shared.snapshot.load();
+                let held = snap.refused_clients.contains(&peer.ip());
+                let keep_alive = request.keep_alive && !held;
                 let logged = shared.access.load().is_some().then(|| {
                     (String::from_utf8_lossy(&request.method).into_owned(),
                      String::from_utf8_lossy(&request.target).split('?').next()
                          .unwrap_or("").to_owned())
                 });
                 let started = partial_since;
-                shared.inflight.fetch_add(1, Ordering::AcqRel);
-                let reply = {
-                    let _inflight = InFlight(shared);
-                    proxy::serve(shared.clone(), request, Some(peer)).await
+                let admitted = if held {
+                    Err(http::Refusal { status: 429, allow: None,
+                                        reason: "this client caused repeated dissent".into() })
+                } else {
+                    snap.admission.admit(&mut request)
+                };
+                drop(snap);
+                let (status, bytes, outcome) = match admitted {
+                    Err(refusal) => {
+                        shared.stats.rejected(&refusal.status.to_string());
+                        (refusal.status, http::refusal_response(&refusal, keep_alive), "refused")
+                    }
+                    Ok(()) => {
+                        shared.inflight.fetch_add(1, Ordering::AcqRel);
+                        let reply = {
+                            let _inflight = InFlight(shared);
+                            proxy::serve(shared.clone(), request, Some(peer)).await
+                        };
+                        (reply.status, reply.bytes, reply.outcome.as_str())
+                    }
                 };
                 if let Some((method, path)) = logged {
-                    log(shared, peer, &method, &path, reply.status, reply.bytes.len(), started,
-                        reply.outcome.as_str());
+                    log(shared, peer, &method, &path, status, bytes.len(), started, outcome);
                 }
-                if stream.write_all(&reply.bytes).await.is_err() {
+                if stream.write_all(&bytes).await.is_err() {
                     return;
                 }
                 let stop = *stopping.borrow();

@@ -259,12 +259,12 @@ impl Phases for Http {
         let rules = &ctx.snapshot.rules;
         let head = rules.canonical_head(response.status, &response.headers);
         let content_type = response.header(b"content-type").cloned().unwrap_or_default();
-        let rule = rules.body_rule(&ctx.key, &content_type).clone();
+        let rule = rules.body_rule(&ctx.key, &content_type, response.status).clone();
         Output::value(executor, head, response.body.clone(), rule, latency)
     }
 
     fn failure_rule(&self, ctx: &Context) -> Arc<BodyRule> {
-        ctx.snapshot.rules.body_rule(&ctx.key, b"").clone()
+        ctx.snapshot.rules.body_rule(&ctx.key, b"", 0).clone()
     }
 
     fn answer(&mut self, ctx: &Context, verdict: &Verdict, winner: Option<&Response>) -> Reply {

@@ -8,7 +8,7 @@
 //! pools and journal positions survive a publish.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::ballot::Strategy;
 use crate::canon::RuleSet;
 use crate::dns;
-use crate::http::Limits;
+use crate::http::{self, Admission, Limits};
 use crate::pool::{Pool, PoolLimits};
 use crate::stats::ExecutorStats;
 
@@ -123,6 +123,13 @@ pub struct SnapshotSpec {
     /// How DNS replies are compared and sized (read when the protocol is DNS).
     #[serde(default)]
     pub dns: dns::Spec,
+    /// The methods served and what becomes of paths not in normal form (HTTP).
+    #[serde(default)]
+    pub http: http::Spec,
+    /// Clients held responsible for repeated dissent: refused over TCP (their address cannot
+    /// be forged there; a UDP source can, so UDP never refuses by address).
+    #[serde(default)]
+    pub refused_clients: Vec<IpAddr>,
     pub limits: LimitsSpec,
     pub canonicalise: serde_json::Value,
     pub arbiter: ArbiterSpec,
@@ -174,6 +181,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub protocol: Protocol,
     pub dns: Arc<dns::Settings>,
+    pub admission: Admission,
+    pub refused_clients: Vec<IpAddr>,
     pub limits: Limits,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -232,6 +241,7 @@ impl Snapshot {
             }
         };
         let dns = Arc::new(dns::Settings::compile(&spec.dns)?);
+        let admission = Admission::compile(&spec.http)?;
         let a = &spec.arbiter;
         let strategy = Strategy::from_config(&a.strategy, a.k, a.min_support)?;
         let mut executors = HashMap::new();
@@ -276,7 +286,8 @@ impl Snapshot {
             _ => None,
         };
         Ok(Snapshot {
-            generation, protocol: spec.protocol, dns, limits,
+            generation, protocol: spec.protocol, dns, admission,
+            refused_clients: spec.refused_clients.clone(), limits,
             header_timeout: seconds("client_header_timeout", l.client_header_timeout)?,
             idle_timeout: seconds("client_idle_timeout", l.client_idle_timeout)?,
             max_connections: l.max_connections, rules, strategy, floor: spec.floor,
@@ -298,6 +309,7 @@ impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
             generation: 0, protocol: Protocol::Http, dns: Arc::default(),
+            admission: Admission::default(), refused_clients: Vec::new(),
             limits: Limits::default(), header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60), max_connections: 1024,
             rules: Arc::new(RuleSet::default()), strategy: Strategy::Majority, floor: 1,

@@ -18,20 +18,35 @@ type Body = Arc<dyn Fn(&str, usize) -> String + Send + Sync>;
 struct Behaviour {
     body: Body,
     delay: Duration,
-    /// Close the connection after every reply without saying so (an idle-timeout race).
-    close_after_reply: bool,
+    closing: Closing,
+}
+
+/// How a fake executor ends keep-alive connections without saying so.
+#[derive(Clone, Copy)]
+enum Closing {
+    Never,
+    /// Right after every reply.
+    AfterReply,
+    /// When a request arrives on a connection it already answered, without answering it: a
+    /// server that gave up on an idle connection just as the gateway reused it (a FIN, or an
+    /// RST with ``reset``).
+    OnReuse { reset: bool },
+    /// Once the connection was idle this long (a server's keep-alive timeout).
+    WhenIdle(Duration),
 }
 
 impl Behaviour {
     fn fixed(body: &'static str) -> Behaviour {
         Behaviour { body: Arc::new(move |_, _| body.to_owned()), delay: Duration::ZERO,
-                    close_after_reply: false }
+                    closing: Closing::Never }
     }
 }
 
 struct Fake {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    /// Connections it closed under the gateway (as ``Closing`` says).
+    closed: Arc<AtomicUsize>,
 }
 
 /// A keep-alive HTTP/1.1 server answering every request with a JSON body.
@@ -39,24 +54,46 @@ async fn fake(behaviour: Behaviour) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (counter, closes) = (requests.clone(), closed.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             let behaviour = behaviour.clone();
-            let counter = counter.clone();
+            let (counter, closes) = (counter.clone(), closes.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 let mut on_this_connection = 0;
                 loop {
                     let Some(end) = find(&buf, b"\r\n\r\n") else {
-                        match stream.read(&mut chunk).await {
+                        let read = match behaviour.closing {
+                            Closing::WhenIdle(idle) if buf.is_empty() && on_this_connection > 0 =>
+                                match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+                                    Ok(read) => read,
+                                    Err(_) => {
+                                        closes.fetch_add(1, Ordering::SeqCst);
+                                        return;
+                                    }
+                                },
+                            _ => stream.read(&mut chunk).await,
+                        };
+                        match read {
                             Ok(0) | Err(_) => return,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                         continue;
                     };
+                    if let (Closing::OnReuse { reset }, 1..) = (behaviour.closing,
+                                                               on_this_connection) {
+                        if reset {
+                            // A zero linger never blocks on drop: it sends RST at once.
+                            #[allow(deprecated)]
+                            let _ = stream.set_linger(Some(Duration::ZERO));
+                        }
+                        closes.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     let length = head.lines()
                         .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:")
@@ -79,14 +116,14 @@ async fn fake(behaviour: Behaviour) -> Fake {
                     if stream.write_all(reply.as_bytes()).await.is_err() {
                         return;
                     }
-                    if behaviour.close_after_reply {
+                    if let Closing::AfterReply = behaviour.closing {
                         return;
                     }
                 }
             });
         }
     });
-    Fake { addr, requests }
+    Fake { addr, requests, closed }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -236,17 +273,23 @@ fn below_the_floor_fails_closed_without_fanning_out() {
     assert!(v.refused);
 }
 
-#[test]
-fn an_executor_closing_idle_connections_is_not_a_failure() {
+/// Three fakes closing connections as ``closing`` says, voting behind a fresh plane.
+fn closing_executors(closing: Closing) -> (Plane, SocketAddr, Vec<Fake>) {
     let rt = runtime();
     let _g = rt.enter();
     let fakes: Vec<Fake> = rt.block_on(async {
-        let closing = Behaviour { close_after_reply: true, ..Behaviour::fixed("{}") };
+        let closing = Behaviour { closing, ..Behaviour::fixed("{}") };
         vec![fake(closing.clone()).await, fake(closing.clone()).await, fake(closing).await]
     });
     let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
     let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
     std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    (plane, addr, fakes)
+}
+
+#[test]
+fn an_executor_closing_idle_connections_is_not_a_failure() {
+    let (plane, addr, _fakes) = closing_executors(Closing::AfterReply);
     for _ in 0..20 {
         let reply = get(addr, "/x");
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -254,6 +297,41 @@ fn an_executor_closing_idle_connections_is_not_a_failure() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(verdicts(&plane).is_empty(), "no executor counted as failed");
+}
+
+#[test]
+fn an_executor_closing_a_connection_as_the_gateway_reuses_it_is_not_a_failure() {
+    for reset in [false, true] {
+        let (plane, addr, fakes) = closing_executors(Closing::OnReuse { reset });
+        for _ in 0..10 {
+            let reply = get(addr, "/x");
+            assert!(reply.starts_with("HTTP/1.1 200"), "reset={reset}: {reply}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(verdicts(&plane).is_empty(), "reset={reset}: an executor counted as failed");
+        for f in &fakes {
+            // Requests that met a reused connection the executor dropped were sent once more
+            // on a fresh one: each executor answered each request exactly once.
+            assert!(f.closed.load(Ordering::SeqCst) > 0, "reset={reset}: no reuse was dropped");
+            assert_eq!(f.requests.load(Ordering::SeqCst), 10, "reset={reset}");
+        }
+    }
+}
+
+#[test]
+fn an_executor_timing_out_idle_connections_races_reuse_without_a_failure() {
+    // Requests spaced around the executors' keep-alive timeout: some reach a connection the
+    // executor is closing at that moment (its FIN in flight as the request is written).
+    let idle = Duration::from_millis(25);
+    let (plane, addr, fakes) = closing_executors(Closing::WhenIdle(idle));
+    for step in 0..60u32 {
+        std::thread::sleep(idle - Duration::from_millis(3) + Duration::from_micros(100) * step);
+        let reply = get(addr, "/x");
+        assert!(reply.starts_with("HTTP/1.1 200"), "step {step}: {reply}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(verdicts(&plane).is_empty(), "an executor counted as failed");
+    assert!(fakes.iter().all(|f| f.closed.load(Ordering::SeqCst) > 0), "no idle close happened");
 }
 
 #[test]
@@ -303,6 +381,29 @@ fn ambiguous_framing_is_refused_before_any_executor_sees_it() {
                                Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
     assert_eq!(f.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn held_clients_and_methods_not_served_are_refused_before_fan_out() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let extra = r#","http":{"methods":["GET","HEAD"],"targets":"refuse"}"#;
+    let (plane, addr) = start(&[("a", &f)], &["a"], 1, extra);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = request(addr, "OPTIONS /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 405 "), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("\r\nallow: get, head\r\n"), "{reply}");
+    assert!(get(addr, "//x").starts_with("HTTP/1.1 404 "));
+    assert_eq!(f.requests.load(Ordering::SeqCst), 0, "refused before any executor saw them");
+    assert!(get(addr, "/x").starts_with("HTTP/1.1 200 "));
+    let held = format!("{}{extra}", r#","refused_clients":["127.0.0.1"]"#);
+    plane.publish(&snapshot(&[("a", &f)], &["a"], 1, &held)).unwrap();
+    let reply = get(addr, "/x");
+    assert!(reply.starts_with("HTTP/1.1 429 "), "{reply}");
+    assert_eq!(f.requests.load(Ordering::SeqCst), 1, "a held client reaches no executor");
+    plane.publish(&snapshot(&[("a", &f)], &["a"], 1, extra)).unwrap();
+    assert!(get(addr, "/x").starts_with("HTTP/1.1 200 "), "the hold is lifted with the snapshot");
 }
 
 #[test]

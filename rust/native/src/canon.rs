@@ -33,8 +33,8 @@ fn to_headers(headers: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Bytes, Bytes)> {
 }
 
 impl Rules {
-    fn rule(&self, path: &str, content_type: &[u8]) -> &BodyRule {
-        self.rules.body_rule(path, content_type)
+    fn rule(&self, path: &str, content_type: &[u8], status: u16) -> &BodyRule {
+        self.rules.body_rule(path, content_type, status)
     }
 }
 
@@ -51,15 +51,17 @@ impl Rules {
         PyBytes::new(py, &self.rules.canonical_head(status, &to_headers(headers)))
     }
 
-    /// The canonical key of ``body`` under the rule for ``path`` and ``content_type``.
-    fn key<'py>(&self, py: Python<'py>, path: &str, content_type: &[u8], body: &[u8])
-                -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.rule(path, content_type).canonicalise(body).key)
+    /// The canonical key of ``body`` under the rule for ``path``, ``content_type`` and
+    /// ``status``.
+    fn key<'py>(&self, py: Python<'py>, path: &str, content_type: &[u8], status: u16,
+                body: &[u8]) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.rule(path, content_type, status).canonicalise(body).key)
     }
 
-    /// Whether two bodies agree under the rule for ``path`` and ``content_type``.
-    fn equivalent(&self, path: &str, content_type: &[u8], a: &[u8], b: &[u8]) -> bool {
-        let rule = self.rule(path, content_type);
+    /// Whether two bodies agree under the rule for ``path``, ``content_type`` and ``status``.
+    fn equivalent(&self, path: &str, content_type: &[u8], status: u16, a: &[u8], b: &[u8])
+                  -> bool {
+        let rule = self.rule(path, content_type, status);
         a == b || rule.equivalent(&rule.canonicalise(a), &rule.canonicalise(b))
     }
 
@@ -71,7 +73,7 @@ impl Rules {
             .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
             .map(|(_, v)| v.clone()).unwrap_or_default();
         let head = self.rules.canonical_head(status, &headers);
-        let key = self.rule(path, &content_type).canonicalise(body).key;
+        let key = self.rule(path, &content_type, status).canonicalise(body).key;
         PyBytes::new(py, &canon::digest(&head, &key))
     }
 }

@@ -39,12 +39,13 @@ pub struct DnsSettings {
 impl DnsSettings {
     #[new]
     #[pyo3(signature = (flags=None, ttl="compare", ttl_tolerance=0, additional="all",
-                        udp_payload=1232, max_udp_inflight=1024))]
+                        udp_payload=1232, max_udp_inflight=1024, refuse_types=Vec::new()))]
     fn new(flags: Option<Vec<String>>, ttl: &str, ttl_tolerance: i64, additional: &str,
-           udp_payload: u32, max_udp_inflight: usize) -> PyResult<DnsSettings> {
+           udp_payload: u32, max_udp_inflight: usize, refuse_types: Vec<u16>)
+           -> PyResult<DnsSettings> {
         let spec = Spec { flags: flags.unwrap_or_else(|| Spec::default().flags), ttl: ttl.into(),
                           ttl_tolerance, additional: additional.into(), udp_payload,
-                          max_udp_inflight };
+                          max_udp_inflight, refuse_types };
         Ok(DnsSettings { inner: Settings::compile(&spec).map_err(PyValueError::new_err)? })
     }
 
@@ -200,10 +201,10 @@ impl DnsOutput {
     }
 }
 
-/// Check one client message: a `DnsQuery` to forward, or a `DnsRefusal`.
+/// Check one client message under ``settings``: a `DnsQuery` to forward, or a `DnsRefusal`.
 #[pyfunction]
-fn dns_parse_query(py: Python<'_>, wire: &[u8]) -> PyResult<Py<PyAny>> {
-    Ok(match dns::parse_query(Bytes::copy_from_slice(wire)) {
+fn dns_parse_query(py: Python<'_>, wire: &[u8], settings: &DnsSettings) -> PyResult<Py<PyAny>> {
+    Ok(match dns::parse_query(Bytes::copy_from_slice(wire), &settings.inner) {
         Ok(query) => Py::new(py, DnsQuery { inner: query })?.into_any(),
         Err(refusal) => Py::new(py, DnsRefusal { inner: refusal })?.into_any(),
     })

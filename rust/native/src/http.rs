@@ -11,6 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let methods: Vec<&str> = http::KNOWN_METHODS.iter()
+        .map(|m| std::str::from_utf8(m).expect("methods are ASCII")).collect();
+    m.add("HTTP_METHODS", PyTuple::new(m.py(), methods)?)?;
     m.add_class::<RequestReader>()?;
     m.add_class::<ResponseReader>()?;
     m.add_function(wrap_pyfunction!(upstream_request_bytes, m)?)?;

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_IGNORED_HEADERS", "HeaderRule", "header_names"]
+__all__ = ["DEFAULT_IGNORED_HEADERS", "HeaderRule", "header_names", "http_status"]
 
 DEFAULT_IGNORED_HEADERS: tuple[str, ...] = (
     "date", "server", "etag", "last-modified", "x-request-id", "keep-alive", "connection",
@@ -33,6 +33,18 @@ def header_names(field_name: str, names: object) -> frozenset[bytes]:
             raise ValueError(f"{field_name}[{i}]: invalid header name {name!r}")
         out.add(name.lower().encode("ascii"))
     return frozenset(out)
+
+
+def http_status(value: object) -> int | None:
+    """A configured status as an int, None if it is not one (100-599).
+
+    JSON (and configs rewritten through it) can only spell a mapping key as a string, so a
+    string of digits is read as the number it spells.
+    """
+    status = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return None
+    return status
 
 
 def _media_type(value: bytes) -> bytes:
@@ -78,10 +90,8 @@ class HeaderRule:
             object.__setattr__(self, "allow", tuple(self.allow))
         on_status = {}
         for key, names in self.ignore_on_status.items():
-            # JSON (and configs rewritten through it) can only spell the status as a string.
-            status = int(key) if isinstance(key, str) and key.isdigit() else key
-            if isinstance(status, bool) or not isinstance(status, int) \
-                    or not 100 <= status <= 599:
+            status = http_status(key)
+            if status is None:
                 raise ValueError(f"ignore_on_status: {key!r} is not an HTTP status")
             on_status[status] = self._ignore | header_names(f"ignore_on_status.{status}", names)
         object.__setattr__(self, "_on_status", on_status)

@@ -24,6 +24,7 @@ Configuration (a YAML-derived mapping) for `compile_rules`::
     bodies:                        # first matching rule wins; default exact bytes
       - path: "/notes*"            # fnmatch glob on the request path (default "*")
         content_type: application/json   # prefix of the media type (default: any)
+        status: [200, 201]         # a status or a list of statuses (default: any)
         json: {ignore: [/created_at], mask: [/**/etag], tolerance: 0.0,
                unordered_lists: false}   # or a list of paths whose lists are unordered
       - text: {masks: ['\\d{4}-\\d\\d-\\d\\dT[0-9:.]+Z?']}
@@ -41,7 +42,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from endosec.core.canonical_http import DEFAULT_IGNORED_HEADERS, HeaderRule, header_names
+from endosec.core.canonical_http import (
+    DEFAULT_IGNORED_HEADERS,
+    HeaderRule,
+    header_names,
+    http_status,
+)
 from endosec.core.canonical_json import MASK_TOKEN, JsonRule
 from endosec.core.model import Canonical, Canonicaliser
 
@@ -97,18 +103,25 @@ class TextRule:
 
 @dataclass(frozen=True, slots=True)
 class BodyRule:
-    """A body canonicaliser for the responses whose path and media type match."""
+    """A body canonicaliser for the responses whose path, media type and status match.
+
+    ``statuses`` empty: any status. A legitimate difference confined to one status (a 416
+    page one server words its own way) is then exempt there and still voted everywhere else.
+    """
 
     canonicaliser: Canonicaliser
     path: str = "*"
     content_type: str = ""
+    statuses: tuple[int, ...] = ()
     _path: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_path", re.compile(fnmatch.translate(self.path)))
 
-    def matches(self, path: str, media_type: str) -> bool:
-        return media_type.startswith(self.content_type) and self._path.match(path) is not None
+    def matches(self, path: str, media_type: str, status: int) -> bool:
+        return (media_type.startswith(self.content_type)
+                and (not self.statuses or status in self.statuses)
+                and self._path.match(path) is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +132,14 @@ class RuleSet:
     bodies: tuple[BodyRule, ...] = ()
     default: Canonicaliser = field(default_factory=ExactBytes)
 
-    def for_response(self, path: str, content_type: str) -> Canonicaliser:
-        """The first body rule matching the request path and the response's media type."""
+    def for_response(self, path: str, content_type: str, status: int) -> Canonicaliser:
+        """The first body rule matching the request path, the response's media type and its
+        status (0 for an executor that gave no response: only rules without ``status``)."""
         if not self.bodies:
             return self.default
         media = content_type.partition(";")[0].strip().lower()
         for rule in self.bodies:
-            if rule.matches(path, media):
+            if rule.matches(path, media, status):
                 return rule.canonicaliser
         return self.default
 
@@ -177,11 +191,29 @@ def _header_rule(config: Mapping[str, Any]) -> HeaderRule:
                          ) from None
 
 
+def _statuses(value: object, where: str) -> tuple[int, ...]:
+    """A body rule's ``status``: one status, or a non-empty list of them."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError(f"{where}: an empty list matches no response")
+    out = []
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]" if isinstance(value, list) else where
+        try:
+            status = http_status(item)
+        except ValueError as exc:  # more digits than int() reads
+            raise ValueError(f"{at}: {exc}") from None
+        if status is None:
+            raise ValueError(f"{at}: {item!r} is not an HTTP status")
+        out.append(status)
+    return tuple(out)
+
+
 def _body_rule(config: Mapping[str, Any], where: str) -> BodyRule:
     kinds = [k for k in ("json", "text", "exact") if k in config]
     if len(kinds) != 1:
         raise ValueError(f"{where}: needs exactly one of json, text or exact")
-    _known(config, where, ("path", "content_type", kinds[0]))
+    _known(config, where, ("path", "content_type", "status", kinds[0]))
     kind = kinds[0]
     body = _mapping(config[kind], f"{where}.{kind}")
     canonicaliser: Canonicaliser
@@ -202,8 +234,10 @@ def _body_rule(config: Mapping[str, Any], where: str) -> BodyRule:
         message = str(exc)
         raise ValueError(message if message.startswith(where) else f"{where}.{kind}.{message}"
                          ) from None
-    return BodyRule(canonicaliser, path=_string(config, "path", where, "*"),
-                    content_type=_string(config, "content_type", where, "").strip().lower())
+    path = _string(config, "path", where, "*")
+    content_type = _string(config, "content_type", where, "").strip().lower()
+    statuses = _statuses(config["status"], f"{where}.status") if "status" in config else ()
+    return BodyRule(canonicaliser, path=path, content_type=content_type, statuses=statuses)
 
 
 def compile_rules(config: Mapping[str, Any]) -> RuleSet:

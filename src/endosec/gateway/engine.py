@@ -317,14 +317,18 @@ class MimicGateway:
         actions = self._dispatch(VerdictReached(verdict, now))
         quarantines = sum(isinstance(a, Quarantine) and a.executor in dissented
                           for a in actions)
-        if self.attribution.caused(report.client, quarantines, now):
+        if self.attribution.caused(report.client, f"{report.method} {report.path}",
+                                   quarantines, now):
             p = self.config.attribution
             self.events.emit(
                 "alert", level="warning", client=report.client,
                 message=f"client {report.client} caused {p.quarantines} quarantines within "
-                        f"{p.window:g}s: the dissent its requests cause no longer counts, and "
+                        f"{p.window:g}s with the same request ({report.method} "
+                        f"{report.path}): the dissent its requests cause no longer counts, and "
                         f"it is refused for {p.block:g}s")
             self._sync(force=True)
+            # The hold ends by itself: publish again once it has (plus a margin for the clock).
+            self._loop.call_later(p.block + 0.01, self._sync, True)
         for name, agreed in shadows.items():
             self._dispatch(ProbationResult(name, agreed, now))
 
@@ -373,7 +377,7 @@ class MimicGateway:
                     raise RuntimeError(f"unknown controller action {action!r}")
         self._sync()
 
-    def _sync(self, *, force: bool = False) -> None:
+    def _sync(self, force: bool = False) -> None:
         """Tell the data plane who votes, shadows and is kept level, when that changed (an
         event can change them without any action, e.g. an activation that completed)."""
         sets = (self.controller.voters, self.controller.shadows, self.keep_level)

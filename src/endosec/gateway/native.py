@@ -121,7 +121,8 @@ class NativePlane:
         self.native.publish(build_snapshot(
             self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
             placements=self._placements,
-            weights=gw.trust.snapshot() if gw.weighted else None))
+            weights=gw.trust.snapshot() if gw.weighted else None,
+            refused_clients=gw.attribution.refused(gw.now)))
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the

@@ -30,10 +30,13 @@ class Placement:
 
 def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[str],
                    keep_level: Sequence[str], placements: Mapping[str, Placement],
-                   weights: Mapping[str, float] | None) -> str:
+                   weights: Mapping[str, float] | None,
+                   refused_clients: Sequence[str] = ()) -> str:
     """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
 
     Executors without a placement (never started) are left out; none of them may vote.
+    ``refused_clients`` are the addresses held responsible for repeated dissent (refused over
+    TCP).
     """
     limits = config.limits
     executors: list[dict[str, Any]] = []
@@ -54,7 +57,9 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "protocol": config.protocol,
         "dns": {"flags": list(d.flags), "ttl": d.ttl, "ttl_tolerance": d.ttl_tolerance,
                 "additional": d.additional, "udp_payload": d.udp_payload,
-                "max_udp_inflight": d.max_udp_inflight},
+                "max_udp_inflight": d.max_udp_inflight, "refuse_types": list(d.refuse_types)},
+        "http": {"methods": None if config.http.methods is None else list(config.http.methods),
+                 "targets": config.http.targets},
         "limits": {
             "max_header_bytes": limits.max_header_bytes, "max_headers": limits.max_headers,
             "max_request_body": limits.max_request_body,
@@ -78,6 +83,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "executors": executors,
         "voters": [n for n in voters if n in placed],
         "weights": dict(weights) if weights is not None else None,
+        "refused_clients": list(refused_clients),
         "shadows": [n for n in shadows if n in placed],
         "keep_level": [n for n in keep_level if n in placed],
         "access_log": (None if config.gateway.access_log is None

@@ -18,7 +18,8 @@ DIFFERENTIAL = "differential"
 COMMON_MODE = "common-mode"
 FAULTS = "faults"
 #: Every class in report order (benign traffic first: it sets the false-alarm figure).
-CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, "input-agent")
+CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, "benign-divergence",
+           "input-agent")
 TRIGGER = {"header": "X-Debug", "value": "letmein"}
 
 

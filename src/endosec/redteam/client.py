@@ -43,9 +43,13 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """One reply; ``refusal`` when it is the gateway's own fail-closed answer (HTTP 502 or 503
+    with its JSON error, DNS SERVFAIL), never an executor's output."""
+
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+    refusal: bool = False
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n == name), None)
@@ -56,10 +60,15 @@ class Reply:
 
 
 class Client:
-    """One keep-alive connection to ``host:port``, reopened after any failure."""
+    """One keep-alive connection to ``host:port``, reopened after any failure.
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    ``source`` binds the client's end to a loopback address (127.0.0.0/8 is all local), so
+    that one process can be many clients to the gateway.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float,
+                 source: str | None = None) -> None:
+        self.host, self.port, self.timeout, self.source = host, port, timeout, source
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -74,7 +83,9 @@ class Client:
 
     async def _exchange(self, call: Call) -> Reply:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port,
+                local_addr=None if self.source is None else (self.source, 0))
         assert self._reader is not None
         self._writer.write(call.encode(f"{self.host}:{self.port}"))
         parser = ResponseReader(_LIMITS, call.method.encode())
@@ -85,7 +96,8 @@ class Client:
             if not isinstance(event, NeedData):
                 if not event.keep_alive:
                     self.close()
-                return Reply(event.status, event.headers, event.body)
+                return Reply(event.status, event.headers, event.body,
+                             refusal=_refusal(event.status, event.body))
             if not data:
                 raise ClientError("connection closed")
 
@@ -93,6 +105,17 @@ class Client:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+def _refusal(status: int, body: bytes) -> bool:
+    """The gateway's 502 (no quorum) or 503 (overloaded): a JSON body naming the error."""
+    if status not in (502, 503):
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "error" in data
 
 
 async def get_json(host: str, port: int, target: str, *, timeout: float = 10.0) -> Any:

@@ -26,7 +26,7 @@ from endosec.redteam.client import Call, Client, ClientError
 from endosec.redteam.drill import CaseResult, Drill, DrillError
 from endosec.redteam.workload import Tally
 
-__all__ = ["GATEWAY_CRASH", "run_gateway_crash"]
+__all__ = ["GATEWAY_CRASH", "lost_writes", "run_gateway_crash"]
 
 GATEWAY_CRASH = "gateway-crash"
 _JUDGED = frozenset({"dissent", "no-quorum", "all-failed"})
@@ -82,29 +82,30 @@ async def _restart(drill: Drill) -> float:
     return since
 
 
-async def _lost(drill: Drill, acknowledged: dict[int, str]) -> set[int]:
+async def lost_writes(drill: Drill, acknowledged: dict[int, str]) -> set[int]:
     """The acknowledged writes that reading back through the boundary does not return, or
     that some voter does not hold (it dissented or failed on the read)."""
     lost: set[int] = set()
     started = time.time()
-    sem = asyncio.Semaphore(8)
+    pending = iter(sorted(acknowledged))
 
-    async def read(nid: int) -> None:
-        async with sem:
-            client = Client(*drill.gw.serve, timeout=drill.client_timeout)
-            try:
-                reply = await client.request(Call("GET", f"/notes/{nid}"))
-            except ClientError:
-                lost.add(nid)
-                return
-            finally:
-                client.close()
-        data = _json(reply.body)
-        if reply.status != 200 or not isinstance(data, dict) \
-                or data.get("text") != acknowledged[nid]:
-            lost.add(nid)
+    async def reader() -> None:
+        client = Client(*drill.gw.serve, timeout=drill.client_timeout)
+        try:
+            for nid in pending:
+                try:
+                    reply = await client.request(Call("GET", f"/notes/{nid}"))
+                except ClientError:
+                    lost.add(nid)
+                    continue
+                data = _json(reply.body)
+                if reply.status != 200 or not isinstance(data, dict) \
+                        or data.get("text") != acknowledged[nid]:
+                    lost.add(nid)
+        finally:
+            client.close()
 
-    await asyncio.gather(*(read(nid) for nid in acknowledged))
+    await asyncio.gather(*(reader() for _ in range(8)))
     await asyncio.sleep(1.0)  # the last verdicts reach the event log
     for e in drill.gw.events():
         path = str(e.get("path", ""))
@@ -135,7 +136,7 @@ async def run_gateway_crash(drill: Drill, *, kill_after: int = 150,
                                              kill_after, concurrency, result.attack)
     result.fired = 1
     restarted = await _restart(drill)
-    lost = await _lost(drill, acknowledged)
+    lost = await lost_writes(drill, acknowledged)
     result.acknowledged_writes = len(acknowledged)
     result.lost_writes = len(lost)
     result.detected = True  # the restarted gateway brought every voter level and serves
@@ -153,7 +154,7 @@ async def run_gateway_crash(drill: Drill, *, kill_after: int = 150,
     for part in ("journal", "checkpoints"):
         shutil.rmtree(drill.gw.dep.state / part, ignore_errors=True)
     await _restart(drill)
-    result.lost_writes_without_journal = len(await _lost(drill, acknowledged))
+    result.lost_writes_without_journal = len(await lost_writes(drill, acknowledged))
     result.notes.append(f"with the journal and checkpoints deleted before a restart, "
                         f"{result.lost_writes_without_journal} of them are lost")
     result.seconds = time.monotonic() - clock

@@ -160,12 +160,20 @@ class Drill:
 
     # -- traffic ----------------------------------------------------------------------------
 
+    @property
+    def source(self) -> str:
+        """The loopback address this case's clients connect from: each case is another
+        client, as separate attacks are (the gateway holds a client responsible for repeated
+        dissent, and one case must not be held for the one before)."""
+        return f"127.0.2.{self.turn % 250 + 1}"
+
     def background(self, stop: asyncio.Event) -> asyncio.Task[Tally]:
         """Light benign traffic until ``stop`` is set."""
         host, port = self.gw.serve
         return spawn(drive(host, port, self.workload, requests=None, concurrency=2,
                            rng=random.Random(self.rng.random()), canary=self.canary.encode(),
-                           stop=stop, timeout=self.client_timeout, pause=0.01),
+                           stop=stop, timeout=self.client_timeout, pause=0.01,
+                           sources=(self.source,)),
                      name="endosec-redteam-background")
 
     def attack_probe(self, case: Case) -> Probe:
@@ -233,7 +241,7 @@ class Drill:
 
     async def _probe(self, case: Case, result: CaseResult) -> None:
         host, port = self.gw.serve
-        client = Client(host, port, timeout=self.client_timeout)
+        client = Client(host, port, timeout=self.client_timeout, source=self.source)
         canary = self.canary.encode()
         try:
             for _ in range(case.probes):

@@ -4,7 +4,7 @@
 ``suppressed``, ``detected``, ``availability``, ``false_alarms`` (a rate per benign request)
 and ``expected_suppressible``; ``cases``, ``benign``, ``incremental`` and ``verdict`` give
 the detail behind them (the gateway-crash case adds ``acknowledged_writes``, ``lost_writes``
-and ``lost_writes_without_journal``).
+and ``lost_writes_without_journal``). A soak run (``mode`` "soak") has ``soak`` instead.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from endosec.redteam.cases import CLASSES, DIFFERENTIAL, FAULTS
+from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
 
-__all__ = ["Benign", "Requirements", "build_report", "render_markdown", "summary_table",
-           "write_report"]
+__all__ = ["Benign", "Requirements", "build_report", "render_markdown", "soak_checks",
+           "soak_table", "summary_table", "write_report"]
 
 WRAPPER_NOTE = ("Every executor ran under the implant wrapper (python -m "
                 "endosec.redteam.implant): the same executor and profile behind a loopback "
@@ -49,8 +50,8 @@ class Requirements:
 
     min_benign_requests: int = 10_000
     min_availability: float = 0.999
-    availability_classes: tuple[str, ...] = (DIFFERENTIAL, FAULTS)
-    full_classes: tuple[str, ...] = (DIFFERENTIAL,)
+    availability_classes: tuple[str, ...] = (DIFFERENTIAL, FAULTS, BENIGN_DIVERGENCE)
+    full_classes: tuple[str, ...] = (DIFFERENTIAL, BENIGN_DIVERGENCE)
 
 
 @dataclass(slots=True)
@@ -99,8 +100,37 @@ def _classes(benign: Benign | None, results: Sequence[CaseResult],
     return {name: out[name].as_dict() for name in order}
 
 
+def soak_checks(soak: Mapping[str, Any] | None) -> list[tuple[str, str, str, bool]]:
+    """The soak's figures against their targets: (figure, value, target, met)."""
+    if soak is None:
+        return [("soak", "did not finish", "finished", False)]
+    lost, kinds = soak["lost_writes"], soak["faults"]
+    return [
+        ("availability", f"{soak['availability']:.4%} ({soak['correct']} of "
+                         f"{soak['requests']})", f">= {soak['target']:.3%}",
+         soak["availability"] >= soak["target"]),
+        ("wrong answers", str(soak["wrong_answers"]), "0", soak["wrong_answers"] == 0),
+        ("lost writes", "no writes" if lost is None else
+         f"{lost} of {soak['acknowledged_writes']} acknowledged", "0", not lost),
+        ("faults injected", f"{soak['faults_injected']} (" + ", ".join(
+            f"{k} {n}" for k, n in sorted(kinds.items())) + ")", "at least 1",
+         soak["faults_injected"] > 0),
+    ]
+
+
 def verdict(report: Mapping[str, Any], req: Requirements) -> list[str]:
     """Every required figure the run missed (empty: it passed)."""
+    if report["mode"] == "soak":
+        failures = [f"soak: {name} {value} (required {target})"
+                    for name, value, target, met in soak_checks(report["soak"]) if not met]
+    else:
+        failures = _suite_failures(report, req)
+    if report["gateway"]["crashed"]:
+        failures.append(f"the gateway crashed: {report['gateway']['detail']}")
+    return failures
+
+
+def _suite_failures(report: Mapping[str, Any], req: Requirements) -> list[str]:
     failures = []
     classes = report["classes"]
     benign = report.get("benign")
@@ -141,17 +171,18 @@ def verdict(report: Mapping[str, Any], req: Requirements) -> list[str]:
         if case["acknowledged_writes"] and not case["lost_writes_without_journal"]:
             failures.append(f"{case['name']}: nothing was lost even without the journal: the "
                             "count cannot see a loss")
-    if report["gateway"]["crashed"]:
-        failures.append(f"the gateway crashed: {report['gateway']['detail']}")
     return failures
 
 
 def build_report(*, config: str, workload: str, quick: bool, seconds: float,
                  benign: Benign | None, results: Sequence[CaseResult],
                  incremental: Mapping[str, Any] | None, crashed: bool, detail: str,
-                 requirements: Requirements) -> dict[str, Any]:
+                 requirements: Requirements, soak: Mapping[str, Any] | None = None,
+                 mode: str = "suite") -> dict[str, Any]:
+    """The report of a suite run, or (``mode`` "soak") of a soak run with its ``soak``
+    figures (None: it did not finish)."""
     report: dict[str, Any] = {
-        "version": 1, "config": config, "workload": workload, "quick": quick,
+        "version": 1, "mode": mode, "config": config, "workload": workload, "quick": quick,
         "seconds": round(seconds, 1), "wrapper": WRAPPER_NOTE,
         "classes": _classes(benign, results, incremental),
         "benign": None if benign is None else {
@@ -162,6 +193,7 @@ def build_report(*, config: str, workload: str, quick: bool, seconds: float,
         "incremental": incremental,
         "cases": [r.as_dict() for r in results],
         "gateway": {"crashed": crashed, "detail": detail},
+        "soak": None if soak is None else dict(soak),
     }
     failures = verdict(report, requirements)
     report["verdict"] = {"passed": not failures, "failures": failures}
@@ -184,6 +216,35 @@ def summary_table(report: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def soak_table(report: Mapping[str, Any]) -> str:
+    """The soak's figures with PASS or MISS against each target, as a Markdown table."""
+    rows = ["| figure | value | target | |", "| --- | --- | --- | --- |"]
+    rows += [f"| {name} | {value} | {target} | {'PASS' if met else 'MISS'} |"
+             for name, value, target, met in soak_checks(report["soak"])]
+    return "\n".join(rows)
+
+
+def _soak_markdown(soak: Mapping[str, Any] | None) -> list[str]:
+    lines = ["## Soak", ""]
+    if soak is None:
+        return [*lines, "The soak did not finish (see the verdict).", ""]
+    rec = soak["recovery_seconds"] or {"mean": "-", "max": "-"}
+    lines += [f"{soak['requests']} benign requests from {soak['clients']} clients in "
+              f"{soak['seconds']} s ({soak['rate']} per second); one fault at a time in one "
+              f"active executor, at least {soak['fault_every']} s apart, rotating the victim "
+              "and the kind (kill: SIGKILL of the server; stop: SIGSTOP; slow: answers after "
+              "the read timeout; wrong-answer: a JSON field rewritten). Every acknowledged "
+              "write was read back at the end.", "",
+              f"Faults detected (victim quarantined): {soak['faults_detected']} of "
+              f"{soak['faults_injected']}; time until the pool was whole again: mean "
+              f"{rec['mean']} s, max {rec['max']} s.", ""]
+    if soak["undetected"]:
+        lines += [f"Not detected: {', '.join(soak['undetected'][:10])}.", ""]
+    if soak["problems"]:
+        lines += ["First problems seen:", ""] + [f"- {p}" for p in soak["problems"]] + [""]
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     v = report["verdict"]
     lines = ["# endosec red-team report", "",
@@ -192,6 +253,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
              report["wrapper"], "",
              f"**Verdict: {'PASSED' if v['passed'] else 'FAILED'}**", ""]
     lines += [f"- {f}" for f in v["failures"]]
+    if report["mode"] == "soak":
+        lines += ["", soak_table(report), "", *_soak_markdown(report["soak"])]
+        return "\n".join(lines)
     lines += ["", "## Summary", "", summary_table(report), "",
               "Suppressed: the client never saw the attacker's output. Detected: the "
               "responsible executor was quarantined. Availability: share of benign requests "

@@ -21,10 +21,17 @@ from endosec.config import Config
 from endosec.redteam.cases import FAULTS, catalogue
 from endosec.redteam.crash import GATEWAY_CRASH, run_gateway_crash
 from endosec.redteam.deploy import GatewayProcess, drill_config, new_deployment
+from endosec.redteam.divergence import (
+    BENIGN_DIVERGENCE,
+    DivergenceLimits,
+    divergent_inputs,
+    run_divergence,
+)
 from endosec.redteam.drill import CaseResult, Drill, DrillError
 from endosec.redteam.incremental import IncrementalParams, run_incremental
 from endosec.redteam.inputagent import run_input_agent
 from endosec.redteam.report import Benign, Requirements, build_report
+from endosec.redteam.soak import SoakOptions, run_soak
 from endosec.redteam.workload import NotesWorkload, StaticWorkload, Workload, drive
 
 __all__ = ["SuiteOptions", "make_workload", "run_suite"]
@@ -42,6 +49,7 @@ class SuiteOptions:
     episodes: int | None = None
     incremental: bool = True
     only: tuple[str, ...] = ()  # case names or classes to run (empty: all)
+    soak: SoakOptions | None = None  # run a soak instead of the catalogue
 
 
 def _docroot(config: Config) -> Path | None:
@@ -119,6 +127,14 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
                 f"detected={result.detected} fired={result.fired} "
                 f"benign={result.benign.correct}/{result.benign.total} "
                 f"({result.seconds:.1f} s){' ' + '; '.join(result.notes) if result.notes else ''}")
+        if not opts.only or BENIGN_DIVERGENCE in opts.only:
+            log(BENIGN_DIVERGENCE)
+            w = drill.workload
+            results += await run_divergence(
+                drill, divergent_inputs(w.paths, w.directories),
+                DivergenceLimits(config.controller.effective_floor,
+                                 config.attribution.quarantines),
+                quick=opts.quick, log=log)
         if not opts.only or "input-agent" in opts.only:
             log("input-agent abuse")
             results += await run_input_agent(drill, config.limits, quick=opts.quick,
@@ -191,14 +207,46 @@ async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
     return out
 
 
+async def _soak_phase(config: Config, root: Path, opts: SoakOptions, workload: Workload, *,
+                      seed: int, log: Log) -> tuple[dict[str, Any] | None, bool, str]:
+    dep = new_deployment(root / "soak")
+    gw = GatewayProcess(dep, drill_config(config, dep))
+    soak, crashed, detail = None, False, ""
+    await gw.start()
+    log(f"gateway at http://{gw.serve[0]}:{gw.serve[1]} (executors: {', '.join(gw.names)})")
+    drill = Drill(gw, workload, canary=f"rtc-{secrets.token_hex(8)}",
+                  active_size=config.controller.active,
+                  read_timeout=config.limits.read_timeout, rng=random.Random(seed))
+    try:
+        log(f"soak: {opts.requests} requests, a fault every {opts.fault_every:g} s or more")
+        soak = await run_soak(drill, opts, seed=seed, log=log)
+    except DrillError as exc:
+        detail = str(exc)
+        log(f"soak stopped: {detail}")
+    finally:
+        if not gw.alive:
+            crashed = True
+            detail = detail or "the gateway process exited during the soak"
+        gw.stop()
+    return soak, crashed, detail
+
+
 async def run_suite(config: Config, config_name: str, report_dir: Path, opts: SuiteOptions, *,
                     log: Log, requirements: Requirements | None = None) -> dict[str, Any]:
-    """Run every class and return the report (not yet written)."""
+    """Run every class (or the soak) and return the report (not yet written)."""
     root = report_dir / "work"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     new_workload = make_workload(config, opts)
     started = time.monotonic()
+    if opts.soak is not None:
+        soak, crashed, detail = await _soak_phase(config, root, opts.soak, new_workload(),
+                                                  seed=opts.seed, log=log)
+        return build_report(config=config_name, workload=new_workload().name, quick=False,
+                            seconds=time.monotonic() - started, benign=None, results=(),
+                            incremental=None, crashed=crashed, detail=detail,
+                            requirements=requirements or Requirements(), soak=soak,
+                            mode="soak")
     benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
     incremental = None
     if opts.incremental and not crashed and (not opts.only or "incremental" in opts.only):

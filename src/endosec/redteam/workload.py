@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,8 @@ class Probe:
 class Workload(Protocol):
     name: str
     json_field: tuple[str, str]  # (path glob, field name) that an alteration can target
+    paths: list[str]  # what it serves (the benign-divergence class varies them)
+    directories: list[str]  # directories, without their trailing slash
 
     def next(self, rng: random.Random) -> Probe: ...
 
@@ -73,7 +75,7 @@ class Tally:
         elif problem is None:
             self._add("correct", None)
         else:
-            self._add("failed" if _refusal(reply) else "wrong", problem)
+            self._add("failed" if reply.refusal else "wrong", problem)
 
     def failure(self, problem: str) -> None:
         self._add("failed", problem)
@@ -90,12 +92,6 @@ class Tally:
         self.problems.extend(other.problems[:max(0, 20 - len(self.problems))])
 
 
-def _refusal(reply: Reply) -> bool:
-    """The gateway's own fail-closed answer (502 no quorum, 503 overloaded)."""
-    data = _json(reply)
-    return reply.status in (502, 503) and isinstance(data, dict) and "error" in data
-
-
 def _json(reply: Reply) -> object:
     try:
         return json.loads(reply.body)
@@ -107,13 +103,18 @@ class NotesWorkload:
     """The demo's notes API: 5% writes, reads of known and missing notes, lists, HEAD.
 
     The model knows every note whose creation was confirmed; notes whose creation failed are
-    "in doubt" and may or may not exist, so reads never depend on them.
+    "in doubt" and may or may not exist, so reads never depend on them. Listings stop once
+    `LIST_UP_TO` notes exist (each carries them all; a long soak would be mostly listings).
     """
+
+    LIST_UP_TO = 1000
 
     name = "notes"
     json_field = ("/notes*", "text")
 
     def __init__(self) -> None:
+        self.paths = ["/notes"]
+        self.directories: list[str] = []
         self.notes: dict[int, str] = {}
         self.sent = 0
         self.in_doubt: set[str] = set()
@@ -122,7 +123,7 @@ class NotesWorkload:
         roll = rng.random()
         if roll < 0.05 or not self.notes:
             return self._post()
-        if roll < 0.07:
+        if roll < 0.07 and len(self.notes) <= self.LIST_UP_TO:
             return self._list()
         if roll < 0.12:
             return self._missing()
@@ -223,6 +224,8 @@ class StaticWorkload:
         if not self.files:
             raise ValueError(f"no files to serve under {docroot}")
         self.paths = sorted(self.files)
+        self.directories = sorted("/" + d.relative_to(docroot).as_posix()
+                                  for d in docroot.iterdir() if d.is_dir() and d.name != "errors")
         jsons = [p for p, b in self.files.items() if p.endswith(".json")
                  and isinstance(_json(Reply(200, (), b)), dict)]
         field_name = ""
@@ -300,16 +303,21 @@ async def _worker(client: Client, workload: Workload, rng: random.Random, tally:
 async def drive(host: str, port: int, workload: Workload, *, requests: int | None,
                 concurrency: int, rng: random.Random, canary: bytes = b"",
                 stop: asyncio.Event | None = None, timeout: float = 20.0,
-                pause: float = 0.0) -> Tally:
+                pause: float = 0.0, sources: Sequence[str] = (),
+                tally: Tally | None = None) -> Tally:
     """Send ``requests`` benign requests (None: until ``stop`` is set); return the tally.
 
-    ``pause`` seconds between one worker's requests keep background traffic light.
+    ``pause`` seconds between one worker's requests keep background traffic light;
+    ``sources`` are loopback addresses the workers connect from, in turn (default: the
+    system's choice); ``tally`` lets the caller watch the count as it grows.
     """
     stop = stop or asyncio.Event()
-    tally = Tally()
+    tally = tally if tally is not None else Tally()
     budget = [-1 if requests is None else requests]
     await asyncio.gather(*(
-        _worker(Client(host, port, timeout=timeout), workload, random.Random(rng.random()),
-                tally, budget=budget, stop=stop, canary=canary, pause=pause)
-        for _ in range(concurrency)))
+        _worker(Client(host, port, timeout=timeout,
+                       source=sources[i % len(sources)] if sources else None),
+                workload, random.Random(rng.random()), tally, budget=budget, stop=stop,
+                canary=canary, pause=pause)
+        for i in range(concurrency)))
     return tally

@@ -9,6 +9,7 @@ use regex::Regex;
 use super::glob::Glob;
 use super::headers::{HeaderRule, Names, DEFAULT_IGNORED_HEADERS};
 use super::json::{is_nonnegative_finite, Act, JsonRule, Segment};
+use super::num::Int;
 use super::pyrepr::{text as repr_text, type_name, value as repr};
 use super::text::TextRule;
 use super::value::{Text, Value, MAX_INT_DIGITS};
@@ -331,7 +332,7 @@ fn body_rule(config: &Map, at: &str) -> Result<BodyMatch, String> {
     let [kind] = kinds[..] else {
         return Err(format!("{at}: needs exactly one of json, text or exact"));
     };
-    known(config, at, &["path", "content_type", kind])?;
+    known(config, at, &["path", "content_type", "status", kind])?;
     let body = mapping(get(config, kind), &format!("{at}.{kind}"))?;
     let rule = match kind {
         "json" => known(body, &format!("{at}.json"),
@@ -345,11 +346,38 @@ fn body_rule(config: &Map, at: &str) -> Result<BodyMatch, String> {
     })?;
     let path = string(config, "path", at, "*")?;
     let content_type = string(config, "content_type", at, "")?;
+    let statuses = match get(config, "status") {
+        None => Vec::new(),
+        Some(value) => statuses(value, &format!("{at}.status"))?,
+    };
     Ok(BodyMatch {
         path: Glob::new(path.code_points()),
         content_type: python_lower(python_strip(&content_type)),
+        statuses,
         rule: Arc::new(BodyRule { kind: rule }),
     })
+}
+
+/// `_statuses`: a body rule's ``status``, one status or a non-empty list of them.
+fn statuses(value: &Value, at: &str) -> Result<Vec<u16>, String> {
+    let (items, listed) = match value {
+        Value::List(items) => (&items[..], true),
+        one => (std::slice::from_ref(one), false),
+    };
+    if items.is_empty() {
+        return Err(format!("{at}: an empty list matches no response"));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let here = if listed { format!("{at}[{i}]") } else { at.to_owned() };
+        let status = match item {
+            Value::Str(text) => status(text).map_err(|e| format!("{here}: {e}"))?,
+            Value::Int(Int::Small(n)) => u16::try_from(*n).ok().filter(|s| (100..=599).contains(s)),
+            _ => None,
+        };
+        out.push(status.ok_or_else(|| format!("{here}: {} is not an HTTP status", repr(item)))?);
+    }
+    Ok(out)
 }
 
 /// ``str.isspace``: Unicode White_Space plus the information separators U+001C..U+001F.

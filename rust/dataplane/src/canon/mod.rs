@@ -135,6 +135,8 @@ struct BodyMatch {
     path: Glob,
     /// A prefix of the media type, stripped and lower-cased.
     content_type: Vec<u8>,
+    /// The statuses it applies to; empty: any.
+    statuses: Vec<u16>,
     rule: Arc<BodyRule>,
 }
 
@@ -189,8 +191,9 @@ impl RuleSet {
         self.headers.head(status, headers)
     }
 
-    /// The first body rule matching the request path and the response's Content-Type.
-    pub fn body_rule(&self, path: &str, content_type: &[u8]) -> &Arc<BodyRule> {
+    /// The first body rule matching the request path, the response's Content-Type and its
+    /// status (0 for an executor that gave no response: only rules without ``status``).
+    pub fn body_rule(&self, path: &str, content_type: &[u8], status: u16) -> &Arc<BodyRule> {
         if self.bodies.is_empty() {
             return &self.default;
         }
@@ -201,7 +204,9 @@ impl RuleSet {
         let end = head.iter().rposition(|b| !space(b)).map_or(start, |e| e + 1);
         let media = &head[start..end];
         self.bodies.iter()
-            .find(|b| lowered_starts_with(media, &b.content_type) && b.path.matches(path.as_bytes()))
+            .find(|b| lowered_starts_with(media, &b.content_type)
+                  && (b.statuses.is_empty() || b.statuses.contains(&status))
+                  && b.path.matches(path.as_bytes()))
             .map_or(&self.default, |b| &b.rule)
     }
 }

@@ -9,7 +9,7 @@ fn rules(config: Json) -> RuleSet {
 }
 
 fn rule(kind: Json) -> Arc<BodyRule> {
-    rules(json!({"bodies": [kind]})).body_rule("/", b"").clone()
+    rules(json!({"bodies": [kind]})).body_rule("/", b"", 200).clone()
 }
 
 fn json_rule(config: Json) -> Arc<BodyRule> {
@@ -43,7 +43,7 @@ fn error(config: Json) -> String {
 
 #[test]
 fn exact_bytes_agree_only_byte_for_byte() {
-    let exact = RuleSet::default().body_rule("/", b"application/json").clone();
+    let exact = RuleSet::default().body_rule("/", b"application/json", 200).clone();
     assert!(agree_text(&exact, "abc", "abc"));
     assert!(!agree_text(&exact, "abc", "abd"));
     assert_eq!(key(&exact, "abc"), "abc");
@@ -328,13 +328,28 @@ fn compile_picks_the_first_matching_body_rule() {
             {"json": {}},
         ],
     }));
-    let notes = r.body_rule("/notes/7", b"Application/JSON; charset=utf-8");
+    let notes = r.body_rule("/notes/7", b"Application/JSON; charset=utf-8", 200);
     assert_eq!(key(notes, r#"{"created_at": 1, "a": 1}"#), r#"{"a":1}"#);
-    assert_eq!(key(r.body_rule("/x", b" TEXT/plain"), "a1"), "a<masked>");
-    assert_eq!(key(r.body_rule("/raw/1", b"application/json"), "{ }"), "{ }");
-    assert_eq!(key(r.body_rule("/other", b"application/json"), r#"{"created_at": 1}"#),
+    assert_eq!(key(r.body_rule("/x", b" TEXT/plain", 200), "a1"), "a<masked>");
+    assert_eq!(key(r.body_rule("/raw/1", b"application/json", 200), "{ }"), "{ }");
+    assert_eq!(key(r.body_rule("/other", b"application/json", 200), r#"{"created_at": 1}"#),
                r#"{"created_at":1}"#);
     assert_eq!(head(&r, 200, &[("X-Powered-By", "1"), ("Date", "x")]), "(200, ())");
+}
+
+#[test]
+fn a_body_rule_limited_to_statuses_applies_to_those_only() {
+    let r = rules(json!({"bodies": [
+        {"status": [404, "416"], "text": {"masks": ["(?s)^.*"]}},
+        {"status": "٢٠٦", "text": {"masks": [r"\d"]}},
+    ]}));
+    let page = "<p>Range not satisfiable</p>";
+    assert!(agree_text(r.body_rule("/", b"text/html", 416), page, ""));
+    assert!(agree_text(r.body_rule("/", b"text/html", 404), page, ""));
+    assert!(!agree_text(r.body_rule("/", b"text/html", 200), page, ""));
+    assert_eq!(key(r.body_rule("/", b"", 206), "a1"), "a<masked>");
+    // An executor that gave no response has no status: only unlimited rules apply to it.
+    assert_eq!(key(r.body_rule("/", b"", 0), "a1"), "a1");
 }
 
 #[test]
@@ -357,10 +372,10 @@ fn globs_read_as_fnmatch_translate_reads_them() {
     ] {
         let r = rules(json!({"bodies": [{"path": pattern, "text": {"masks": ["^"]}}]}));
         for path in yes {
-            assert_eq!(key(r.body_rule(path, b""), "x"), "<masked>x", "{pattern} {path:?}");
+            assert_eq!(key(r.body_rule(path, b"", 200), "x"), "<masked>x", "{pattern} {path:?}");
         }
         for path in no {
-            assert_eq!(key(r.body_rule(path, b""), "x"), "x", "{pattern} {path:?}");
+            assert_eq!(key(r.body_rule(path, b"", 200), "x"), "x", "{pattern} {path:?}");
         }
     }
 }
@@ -382,7 +397,15 @@ fn compile_names_the_bad_field() {
         (json!({"bodies": [{"exact": {"x": 1}}]}),
          "bodies[0].exact.x: unknown field (expected one of )"),
         (json!({"bodies": [{"exact": {}, "pth": "/"}]}),
-         "bodies[0].pth: unknown field (expected one of path, content_type, exact)"),
+         "bodies[0].pth: unknown field (expected one of path, content_type, status, exact)"),
+        (json!({"bodies": [{"status": 999, "exact": {}}]}),
+         "bodies[0].status: 999 is not an HTTP status"),
+        (json!({"bodies": [{"status": [200, "4xx"], "exact": {}}]}),
+         "bodies[0].status[1]: '4xx' is not an HTTP status"),
+        (json!({"bodies": [{"status": [], "exact": {}}]}),
+         "bodies[0].status: an empty list matches no response"),
+        (json!({"bodies": [{"status": true, "exact": {}}]}),
+         "bodies[0].status: True is not an HTTP status"),
         (json!({"bodies": {"json": {}}}), "bodies: expected a list of body rules"),
         (json!({"bodies": ["json"]}), "bodies[0]: expected a mapping, got str"),
         (json!({"bodies": [{"text": {"masks": [1]}}]}), "bodies[0].text.masks[0]: expected a string"),

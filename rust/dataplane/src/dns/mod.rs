@@ -5,8 +5,11 @@
 //! * [`parse_query`] checks every client message. A query that is not a plain QUERY with one
 //!   IN question never reaches an executor: it becomes a [`Refusal`], whose reply is the
 //!   client's answer (FORMERR, NOTIMP, REFUSED, BADVERS) or nothing (responses and messages
-//!   shorter than a header are dropped). Zone transfers and ANY are refused: heterogeneous
-//!   servers have no single right answer to them (RFC 8482). [`Query::upstream_wire`] is the
+//!   shorter than a header are dropped). Heterogeneous servers have no single right answer to
+//!   some questions, so any answer one of them gives is a dissent a client can cause at will:
+//!   the reserved type 0 and every type of the meta range 128-255 (ANY, zone transfers, MAILA,
+//!   MAILB, unassigned) are refused, as are the types `dns.refuse_types` lists and names with
+//!   a NUL octet in a label. [`Query::upstream_wire`] is the
 //!   one normalised query every executor receives: the client's ID, question, RD/CD/AD and DO
 //!   bits and our EDNS payload size, never an EDNS option (no cookie, NSID or padding).
 //! * [`parse_reply`] checks an executor's reply against the query and gathers its records into
@@ -81,13 +84,15 @@ pub struct Spec {
     pub additional: String,
     pub udp_payload: u32,
     pub max_udp_inflight: usize,
+    /// Further question types answered REFUSED, never forwarded.
+    pub refuse_types: Vec<u16>,
 }
 
 impl Default for Spec {
     fn default() -> Spec {
         Spec { flags: ["AA", "TC", "RD", "RA"].map(String::from).to_vec(),
                ttl: "compare".into(), ttl_tolerance: 0, additional: "all".into(),
-               udp_payload: 1232, max_udp_inflight: 1024 }
+               udp_payload: 1232, max_udp_inflight: 1024, refuse_types: Vec::new() }
     }
 }
 
@@ -103,6 +108,8 @@ pub struct Settings {
     /// The gateway's own EDNS UDP payload size, offered to clients and executors.
     pub udp_payload: u16,
     pub max_udp_inflight: usize,
+    /// The configured question types refused before fan-out.
+    refused: Vec<u16>,
     /// The canonicaliser's rule for outputs: TTLs within the tolerance, or masked.
     rule: Arc<BodyRule>,
 }
@@ -146,7 +153,13 @@ impl Settings {
         }
         Ok(Settings { compared, referrals_only, udp_payload,
                       max_udp_inflight: spec.max_udp_inflight,
+                      refused: spec.refuse_types.clone(),
                       rule: Arc::new(BodyRule::dns(tolerance)) })
+    }
+
+    /// Whether ``dns.refuse_types`` lists ``qtype``.
+    fn refuses(&self, qtype: domain::base::Rtype) -> bool {
+        self.refused.contains(&qtype.to_int())
     }
 
     /// The canonicaliser's rule for this boundary's outputs.

@@ -10,9 +10,14 @@ use super::{Settings, ECHOED, FROM_CLIENT, MIN_UDP_PAYLOAD, QR};
 
 /// Question types the gateway answers itself: meta types are malformed in a question.
 const META_QTYPES: [Rtype; 3] = [Rtype::OPT, Rtype::TSIG, Rtype::TKEY];
-/// Zone transfers and ANY have no single right answer among heterogeneous servers.
-const REFUSED_QTYPES: [Rtype; 5] =
-    [Rtype::AXFR, Rtype::IXFR, Rtype::ANY, Rtype::MAILA, Rtype::MAILB];
+
+/// Types no two servers answer alike: the reserved type 0 (Knot: NOTIMP, BIND and NSD: an
+/// empty answer) and the meta range 128-255 (RFC 6895), which holds ANY and zone transfers
+/// (RFC 8482: no single right answer) and types BIND refuses as malformed where NSD and Knot
+/// answer them as unknown data.
+fn never_served(qtype: Rtype) -> bool {
+    matches!(qtype.to_int(), 0 | 128..=255)
+}
 
 /// One accepted client query: opcode QUERY, one IN question, EDNS version 0 or none.
 #[derive(Clone, Debug)]
@@ -122,8 +127,8 @@ pub(super) fn absolute_text<N: ToName + std::fmt::Display>(name: &N) -> String {
     }
 }
 
-/// Validate one client message: the query to forward, or why not.
-pub fn parse_query(wire: Bytes) -> Result<Query, Refusal> {
+/// Validate one client message against ``settings``: the query to forward, or why not.
+pub fn parse_query(wire: Bytes, settings: &Settings) -> Result<Query, Refusal> {
     let Ok(message) = Message::from_octets(wire) else {
         return Err(Refusal::drop("shorter than a DNS header"));
     };
@@ -190,13 +195,18 @@ pub fn parse_query(wire: Bytes) -> Result<Query, Refusal> {
         return Err(Refusal::answer(format!("meta type {qtype} in a question"),
                                    OptRcode::FORMERR, &echo));
     }
-    if REFUSED_QTYPES.contains(&qtype) {
+    if never_served(qtype) || settings.refuses(qtype) {
         return Err(Refusal::answer(format!("{qtype} queries are not served"),
                                    OptRcode::REFUSED, &echo));
     }
     if qclass != Class::IN {
         return Err(Refusal::answer(format!("class {qclass} is not served"), OptRcode::REFUSED,
                                    &echo));
+    }
+    // A NUL octet ends a C string: servers written in C part ways on such names (one
+    // answers SERVFAIL where the others answer NXDOMAIN), and no zone needs one.
+    if qname.iter().any(|label| label.as_ref().contains(&0)) {
+        return Err(Refusal::answer("a NUL octet in the name".into(), OptRcode::REFUSED, &echo));
     }
     let (payload, dnssec_ok) = additional.opt
         .map_or((MIN_UDP_PAYLOAD, false), |o| (o.payload.max(MIN_UDP_PAYLOAD), o.dnssec_ok));

@@ -35,7 +35,7 @@ fn query_wire(qname: &str, qtype: Rtype, payload: Option<u16>) -> Vec<u8> {
 }
 
 fn query(qname: &str, qtype: Rtype, payload: Option<u16>) -> Query {
-    parse_query(Bytes::from(query_wire(qname, qtype, payload))).unwrap()
+    parse_query(Bytes::from(query_wire(qname, qtype, payload)), &Settings::default()).unwrap()
 }
 
 /// An executor's reply to ``q``: its upstream query answered with ``fill``.
@@ -57,7 +57,7 @@ fn output(q: &Query, wire: Vec<u8>, settings: &Settings) -> crate::ballot::Outpu
 }
 
 fn refusal(wire: Vec<u8>) -> Refusal {
-    parse_query(Bytes::from(wire)).unwrap_err()
+    parse_query(Bytes::from(wire), &Settings::default()).unwrap_err()
 }
 
 #[test]
@@ -105,6 +105,36 @@ fn refusals_echo_the_query_and_say_why() {
     assert_eq!(refused.rcode, Some(OptRcode::BADVERS));
     let answer = Message::from_octets(refused.reply(&Settings::default()).unwrap()).unwrap();
     assert_eq!(answer.opt_rcode(), OptRcode::BADVERS);
+}
+
+#[test]
+fn types_servers_answer_differently_and_nul_labels_are_refused_with_the_question() {
+    for qtype in [0, 128, 200, 248, 253, 254] {
+        let refused = refusal(query_wire("a.test", Rtype::from_int(qtype), Some(1232)));
+        assert_eq!(refused.rcode, Some(OptRcode::REFUSED), "type {qtype}");
+        let answer = Message::from_octets(refused.reply(&Settings::default()).unwrap()).unwrap();
+        let question = answer.sole_question().unwrap();
+        assert_eq!((question.qtype(), answer.header().id()), (Rtype::from_int(qtype), 4242));
+    }
+    for qtype in [1, 127, 256, 65535] {
+        assert!(parse_query(Bytes::from(query_wire("a.test", Rtype::from_int(qtype), None)),
+                            &Settings::default()).is_ok(), "type {qtype}");
+    }
+    let mut wire = query_wire("aaa.test", Rtype::A, None);
+    let at = wire.windows(3).position(|w| w == b"aaa").unwrap();
+    wire[at..at + 3].copy_from_slice(b"a\x00b");
+    let refused = refusal(wire);
+    assert_eq!((refused.rcode, refused.reason.as_str()),
+               (Some(OptRcode::REFUSED), "a NUL octet in the name"));
+    let answer = Message::from_octets(refused.reply(&Settings::default()).unwrap()).unwrap();
+    assert_eq!(answer.sole_question().unwrap().qname().to_string(), "a\\000b.test");
+    let configured = Settings::compile(&Spec { refuse_types: vec![Rtype::NULL.to_int()],
+                                                ..Spec::default() }).unwrap();
+    let null = Bytes::from(query_wire("a.test", Rtype::NULL, None));
+    assert!(parse_query(null.clone(), &Settings::default()).is_ok());
+    let refused = parse_query(null, &configured).unwrap_err();
+    assert_eq!((refused.rcode, refused.reason.as_str()),
+               (Some(OptRcode::REFUSED), "NULL queries are not served"));
 }
 
 #[test]

@@ -4,12 +4,15 @@
 //!   framing is refused with a status before anything is forwarded.
 //! * [`upstream_request_bytes`] builds the one request every executor receives.
 //! * [`ResponseReader`] reads executors' responses, as hostile as any client.
+//! * [`Admission`] is what the input agent serves of a read request: the methods, and what
+//!   becomes of targets whose paths are not in normal form.
 //! * [`encode_response`] and [`error_response`] build what the client receives.
 
 use bytes::Bytes;
 
 use crate::model::ErrorKind;
 
+mod admission;
 mod chunked;
 pub mod contract;
 mod request;
@@ -17,9 +20,10 @@ mod response;
 mod syntax;
 mod write;
 
-pub use request::RequestReader;
+pub use admission::{Admission, Spec, Targets};
+pub use request::{RequestReader, KNOWN_METHODS};
 pub use response::ResponseReader;
-pub use write::{encode_response, error_response, upstream_request_bytes};
+pub use write::{encode_response, error_response, refusal_response, upstream_request_bytes};
 
 pub type Headers = Vec<(Bytes, Bytes)>;
 
@@ -58,11 +62,14 @@ pub struct Request {
     pub version: Version,
 }
 
-/// The client's bytes were refused: answer ``status``, then close.
+/// The client's request was refused: answer ``status`` (then close, unless the request was
+/// read whole and the client keeps the connection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub status: u16,
     pub reason: String,
+    /// The methods served, for a 405.
+    pub allow: Option<Bytes>,
 }
 
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use super::syntax::{check_line_endings, connection_tokens, count_lines, first_li
 use super::{Headers, Limits, Next, Refusal, Request, Version};
 
 /// Methods llhttp knows (what executors commonly parse); others are 501.
-const KNOWN_METHODS: [&[u8]; 33] = [
+pub const KNOWN_METHODS: [&[u8]; 33] = [
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH", b"COPY",
     b"LOCK", b"MKCOL", b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH", b"UNLOCK", b"BIND",
     b"REBIND", b"UNBIND", b"ACL", b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"M-SEARCH",
@@ -27,7 +27,7 @@ const KNOWN_METHODS: [&[u8]; 33] = [
 const UNSUPPORTED: [&[u8]; 2] = [b"CONNECT", b"PRI"];
 
 fn fail(status: u16, reason: impl Into<String>) -> Refusal {
-    Refusal { status, reason: reason.into() }
+    Refusal { status, reason: reason.into(), allow: None }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,9 +29,10 @@ pub fn is_reason(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80)
 }
 
-/// A request target as forwarded: visible ASCII only.
+/// A request target as forwarded: visible ASCII only, and no fragment (``#`` is never part
+/// of a target; servers differ on whether they cut it off or refuse it).
 pub fn is_target(v: &[u8]) -> bool {
-    !v.is_empty() && v.iter().all(|b| (0x21..=0x7e).contains(b))
+    !v.is_empty() && v.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
 }
 
 pub fn is_digits(v: &[u8]) -> bool {

@@ -6,12 +6,15 @@
 use bytes::Bytes;
 
 use super::syntax::{end_to_end, is_digits, is_field_value, is_token, phrase, show};
-use super::{Request, Response};
+use super::{Refusal, Request, Response};
 
 /// Methods whose requests carry a body by convention: they always get a Content-Length.
 const BODY_METHODS: [&[u8]; 3] = [b"POST", b"PUT", b"PATCH"];
 /// Framing is recomputed; Expect is answered by the gateway, which always sends whole bodies.
 const REQUEST_RECOMPUTED: [&[u8]; 2] = [b"content-length", b"expect"];
+/// Range requests are defined for GET only (RFC 9110 14.2: any other method must ignore
+/// them); servers differ on HEAD, so other methods are sent without them.
+const GET_ONLY: [&[u8]; 2] = [b"range", b"if-range"];
 const RESPONSE_RECOMPUTED: [&[u8]; 1] = [b"content-length"];
 
 /// Refuse a header that would let bytes escape its field when written out.
@@ -33,8 +36,9 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The single byte string sent, identically, to every executor: HTTP/1.1 with the client's
-/// end-to-end headers in order, a recomputed Content-Length and `connection: keep-alive`.
-/// ``host`` fills in Host for HTTP/1.0 clients that sent none.
+/// end-to-end headers in order (Range and If-Range only with GET), a recomputed
+/// Content-Length and `connection: keep-alive`. ``host`` fills in Host for HTTP/1.0 clients
+/// that sent none.
 pub fn upstream_request_bytes(request: &Request, host: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(256 + request.body.len());
     out.extend_from_slice(&request.method);
@@ -42,7 +46,10 @@ pub fn upstream_request_bytes(request: &Request, host: &[u8]) -> Result<Vec<u8>,
     out.extend_from_slice(&request.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
-    for (name, value) in end_to_end(&request.headers, &REQUEST_RECOMPUTED) {
+    let get = request.method == "GET";
+    let headers = end_to_end(&request.headers, &REQUEST_RECOMPUTED)
+        .filter(|(name, _)| get || !GET_ONLY.contains(&name.as_ref()));
+    for (name, value) in headers {
         has_host |= name.as_ref() == b"host";
         field(&mut out, name, value);
     }
@@ -108,6 +115,17 @@ pub fn encode_response(response: &Response, keep_alive: bool, head_only: bool,
 /// non-ASCII escaped as Python's `json.dumps(sort_keys=True)` writes them. It closes the
 /// connection unless ``keep_alive``: after a protocol error the stream cannot be trusted.
 pub fn error_response(status: u16, payload: &[(&str, &str)], keep_alive: bool) -> Vec<u8> {
+    error_with(status, payload, None, keep_alive)
+}
+
+/// The answer to a refused request: its status and reason, and ``Allow`` for a 405.
+pub fn refusal_response(refusal: &Refusal, keep_alive: bool) -> Vec<u8> {
+    error_with(refusal.status, &[("error", refusal.reason.as_str())], refusal.allow.as_deref(),
+               keep_alive)
+}
+
+fn error_with(status: u16, payload: &[(&str, &str)], allow: Option<&[u8]>, keep_alive: bool)
+              -> Vec<u8> {
     debug_assert!((400..=599).contains(&status), "error status must be 4xx or 5xx");
     let mut pairs = payload.to_vec();
     pairs.sort_by(|a, b| a.0.cmp(b.0));
@@ -124,6 +142,9 @@ pub fn error_response(status: u16, payload: &[(&str, &str)], keep_alive: bool) -
     let mut out = Vec::with_capacity(160 + body.len());
     status_line(&mut out, status);
     out.extend_from_slice(b"content-type: application/json\r\ncache-control: no-store\r\n");
+    if let Some(methods) = allow {
+        field(&mut out, b"allow", methods);
+    }
     field(&mut out, b"content-length", body.len().to_string().as_bytes());
     out.extend_from_slice(if keep_alive { b"connection: keep-alive\r\n\r\n".as_slice() }
                           else { b"connection: close\r\n\r\n" });

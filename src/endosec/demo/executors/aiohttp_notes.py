@@ -153,7 +153,9 @@ class NotesApp:
             response = await handler(request)
         except web.HTTPException as exc:
             reason = {404: "not found", 405: "method not allowed"}.get(exc.status, exc.reason)
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+            # aiohttp lists the methods as "GET,HEAD"; the API spells them "GET, HEAD".
+            allow = ({"Allow": ", ".join(exc.headers["Allow"].split(","))}
+                     if "Allow" in exc.headers else {})
             response = web.json_response(
                 {"error": reason}, status=exc.status, headers=allow, dumps=dumps
             )

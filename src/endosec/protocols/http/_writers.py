@@ -65,13 +65,13 @@ def response_output(executor: str, response: Response, rules: RuleSet, path: str
     """The arbiter's view of one executor's response.
 
     ``head`` is the status with the canonical headers; the body is compared raw first and
-    canonicalised by the rule ``rules`` picks for ``path`` and the Content-Type.
+    canonicalised by the rule ``rules`` picks for ``path``, the Content-Type and the status.
     """
     content_type = response.header(b"content-type") or b""
     return Output(
         executor,
         response.body,
-        rules.for_response(path, content_type.decode("latin-1")),
+        rules.for_response(path, content_type.decode("latin-1"), response.status),
         head=(response.status,
               rules.headers.canonical_headers(response.headers, response.status)),
         latency=latency,
