@@ -147,7 +147,7 @@ class Gateway:
         config = {
             "protocol": "dns",
             "listen": "127.0.0.1:0",
-            "admin": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0", "public_read": True},
             "controller": {"active": n, "floor": n // 2 + 1},
             "scheduler": {"seed": 1},
             "gateway": {"events": str(self.root / "events.jsonl"), "threads": THREADS},

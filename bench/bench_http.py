@@ -167,7 +167,7 @@ class Gateway:
             })
         config = {
             "listen": "127.0.0.1:0",
-            "admin": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0", "public_read": True},
             "controller": {"active": n, "floor": n // 2 + 1},
             "scheduler": {"seed": 1},
             "limits": {"max_connections": 4096},

@@ -24,6 +24,9 @@ DEMO = ROOT / "src" / "endosec" / "demo" / "endosec.yaml"
 BANNER = re.compile(r"serving (\w+://\S+)\s+admin (http://\S+)\s+executors: (.+)$")
 
 
+TOKEN = "test-token"  # the admin token every gateway started here gets
+
+
 def demo_config(**overrides: Any) -> dict[str, Any]:
     """The shipped demo config with loopback-ephemeral ports and the given top-level overrides."""
     data = yaml.safe_load(DEMO.read_text())
@@ -50,11 +53,13 @@ class Gateway:
 
     def __init__(self, tmp: Path, data: dict[str, Any], *, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, base: Path = DEMO.parent,
-                 prefix: tuple[str, ...] = ()) -> None:
+                 prefix: tuple[str, ...] = (), rotating: bool = False) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         cfg = tmp / "endosec.yaml"
         # Executor paths in the shipped examples are relative to the example's directory.
         data = copy.deepcopy(data)
+        if not rotating:  # the shipped configs rotate at random times; a test pins its set
+            data.setdefault("controller", {})["rotate_every"] = None
         for e in data["executors"]:
             if "argv" in e:
                 e.setdefault("cwd", str(base))
@@ -67,7 +72,7 @@ class Gateway:
             [*prefix, sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
              "--state-dir", str(tmp / "state"), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "ENDOSEC_ADMIN_TOKEN": "test-token",
+            env={**os.environ, "ENDOSEC_ADMIN_TOKEN": TOKEN,
                  "ENDOSEC_TEST_RUN": self.marker.split("=", 1)[1], **(env or {})},
             start_new_session=True)
         assert self.proc.stdout is not None
@@ -98,7 +103,9 @@ class Gateway:
                                           source_address=None if source is None else (source, 0))
         payload = json.dumps(body).encode() if body is not None else None
         hdrs = {"content-type": "application/json"} if payload is not None else {}
-        hdrs.update(headers or {})
+        if admin and not any(h.lower() == "authorization" for h in headers or {}):
+            hdrs["authorization"] = f"Bearer {TOKEN}"  # the admin token reads too
+        hdrs.update({k: v for k, v in (headers or {}).items() if v})  # "": send none
         conn.request(method, path, body=payload, headers=hdrs)
         resp = conn.getresponse()
         data = resp.read()

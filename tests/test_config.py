@@ -107,6 +107,24 @@ def test_check_warns_about_components_a_majority_shares() -> None:
     assert "common mode" in result.output and "os:linux (3 of 3)" in result.output
 
 
+def test_check_warns_about_admin_reads_open_to_all_or_to_nobody(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check", "--config", str(DEMO)])
+    assert "admin.public_read: anyone who reaches the admin listener" in result.output
+    data = demo_data()
+    data["admin"] = {"listen": "127.0.0.1:8081", "token_env": "NO_SUCH_TOKEN_VAR",
+                     "read_token_env": "NO_SUCH_READ_VAR"}
+    path = tmp_path / "endosec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "every read of the admin listener but /healthz and /readyz is refused" in \
+        result.output
+    data["admin"]["read_token"] = "r"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert "is refused" not in result.output and "public_read" not in result.output
+
+
 def test_bad_canonicalisation_rule_names_the_field(tmp_path: Path) -> None:
     data = demo_data()
     data["canonicalise"]["bodies"][0]["json"]["ignore"] = ["no-leading-slash"]

@@ -22,6 +22,7 @@ from endosec.core.controller_events import (
     Quarantine,
     Reconfigure,
     RequestWakeup,
+    ThreatChanged,
     Tick,
     VerdictReached,
 )
@@ -96,11 +97,18 @@ class Playbook:
         return self
 
 
+class MeanWaits(random.Random):
+    """Random choices, but every exponential wait is its mean: timelines stay exact."""
+
+    def expovariate(self, lambd: float = 1.0) -> float:
+        return 1.0 / lambd
+
+
 def make(names=NAMES, **policy) -> tuple[Controller, TrustBook]:
     profiles = [Profile(n, frozenset({f"impl:{n}"})) for n in names]
     trust = TrustBook(names)
     ctrl = Controller(profiles, ControllerPolicy(**policy), RoundRobinScheduler(), trust,
-                      random.Random(0))
+                      MeanWaits(0))
     return ctrl, trust
 
 
@@ -454,13 +462,26 @@ def test_rotation_without_cleanse_returns_to_spares() -> None:
     assert pb.controller.voters == ("a", "c", "e")
 
 
-def test_rotation_only_retires_what_it_can_replace() -> None:
+def test_rotation_only_retires_what_it_can_replace_or_cleanse_in_place() -> None:
     pb, _ = started(names=["a", "b", "c", "d"], rotate_every=10.0, rotate_count=3)
     pb >> Tick(10.0) << Activate("d") << RequestWakeup(20.0)
     pb >> pb.done(Activate("d")) << Deactivate("a", "rotated out for d") << Cleanse("a")
-    pb >> Tick(20.0) << RequestWakeup(30.0)  # a is still cleansing: no spare, no rotation
+    # a is still cleansing: no spare, so one voter (three, less the floor of two) is cleansed
+    # in place, and no "no spare left" alert is raised for it
+    pb >> Tick(20.0) << Deactivate("b", "rotated out to be cleansed") << Cleanse("b")
+    pb << RequestWakeup(30.0)
     assert pb
-    assert pb.controller.voters == ("b", "c", "d")
+    assert pb.controller.voters == ("c", "d")
+    pb >> pb.done(Cleanse("a")) << Activate("a")  # back to three with the first spare
+    pb >> pb.done(Activate("a")) >> pb.done(Cleanse("b"))
+    assert pb
+    assert pb.controller.voters == ("a", "c", "d") and pb.controller.state("b") is S.SPARE
+
+
+def test_without_spares_rotation_cleanses_in_place_above_the_floor_only() -> None:
+    pb, _ = started(rotate_every=10.0, floor=3, names=["a", "b", "c"])
+    pb >> Tick(10.0) << RequestWakeup(20.0)  # three voters, floor three: nobody can go
+    assert pb and pb.controller.voters == ("a", "b", "c")
 
 
 def test_failed_replacement_is_retried_with_another_spare_or_abandoned() -> None:
@@ -484,6 +505,38 @@ def test_retiree_quarantined_mid_rotation_lets_the_replacement_fill_in() -> None
     pb >> pb.done(Activate("d"))
     assert pb
     assert pb.controller.voters == ("b", "c", "d")
+
+
+def test_rotations_come_faster_under_threat_and_slow_down_after() -> None:
+    pb, _ = started(rotate_every=100.0, rotate_min=10.0)
+    pb >> ThreatChanged(1.0, now=5.0) << RequestWakeup(15.0)  # redrawn at the faster rate
+    pb >> ThreatChanged(0.5, now=6.0)  # falling: the wait already drawn stands
+    assert pb
+    pb >> Tick(15.0) << Activate("d") << RequestWakeup(15.0 + 55.0)  # halfway: mean 55
+    pb >> ThreatChanged(0.0, now=16.0)
+    pb >> pb.done(Activate("d")) << Deactivate("a", "rotated out for d") << Cleanse("a")
+    pb >> Tick(70.0) << Activate("e") << RequestWakeup(170.0)  # calm again: mean 100
+    assert pb
+
+
+def test_the_active_set_grows_under_threat_and_shrinks_back() -> None:
+    pb, _ = started(grow_under_threat=True)
+    pb >> ThreatChanged(0.3, now=1.0)  # calm: nothing changes
+    assert pb
+    pb >> ThreatChanged(1.0, now=2.0) << Activate("d") << Activate("e")  # the whole pool
+    pb.activate_all("d", "e")
+    assert pb.controller.voters == ("a", "b", "c", "d", "e")
+    pb >> ThreatChanged(0.0, now=3.0)
+    pb << Deactivate("a", "the active set shrank") << Deactivate("b", "the active set shrank")
+    assert pb
+    assert len(pb.controller.voters) == 3
+
+
+def test_a_threat_level_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="level"):
+        ThreatChanged(1.5, now=0.0)
+    with pytest.raises(ValueError, match="rotate_min"):
+        ControllerPolicy(rotate_every=10.0, rotate_min=20.0)
 
 
 # -- operator orders --------------------------------------------------------------------------
@@ -646,8 +699,12 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
         quarantined = {a.executor for a in actions if isinstance(a, Quarantine)}
         rotated = {a.executor for a in actions if isinstance(a, Deactivate)}
         assert removed <= quarantined | rotated
-        # rotation never lowers the number of voters: each leaver has a new voter in its place
-        assert len(removed & rotated) <= len(set(after) - set(before))
+        # rotation never lowers the number of voters: each leaver has a new voter in its place,
+        # but for a rotation without a spare, which cleanses in place and keeps the floor
+        in_place = {a.executor for a in actions if isinstance(a, Deactivate)
+                    and a.reason == "rotated out to be cleansed"}
+        assert len((removed & rotated) - in_place) <= len(set(after) - set(before))
+        assert not in_place or len(after) >= policy.floor
         committed = sum(states[n] in (S.ACTIVE, S.ACTIVATING) for n in names)
         if committed < policy.active_size:  # replacement from spares is immediate
             assert all(states[n] is not S.SPARE for n in names)

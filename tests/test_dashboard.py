@@ -189,8 +189,38 @@ def test_events_since_returns_only_newer_events(gateway: Gateway) -> None:
 
 
 @pytest.mark.slow
+def test_reads_need_a_token_unless_public(tmp_path: Path) -> None:
+    """Status, events, metrics and the rest tell who votes: without admin.public_read only a
+    bearer of the read or the admin token gets them; probes and the page's files stay open."""
+    need_node()
+    admin = {"listen": "127.0.0.1:0", "read_token": "reader", "public_read": False}
+    gw = Gateway(tmp_path, demo_config(admin=admin))
+    try:
+        none = {"Authorization": ""}
+        for path in ("/status", "/events", "/metrics", "/series", "/quantify"):
+            code, _, body = gw.request("GET", path, admin=True, headers=none)
+            assert code == 401 and b"read" in body, (path, code)
+            for token in ("reader", TOKEN):
+                code, _, _ = gw.request("GET", path, admin=True,
+                                        headers={"Authorization": f"Bearer {token}"})
+                assert code == 200, (path, token)
+        for path in ("/healthz", "/readyz", "/dashboard", "/dashboard/dashboard.js"):
+            assert gw.request("GET", path, admin=True, headers=none)[0] == 200, path
+        code, body = get_json(gw, "/auth", {"Authorization": "Bearer reader"})
+        assert code == 200 and body == {"admin": False}, "reads only: no buttons"
+        code, _, _ = gw.request("POST", "/executors/node/quarantine", admin=True,
+                                headers={"Authorization": "Bearer reader"})
+        assert code == 401, "the read token acts on nothing"
+        denied = [e for e in gw.event_kinds() if e["event"] == "admin-denied"]
+        assert {e["path"] for e in denied} >= {"/status", "/events"}
+        assert all(e["client"].startswith("127.") for e in denied)
+    finally:
+        gw.stop()
+
+
+@pytest.mark.slow
 def test_auth_accepts_only_the_admin_token(gateway: Gateway) -> None:
-    assert get_json(gateway, "/auth")[0] == 401
+    assert get_json(gateway, "/auth", {"Authorization": ""})[0] == 401
     assert get_json(gateway, "/auth", {"Authorization": "Bearer nope"})[0] == 401
     assert get_json(gateway, "/auth", {"Authorization": f"Basic {TOKEN}"})[0] == 401
     code, body = get_json(gateway, "/auth", {"Authorization": f"Bearer {TOKEN}"})

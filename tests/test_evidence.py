@@ -107,7 +107,8 @@ def test_the_backdoors_leak_is_shown_to_the_admin_only(tmp_path: Path) -> None:
         shown = CliRunner().invoke(main, ["evidence", "show", event["evidence"][:12],
                                           "--state-dir", str(gw.state)])
         assert shown.exit_code == 0 and SECRET in shown.output, shown.output
-        assert gw.request("GET", f"/evidence/{event['evidence']}", admin=True)[0] == 401
+        assert gw.request("GET", f"/evidence/{event['evidence']}", admin=True,
+                          headers={"Authorization": ""})[0] == 401
         code, _, body = gw.request("GET", f"/evidence/{event['evidence']}", admin=True,
                                    headers={"Authorization": "Bearer test-token"})
         assert code == 200 and SECRET in json.loads(body)["diff"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -154,10 +155,13 @@ def test_below_quorum_the_client_gets_a_502(tmp_path: Path) -> None:
         code, _, body = gw.request("GET", "/notes")
         assert code == 502
         payload = json.loads(body)
-        assert payload["error"] == "no quorum" and payload["reason"]
+        # Generic, with an id that finds the reason (which names executors) in the events.
+        assert set(payload) == {"error", "request"} and payload["error"] == "no quorum"
+        assert not any(n in body.decode() for n in ("stdlib", "aiohttp", "node"))
         code, _, body = gw.request("GET", "/notes")
         assert code == 502 and json.loads(body)["error"] == "no quorum"
-        assert any(e["event"] == "no-quorum" for e in gw.event_kinds())
+        [event] = [e for e in gw.event_kinds() if e.get("request") == payload["request"]]
+        assert event["event"] == "no-quorum" and "aiohttp" in event["reason"], event
     finally:
         gw.stop()
 
@@ -247,7 +251,8 @@ def test_shutdown_leaves_no_orphans(tmp_path: Path) -> None:
 
 
 def test_admin_actions_need_the_token(gateway: Gateway) -> None:
-    code, _, _ = gateway.request("POST", "/executors/node/quarantine", admin=True)
+    code, _, _ = gateway.request("POST", "/executors/node/quarantine", admin=True,
+                                 headers={"Authorization": ""})
     assert code == 401
     code, _, body = gateway.request("POST", "/executors/node/quarantine", admin=True,
                                     headers={"Authorization": "Bearer test-token"})
@@ -264,7 +269,8 @@ def test_admin_actions_need_the_token(gateway: Gateway) -> None:
 
 
 def test_verdict_headers_and_per_executor_timeout(tmp_path: Path) -> None:
-    data = with_env(demo_config(gateway={"verdict_headers": True}), "node", NOTES_FAULT="hang")
+    data = with_env(demo_config(gateway={"verdict_headers": True, "verdict_names": True}),
+                    "node", NOTES_FAULT="hang")
     for e in data["executors"]:
         if e["name"] == "node":
             e["read_timeout"] = 0.5  # the global read_timeout stays 3 s
@@ -353,5 +359,32 @@ def test_connections_closed_while_the_gateway_stalled_are_not_failures(tmp_path:
             t.join(timeout=30)
         assert replies == [200] * 6
         _quiet(gw, forwarded=3 + 6)
+    finally:
+        gw.stop()
+
+
+def test_replies_name_no_stack_and_list_headers_in_one_order(tmp_path: Path) -> None:
+    """aiohttp says "Server: Python/3.x aiohttp/3.x", Node and the standard library say their
+    own: the client sees none of it, and headers in one order whoever answered."""
+    data = demo_config(gateway={"face": {"remove": ["server", "x-powered-by", "via"],
+                                         "set": {"Via": "1.1 boundary"}}})
+    gw = start(tmp_path, data)
+    try:
+        assert gw.request("POST", "/notes", {"text": "face"})[0] == 201
+        host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+        orders = set()
+        for _ in range(30):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/notes/1")
+            resp = conn.getresponse()
+            resp.read()
+            names = [n.lower() for n, _ in resp.getheaders()]
+            conn.close()
+            assert "server" not in names and "x-powered-by" not in names, names
+            assert resp.getheader("via") == "1.1 boundary"
+            orders.add(tuple(names))
+        [order] = orders  # the same headers in the same order, 30 times
+        framing = ("content-length", "connection")  # the gateway's own, written last
+        assert list(order[:-2]) == sorted(order[:-2]) and order[-2:] == framing, order
     finally:
         gw.stop()

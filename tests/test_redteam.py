@@ -91,6 +91,10 @@ def check_required_figures(data: dict) -> None:
     assert divergence["suppressed"] == divergence["detected"] == divergence["cases"], [
         c for c in data["cases"] if c["class"] == "benign-divergence"
         and not (c["suppressed"] and c["detected"])]
+    # What tells the executors apart, or the active set, stays hidden.
+    recon = classes["reconnaissance"]
+    assert recon["cases"] == 2 and recon["suppressed"] == recon["detected"] == 2, [
+        c for c in data["cases"] if c["class"] == "reconnaissance"]
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
             c["benign"] for c in data["cases"] if c["class"] == name])

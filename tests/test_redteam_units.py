@@ -25,6 +25,7 @@ from endosec.redteam.deploy import drill_config, new_deployment
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
 from endosec.redteam.implant import INNER_PORT
+from endosec.redteam.recon import RECONNAISSANCE
 from endosec.redteam.report import (
     Benign,
     Requirements,
@@ -158,8 +159,9 @@ def result(name: str, cls: str, *, suppressed: bool = True, detected: bool = Tru
 
 def report(results: list[CaseResult], *, benign: int = 10_000, alarms: int = 0,
            crashed: bool = False) -> dict:
-    if not any(r.cls == BENIGN_DIVERGENCE for r in results):
-        results = [result("options", BENIGN_DIVERGENCE), *results]
+    for cls, name in ((BENIGN_DIVERGENCE, "options"), (RECONNAISSANCE, "fingerprint")):
+        if not any(r.cls == cls for r in results):
+            results = [result(name, cls), *results]
     return build_report(config="c.yaml", workload="notes", quick=False, seconds=1.0,
                         benign=Benign(benign, benign, alarms, 0, 0, 1.0), results=results,
                         incremental=None, crashed=crashed, detail="died",
@@ -194,6 +196,8 @@ def test_report_has_the_stable_keys_and_passes_when_every_figure_holds() -> None
      "benign-divergence"),
     ({"results": [result("x", DIFFERENTIAL), result("o", BENIGN_DIVERGENCE, ok=99, bad=1)]},
      "availability"),
+    ({"results": [result("x", DIFFERENTIAL), result("f", RECONNAISSANCE, suppressed=False)]},
+     "reconnaissance"),
 ])
 def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str) -> None:
     rep = report(**kwargs)

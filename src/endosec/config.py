@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -49,10 +50,12 @@ __all__ = [
     "DnsConfig",
     "EvidenceConfig",
     "ExecutorConfig",
+    "FaceConfig",
     "HttpConfig",
     "QuantifySection",
     "RedactConfig",
     "StateConfig",
+    "ThreatConfig",
     "TlsConfig",
     "UnmanagedCleanse",
     "checkpoints_possible",
@@ -97,6 +100,13 @@ class AdminConfig(_Strict):
     token: str | None = Field(default=None, description="bearer token for POST actions")
     token_env: str = Field(default="ENDOSEC_ADMIN_TOKEN",
                            description="environment variable holding the token")
+    read_token: str | None = Field(default=None,
+                                   description="bearer token for reads (the admin token works too)")
+    read_token_env: str = Field(default="ENDOSEC_READ_TOKEN",
+                                description="environment variable holding the read token")
+    public_read: bool = Field(default=False,
+                              description="status, events, metrics and the rest readable by "
+                                          "anyone who reaches the admin listener")
 
     @field_validator("listen")
     @classmethod
@@ -107,6 +117,10 @@ class AdminConfig(_Strict):
     def resolved_token(self) -> str | None:
         """The token from the file, else from the environment; None disables admin actions."""
         return self.token or os.environ.get(self.token_env) or None
+
+    def resolved_read_token(self) -> str | None:
+        """The read token from the file, else from the environment."""
+        return self.read_token or os.environ.get(self.read_token_env) or None
 
 
 class ArbiterConfig(_Strict):
@@ -133,7 +147,14 @@ class ControllerConfig(_Strict):
     quarantine_after: int = Field(default=1, ge=1)
     dissent_window: float = Field(default=60.0, gt=0)
     probation_agreements: int = Field(default=0, ge=0)
-    rotate_every: float | None = Field(default=None, gt=0)
+    rotate_every: float | None = Field(
+        default=300.0, gt=0, description="mean seconds between rotations, at random times "
+                                         "(null: the active set moves only on dissent)")
+    rotate_min: float | None = Field(
+        default=None, gt=0, description="mean seconds between rotations under full threat "
+                                        "(default: rotate_every / 10)")
+    grow_under_threat: bool = Field(default=False, description="spares join the active set "
+                                                               "as the threat level rises")
     rotate_count: int = Field(default=1, ge=1)
     cleanse_on_rotate: bool = True
     failures_are_dissent: bool = True
@@ -146,6 +167,9 @@ class ControllerConfig(_Strict):
     def _floor(self) -> ControllerConfig:
         if self.floor is not None and self.floor > self.active:
             raise ValueError(f"floor ({self.floor}) cannot exceed active ({self.active})")
+        if self.rotate_min is not None and (self.rotate_every is None
+                                            or self.rotate_min > self.rotate_every):
+            raise ValueError("rotate_min needs rotate_every, and cannot exceed it")
         return self
 
 
@@ -157,6 +181,16 @@ class AttributionConfig(_Strict):
     window: float = Field(default=60.0, gt=0)
     block: float = Field(default=300.0, gt=0,
                          description="seconds a responsible client is refused (TCP clients)")
+
+
+class ThreatConfig(_Strict):
+    """How dissent and refusals add up to a threat level, and how fast it fades."""
+
+    half_life: float = Field(default=120.0, gt=0,
+                             description="seconds for evidence to lose half its weight")
+    scale: float = Field(default=10.0, gt=0,
+                         description="dissenting executors (refusals weigh 0.2) that bring "
+                                     "the level to 0.63")
 
 
 class SchedulerConfig(_Strict):
@@ -411,12 +445,48 @@ class HttpConfig(_Strict):
         return v
 
 
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
+class FaceConfig(_Strict):
+    """What replies show of the executors behind them: nothing that names one."""
+
+    remove: tuple[str, ...] = Field(
+        default=("server", "x-powered-by", "via"),
+        description="header names removed from every reply (they name a product)")
+    set: dict[str, str] = Field(default_factory=dict,
+                                description="headers set on every reply, e.g. {server: web}")
+
+    @field_validator("remove")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not re.match(_HEADER_NAME, name):
+                raise ValueError(f"{name!r} is not a header name")
+        return tuple(n.lower() for n in v)
+
+    @field_validator("set")
+    @classmethod
+    def _pairs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not re.match(_HEADER_NAME, name):
+                raise ValueError(f"{name!r} is not a header name")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"the value for {name} holds a line break or NUL")
+        return {n.lower(): value for n, value in v.items()}
+
+
 class GatewayConfig(_Strict):
     threads: int | None = Field(default=None, ge=1,
                                 description="data-plane worker threads (default: every core)")
     drain_timeout: float = Field(default=10.0, ge=0,
                                  description="seconds in-flight requests get at shutdown")
-    verdict_headers: bool = Field(default=False, description="add X-Endosec-* response headers")
+    verdict_headers: bool = Field(default=False,
+                                  description="add X-Endosec-Verdict to replies")
+    verdict_names: bool = Field(default=False,
+                                description="debugging: verdict headers also name who agreed "
+                                            "and who dissented (tells any client who voted)")
+    face: FaceConfig = Field(default_factory=FaceConfig)
     events: Path | None = Field(default=None, description="JSON-lines event file (default stderr)")
     access_log: Path | Literal["stderr"] | None = Field(
         default=None, description="one JSON line per request: a file, or stderr")
@@ -492,6 +562,7 @@ class Config(_Strict):
     arbiter: ArbiterConfig = Field(default_factory=ArbiterConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    threat: ThreatConfig = Field(default_factory=ThreatConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)

@@ -114,4 +114,17 @@ def _warnings(config: Config) -> list[str]:
         out.append(f"profile: common mode: an active set of {active} can hold a majority built "
                    f"on one of these, and one flaw in it would defeat the vote: "
                    f"{', '.join(common)}")
+    if config.scheduler.seed is not None:
+        out.append("scheduler.seed: the schedule (who votes, when rotations come) can be "
+                   "predicted by anyone who knows the seed: for tests and simulation only")
+    if config.controller.rotate_every is None:
+        out.append("controller.rotate_every: null: the active set moves only on dissent, so a "
+                   "foothold that keeps its output right stays on duty")
+    admin = config.admin
+    if admin.public_read:
+        out.append("admin.public_read: anyone who reaches the admin listener (executors share "
+                   "the host's network) reads the active set, the events and the metrics")
+    elif admin.resolved_read_token() is None and admin.resolved_token() is None:
+        out.append(f"admin: no token ({admin.token_env} / {admin.read_token_env} unset): every "
+                   "read of the admin listener but /healthz and /readyz is refused")
     return out

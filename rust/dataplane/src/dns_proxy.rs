@@ -36,10 +36,10 @@ pub async fn serve(shared: Arc<Shared>, query: Query, transport: Transport, clie
                    respond: Respond<Vec<u8>>) {
     let snapshot = shared.snapshot.load_full();
     let settings = snapshot.dns.clone();
-    let ctx = Context { label: query.label(), key: query.key(), client: Some(client),
-                        started: Instant::now(), snapshot };
-    if let Some(reason) = below_floor(&shared, &ctx) {
-        respond(dns::servfail(&query, &settings, &format!("no quorum: {reason}")));
+    let ctx = Context { id: shared.ids.next(), label: query.label(), key: query.key(),
+                        client: Some(client), started: Instant::now(), snapshot };
+    if below_floor(&shared, &ctx).is_some() {
+        respond(dns::servfail(&query, &settings, &refusal_text(ctx.id)));
         return;
     }
     let wire = query.upstream_wire(&settings);
@@ -85,10 +85,9 @@ impl Phases for Dns {
         self.settings.rule().clone()
     }
 
-    fn answer(&mut self, _ctx: &Context, verdict: &Verdict, winner: Option<&Reply>) -> Vec<u8> {
+    fn answer(&mut self, ctx: &Context, _verdict: &Verdict, winner: Option<&Reply>) -> Vec<u8> {
         let Some(winner) = winner else {
-            return dns::servfail(&self.query, &self.settings,
-                                 &format!("no quorum: {}", verdict.reason));
+            return dns::servfail(&self.query, &self.settings, &refusal_text(ctx.id));
         };
         let limit = match self.transport {
             Transport::Udp => self.query.udp_limit(&self.settings),
@@ -96,6 +95,12 @@ impl Phases for Dns {
         };
         dns::encode_reply(&self.query, winner, &self.settings, limit)
     }
+}
+
+/// A SERVFAIL's extended error text: generic, with the request's id (the reason, which names
+/// executors, goes to the events only).
+fn refusal_text(id: u64) -> String {
+    format!("no quorum; request {id:016x}")
 }
 
 /// Send one length-prefixed query and read one length-prefixed reply, within

@@ -22,6 +22,8 @@ pub struct VerdictEvent {
     pub method: String,
     pub path: String,
     pub client: Option<SocketAddr>,
+    /// The request's id (the one its refusal, if any, gave the client).
+    pub request: u64,
     pub outcome: Outcome,
     pub agreed: Vec<Arc<str>>,
     pub dissented: Vec<Arc<str>>,
@@ -64,7 +66,8 @@ pub enum Event {
     Paused { ticket: u64, seq: u64 },
     /// Write ``seq`` was answered with ``status`` but no consensus: it stays in the journal and
     /// will reach every executor, though some may have applied it already.
-    InDoubt { seq: u64, method: String, path: String, status: u16, reason: String },
+    InDoubt { seq: u64, request: u64, method: String, path: String, status: u16,
+              reason: String },
 }
 
 /// The bounded queue and its wake-up pipe.

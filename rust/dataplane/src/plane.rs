@@ -57,6 +57,26 @@ pub struct Shared {
     /// Requests being answered, for the drain at shutdown.
     pub inflight: AtomicU64,
     pub stopping: watch::Sender<bool>,
+    /// Names requests in refusals and events without telling their count.
+    pub ids: RequestIds,
+}
+
+/// Request ids: a counter under a keyed hash (std's random SipHash keys), so that ids are
+/// unique in practice and say nothing of how many requests came before.
+pub struct RequestIds {
+    keys: std::collections::hash_map::RandomState,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds { keys: std::collections::hash_map::RandomState::new(), next: AtomicU64::new(0) }
+    }
+
+    pub fn next(&self) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(self.next.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 struct Publish {
@@ -114,6 +134,7 @@ impl Plane {
             access: ArcSwapOption::empty(),
             inflight: AtomicU64::new(0),
             stopping,
+            ids: RequestIds::new(),
         });
         Ok(Plane { runtime: Some(runtime), shared })
     }

@@ -51,7 +51,8 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
     let keep_alive = request.keep_alive;
     let target = String::from_utf8_lossy(&request.target).into_owned();
     let path = target.split('?').next().unwrap_or("").to_owned();
-    let ctx = Context { label: String::from_utf8_lossy(&request.method).into_owned(), key: path,
+    let ctx = Context { id: shared.ids.next(),
+                        label: String::from_utf8_lossy(&request.method).into_owned(), key: path,
                         client, started, snapshot: shared.snapshot.load_full() };
     let http = Http { method: request.method.clone(), payload, keep_alive,
                       head_only: request.method == "HEAD", turn: None, order: None };
@@ -59,8 +60,8 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
         return Reply { status: 404, outcome: Outcome::AllFailed,
                        bytes: http::error_response(404, &[("error", "not found")], keep_alive) };
     }
-    if let Some(reason) = below_floor(&shared, &ctx) {
-        return refuse(keep_alive, &reason, Outcome::NoQuorum);
+    if below_floor(&shared, &ctx).is_some() {
+        return refuse(keep_alive, ctx.id, Outcome::NoQuorum);
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     if write {
@@ -73,15 +74,14 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
                 bytes: http::error_response(400, &[("error", "Idempotency-Key too long")],
                                             keep_alive) },
             Some(key) => match shared.keys.claim(&key, Instant::now()) {
-                Claim::Done(outcome) => return replay(keep_alive, &outcome),
+                Claim::Done(outcome) => return replay(keep_alive, ctx.id, &outcome),
                 Claim::Wait(mut rx) => {
                     let outcome = rx.wait_for(Option::is_some).await.ok()
                         .and_then(|o| o.clone());
                     return match outcome {
-                        Some(outcome) => replay(keep_alive, &outcome),
-                        None => refuse(keep_alive, "the first request with this Idempotency-Key \
-                                                    ended without an outcome",
-                                       Outcome::AllFailed),
+                        Some(outcome) => replay(keep_alive, ctx.id, &outcome),
+                        // The first request with this key ended without an outcome.
+                        None => refuse(keep_alive, ctx.id, Outcome::AllFailed),
                     };
                 }
                 Claim::First(tx) => Some((key, tx)),
@@ -92,8 +92,8 @@ pub async fn serve(shared: Arc<Shared>, request: Request,
             let key = claim.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
             (journal.append(http.payload.clone(), http.method.clone(), key), journal.durable())
         };
-        let turn = Turn { shared: shared.clone(), seq, claim, method: ctx.label.clone(),
-                          path: ctx.key.clone() };
+        let turn = Turn { shared: shared.clone(), seq, claim, request: ctx.id,
+                          method: ctx.label.clone(), path: ctx.key.clone() };
         tokio::spawn(forward_write(ctx, http, turn, durable, reply_tx));
     } else {
         let order = Order::Read(shared.order.clone().read_owned().await);
@@ -137,10 +137,9 @@ async fn forward_write(mut ctx: Context, http: Http, turn: Turn,
     ctx.snapshot = shared.snapshot.load_full();
     if below_floor(&shared, &ctx).is_some() {
         // Journaled but forwarded to nobody: it will reach every executor on replay.
-        let reason = "fewer executors than the floor could vote";
         let mut turn = turn;
-        turn.in_doubt(502, reason);
-        let _ = reply.send(in_doubt(http.keep_alive, reason));
+        turn.in_doubt(502, "fewer executors than the floor could vote");
+        let _ = reply.send(in_doubt(http.keep_alive, ctx.id));
         return;
     }
     let http = Http { turn: Some(turn), order: Some(order), ..http };
@@ -158,6 +157,7 @@ struct Turn {
     seq: u64,
     claim: Option<(Bytes, tokio::sync::watch::Sender<Option<Keyed>>)>,
     /// What the in-doubt event names.
+    request: u64,
     method: String,
     path: String,
 }
@@ -175,20 +175,20 @@ impl Turn {
     fn in_doubt(&mut self, status: u16, reason: &str) {
         self.shared.journal.lock().mark_in_doubt(self.seq);
         self.shared.events.push(Event::InDoubt {
-            seq: self.seq, method: self.method.clone(), path: self.path.clone(), status,
-            reason: reason.to_owned() }, &self.shared.stats);
+            seq: self.seq, request: self.request, method: self.method.clone(),
+            path: self.path.clone(), status, reason: reason.to_owned() }, &self.shared.stats);
         self.outcome(Keyed::Refused { status, reason: reason.to_owned(), seq: self.seq });
     }
 }
 
 /// The reply a retried keyed write gets: what the first one came to.
-fn replay(keep_alive: bool, outcome: &Keyed) -> Reply {
+fn replay(keep_alive: bool, id: u64, outcome: &Keyed) -> Reply {
     match outcome {
         Keyed::Reply(response) => match http::encode_response(response, keep_alive, false, &[]) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: Outcome::Accepted },
-            Err(why) => refuse(keep_alive, &why, Outcome::NoQuorum),
+            Err(_) => refuse(keep_alive, id, Outcome::NoQuorum),
         },
-        Keyed::Refused { status: 502, reason, .. } => in_doubt(keep_alive, reason),
+        Keyed::Refused { status: 502, .. } => in_doubt(keep_alive, id),
         Keyed::Refused { status, reason, .. } => Reply {
             status: *status, outcome: Outcome::AllFailed,
             bytes: http::error_response(*status, &[("error", reason), ("write", IN_DOUBT)],
@@ -203,9 +203,10 @@ fn replay(keep_alive: bool, outcome: &Keyed) -> Reply {
 }
 
 /// The 502 of a write that got no quorum.
-fn in_doubt(keep_alive: bool, reason: &str) -> Reply {
+fn in_doubt(keep_alive: bool, id: u64) -> Reply {
     Reply { status: 502, outcome: Outcome::NoQuorum,
-            bytes: http::error_response(502, &[("error", "no quorum"), ("reason", reason),
+            bytes: http::error_response(502, &[("error", "no quorum"),
+                                               ("request", &format!("{id:016x}")),
                                                ("write", IN_DOUBT)], keep_alive) }
 }
 
@@ -223,9 +224,12 @@ impl Drop for Turn {
     }
 }
 
-fn refuse(keep_alive: bool, reason: &str, outcome: Outcome) -> Reply {
+/// A 502: generic, with the request's id to find the reason (which names executors) in the
+/// events; a client learns nothing of who voted or how many.
+fn refuse(keep_alive: bool, id: u64, outcome: Outcome) -> Reply {
     Reply { status: 502, outcome,
-            bytes: http::error_response(502, &[("error", "no quorum"), ("reason", reason)],
+            bytes: http::error_response(502, &[("error", "no quorum"),
+                                               ("request", &format!("{id:016x}"))],
                                         keep_alive) }
 }
 
@@ -272,29 +276,33 @@ impl Phases for Http {
             return match self.turn.as_mut() {
                 Some(turn) => {
                     turn.in_doubt(502, &verdict.reason);
-                    in_doubt(self.keep_alive, &verdict.reason)
+                    in_doubt(self.keep_alive, ctx.id)
                 }
-                None => refuse(self.keep_alive, &verdict.reason, verdict.outcome),
+                None => refuse(self.keep_alive, ctx.id, verdict.outcome),
             };
         };
         if let Some(turn) = self.turn.as_mut() {
             turn.outcome(Keyed::Reply(Box::new(response.clone())));
         }
+        let snapshot = &ctx.snapshot;
         let mut extra = Vec::new();
-        if ctx.snapshot.verdict_headers {
+        if snapshot.verdict_headers {
+            extra.push((Bytes::from_static(b"x-endosec-verdict"),
+                        Bytes::from_static(verdict.outcome.as_str().as_bytes())));
+        }
+        if snapshot.verdict_headers && snapshot.verdict_names {
             let join = |names: &[Arc<str>]| Bytes::from(names.join(","));
             let dissenters: Vec<Arc<str>> =
                 verdict.dissented.iter().chain(&verdict.failed).cloned().collect();
-            extra.push((Bytes::from_static(b"x-endosec-verdict"),
-                        Bytes::from_static(verdict.outcome.as_str().as_bytes())));
             extra.push((Bytes::from_static(b"x-endosec-agreed"), join(&verdict.agreed)));
             extra.push((Bytes::from_static(b"x-endosec-dissented"), join(&dissenters)));
         }
-        match http::encode_response(response, self.keep_alive, self.head_only, &extra) {
+        let shown = Response { headers: snapshot.face.apply(&response.headers),
+                               ..response.clone() };
+        match http::encode_response(&shown, self.keep_alive, self.head_only, &extra) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },
-            Err(why) => refuse(self.keep_alive,
-                               &format!("the agreed reply cannot be forwarded: {why}"),
-                               Outcome::NoQuorum),
+            // Cannot happen for a reply the reader accepted; fail closed if it does.
+            Err(_) => refuse(self.keep_alive, ctx.id, Outcome::NoQuorum),
         }
     }
 

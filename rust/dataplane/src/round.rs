@@ -25,6 +25,8 @@ use crate::upstream::Asked;
 
 /// What one request carries through its phases, whatever the protocol.
 pub struct Context {
+    /// The request's id: what a refusal gives the client, and its events carry.
+    pub id: u64,
     /// What events call the request's kind: the HTTP method, the DNS question type.
     pub label: String,
     /// What events call its subject: the HTTP path, the DNS name.
@@ -78,8 +80,8 @@ pub fn below_floor(shared: &Shared, ctx: &Context) -> Option<String> {
     shared.stats.outcome(Outcome::NoQuorum);
     shared.events.push(Event::Verdict(Box::new(VerdictEvent {
         method: ctx.label.clone(), path: ctx.key.clone(), client: ctx.client,
-        outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![], failed: vec![],
-        reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
+        request: ctx.id, outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![],
+        failed: vec![], reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
         refused: true, evidence: vec![] })), &shared.stats);
     Some(reason)
 }
@@ -237,7 +239,7 @@ impl<P: Phases> Round<P> {
         let errors = std::mem::take(&mut self.errors);
         shared.events.push(Event::Verdict(Box::new(VerdictEvent {
             method: self.ctx.label.clone(), path: self.ctx.key.clone(), client: self.ctx.client,
-            outcome: verdict.outcome, agreed: verdict.agreed.clone(),
+            request: self.ctx.id, outcome: verdict.outcome, agreed: verdict.agreed.clone(),
             dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
             reason: verdict.reason.clone(), digests, errors, shadows, refused: false,
             evidence })), &shared.stats);

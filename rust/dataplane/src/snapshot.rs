@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::ballot::Strategy;
 use crate::canon::RuleSet;
 use crate::dns;
-use crate::http::{self, Admission, Limits};
+use crate::http::{self, Admission, Face, Limits};
 use crate::pool::{Pool, PoolLimits};
 use crate::stats::ExecutorStats;
 
@@ -137,6 +137,12 @@ pub struct SnapshotSpec {
     pub floor: usize,
     #[serde(default)]
     pub verdict_headers: bool,
+    /// Verdict headers name the executors (a debugging aid: it tells a client who voted).
+    #[serde(default)]
+    pub verdict_names: bool,
+    /// What replies show of the executors behind them.
+    #[serde(default)]
+    pub face: http::face::Spec,
     #[serde(default = "default_recent")]
     pub recent_verdicts: usize,
     pub executors: Vec<ExecutorSpec>,
@@ -191,6 +197,8 @@ pub struct Snapshot {
     pub strategy: Strategy,
     pub floor: usize,
     pub verdict_headers: bool,
+    pub verdict_names: bool,
+    pub face: Face,
     pub recent_verdicts: usize,
     pub journal: JournalSpec,
     pub voters: Vec<Arc<Executor>>,
@@ -291,7 +299,8 @@ impl Snapshot {
             header_timeout: seconds("client_header_timeout", l.client_header_timeout)?,
             idle_timeout: seconds("client_idle_timeout", l.client_idle_timeout)?,
             max_connections: l.max_connections, rules, strategy, floor: spec.floor,
-            verdict_headers: spec.verdict_headers, recent_verdicts: spec.recent_verdicts,
+            verdict_headers: spec.verdict_headers, verdict_names: spec.verdict_names,
+            face: Face::compile(&spec.face)?, recent_verdicts: spec.recent_verdicts,
             journal: spec.journal, voters, weights, shadows, keep_level, executors,
             access_log: spec.access_log, evidence: spec.evidence,
             reserved_paths: spec.reserved_paths,
@@ -313,7 +322,8 @@ impl Snapshot {
             limits: Limits::default(), header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60), max_connections: 1024,
             rules: Arc::new(RuleSet::default()), strategy: Strategy::Majority, floor: 1,
-            verdict_headers: false, recent_verdicts: 50,
+            verdict_headers: false, verdict_names: false, face: Face::default(),
+            recent_verdicts: 50,
             journal: JournalSpec { max_entries: 1, max_bytes: 1,
                                    idempotency_window: default_key_window(),
                                    idempotency_keys: default_keys() },

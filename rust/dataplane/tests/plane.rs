@@ -267,10 +267,34 @@ fn below_the_floor_fails_closed_without_fanning_out() {
     std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
     let reply = get(addr, "/x");
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
-    assert!(reply.contains("only 1 executors can vote"));
     assert_eq!(f.requests.load(Ordering::SeqCst), 0);
     let v = settle(|| verdicts(&plane).pop());
     assert!(v.refused);
+    // The client gets a generic refusal and the request's id; who could vote, and how many,
+    // is for the events only.
+    assert!(v.reason.contains("only 1 executors can vote"), "{}", v.reason);
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(body, format!(r#"{{"error":"no quorum","request":"{:016x}"}}"#, v.request));
+    let again = get(addr, "/x");
+    assert_ne!(again.split("\r\n\r\n").nth(1), Some(body), "every request has its own id");
+}
+
+#[test]
+fn replies_show_one_face_whoever_answered() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let f = rt.block_on(fake(Behaviour::fixed("{}")));
+    let face = r#","face":{"remove":["server","x-powered-by"],"set":[["via","gw"]]},
+                   "verdict_headers":true"#;
+    let (plane, addr) = start(&[("a", &f)], &["a"], 1, face);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let reply = get(addr, "/x").to_ascii_lowercase();
+    assert!(reply.contains("\r\nvia: gw\r\n") && reply.contains("x-endosec-verdict: accepted"),
+            "{reply}");
+    assert!(!reply.contains("x-endosec-agreed"), "verdict headers name nobody: {reply}");
+    let names = format!(r#"{face},"verdict_names":true"#);
+    plane.publish(&snapshot(&[("a", &f)], &["a"], 1, &names)).unwrap();
+    assert!(get(addr, "/x").contains("x-endosec-agreed: a\r\n"), "unless asked to");
 }
 
 /// Three fakes closing connections as ``closing`` says, voting behind a fresh plane.

@@ -257,9 +257,10 @@ fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
             d.set_item("ticket", ticket)?;
             d.set_item("seq", seq)?;
         }
-        Event::InDoubt { seq, method, path, status, reason } => {
+        Event::InDoubt { seq, request, method, path, status, reason } => {
             d.set_item("kind", "in-doubt")?;
             d.set_item("seq", seq)?;
+            d.set_item("request", format!("{request:016x}"))?;
             d.set_item("method", method)?;
             d.set_item("path", path)?;
             d.set_item("status", status)?;
@@ -293,6 +294,7 @@ fn verdict_dict(d: &Bound<'_, PyDict>, v: VerdictEvent) -> PyResult<()> {
     d.set_item("method", v.method)?;
     d.set_item("path", v.path)?;
     d.set_item("client", v.client.map(|c| c.to_string()))?;
+    d.set_item("request", format!("{:016x}", v.request))?;
     d.set_item("outcome", v.outcome.as_str())?;
     d.set_item("agreed", names(&v.agreed))?;
     d.set_item("dissented", names(&v.dissented))?;

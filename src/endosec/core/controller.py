@@ -21,8 +21,11 @@ cleanses with exponential backoff, except when the runtime says another attempt 
 same way (``ActionDone.retry`` False): then the executor is held quarantined, with an alert,
 until an operator cleanses it; optionally hold cleansed executors on probation; keep
 ``active_size`` executors active or activating, replacing from spares at once; rotate
-``rotate_count`` executors every ``rotate_every`` seconds, make-before-break (the retiree
-leaves only when its replacement votes, so rotation never lowers the number of voters); raise
+``rotate_count`` executors at random times, exponentially distributed with mean
+``rotate_every`` seconds (memoryless: when the last rotation was says nothing of the next),
+make-before-break (the retiree leaves only when its replacement votes, so rotation never lowers
+the number of voters); without a spare, a rotation cleanses a voter in place when the others
+are at least the floor (a foothold does not outlast its turn on duty either way); raise
 an `Alert` when spares run out and a critical one when fewer than ``floor`` executors remain
 active or activating.
 
@@ -57,12 +60,14 @@ from endosec.core.controller_events import (
     Quarantine,
     Reconfigure,
     RequestWakeup,
+    ThreatChanged,
     Tick,
     VerdictReached,
     check_time,
 )
 from endosec.core.model import ExecutorState, Profile
 from endosec.core.scheduler import Scheduler
+from endosec.core.threat import CALM
 from endosec.core.trust import TrustBook
 
 __all__ = ["COUNTERS", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal"]
@@ -119,7 +124,9 @@ class ControllerPolicy:
     quarantine_after: int = 1
     dissent_window: float = 60.0
     probation_agreements: int = 0
-    rotate_every: float | None = None
+    rotate_every: float | None = None  # mean seconds between rotations in calm (None: off)
+    rotate_min: float | None = None  # the mean under full threat (None: rotate_every / 10)
+    grow_under_threat: bool = False  # spares join the active set as the threat rises
     rotate_count: int = 1
     cleanse_on_rotate: bool = True
     failures_are_dissent: bool = True
@@ -143,6 +150,10 @@ class ControllerPolicy:
             "cleanse_retry_max": self.cleanse_retry_max}
         if self.rotate_every is not None:
             seconds["rotate_every"] = self.rotate_every
+        if self.rotate_min is not None:
+            seconds["rotate_min"] = self.rotate_min
+            if self.rotate_every is None or self.rotate_min > self.rotate_every:
+                raise ValueError("rotate_min needs rotate_every, and cannot exceed it")
         for name, secs in seconds.items():
             if not (math.isfinite(secs) and secs > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {secs!r}")
@@ -186,6 +197,8 @@ class Controller:
         self._retry_at: dict[str, float] = {}
         self._rotating: dict[str, str] = {}  # retiree -> replacement being activated
         self._faulty: dict[str, str] = {}  # dissenter kept voting until replaced -> reason
+        self._refreshing: set[str] = set()  # rotated out without a spare, back once cleansed
+        self._threat = 0.0  # the level the gateway last reported, in [0, 1]
         self._next_rotation: float | None = None
         self._short = False
         self._below_floor = False
@@ -234,9 +247,7 @@ class Controller:
         self._started = True
         out: list[Action] = []
         self._settle(out)
-        if self.policy.rotate_every is not None:
-            self._next_rotation = now + self.policy.rotate_every
-            out.append(RequestWakeup(self._next_rotation))
+        self._schedule_rotation(now, out)
         return out
 
     def handle(self, event: Event) -> list[Action]:
@@ -259,6 +270,8 @@ class Controller:
                 self._on_admin(event, out)
             case Reconfigure():
                 self._on_reconfigure(event, out)
+            case ThreatChanged():
+                self._on_threat(event, out)
             case _:
                 raise TypeError(f"not a controller event: {event!r}")
         self._settle(out)
@@ -342,11 +355,9 @@ class Controller:
         for name, at in list(self._retry_at.items()):
             if at <= now:
                 self._fire(name, Signal.CLEANSE, out)
-        every = self.policy.rotate_every
-        if every is not None and self._next_rotation is not None and now >= self._next_rotation:
+        if self._next_rotation is not None and now >= self._next_rotation:
             self._rotate(out)
-            self._next_rotation = now + every
-            out.append(RequestWakeup(self._next_rotation))
+            self._schedule_rotation(now, out)
 
     def _on_done(self, event: ActionDone, out: list[Action]) -> None:
         action = event.action
@@ -428,11 +439,13 @@ class Controller:
         self._voters, self._shadows = self._in(ACTIVE), self._in(PROBATION)
         old, self.policy = self.policy, event.policy
         if event.policy.rotate_every != old.rotate_every:
-            every = event.policy.rotate_every
-            self._next_rotation = None if every is None else event.now + every
-            if self._next_rotation is not None:
-                out.append(RequestWakeup(self._next_rotation))
-        extra = self._committed() - self.policy.active_size
+            self._schedule_rotation(event.now, out)
+        self._shrink(out)
+
+    def _shrink(self, out: list[Action]) -> None:
+        """Retire voters beyond the target size (a smaller ``active_size``, a threat that
+        passed)."""
+        extra = self._committed() - self._target_size()
         movable = [n for n in self._in(ACTIVE) if n not in self._rotating]
         if extra > 0 and movable:
             count = min(extra, len(movable))
@@ -446,6 +459,7 @@ class Controller:
         del self._counters[name], self._failed_cleanses[name]
         self._awaiting.pop(name, None)
         self._retry_at.pop(name, None)
+        self._refreshing.discard(name)
         self._faulty.pop(name, None)
         for old, new in list(self._rotating.items()):
             if name in (old, new):
@@ -458,15 +472,60 @@ class Controller:
         self._fire(name, Signal.FAULT, out, reason)
         self._fire(name, Signal.CLEANSE, out)
 
+    def rotation_mean(self) -> float | None:
+        """The mean wait between rotations at the current threat level (None: off)."""
+        every = self.policy.rotate_every
+        if every is None:
+            return None
+        fastest = self.policy.rotate_min if self.policy.rotate_min is not None else every / 10
+        return every + (fastest - every) * self._threat
+
+    def _on_threat(self, event: ThreatChanged, out: list[Action]) -> None:
+        rose = event.level > self._threat
+        self._threat = event.level
+        if rose:  # memoryless: drawing again at the faster rate loses nothing
+            self._schedule_rotation(event.now, out)
+        else:
+            self._shrink(out)
+
+    def _schedule_rotation(self, now: float, out: list[Action]) -> None:
+        """The next rotation at an exponentially distributed time, its mean falling from
+        ``rotate_every`` in calm to ``rotate_min`` under full threat (the rng is the operating
+        system's entropy unless a seed was configured)."""
+        mean = self.rotation_mean()
+        if mean is None:
+            self._next_rotation = None
+            return
+        self._next_rotation = now + self._rng.expovariate(1.0 / mean)
+        out.append(RequestWakeup(self._next_rotation))
+
+    def _target_size(self) -> int:
+        """``active_size``, growing towards the whole pool as the threat rises past the calm
+        band, with ``grow_under_threat``: more voters, more to compromise at once."""
+        base = self.policy.active_size
+        if not self.policy.grow_under_threat or self._threat <= CALM:
+            return base
+        return base + round((len(self._state) - base) * (self._threat - CALM) / (1 - CALM))
+
     def _rotate(self, out: list[Action]) -> None:
         """Start replacing up to ``rotate_count`` actives; `_settle` retires each one when its
-        replacement votes."""
+        replacement votes. Without a spare, cleanse voters in place while the rest keep at
+        least the floor voting."""
         movable = [n for n in self._in(ACTIVE) if n not in self._rotating]
         spares = self._in(SPARE)
+        trust = self._trust.snapshot()
+        if not spares and not self._rotating and self.policy.cleanse_on_rotate:
+            count = min(self.policy.rotate_count, len(self._in(ACTIVE)) - self.policy.floor)
+            if count > 0 and movable:
+                for name in self._checked(self._scheduler.retire(
+                        self._p(movable), count, trust, self._rng), movable, count):
+                    self._fire(name, Signal.ROTATE_OUT, out, "rotated out to be cleansed")
+                    self._fire(name, Signal.CLEANSE, out)
+                    self._refreshing.add(name)
+            return
         count = min(self.policy.rotate_count, len(spares), len(movable))
         if count == 0:
             return
-        trust = self._trust.snapshot()
         retirees = self._checked(
             self._scheduler.retire(self._p(movable), count, trust, self._rng), movable, count)
         keep = [p for p in self._keep() if p.name not in retirees]
@@ -502,7 +561,7 @@ class Controller:
         for name in self._faulty:
             if self._state[name] is ACTIVE and name not in self._rotating:
                 self._replace(name, out)
-        need = self.policy.active_size - self._committed()
+        need = self._target_size() - self._committed()
         spares = self._in(SPARE)
         if need > 0 and spares:
             count = min(need, len(spares))
@@ -512,7 +571,8 @@ class Controller:
             for name in picks:
                 self._fire(name, Signal.ACTIVATE, out)
         committed = self._committed()
-        short = committed < self.policy.active_size
+        self._refreshing = {n for n in self._refreshing if self._state[n] is CLEANSING}
+        short = committed + len(self._refreshing) < self.policy.active_size
         if short and not self._short:
             out.append(Alert("warning", f"no spare left: {committed} of "
                                         f"{self.policy.active_size} executors active or "

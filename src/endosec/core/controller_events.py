@@ -31,6 +31,7 @@ __all__ = [
     "Quarantine",
     "Reconfigure",
     "RequestWakeup",
+    "ThreatChanged",
     "Tick",
     "VerdictReached",
     "check_time",
@@ -211,5 +212,19 @@ class Reconfigure:
         check_time("now", self.now)
 
 
+@dataclass(frozen=True, slots=True)
+class ThreatChanged:
+    """The threat level moved (``level`` in [0, 1]): rotations come faster, and the active
+    set may grow, as it rises."""
+
+    level: float
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+        if not 0.0 <= self.level <= 1.0:
+            raise ValueError(f"level must be in [0, 1], got {self.level!r}")
+
+
 Event = (VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
-         | Reconfigure)
+         | Reconfigure | ThreatChanged)

@@ -10,13 +10,19 @@ Read-only, for anyone who can reach the listener (keep it on loopback or an admi
 * ``GET /dashboard``: the live page, which reads the endpoints above;
 * ``GET /evidence/ID`` (admin token): the replies kept when executors dissented, as a record
   and as the diff `endosec evidence show` prints;
+* ``POST /threat`` (admin token) ``{"level": 0..1, "seconds": S}``: the operator's word on
+  the threat level, a floor under the measured one for S seconds;
 * ``GET /healthz`` (the gateway is alive) and ``GET /readyz`` (at least the floor can vote:
   200, else 503), for probes: unauthenticated and detail-free.
 
-Actions: ``POST /executors/{name}/{quarantine|cleanse|activate}`` with ``Authorization: Bearer
-<token>``; ``GET /auth`` answers 200 for a good token so the page can check one before offering
-buttons. Without a configured token every action is refused (403); a missing or wrong token
-is refused (401) and logged as an ``admin-denied`` event with the client's address.
+Reads (every ``GET`` above but the probes and the dashboard's own files) need ``Authorization:
+Bearer <token>`` with the read token or the admin token, unless ``admin.public_read`` is set:
+the listener may be reachable from places that must not learn the active set (executors share
+the host's network). Actions: ``POST /executors/{name}/{quarantine|cleanse|activate}`` with the
+admin token; ``GET /auth`` answers 200 for a good token (``{"admin": true}`` for the admin
+token, false for the read token) so the page can check one before offering buttons. Without a
+configured token every action is refused (403); a missing or wrong token is refused (401) and
+logged as an ``admin-denied`` event with the client's address.
 """
 
 from __future__ import annotations
@@ -72,22 +78,38 @@ def _number(query: dict[str, list[str]], key: str) -> float | None:
 
 
 class AdminHandler:
-    __slots__ = ("gateway", "series", "token")
+    __slots__ = ("gateway", "public_read", "read_token", "series", "token")
 
-    def __init__(self, gateway: MimicGateway, token: str | None) -> None:
+    def __init__(self, gateway: MimicGateway, token: str | None, *,
+                 read_token: str | None = None, public_read: bool = False) -> None:
         self.gateway = gateway
         self.token = token
+        self.read_token = read_token
+        self.public_read = public_read
         self.series = SeriesSampler(gateway.metrics)
 
-    def _authorised(self, request: Request) -> bool:
-        if self.token is None:
+    def _authorised(self, request: Request, token: str | None = None) -> bool:
+        """Whether the request carries ``token`` (default: the admin token)."""
+        token = self.token if token is None else token
+        if token is None:
             return False
         for name, value in request.headers:
             if name == b"authorization":
                 scheme, _, given = value.decode("latin-1").partition(" ")
                 return scheme.lower() == "bearer" and hmac.compare_digest(
-                    given.strip().encode(), self.token.encode())
+                    given.strip().encode(), token.encode())
         return False
+
+    def _read_refusal(self, request: Request, peer: str, ka: bool) -> bytes | None:
+        """None when the request may read; else the 401 (logged as ``admin-denied``)."""
+        if self.public_read or self._authorised(request) or (
+                self.read_token is not None and self._authorised(request, self.read_token)):
+            return None
+        self.gateway.events.emit("admin-denied", client=peer,
+                                 method=request.method.decode("latin-1"),
+                                 path=request.target.decode("latin-1").partition("?")[0])
+        return _json(401, {"error": "reads need the read or admin token (Authorization: Bearer "
+                                    "TOKEN), or admin.public_read: true"}, ka)
 
     async def __call__(self, request: Request, peer: str) -> bytes:
         ka = request.keep_alive
@@ -97,6 +119,10 @@ class AdminHandler:
                 return self._get(request, peer, path, parse_qs(raw_query), ka)
             except (ValueError, ParameterError) as exc:
                 return _json(400, {"error": str(exc)}, ka)
+        if path == "/threat":
+            if request.method != b"POST":
+                return _json(405, {"error": "method not allowed"}, ka)
+            return self._refusal(request, peer, ka) or self._threat(request.body, ka)
         parts = path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "executors" or parts[2] not in _ACTIONS:
             return _json(404, {"error": "not found"}, ka)
@@ -111,6 +137,21 @@ class AdminHandler:
             return _json(404, {"error": f"no executor named {parts[1]!r}"}, ka)
         return _json(202, {"accepted": parts[2], "executor": parts[1],
                            "actions": [repr(a) for a in actions]}, ka)
+
+    def _threat(self, body: bytes, ka: bool) -> bytes:
+        """``{"level": 0..1, "seconds": S}``: the threat is at least ``level`` for S seconds
+        (rotations come faster, the active set may grow)."""
+        try:
+            data = json.loads(body)
+            level, seconds = float(data["level"]), float(data.get("seconds", 600))
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError("seconds must be a positive number")
+            self.gateway.declare_threat(level, seconds)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json(400, {"error": f"expected {{\"level\": 0..1, \"seconds\": S}}: "
+                                        f"{exc}"}, ka)
+        return _json(202, {"level": level, "seconds": seconds,
+                           "rotate_mean": self.gateway.controller.rotation_mean()}, ka)
 
     def _refusal(self, request: Request, peer: str, ka: bool) -> bytes | None:
         if self.token is None:
@@ -131,6 +172,23 @@ class AdminHandler:
             ready = len(gw.controller.voters) >= gw.floor
             return _reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n",
                           b"text/plain", ka, ((b"cache-control", b"no-store"),))
+        if path == "/auth":
+            if self._authorised(request):
+                return _json(200, {"admin": True}, ka)
+            if self.read_token is not None and self._authorised(request, self.read_token):
+                return _json(200, {"admin": False}, ka)
+            return self._refusal(request, peer, ka) or _json(401, {"error": "wrong token"}, ka)
+        if path in ("/", "/dashboard/"):
+            return _reply(302, b"", b"text/plain", ka, ((b"location", b"/dashboard"),))
+        if path.startswith("/dashboard"):
+            name = "index.html" if path == "/dashboard" else path.removeprefix("/dashboard/")
+            found = asset(name)
+            if found is None:
+                return _json(404, {"error": "not found"}, ka)
+            return _reply(200, found[0], found[1], ka, _PAGE_HEADERS)
+        refused = self._read_refusal(request, peer, ka)
+        if refused is not None:
+            return refused
         if path == "/status":
             return _json(200, gw.status(), ka)
         if path == "/metrics":
@@ -162,12 +220,4 @@ class AdminHandler:
                 return _json(404, {"error": str(exc.args[0])}, ka)
             return _json(200, {"id": evidence_id, "diff": diff(evidence_id, record),
                                "record": record}, ka)
-        if path == "/auth":
-            return self._refusal(request, peer, ka) or _json(200, {"admin": True}, ka)
-        if path in ("/", "/dashboard/"):
-            return _reply(302, b"", b"text/plain", ka, ((b"location", b"/dashboard"),))
-        name = "index.html" if path == "/dashboard" else path.removeprefix("/dashboard/")
-        found = asset(name) if path.startswith("/dashboard") else None
-        if found is None:
-            return _json(404, {"error": "not found"}, ka)
-        return _reply(200, found[0], found[1], ka, _PAGE_HEADERS)
+        return _json(404, {"error": "not found"}, ka)

@@ -97,7 +97,9 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         scheme = ("dns" if config.protocol == "dns"
                   else "https" if config.tls is not None else "http")
         serve_url = f"{scheme}://{_host(host)}:{port}"
-        handler = AdminHandler(gateway, config.admin.resolved_token())
+        handler = AdminHandler(gateway, config.admin.resolved_token(),
+                               read_token=config.admin.resolved_read_token(),
+                               public_read=config.admin.public_read)
         admin = ServerState(submit=submitting(handler),
                             limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
@@ -141,6 +143,8 @@ async def _reloading(gateway: MimicGateway, admin: AdminHandler, reload: Reload,
             events.emit("reload-failed", level="warning", message=str(exc))
             continue
         admin.token = config.admin.resolved_token()
+        admin.read_token = config.admin.resolved_read_token()
+        admin.public_read = config.admin.public_read
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
                     reload=True, needs_restart=list(unchanged))

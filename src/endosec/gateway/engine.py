@@ -36,11 +36,13 @@ from endosec.core.controller_events import (
     Quarantine,
     Reconfigure,
     RequestWakeup,
+    ThreatChanged,
     Tick,
     VerdictReached,
 )
 from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scheduler import scheduler_from_config
+from endosec.core.threat import Band, Threat, ThreatPolicy, band_of
 from endosec.core.trust import TrustBook
 from endosec.observe.events import EventLog
 from endosec.observe.evidence import EvidenceStore
@@ -81,6 +83,7 @@ class VerdictReport:
     failed: tuple[str, ...]
     reason: str
     client: str | None = None  # the address the request came from (no port)
+    request: str | None = None  # the request's id, as its refusal gave it to the client
 
 
 class DataPlane(Protocol):
@@ -125,7 +128,8 @@ def _policy(config: Config) -> ControllerPolicy:
     return ControllerPolicy(
         active_size=c.active, floor=c.effective_floor, quarantine_after=c.quarantine_after,
         dissent_window=c.dissent_window, probation_agreements=c.probation_agreements,
-        rotate_every=c.rotate_every, rotate_count=c.rotate_count,
+        rotate_every=c.rotate_every, rotate_min=c.rotate_min,
+        grow_under_threat=c.grow_under_threat, rotate_count=c.rotate_count,
         cleanse_on_rotate=c.cleanse_on_rotate, failures_are_dissent=c.failures_are_dissent)
 
 
@@ -147,7 +151,9 @@ class MimicGateway:
         self.controller = Controller(
             [e.as_profile() for e in config.executors], _policy(config),
             scheduler_from_config(config.scheduler.policy), self.trust,
-            random.Random(config.scheduler.seed),
+            # A seed is for tests and simulation: a served schedule draws on the OS's entropy.
+            random.Random(config.scheduler.seed) if config.scheduler.seed is not None
+            else random.SystemRandom(),
         )
         self.executors: dict[str, RuntimeDriver] = {e.name: self._driver(e)
                                                     for e in config.executors}
@@ -163,6 +169,9 @@ class MimicGateway:
         self._agreed_at: dict[str, float] = {}
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
+        self.threat = Threat(ThreatPolicy(config.threat.half_life, config.threat.scale))
+        self._threat_sent = 0.0  # the level the controller last heard
+        self._band: Band = "calm"
         self.evidence: EvidenceStore | None = None
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
@@ -290,7 +299,8 @@ class MimicGateway:
                 evidence: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """A verdict other than a clean agreement: log it (with the replies, kept as evidence
         and named by digest), count it, let the controller act."""
-        summary = {"method": report.method, "path": report.path,
+        summary = {**({"request": report.request} if report.request else {}),
+                   "method": report.method, "path": report.path,
                    "outcome": report.outcome.value, "agreed": list(report.agreed),
                    "dissented": list(report.dissented), "failed": list(report.failed)}
         accepted = report.outcome is Outcome.ACCEPTED
@@ -312,6 +322,9 @@ class MimicGateway:
         dissented = () if held else report.dissented
         for name in (*dissented, *report.failed):
             self._dissents[name].inc()
+        if dissented:
+            self.threat.signal("dissent", now, len(dissented))
+            self.threat_update()
         verdict = Verdict(report.outcome, None, report.agreed, dissented, report.failed,
                           report.reason)
         actions = self._dispatch(VerdictReached(verdict, now))
@@ -332,9 +345,9 @@ class MimicGateway:
         for name, agreed in shadows.items():
             self._dispatch(ProbationResult(name, agreed, now))
 
-    def refused(self, *, method: str, path: str, reason: str) -> None:
+    def refused(self, *, method: str, path: str, reason: str, request: str) -> None:
         """The data plane failed a request closed before fanning it out (below the floor)."""
-        self.events.emit("no-quorum", method=method, path=path, reason=reason)
+        self.events.emit("no-quorum", request=request, method=method, path=path, reason=reason)
 
     def agreements(self, counts: Mapping[str, int]) -> None:
         """Clean agreements since the last report, per executor: they feed trust, and they
@@ -437,6 +450,32 @@ class MimicGateway:
 
     # -- admin ------------------------------------------------------------------------------
 
+    def refusals(self, count: int) -> None:
+        """The input agent refused ``count`` requests since the last report."""
+        if count:
+            self.threat.signal("refusal", self.now, count)
+
+    def declare_threat(self, level: float, seconds: float) -> None:
+        """The operator's word: the threat is at least ``level`` for ``seconds``."""
+        now = self.now
+        self.threat.declare(level, now + seconds)
+        self.events.emit("admin", action="threat", level=level, seconds=seconds)
+        self.threat_update()
+
+    def threat_update(self) -> None:
+        """Tell the controller when the level moved (by 0.05 or more, or to calm), and log
+        and sign every change of band."""
+        now = self.now
+        level = self.threat.level(now)
+        if abs(level - self._threat_sent) >= 0.05 or (level < 0.01 < self._threat_sent):
+            self._threat_sent = level
+            self._dispatch(ThreatChanged(min(1.0, level), now))
+        band = band_of(level)
+        if band != self._band:
+            self.events.emit("threat", band=band, was=self._band, level=round(level, 3),
+                             rotate_mean=self.controller.rotation_mean())
+            self._band = band
+
     def admin(self, kind: str, executor: str) -> list[Action]:
         if executor not in self.executors:
             raise KeyError(executor)
@@ -467,6 +506,8 @@ class MimicGateway:
             "shadows": list(self.controller.shadows),
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,
+            "threat": {"level": round(self.threat.level(self.now), 3), "band": self._band,
+                       "rotate_mean": self.controller.rotation_mean()},
             "journal": plane["journal"],
             "executors": executors,
             "recent_verdicts": plane["recent_verdicts"],

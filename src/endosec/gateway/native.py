@@ -254,12 +254,13 @@ class NativePlane:
                 if fut is not None and not fut.done():
                     fut.set_result(event)
             elif event["kind"] == "in-doubt":
-                self.gateway.events.emit("in-doubt", seq=event["seq"], method=event["method"],
+                self.gateway.events.emit("in-doubt", seq=event["seq"], request=event["request"],
+                                         method=event["method"],
                                          path=event["path"], status=event["status"],
                                          reason=event["reason"])
             elif event["refused"]:
                 self.gateway.refused(method=event["method"], path=event["path"],
-                                     reason=event["reason"])
+                                     reason=event["reason"], request=event["request"])
             else:
                 self.gateway.verdict(_report(event), digests=event["digests"],
                                      errors=event["errors"], shadows=event["shadows"],
@@ -269,9 +270,14 @@ class NativePlane:
         weights: Mapping[str, float] | None = None
         loop = asyncio.get_running_loop()
         self._last_checkpoint = loop.time()
+        refused = 0
         while True:
             await asyncio.sleep(PUMP_SECONDS)
             self._drain()
+            total = sum(self.figures()["rejected"].values())
+            self.gateway.refusals(total - refused)
+            refused = total
+            self.gateway.threat_update()  # evidence fades: the level falls back
             if self._checkpoint_due(loop.time()):
                 self._checkpointing = spawn(self._take_checkpoint(), name="endosec-checkpoint")
             if self.gateway.weighted:
@@ -286,5 +292,5 @@ def _report(event: Mapping[str, Any]) -> VerdictReport:
     return VerdictReport(method=event["method"], path=event["path"],
                          outcome=Outcome(event["outcome"]), agreed=tuple(event["agreed"]),
                          dissented=tuple(event["dissented"]), failed=tuple(event["failed"]),
-                         reason=event["reason"],
+                         reason=event["reason"], request=event.get("request"),
                          client=client.rpartition(":")[0].strip("[]") if client else None)

@@ -32,6 +32,7 @@ LEDGER_KINDS = {
     "activated": "controller-action",
     "activate-failed": "controller-action",
     "rotation": "controller-action",
+    "threat": "controller-action",
     "alert": "controller-action",
     "unhealthy": "controller-action",
     "start-failed": "controller-action",

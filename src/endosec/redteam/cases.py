@@ -19,7 +19,7 @@ COMMON_MODE = "common-mode"
 FAULTS = "faults"
 #: Every class in report order (benign traffic first: it sets the false-alarm figure).
 CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, "benign-divergence",
-           "input-agent")
+           "reconnaissance", "input-agent")
 TRIGGER = {"header": "X-Debug", "value": "letmein"}
 
 

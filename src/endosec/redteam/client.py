@@ -118,11 +118,14 @@ def _refusal(status: int, body: bytes) -> bool:
     return isinstance(data, dict) and "error" in data
 
 
-async def get_json(host: str, port: int, target: str, *, timeout: float = 10.0) -> Any:
-    """``GET target`` on a fresh connection and decode the JSON body (status must be 200)."""
+async def get_json(host: str, port: int, target: str, *, timeout: float = 10.0,
+                   token: str | None = None) -> Any:
+    """``GET target`` on a fresh connection (with ``token`` as the bearer) and decode the JSON
+    body (status must be 200)."""
     client = Client(host, port, timeout=timeout)
+    auth = () if token is None else (("Authorization", f"Bearer {token}"),)
     try:
-        reply = await client.request(Call("GET", target))
+        reply = await client.request(Call("GET", target, headers=auth))
     finally:
         client.close()
     if reply.status != 200:

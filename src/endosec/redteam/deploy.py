@@ -86,6 +86,8 @@ def drill_config(config: Config, dep: Deployment, *, overrides: dict[str, Any] |
     data.pop("state_dir", None)
     data["listen"] = "127.0.0.1:0"
     data["admin"] = {"listen": "127.0.0.1:0", "token": dep.token}
+    # Cases judge the victim they planted: the set moves only where a class sets rotation.
+    data.setdefault("controller", {})["rotate_every"] = None
     data.setdefault("gateway", {})["events"] = str(dep.events)
     executors = data["executors"]
     if duplicate:
@@ -134,7 +136,7 @@ class GatewayProcess:
         return self.proc is not None and self.proc.poll() is None
 
     async def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = await get_json(*self.admin, "/status")
+        data: dict[str, Any] = await get_json(*self.admin, "/status", token=self.dep.token)
         return data
 
     async def executors(self) -> dict[str, dict[str, Any]]:

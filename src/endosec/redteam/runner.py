@@ -30,6 +30,7 @@ from endosec.redteam.divergence import (
 from endosec.redteam.drill import CaseResult, Drill, DrillError
 from endosec.redteam.incremental import IncrementalParams, run_incremental
 from endosec.redteam.inputagent import run_input_agent
+from endosec.redteam.recon import RECONNAISSANCE, run_reconnaissance
 from endosec.redteam.report import Benign, Requirements, build_report
 from endosec.redteam.soak import SoakOptions, run_soak
 from endosec.redteam.workload import NotesWorkload, StaticWorkload, Workload, drive
@@ -135,6 +136,11 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
                 DivergenceLimits(config.controller.effective_floor,
                                  config.attribution.quarantines),
                 quick=opts.quick, log=log)
+        if not opts.only or RECONNAISSANCE in opts.only:
+            log(RECONNAISSANCE)
+            for r in await run_reconnaissance(drill, quick=opts.quick):
+                results.append(r)
+                log(f"  {r.name}: suppressed={r.suppressed} detected={r.detected} {r.notes[-1]}")
         if not opts.only or "input-agent" in opts.only:
             log("input-agent abuse")
             results += await run_input_agent(drill, config.limits, quick=opts.quick,
@@ -166,7 +172,7 @@ async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
     """A second gateway with spares and rotation, for the incremental attacker."""
     c = config.controller
     duplicate = len(config.executors) <= c.active
-    rotate = c.rotate_every or 1.0
+    rotate = 1.0  # the lab's pace (the attacker's is 0.5/s), whatever the deployment's
     dep = new_deployment(root / "incremental")
     data = drill_config(config, dep, duplicate=duplicate,
                         overrides={"controller": {"rotate_every": rotate,

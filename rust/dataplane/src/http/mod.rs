@@ -15,12 +15,14 @@ use crate::model::ErrorKind;
 mod admission;
 mod chunked;
 pub mod contract;
+pub mod face;
 mod request;
 mod response;
 mod syntax;
 mod write;
 
 pub use admission::{Admission, Spec, Targets};
+pub use face::Face;
 pub use request::{RequestReader, KNOWN_METHODS};
 pub use response::ResponseReader;
 pub use write::{encode_response, error_response, refusal_response, upstream_request_bytes};

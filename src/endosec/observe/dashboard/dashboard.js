@@ -6,6 +6,7 @@
 const POLL_MS = 1000;
 const RISK_REFRESH_MS = 15000;
 const TOKEN_KEY = "endosec.admin-token";
+const READ_KEY = "endosec.read-token";
 const MAX_TIMELINE = 300;
 const MAX_HISTORY = 8;
 const SVG = "http://www.w3.org/2000/svg";
@@ -66,8 +67,13 @@ function probability(p) {
   return `${(p / 10 ** exp).toFixed(1)} × 10${sup}`;
 }
 
+// Reads carry the admin or the read token, when one was given (a gateway without
+// admin.public_read refuses them otherwise).
 async function getJSON(path, headers) {
-  const response = await fetch(path, { cache: "no-store", headers: headers || {} });
+  const bearer = st.token || sessionStorage.getItem(READ_KEY);
+  const auth = bearer ? { Authorization: `Bearer ${bearer}` } : {};
+  const response = await fetch(path, { cache: "no-store", headers: headers || auth });
+  if (response.status === 401 && !headers) throw new Error("reads need the read or admin token");
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -449,6 +455,12 @@ function setAdmin(token) {
 async function unlock(token, quiet) {
   const response = await fetch("/auth", { cache: "no-store", headers: { Authorization: `Bearer ${token}` } });
   if (response.ok) {
+    const body = await response.json();
+    if (!body.admin) {  // the read token: the page reads, no actions
+      sessionStorage.setItem(READ_KEY, token);
+      if (!quiet) toast("Read access for this tab (actions need the admin token)", "ok");
+      return;
+    }
     setAdmin(token);
     if (!quiet) toast("Admin actions unlocked for this tab", "ok");
     return;
@@ -490,5 +502,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("lock").addEventListener("click", () => { setAdmin(null); toast("Locked", "ok"); });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) unlock(saved, true).catch(() => setAdmin(null));
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");  // /dashboard#token=T
+  if (given) {
+    history.replaceState(null, "", location.pathname);  // out of sight and of the history
+    unlock(given, true).catch(() => setAdmin(null));
+  }
   poll();
 });

@@ -1,0 +1,98 @@
+"""Reconnaissance: what a client, or a foothold on the host, learns of the boundary.
+
+* ``fingerprint`` - benign requests, their replies searched for what tells the executors
+  apart: a header naming a product (`Server`, `X-Powered-By`, `Via`) or an executor, verdict
+  headers naming executors, or one request answered with headers in different orders (each
+  server orders its own). Suppressed: none found.
+* ``admin-read`` - the admin listener's read endpoints asked without a token, as any process
+  on the host (an executor included) could. Suppressed: every one refused; detected: each
+  refusal logged as ``admin-denied``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from endosec.redteam.client import Call, Client, ClientError
+from endosec.redteam.drill import CaseResult, Drill
+
+__all__ = ["RECONNAISSANCE", "run_reconnaissance"]
+
+RECONNAISSANCE = "reconnaissance"
+PRODUCT_HEADERS = (b"server", b"x-powered-by", b"via", b"x-endosec-agreed",
+                   b"x-endosec-dissented")
+READS = ("/status", "/events", "/metrics", "/series", "/quantify")
+
+
+async def _fingerprint(drill: Drill, requests: int) -> CaseResult:
+    result = CaseResult("fingerprint", RECONNAISSANCE, "replies searched for what tells the "
+                        "executors apart", [], True)
+    clock = time.monotonic()
+    host, port = drill.gw.serve
+    client = Client(host, port, timeout=drill.client_timeout, source=drill.source)
+    names = {n.encode() for n in drill.gw.names}
+    leaks: set[str] = set()
+    orders: dict[tuple[str, str], set[tuple[bytes, ...]]] = {}
+    try:
+        for _ in range(requests):
+            probe = drill.workload.next(drill.rng)
+            try:
+                reply = await client.request(probe.call)
+            except ClientError as exc:
+                result.attack.failure(str(exc))
+                continue
+            result.attack.judge(reply, probe.check(reply), b"")
+            key = (probe.call.method, probe.call.target)
+            orders.setdefault(key, set()).add(tuple(n for n, _ in reply.headers))
+            leaks |= {n.decode() for n, v in reply.headers
+                      if n in PRODUCT_HEADERS or any(x in v for x in names)}
+    finally:
+        client.close()
+    varied = sorted(f"{m} {t}" for (m, t), seen in orders.items() if len(seen) > 1)
+    repeated = sum(1 for seen in orders.values() if seen)
+    result.fired = requests
+    result.suppressed = not leaks and not varied
+    result.detected = result.suppressed  # nothing to detect: what is not shown is not learnt
+    result.notes.append(f"{len(leaks)} identifying headers ({', '.join(sorted(leaks)) or '-'})"
+                        f"; {len(varied)} of {repeated} requests answered in more than one "
+                        f"header order{' (' + ', '.join(varied[:3]) + ')' if varied else ''}")
+    result.seconds = time.monotonic() - clock
+    return result
+
+
+async def _admin_read(drill: Drill) -> CaseResult:
+    result = CaseResult("admin-read", RECONNAISSANCE, "the admin listener's reads without a "
+                        "token", [], True)
+    clock = time.monotonic()
+    before = len([e for e in drill.gw.events() if e.get("event") == "admin-denied"])
+    refused = 0
+    for path in READS:
+        client = Client(*drill.gw.admin, timeout=10)
+        try:
+            reply = await client.request(Call("GET", path))
+            refused += reply.status == 401
+            result.attack.judge(reply, None if reply.status == 401 else
+                                f"GET {path}: {reply.status} without a token", b"")
+        except ClientError as exc:
+            result.attack.failure(str(exc))
+        finally:
+            client.close()
+    deadline = time.monotonic() + 5.0  # the events file is written as the gateway goes
+    while True:
+        denied = len([e for e in drill.gw.events() if e.get("event") == "admin-denied"]) - before
+        if denied >= len(READS) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    result.fired = len(READS)
+    result.suppressed = refused == len(READS)
+    result.detected = denied >= len(READS)
+    result.notes.append(f"{refused} of {len(READS)} refused, {denied} logged as admin-denied")
+    result.seconds = time.monotonic() - clock
+    return result
+
+
+async def run_reconnaissance(drill: Drill, *, quick: bool) -> list[CaseResult]:
+    """Both cases, on a settled pool."""
+    await drill.settle()
+    return [await _fingerprint(drill, 100 if quick else 400), await _admin_read(drill)]
