@@ -148,7 +148,7 @@ class Gateway:
             "protocol": "dns",
             "listen": "127.0.0.1:0",
             "admin": {"listen": "127.0.0.1:0", "public_read": True},
-            "controller": {"active": n, "floor": n // 2 + 1},
+            "controller": {"active": n, "floor": n // 2 + 1, "rotate_every": None},
             "scheduler": {"seed": 1},
             "gateway": {"events": str(self.root / "events.jsonl"), "threads": THREADS},
             "dns": {"additional": "referrals"},

@@ -18,7 +18,9 @@ exact percentiles:
   dissenting for the whole run. Quarantines and cleanses are read from the admin ``/status``.
 
 Every backend is nginx (``bench/http/backend.sh``) so the gateway is what is measured. The
-gateway's executors are declared ``stateless: true`` with distinct profiles. Added latency is
+gateway's executors are declared ``stateless: true`` with distinct profiles, and rotation is
+off (a rotation mid-run would cleanse a backend: the figures would depend on when it came,
+not on the data plane). Added latency is
 measured at roughly half of the gateway's peak load (see ``half_load``). The benchmark
 reports targets as PASS/MISS; it never fails on them. Every process it starts is stopped.
 """
@@ -168,7 +170,7 @@ class Gateway:
         config = {
             "listen": "127.0.0.1:0",
             "admin": {"listen": "127.0.0.1:0", "public_read": True},
-            "controller": {"active": n, "floor": n // 2 + 1},
+            "controller": {"active": n, "floor": n // 2 + 1, "rotate_every": None},
             "scheduler": {"seed": 1},
             "limits": {"max_connections": 4096},
             "gateway": {"events": str(self.root / "events.jsonl"), "threads": threads},
@@ -383,7 +385,7 @@ def main() -> None:
           "(each minus the backend's own p50 at the same load)")
 
     ratio3 = peak["endosec n=3"].rps / base
-    ratio_d = rd.rps / r3.rps
+    ratio_d = rd.rps * (1 - rd.non2xx / max(rd.requests, 1)) / r3.rps  # answered, not refused
     print("\nTargets:")
     print(f"  [{_check(ratio3 >= 0.4)}] endosec n=3 (one thread) >= 0.4x nginx proxy_pass "
           f"(one worker): {ratio3:.2f}x")
@@ -391,7 +393,7 @@ def main() -> None:
     print(f"  [{_check(added <= 0.3)}] p50 added latency at half of peak load <= 0.3 ms: "
           f"{added:.3f} ms")
     print(f"  [{_check(ratio_d >= 0.9)}] {DISSENT_PERCENT}% dissent keeps >= 0.9x clean n=3 "
-          f"throughput: {ratio_d:.2f}x")
+          f"throughput (2xx replies only): {ratio_d:.2f}x")
 
 if __name__ == "__main__":
     main()

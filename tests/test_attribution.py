@@ -53,7 +53,8 @@ def test_a_bad_policy_is_refused(kwargs: dict) -> None:
 
 @pytest.mark.slow
 def test_one_client_cannot_quarantine_executors_over_and_over(tmp_path: Path) -> None:
-    data = with_env(demo_config(attribution={"quarantines": 2, "window": 60, "block": 300}),
+    data = with_env(demo_config(attribution={"quarantines": 2, "window": 60, "block": 300,
+                                             "refuse": True}),
                     "stdlib", NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
     gw = Gateway(tmp_path, data)
     try:
@@ -71,5 +72,31 @@ def test_one_client_cannot_quarantine_executors_over_and_over(tmp_path: Path) ->
         assert gw.request("GET", "/notes/1", source="127.0.0.2")[0] == 200, "others are served"
         time.sleep(1.0)
         assert gw.executor("stdlib")["counters"]["quarantines"] == 2, "held: not a third"
+    finally:
+        gw.stop()
+
+
+@pytest.mark.slow
+def test_a_held_client_is_still_served_unless_refusal_is_on(tmp_path: Path) -> None:
+    """Behind one address may stand many users: by default holding a client only stops its
+    dissent from counting."""
+    data = with_env(demo_config(), "stdlib", NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
+    gw = Gateway(tmp_path, data)
+    try:
+        assert gw.request("POST", "/notes", {"text": "x"})[0] == 201
+        for round_ in (1, 2):
+            gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib voting")
+            assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
+            gw.wait_for(lambda s, r=round_: gw.executor("stdlib")["counters"]["quarantines"]
+                        >= r, what=f"quarantine {round_}")
+        [alert] = [e for e in gw.event_kinds() if e["event"] == "alert" and "client" in e]
+        assert "refused" not in alert["message"]
+        gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib back")
+        assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
+        time.sleep(1.0)
+        assert gw.executor("stdlib")["counters"]["quarantines"] == 2, "held: not a third"
+        attributed = [e for e in gw.event_kinds() if e["event"] == "dissent"
+                      and e.get("attributed")]
+        assert attributed and attributed[-1]["client"] == "127.0.0.1"
     finally:
         gw.stop()

@@ -123,6 +123,11 @@ def test_check_warns_about_admin_reads_open_to_all_or_to_nobody(tmp_path: Path) 
     path.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(main, ["check", "--config", str(path)])
     assert "is refused" not in result.output and "public_read" not in result.output
+    assert "verdict_names" not in result.output
+    data["gateway"] = {"verdict_headers": True, "verdict_names": True}
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["check", "--config", str(path)])
+    assert "every client learns which executors agreed" in result.output
 
 
 def test_bad_canonicalisation_rule_names_the_field(tmp_path: Path) -> None:

@@ -174,6 +174,21 @@ def test_notes_api_on_one_keep_alive_connection(launch: Launch, stack: str) -> N
     assert ex.post({"text": "third"}).json()["id"] == 3
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_checkpoint_larger_than_a_client_request_is_imported(launch: Launch,
+                                                               stack: str) -> None:
+    """A cleansed instance imports every note at once: after 100,000 writes that is megabytes
+    (aiohttp's own limit was 1 MiB, and a soak left its instance quarantined for good)."""
+    ex = launch(stack)
+    notes = [{"id": i, "text": "x" * 40, "created_at": "2026-01-01T00:00:00+00:00"}
+             for i in range(1, 40_001)]
+    body = json.dumps({"notes": notes}).encode()
+    assert len(body) > 3 << 20
+    reply = ex.call("PUT", "/_endosec/state", body)
+    assert reply.status == 200 and reply.json() == {"restored": 40_000}, reply.body[:200]
+    assert ex.call("GET", "/notes/40000").json()["id"] == 40_000
+
+
 def test_stacks_agree_on_meaning_but_differ_in_bytes(launch: Launch) -> None:
     if len(AVAILABLE) < 3:
         print("node is not installed: comparing the Python stacks only")

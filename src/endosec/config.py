@@ -180,7 +180,12 @@ class AttributionConfig(_Strict):
                              description="quarantines one client may cause within the window")
     window: float = Field(default=60.0, gt=0)
     block: float = Field(default=300.0, gt=0,
-                         description="seconds a responsible client is refused (TCP clients)")
+                         description="seconds a client is held responsible")
+    refuse: bool = Field(
+        default=False, description="refuse held clients too (429; over DNS/TCP the connection "
+                                   "is closed). Off by default: many users may stand behind one "
+                                   "address (a load balancer, a NAT), and a flaky executor "
+                                   "dissenting on a hot request looks like a lever")
 
 
 class ThreatConfig(_Strict):

@@ -120,6 +120,9 @@ def _warnings(config: Config) -> list[str]:
     if config.controller.rotate_every is None:
         out.append("controller.rotate_every: null: the active set moves only on dissent, so a "
                    "foothold that keeps its output right stays on duty")
+    if config.gateway.verdict_names and config.gateway.verdict_headers:
+        out.append("gateway.verdict_names: every client learns which executors agreed and "
+                   "which dissented: for debugging only")
     admin = config.admin
     if admin.public_read:
         out.append("admin.public_read: anyone who reaches the admin listener (executors share "

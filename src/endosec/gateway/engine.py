@@ -337,8 +337,8 @@ class MimicGateway:
                 "alert", level="warning", client=report.client,
                 message=f"client {report.client} caused {p.quarantines} quarantines within "
                         f"{p.window:g}s with the same request ({report.method} "
-                        f"{report.path}): the dissent its requests cause no longer counts, and "
-                        f"it is refused for {p.block:g}s")
+                        f"{report.path}): for {p.block:g}s the dissent its requests cause no "
+                        f"longer counts" + (", and it is refused" if p.refuse else ""))
             self._sync(force=True)
             # The hold ends by itself: publish again once it has (plus a margin for the clock).
             self._loop.call_later(p.block + 0.01, self._sync, True)

@@ -122,7 +122,8 @@ class NativePlane:
             self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
             placements=self._placements,
             weights=gw.trust.snapshot() if gw.weighted else None,
-            refused_clients=gw.attribution.refused(gw.now)))
+            refused_clients=gw.attribution.refused(gw.now)
+            if gw.config.attribution.refuse else ()))
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the

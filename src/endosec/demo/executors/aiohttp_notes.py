@@ -26,6 +26,7 @@ from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE_PATH = "/_endosec/state"
+STATE_MAX_BYTES = 1 << 30
 dumps = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"))
 
 
@@ -182,7 +183,10 @@ class NotesApp:
 
 def build_app() -> web.Application:
     notes = NotesApp(Faults(dict(os.environ)), os.environ.get("NOTES_BACKDOOR_SECRET"))
-    app = web.Application(middlewares=[notes.guard])
+    # The checkpoint a cleansed instance imports holds every note: far more than aiohttp's
+    # 1 MiB default once the service has run a while. Client requests are bounded by the
+    # gateway (limits.max_request_body) before they get here.
+    app = web.Application(middlewares=[notes.guard], client_max_size=STATE_MAX_BYTES)
     app.router.add_post("/notes", notes.create)
     app.router.add_get("/notes", notes.list_all)
     app.router.add_get(r"/notes/{id:[0-9]+}", notes.get_one)
