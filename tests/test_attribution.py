@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,20 +52,31 @@ def test_a_bad_policy_is_refused(kwargs: dict) -> None:
         AttributionPolicy(**kwargs)
 
 
+def _backdoored(tmp_path: Path, **overrides: Any) -> Gateway:
+    """The demo with a backdoor in stdlib (``X-Debug: letmein`` leaks: it dissents)."""
+    data = with_env(demo_config(**overrides), "stdlib",
+                    NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
+    return Gateway(tmp_path, data)
+
+
+def _held_after_two_quarantines(gw: Gateway) -> dict[str, Any]:
+    """The same request from 127.0.0.1 quarantines stdlib twice; the alert holding the client."""
+    assert gw.request("POST", "/notes", {"text": "x"})[0] == 201
+    for round_ in (1, 2):
+        gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib voting")
+        assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
+        gw.wait_for(lambda s, r=round_: gw.executor("stdlib")["counters"]["quarantines"]
+                    >= r, what=f"quarantine {round_}")
+    [alert] = [e for e in gw.event_kinds() if e["event"] == "alert" and "client" in e]
+    return alert
+
+
 @pytest.mark.slow
 def test_one_client_cannot_quarantine_executors_over_and_over(tmp_path: Path) -> None:
-    data = with_env(demo_config(attribution={"quarantines": 2, "window": 60, "block": 300,
-                                             "refuse": True}),
-                    "stdlib", NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
-    gw = Gateway(tmp_path, data)
+    gw = _backdoored(tmp_path, attribution={"quarantines": 2, "window": 60, "block": 300,
+                                            "refuse": True})
     try:
-        assert gw.request("POST", "/notes", {"text": "x"})[0] == 201
-        for round_ in (1, 2):
-            gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib voting")
-            assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
-            gw.wait_for(lambda s, r=round_: gw.executor("stdlib")["counters"]["quarantines"]
-                        >= r, what=f"quarantine {round_}")
-        [alert] = [e for e in gw.event_kinds() if e["event"] == "alert" and "client" in e]
+        alert = _held_after_two_quarantines(gw)
         assert alert["client"] == "127.0.0.1" and "no longer counts" in alert["message"]
         gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib back")
         status, _, body = gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
@@ -80,16 +92,9 @@ def test_one_client_cannot_quarantine_executors_over_and_over(tmp_path: Path) ->
 def test_a_held_client_is_still_served_unless_refusal_is_on(tmp_path: Path) -> None:
     """Behind one address may stand many users: by default holding a client only stops its
     dissent from counting."""
-    data = with_env(demo_config(), "stdlib", NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
-    gw = Gateway(tmp_path, data)
+    gw = _backdoored(tmp_path)
     try:
-        assert gw.request("POST", "/notes", {"text": "x"})[0] == 201
-        for round_ in (1, 2):
-            gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib voting")
-            assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
-            gw.wait_for(lambda s, r=round_: gw.executor("stdlib")["counters"]["quarantines"]
-                        >= r, what=f"quarantine {round_}")
-        [alert] = [e for e in gw.event_kinds() if e["event"] == "alert" and "client" in e]
+        alert = _held_after_two_quarantines(gw)
         assert "refused" not in alert["message"]
         gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib back")
         assert gw.request("GET", "/notes/1", headers={"X-Debug": "letmein"})[0] == 200
