@@ -142,6 +142,7 @@ class Gateway:
             "env": {"NSD": tools.nsd},
             "profile": ["os:linux", "dns:nsd", f"build:b{i}"],
             "stateless": True,
+            "network": "host",  # on loopback, as the baseline's backends are
             "health": {"dns_query": "example.test. SOA", "interval": 60, "start_timeout": 10},
         } for i in range(n)]
         config = {

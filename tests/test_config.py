@@ -51,6 +51,12 @@ def test_shipped_configs_are_valid() -> None:
     (lambda d: d.update(colour="blue"), r"colour: Extra inputs"),
     (lambda d: d["executors"].append(dict(d["executors"][0])), r"repeated: stdlib"),
     (lambda d: d["limits"].update(read_timeout=-1), r"limits\.read_timeout"),
+    (lambda d: d["executors"][0].update(network="none"), r"executors\[0\]\.network"),
+    (lambda d: d["executors"][0].update(argv=None, url="http://127.0.0.1:1", network="host"),
+     r"network: only for argv executors"),
+    (lambda d: d["controller"].update(defer_above=1.5), r"controller\.defer_above"),
+    (lambda d: d["threat"].update(isolate_at=0) if "threat" in d else d.update(
+        threat={"isolate_at": 0}), r"threat\.isolate_at"),
 ])
 def test_bad_config_names_the_field(tmp_path: Path, mutate, field: str) -> None:
     data = demo_data()
@@ -228,3 +234,17 @@ def test_the_deployment_examples_follow_the_schema() -> None:
     data, locate = read_yaml(ROOT / "examples" / "deploy" / "agent.yaml")
     agent = validate(AgentConfig, data, "agent.yaml", locate)
     assert agent.executors[0].name == gateway.executors[1].name
+
+
+def test_check_speaks_of_executors_on_the_hosts_network(tmp_path: Path) -> None:
+    data = demo_data()
+    data["executors"][0]["network"] = "host"
+    data["executors"][1]["network"] = "isolated"
+    data["executors"][1]["host"] = "127.0.0.2"
+    result = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, data))])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"network: stdlib(, node)? share the host's network", result.output)
+    data["executors"][1]["host"] = "::1"
+    result = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, data))])
+    assert "network: isolated needs an IPv4 loopback host, not ::1" in result.output
+    assert result.exit_code != 0

@@ -702,12 +702,18 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
         # rotation never lowers the number of voters: each leaver has a new voter in its place,
         # but for a rotation without a spare, which cleanses in place and keeps the floor
         in_place = {a.executor for a in actions if isinstance(a, Deactivate)
-                    and a.reason == "rotated out to be cleansed"}
+                    and (a.reason == "rotated out to be cleansed"
+                         or a.reason.startswith("component "))}
         assert len((removed & rotated) - in_place) <= len(set(after) - set(before))
         assert not in_place or len(after) >= policy.floor
         committed = sum(states[n] in (S.ACTIVE, S.ACTIVATING) for n in names)
-        if committed < policy.active_size:  # replacement from spares is immediate
-            assert all(states[n] is not S.SPARE for n in names)
+        if committed < policy.active_size:  # replacement from spares is immediate, but for a
+            # spare sharing an isolated component with the set it would join
+            members = [p for p in profiles if states[p.name] in (S.ACTIVE, S.ACTIVATING)]
+            for p in profiles:
+                if states[p.name] is S.SPARE:
+                    shared = p.components & ctrl.isolated
+                    assert any(q.components & shared for q in members), p.name
         if len(after) >= policy.floor:
             alerted = False
         elif committed < policy.floor:

@@ -113,6 +113,25 @@ def test_quarantine_after_two_dissents_is_slower_to_react() -> None:
     assert a.mttsf > b.mttsf + 3 * math.hypot(a.stderr, b.stderr)
 
 
+def test_threat_aware_rotation_runs_the_gateways_threat_level_and_helps_under_dissent() -> None:
+    """Dissent that does not quarantine (quarantine_after high) still raises the threat level:
+    rotations come faster and wipe footholds sooner than at the calm rate."""
+    base = dict(n=3, lam=0.05, rotate=20.0, dissent=0.2, quarantine_after=100,
+                dissent_window=1.0, attacker="sequential")
+    fixed = simulate_faithful(Scenario(**base), trials=1000, seed=1, t=60.0)  # type: ignore[arg-type]
+    aware = simulate_faithful(Scenario(**base, rotate_min=2.0, threat_scale=1.0,  # type: ignore[arg-type]
+                                       threat_half_life=60.0), trials=1000, seed=1, t=60.0)
+    assert aware.p_defeat_by_t_ci is not None and fixed.p_defeat_by_t_ci is not None
+    assert aware.p_defeat_by_t_ci[1] < fixed.p_defeat_by_t_ci[0]
+    assert aware.as_dict()["rotate_min"] == 2.0 and "rotate_min" not in fixed.as_dict()
+    with pytest.raises(ParameterError, match="faithful"):
+        simulate_vectorised(Scenario(**base, rotate_min=2.0), trials=10)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="rotate_min"):
+        Scenario(n=3, lam=1.0, rotate_min=2.0)
+    with pytest.raises(ParameterError, match="rotate_min"):
+        Scenario(n=3, lam=1.0, rotate=1.0, rotate_min=2.0)
+
+
 def test_seeded_runs_repeat_and_progress_counts_every_trial() -> None:
     sc = Scenario(n=5, lam=1.0, mu=2.0, rotate=1.0)
     done: list[int] = []

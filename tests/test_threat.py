@@ -3,6 +3,7 @@ can declare one, and rotations come faster while it is high."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,7 +56,8 @@ def test_a_dissent_burst_speeds_rotation_up_and_calm_slows_it_down(tmp_path: Pat
                     "stdlib", NOTES_BACKDOOR_SECRET=str(DEMO.parent / "secret.txt"))
     gw = Gateway(tmp_path, data, rotating=True)
     try:
-        assert gw.status()["threat"] == {"level": 0.0, "band": "calm", "rotate_mean": 1000.0}
+        assert gw.status()["threat"] == {"level": 0.0, "band": "calm", "rotate_mean": 1000.0,
+                                         "isolated": [], "suspicion": {}}
         assert gw.request("POST", "/notes", {"text": "x"})[0] == 201
         for i in range(2):  # from two clients: attribution holds none of them
             gw.wait_for(lambda s: "stdlib" in s["active"], what="stdlib voting")
@@ -90,5 +92,35 @@ def test_the_operator_declares_a_threat_with_the_admin_token(tmp_path: Path) -> 
         assert gw.wait_for(lambda s: s["threat"]["band"] == "calm", what="calm again")
         kinds = [e for e in gw.event_kinds() if e["event"] in ("admin", "threat")]
         assert any(e.get("action") == "threat" for e in kinds)
+    finally:
+        gw.stop()
+
+
+@pytest.mark.slow
+def test_components_the_operator_marks_are_isolated_for_as_long(tmp_path: Path) -> None:
+    """In the demo aiohttp and node share llhttp: marked as under attack, one of them is
+    rotated out and cleansed, they never vote together, and both may again once it ends."""
+    gw = Gateway(tmp_path, demo_config(), rotating=False)
+    llhttp = "http-parser:llhttp"
+    try:
+        for bad in ({"level": 0, "components": "llhttp"}, {"level": 0, "components": [1]}):
+            assert gw.request("POST", "/threat", bad, admin=True)[0] == 400, bad
+        code, _, body = gw.request("POST", "/threat",
+                                   {"level": 0, "seconds": 4, "components": [llhttp]},
+                                   admin=True)
+        assert code == 202 and json.loads(body)["isolated"] == [llhttp]
+        status = gw.wait_for(lambda s: len(s["active"]) == 2, what="one llhttp holder out")
+        assert status["threat"]["isolated"] == [llhttp]
+        assert {"aiohttp", "node"} - set(status["active"])
+        for _ in range(10):  # still serving, on two voters
+            assert gw.request("GET", "/notes")[0] == 200
+        assert {"aiohttp", "node"} - set(gw.status()["active"])
+        back = gw.wait_for(lambda s: len(s["active"]) == 3, timeout=20, what="all three again")
+        assert back["threat"]["isolated"] == []
+        events = gw.event_kinds()
+        isolation = [(e["component"], e["isolated"]) for e in events
+                     if e["event"] == "isolation"]
+        assert isolation == [(llhttp, True), (llhttp, False)]
+        assert any(e["event"] == "alert" and e.get("component") == llhttp for e in events)
     finally:
         gw.stop()

@@ -158,6 +158,11 @@ class ControllerConfig(_Strict):
     rotate_count: int = Field(default=1, ge=1)
     cleanse_on_rotate: bool = True
     failures_are_dissent: bool = True
+    defer_above: float | None = Field(
+        default=0.85, gt=0, le=1, description="host CPU utilisation at which a due rotation "
+                                              "waits for the load to fall (null: never)")
+    defer_max: float = Field(default=60.0, gt=0,
+                             description="the longest a due rotation waits (seconds)")
 
     @property
     def effective_floor(self) -> int:
@@ -196,6 +201,14 @@ class ThreatConfig(_Strict):
     scale: float = Field(default=10.0, gt=0,
                          description="dissenting executors (refusals weigh 0.2) that bring "
                                      "the level to 0.63")
+    isolate_at: float | None = Field(
+        default=0.5, gt=0, description="suspicion at which a component is isolated (at most "
+                                       "one executor holding it votes); each dissent adds 1 to "
+                                       "the components only the dissenter has (null: only "
+                                       "POST /threat components isolate)")
+    suspicion_half_life: float = Field(default=3600.0, gt=0,
+                                       description="seconds for a component's suspicion to "
+                                                   "halve")
 
 
 class SchedulerConfig(_Strict):
@@ -327,7 +340,7 @@ class UnmanagedCleanse(_Strict):
         return self
 
 
-_LOCAL_ONLY = ("cwd", "port", "template", "sandbox")
+_LOCAL_ONLY = ("cwd", "port", "template", "sandbox")  # (and network other than auto)
 
 
 class ExecutorConfig(_Strict):
@@ -353,6 +366,10 @@ class ExecutorConfig(_Strict):
                                        description="overrides limits.read_timeout")
     template: Path | None = Field(default=None, description="pristine scratch directory")
     sandbox: bool = False
+    network: Literal["auto", "isolated", "host"] = Field(
+        default="auto", description="isolated: its own network namespace, reached only by the "
+                                    "gateway, nothing out (needs root, ip and nft); host: the "
+                                    "host's network; auto: isolated when possible")
     stateless: bool = Field(default=False,
                             description="no journal replay needed after cleansing")
     state: StateConfig | None = Field(default=None,
@@ -368,6 +385,7 @@ class ExecutorConfig(_Strict):
                              f"manage); got {', '.join(kinds) or 'none'}")
         if self.argv is None:
             given = [k for k in _LOCAL_ONLY if getattr(self, k) not in (None, False)]
+            given += ["network"] if self.network != "auto" else []
             if given or self.env:
                 raise ValueError(f"{', '.join(given or ['env'])}: only for argv executors "
                                  "(an agent's executors are configured on the agent)")

@@ -19,6 +19,8 @@ from pathlib import Path
 from endosec import _native
 from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.core.canonicalise import compile_rules
+from endosec.runtime.drivers import segmented
+from endosec.runtime.segment import segment_possible
 
 __all__ = ["Problems", "problems"]
 
@@ -95,6 +97,12 @@ def _executor(e: ExecutorConfig) -> list[str]:
         out.append(f"cwd: {e.cwd} is not a directory")
     if e.sandbox and shutil.which("bwrap") is None:
         out.append("sandbox: bubblewrap (bwrap) is not installed")
+    if e.network == "isolated" and e.argv is not None:
+        missing = segment_possible()
+        if missing is not None:
+            out.append(f"network: isolated needs root, ip and nft: {missing}")
+        if not e.host.startswith("127."):
+            out.append(f"network: isolated needs an IPv4 loopback host, not {e.host}")
     return out
 
 
@@ -123,10 +131,16 @@ def _warnings(config: Config) -> list[str]:
     if config.gateway.verdict_names and config.gateway.verdict_headers:
         out.append("gateway.verdict_names: every client learns which executors agreed and "
                    "which dissented: for debugging only")
+    shared_net = [e.name for e in config.executors if e.argv is not None
+                  and e.network != "isolated" and not segmented(e)]
+    if shared_net:
+        why = segment_possible() or "network: host, or a host that is not IPv4 loopback"
+        out.append(f"network: {', '.join(shared_net)} share the host's network ({why}): they "
+                   "can reach the admin listener, each other and the outside")
     admin = config.admin
     if admin.public_read:
-        out.append("admin.public_read: anyone who reaches the admin listener (executors share "
-                   "the host's network) reads the active set, the events and the metrics")
+        out.append("admin.public_read: anyone who reaches the admin listener reads the active "
+                   "set, the events and the metrics")
     elif admin.resolved_read_token() is None and admin.resolved_token() is None:
         out.append(f"admin: no token ({admin.token_env} / {admin.read_token_env} unset): every "
                    "read of the admin listener but /healthz and /readyz is refused")

@@ -25,7 +25,11 @@ until an operator cleanses it; optionally hold cleansed executors on probation; 
 ``rotate_every`` seconds (memoryless: when the last rotation was says nothing of the next),
 make-before-break (the retiree leaves only when its replacement votes, so rotation never lowers
 the number of voters); without a spare, a rotation cleanses a voter in place when the others
-are at least the floor (a foothold does not outlast its turn on duty either way); raise
+are at least the floor (a foothold does not outlast its turn on duty either way); while the
+host's CPU utilisation is at ``defer_above`` or more, a due rotation waits, at most
+``defer_max`` seconds (what dissent forces never waits); isolate the components a dissent
+implicates (`endosec.core.suspicion`): at most one executor holding an isolated component votes,
+the others rotate out to be cleansed and no spare holding it joins; raise
 an `Alert` when spares run out and a critical one when fewer than ``floor`` executors remain
 active or activating.
 
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -56,6 +60,9 @@ from endosec.core.controller_events import (
     Deactivate,
     Event,
     HealthReport,
+    Isolate,
+    LoadChanged,
+    MarkComponents,
     ProbationResult,
     Quarantine,
     Reconfigure,
@@ -67,6 +74,7 @@ from endosec.core.controller_events import (
 )
 from endosec.core.model import ExecutorState, Profile
 from endosec.core.scheduler import Scheduler
+from endosec.core.suspicion import Suspicion, SuspicionPolicy, implicated
 from endosec.core.threat import CALM
 from endosec.core.trust import TrustBook
 
@@ -132,6 +140,11 @@ class ControllerPolicy:
     failures_are_dissent: bool = True
     cleanse_retry: float = 1.0  # first wait after a failed cleanse; doubles per failure
     cleanse_retry_max: float = 60.0
+    defer_above: float | None = 0.85  # CPU utilisation that defers rotations (None: never)
+    defer_max: float = 60.0  # the longest a due rotation waits for the load to fall
+    isolate_at: float | None = 0.5  # suspicion that isolates a component; a dissent adds 1
+    # and it halves every suspicion_half_life (None: only the operator's marks isolate)
+    suspicion_half_life: float = 3600.0
 
     def __post_init__(self) -> None:
         positive = {"active_size": self.active_size, "floor": self.floor,
@@ -147,7 +160,12 @@ class ControllerPolicy:
                              f"{self.probation_agreements!r}")
         seconds: dict[str, float] = {
             "dissent_window": self.dissent_window, "cleanse_retry": self.cleanse_retry,
-            "cleanse_retry_max": self.cleanse_retry_max}
+            "cleanse_retry_max": self.cleanse_retry_max, "defer_max": self.defer_max,
+            "suspicion_half_life": self.suspicion_half_life}
+        if self.isolate_at is not None:
+            seconds["isolate_at"] = self.isolate_at
+        if self.defer_above is not None and not 0.0 < self.defer_above <= 1.0:
+            raise ValueError(f"defer_above must be in (0, 1], got {self.defer_above!r}")
         if self.rotate_every is not None:
             seconds["rotate_every"] = self.rotate_every
         if self.rotate_min is not None:
@@ -156,7 +174,7 @@ class ControllerPolicy:
                 raise ValueError("rotate_min needs rotate_every, and cannot exceed it")
         for name, secs in seconds.items():
             if not (math.isfinite(secs) and secs > 0):
-                raise ValueError(f"{name} must be a positive number of seconds, got {secs!r}")
+                raise ValueError(f"{name} must be a positive number, got {secs!r}")
 
 
 class Controller:
@@ -199,6 +217,13 @@ class Controller:
         self._faulty: dict[str, str] = {}  # dissenter kept voting until replaced -> reason
         self._refreshing: set[str] = set()  # rotated out without a spare, back once cleansed
         self._threat = 0.0  # the level the gateway last reported, in [0, 1]
+        self._load = 0.0  # the host's CPU utilisation last reported, in [0, 1]
+        self._deferred = False  # a due rotation waits for the load to fall
+        self._suspicion = Suspicion(SuspicionPolicy(policy.isolate_at or 0.5,
+                                                    policy.suspicion_half_life))
+        self._isolated: frozenset[str] = frozenset()
+        self._unisolable: set[str] = set()  # isolated components already alerted as stuck
+        self._isolation_ends: float | None = None  # the wake-up asked for the first to end
         self._next_rotation: float | None = None
         self._short = False
         self._below_floor = False
@@ -227,6 +252,15 @@ class Controller:
     def states(self) -> Mapping[str, ExecutorState]:
         """A live read-only view of every executor's state."""
         return self._states_view
+
+    @property
+    def isolated(self) -> frozenset[str]:
+        """Components at most one voter may hold."""
+        return self._isolated
+
+    def suspicion(self, now: float) -> Mapping[str, float]:
+        """Each implicated component's decayed suspicion (`endosec.core.suspicion`)."""
+        return self._suspicion.scores(now)
 
     def state(self, name: str) -> ExecutorState:
         self._known(name)
@@ -272,8 +306,13 @@ class Controller:
                 self._on_reconfigure(event, out)
             case ThreatChanged():
                 self._on_threat(event, out)
+            case MarkComponents(components=components, until=until):
+                self._suspicion.mark(components, until)
+            case LoadChanged():
+                self._on_load(event, out)
             case _:
                 raise TypeError(f"not a controller event: {event!r}")
+        self._review_isolation(event.now, out)
         self._settle(out)
         return out
 
@@ -289,6 +328,10 @@ class Controller:
         else:
             out.append(Alert("warning", f"{v.outcome.value}: {v.reason}"))
             accountable = failed  # no winner to dissent from
+        if v.accepted and v.dissented and self.policy.isolate_at is not None:
+            self._suspicion.dissent(implicated(
+                (self._profiles[n].components for n in v.dissented),
+                (self._profiles[n].components for n in v.agreed)), event.now)
         for name in v.agreed:
             self._trust.record(name, True)
         for name in accountable:
@@ -321,14 +364,12 @@ class Controller:
 
     def _replace(self, name: str, out: list[Action]) -> None:
         """Start activating a spare for the faulty ``name``, if there is one."""
-        spares = self._in(SPARE)
-        if not spares or name in self._rotating:
+        if name in self._rotating:
             return
-        keep = [p for p in self._keep() if p.name != name]
-        pick = self._checked(self._scheduler.choose(
-            self._p(spares), keep, 1, self._trust.snapshot(), self._rng), spares, 1)[0]
-        self._rotating[name] = pick
-        self._fire(pick, Signal.ACTIVATE, out)
+        picks = self._join([p for p in self._keep() if p.name != name], 1)
+        if picks:
+            self._rotating[name] = picks[0]
+            self._fire(picks[0], Signal.ACTIVATE, out)
 
     def _on_probation(self, event: ProbationResult, out: list[Action]) -> None:
         name = event.executor
@@ -355,13 +396,32 @@ class Controller:
         for name, at in list(self._retry_at.items()):
             if at <= now:
                 self._fire(name, Signal.CLEANSE, out)
-        if self._next_rotation is not None and now >= self._next_rotation:
-            self._rotate(out)
-            self._schedule_rotation(now, out)
+        due = self._next_rotation
+        if due is None or now < due:
+            return
+        if self._busy() and now < due + self.policy.defer_max:
+            if not self._deferred:  # look again at the deadline (or when the load falls)
+                self._deferred = True
+                out.append(Alert("warning", f"the host is busy ({self._load:.0%} CPU): the due "
+                                            f"rotation waits, at most {self.policy.defer_max:g}s"))
+                out.append(RequestWakeup(due + self.policy.defer_max))
+            return
+        self._deferred = False
+        self._rotate(out)
+        self._schedule_rotation(now, out)
+
+    def _busy(self) -> bool:
+        above = self.policy.defer_above
+        return above is not None and self._load >= above
+
+    def _on_load(self, event: LoadChanged, out: list[Action]) -> None:
+        self._load = event.utilisation
+        if self._deferred and not self._busy():
+            self._on_tick(Tick(event.now), out)
 
     def _on_done(self, event: ActionDone, out: list[Action]) -> None:
         action = event.action
-        if isinstance(action, (Alert, RequestWakeup)):
+        if isinstance(action, (Alert, Isolate, RequestWakeup)):
             return
         name = action.executor
         self._known(name)
@@ -413,7 +473,12 @@ class Controller:
             elif self._can(name, Signal.FAULT):
                 self._quarantine_and_cleanse(name, "operator order", out)
         elif self._can(name, Signal.ACTIVATE):
-            self._fire(name, Signal.ACTIVATE, out)
+            clash = self._clash(name, self._keep())
+            if clash:
+                out.append(Alert("warning", f"refused to activate {name}: {clash} is isolated "
+                                            "and an executor holding it votes"))
+            else:
+                self._fire(name, Signal.ACTIVATE, out)
         elif state not in (ACTIVE, ACTIVATING):
             out.append(Alert("warning", f"refused to activate {name}: it is {state.value} and "
                                         "has not been cleansed"))
@@ -492,6 +557,7 @@ class Controller:
         """The next rotation at an exponentially distributed time, its mean falling from
         ``rotate_every`` in calm to ``rotate_min`` under full threat (the rng is the operating
         system's entropy unless a seed was configured)."""
+        self._deferred = False
         mean = self.rotation_mean()
         if mean is None:
             self._next_rotation = None
@@ -524,16 +590,21 @@ class Controller:
                     self._refreshing.add(name)
             return
         count = min(self.policy.rotate_count, len(spares), len(movable))
-        if count == 0:
-            return
-        retirees = self._checked(
-            self._scheduler.retire(self._p(movable), count, trust, self._rng), movable, count)
-        keep = [p for p in self._keep() if p.name not in retirees]
-        picks = self._checked(
-            self._scheduler.choose(self._p(spares), keep, count, trust, self._rng), spares, count)
-        for old, new in zip(retirees, picks, strict=True):
-            self._rotating[old] = new
-            self._fire(new, Signal.ACTIVATE, out)
+        # With components isolated, one at a time: who may join depends on who leaves.
+        for batch in ([count] if not self._isolated else [1] * count):
+            movable = [n for n in movable if n not in self._rotating]
+            if self._isolated:  # only those some spare may replace
+                movable = [n for n in movable if any(
+                    not self._clash(s, [p for p in self._keep() if p.name != n])
+                    for s in spares if self._state[s] is SPARE)]
+            if batch == 0 or not movable:
+                return
+            retirees = self._checked(
+                self._scheduler.retire(self._p(movable), batch, trust, self._rng), movable, batch)
+            picks = self._join([p for p in self._keep() if p.name not in retirees], batch)
+            for old, new in zip(retirees, picks, strict=False):
+                self._rotating[old] = new
+                self._fire(new, Signal.ACTIVATE, out)
 
     def _settle(self, out: list[Action]) -> None:
         """After every event: finish or repair rotations, refill the active set, report."""
@@ -549,26 +620,18 @@ class Controller:
                 if self.policy.cleanse_on_rotate:
                     self._fire(old, Signal.CLEANSE, out)
             elif self._state[new] is not ACTIVATING:
-                spares = self._in(SPARE)
-                if not spares:
+                picks = self._join([p for p in self._keep() if p.name != old], 1)
+                if not picks:
                     del self._rotating[old]  # no other replacement: `old` stays
                     continue
-                keep = [p for p in self._keep() if p.name != old]
-                pick = self._checked(self._scheduler.choose(
-                    self._p(spares), keep, 1, self._trust.snapshot(), self._rng), spares, 1)[0]
-                self._rotating[old] = pick
-                self._fire(pick, Signal.ACTIVATE, out)
+                self._rotating[old] = picks[0]
+                self._fire(picks[0], Signal.ACTIVATE, out)
         for name in self._faulty:
             if self._state[name] is ACTIVE and name not in self._rotating:
                 self._replace(name, out)
         need = self._target_size() - self._committed()
-        spares = self._in(SPARE)
-        if need > 0 and spares:
-            count = min(need, len(spares))
-            picks = self._checked(self._scheduler.choose(
-                self._p(spares), self._keep(), count, self._trust.snapshot(), self._rng),
-                spares, count)
-            for name in picks:
+        if need > 0:
+            for name in self._join(self._keep(), need):
                 self._fire(name, Signal.ACTIVATE, out)
         committed = self._committed()
         self._refreshing = {n for n in self._refreshing if self._state[n] is CLEANSING}
@@ -584,6 +647,74 @@ class Controller:
                                          f"below the floor of {self.policy.floor}: the arbiter "
                                          "must fail closed"))
         self._below_floor = below
+
+    def _join(self, keep: Sequence[Profile], count: int) -> list[str]:
+        """Up to ``count`` spares to join ``keep``, never a second holder of an isolated
+        component (then chosen one at a time, each pick part of the set the next one joins)."""
+        spares = self._in(SPARE)
+        count = min(count, len(spares))
+        trust = self._trust.snapshot()
+        if not self._isolated:
+            if count <= 0:
+                return []
+            return self._checked(self._scheduler.choose(
+                self._p(spares), keep, count, trust, self._rng), spares, count)
+        staying, picks = list(keep), []
+        for _ in range(count):
+            allowed = [n for n in spares if n not in picks and not self._clash(n, staying)]
+            if not allowed:
+                break
+            pick = self._checked(self._scheduler.choose(
+                self._p(allowed), staying, 1, trust, self._rng), allowed, 1)[0]
+            picks.append(pick)
+            staying.append(self._profiles[pick])
+        return picks
+
+    def _clash(self, name: str, members: Sequence[Profile]) -> str | None:
+        """An isolated component ``name`` holds that one of ``members`` holds too."""
+        shared = self._profiles[name].components & self._isolated
+        for p in members:
+            if p.name != name and p.components & shared:
+                return min(p.components & shared)
+        return None
+
+    def _review_isolation(self, now: float, out: list[Action]) -> None:
+        """Isolate components as suspicion crosses the threshold (or the operator marks
+        them), release them as it fades; then keep one voter per isolated component."""
+        # Only a component two executors of the pool share can be isolated from anything.
+        held = Counter(c for p in self._profiles.values() for c in p.components)
+        isolated = frozenset(c for c in self._suspicion.isolated(now) if held[c] >= 2)
+        for c in sorted(isolated - self._isolated):
+            holders = [n for n in self._voters if c in self._profiles[n].components]
+            out.append(Isolate(c, True, f"suspicion {self._suspicion.scores(now).get(c, 0):.2f}"
+                                        f"; voting holders: {', '.join(holders) or 'none'}"))
+        for c in sorted(self._isolated - isolated):
+            out.append(Isolate(c, False, "suspicion faded"))
+        self._isolated = isolated
+        self._unisolable &= isolated
+        if isolated:  # look again when the first isolation would end
+            end = min(self._suspicion.ends(c, now) for c in isolated)
+            if end != self._isolation_ends:  # (a hair after: by then it has ended)
+                out.append(RequestWakeup(end + 0.01))
+        else:
+            end = None
+        self._isolation_ends = end
+        for c in sorted(isolated):
+            holders = sorted((n for n in self._in(ACTIVE) if c in self._profiles[n].components
+                              and n not in self._rotating),
+                             key=lambda n: -self._trust.score(n))
+            for name in holders[1:]:  # the most trusted holder stays
+                picks = self._join([p for p in self._keep() if p.name != name], 1)
+                if picks:
+                    self._rotating[name] = picks[0]
+                    self._fire(picks[0], Signal.ACTIVATE, out)
+                elif len(self._voters) - 1 >= self.policy.floor:
+                    self._fire(name, Signal.ROTATE_OUT, out, f"component {c} is isolated")
+                    self._fire(name, Signal.CLEANSE, out)
+                elif c not in self._unisolable:
+                    self._unisolable.add(c)
+                    out.append(Alert("warning", f"component {c} is isolated but {name} keeps "
+                                                "voting: without it fewer than the floor vote"))
 
     # -- the one place state changes ---------------------------------------------------------
 

@@ -27,6 +27,9 @@ __all__ = [
     "Deactivate",
     "Event",
     "HealthReport",
+    "Isolate",
+    "LoadChanged",
+    "MarkComponents",
     "ProbationResult",
     "Quarantine",
     "Reconfigure",
@@ -94,6 +97,16 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class Isolate:
+    """``component`` is isolated (``on``: at most one executor holding it votes) or no longer
+    is; ``reason`` says why."""
+
+    component: str
+    on: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RequestWakeup:
     """Send the controller ``Tick(at)`` at time ``at`` (rotation and cleanse-retry timers)."""
 
@@ -103,7 +116,7 @@ class RequestWakeup:
         check_time("RequestWakeup.at", self.at)
 
 
-Action = Quarantine | Cleanse | Activate | Deactivate | Alert | RequestWakeup
+Action = Quarantine | Cleanse | Activate | Deactivate | Alert | Isolate | RequestWakeup
 
 
 # -- events (in) -----------------------------------------------------------------------------
@@ -226,5 +239,31 @@ class ThreatChanged:
             raise ValueError(f"level must be in [0, 1], got {self.level!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class MarkComponents:
+    """The operator's word: ``components`` are under attack until ``until`` (isolated)."""
+
+    components: frozenset[str]
+    until: float
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+        check_time("until", self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadChanged:
+    """The host's CPU utilisation, in [0, 1]: optional rotations wait while it is high."""
+
+    utilisation: float
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+        if not 0.0 <= self.utilisation <= 1.0:
+            raise ValueError(f"utilisation must be in [0, 1], got {self.utilisation!r}")
+
+
 Event = (VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
-         | Reconfigure | ThreatChanged)
+         | Reconfigure | ThreatChanged | MarkComponents | LoadChanged)

@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["CALM", "WEIGHTS", "Band", "Threat", "ThreatPolicy", "band_of"]
+__all__ = ["CALM", "THREAT_STEP", "WEIGHTS", "Band", "Threat", "ThreatPolicy", "band_of"]
 
 Band = Literal["calm", "elevated", "high"]
 CALM = 1 / 3  # levels up to this are calm
 HIGH = 2 / 3  # and from this, high
+
+THREAT_STEP = 0.05  # the controller hears of a level that moved this much (or fell to calm)
 
 WEIGHTS = {"dissent": 1.0, "refusal": 0.2}
 """What one signal of each kind weighs: a dissenting executor, an input-agent refusal."""

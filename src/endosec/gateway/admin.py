@@ -10,8 +10,9 @@ Read-only, for anyone who can reach the listener (keep it on loopback or an admi
 * ``GET /dashboard``: the live page, which reads the endpoints above;
 * ``GET /evidence/ID`` (admin token): the replies kept when executors dissented, as a record
   and as the diff `endosec evidence show` prints;
-* ``POST /threat`` (admin token) ``{"level": 0..1, "seconds": S}``: the operator's word on
-  the threat level, a floor under the measured one for S seconds;
+* ``POST /threat`` (admin token) ``{"level": 0..1, "seconds": S, "components": [...]}``: the
+  operator's word on the threat level, a floor under the measured one for S seconds, and on
+  components under attack (isolated as long);
 * ``GET /healthz`` (the gateway is alive) and ``GET /readyz`` (at least the floor can vote:
   200, else 503), for probes: unauthenticated and detail-free.
 
@@ -139,19 +140,25 @@ class AdminHandler:
                            "actions": [repr(a) for a in actions]}, ka)
 
     def _threat(self, body: bytes, ka: bool) -> bytes:
-        """``{"level": 0..1, "seconds": S}``: the threat is at least ``level`` for S seconds
-        (rotations come faster, the active set may grow)."""
+        """``{"level": 0..1, "seconds": S, "components": [...]}``: the threat is at least
+        ``level`` for S seconds (rotations come faster, the active set may grow), and the
+        components named are under attack as long (isolated)."""
         try:
             data = json.loads(body)
             level, seconds = float(data["level"]), float(data.get("seconds", 600))
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ValueError("seconds must be a positive number")
-            self.gateway.declare_threat(level, seconds)
+            components = data.get("components", [])
+            if not (isinstance(components, list)
+                    and all(isinstance(c, str) and c for c in components)):
+                raise ValueError("components must be a list of component names")
+            self.gateway.declare_threat(level, seconds, frozenset(components))
         except (ValueError, KeyError, TypeError) as exc:
-            return _json(400, {"error": f"expected {{\"level\": 0..1, \"seconds\": S}}: "
-                                        f"{exc}"}, ka)
+            return _json(400, {"error": f"expected {{\"level\": 0..1, \"seconds\": S, "
+                                        f"\"components\": [...]}}: {exc}"}, ka)
         return _json(202, {"level": level, "seconds": seconds,
-                           "rotate_mean": self.gateway.controller.rotation_mean()}, ka)
+                           "rotate_mean": self.gateway.controller.rotation_mean(),
+                           "isolated": sorted(self.gateway.controller.isolated)}, ka)
 
     def _refusal(self, request: Request, peer: str, ka: bool) -> bytes | None:
         if self.token is None:

@@ -32,6 +32,9 @@ from endosec.core.controller_events import (
     Deactivate,
     Event,
     HealthReport,
+    Isolate,
+    LoadChanged,
+    MarkComponents,
     ProbationResult,
     Quarantine,
     Reconfigure,
@@ -42,14 +45,14 @@ from endosec.core.controller_events import (
 )
 from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scheduler import scheduler_from_config
-from endosec.core.threat import Band, Threat, ThreatPolicy, band_of
+from endosec.core.threat import THREAT_STEP, Band, Threat, ThreatPolicy, band_of
 from endosec.core.trust import TrustBook
 from endosec.observe.events import EventLog
 from endosec.observe.evidence import EvidenceStore
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, HumanNeeded, RuntimeDriver, RuntimeDriverError
 from endosec.runtime.drivers import driver_for
-from endosec.runtime.process import reap_leftovers
+from endosec.runtime.process import ProcessExecutor, reap_leftovers
 from endosec.runtime.unmanaged import UrlExecutor
 from endosec.tasks import spawn
 
@@ -130,7 +133,9 @@ def _policy(config: Config) -> ControllerPolicy:
         dissent_window=c.dissent_window, probation_agreements=c.probation_agreements,
         rotate_every=c.rotate_every, rotate_min=c.rotate_min,
         grow_under_threat=c.grow_under_threat, rotate_count=c.rotate_count,
-        cleanse_on_rotate=c.cleanse_on_rotate, failures_are_dissent=c.failures_are_dissent)
+        cleanse_on_rotate=c.cleanse_on_rotate, failures_are_dissent=c.failures_are_dissent,
+        defer_above=c.defer_above, defer_max=c.defer_max, isolate_at=config.threat.isolate_at,
+        suspicion_half_life=config.threat.suspicion_half_life)
 
 
 class MimicGateway:
@@ -167,10 +172,12 @@ class MimicGateway:
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
+        self._refused: dict[str, tuple[str, int]] = {}  # executor -> (namespace, refused)
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
         self.threat = Threat(ThreatPolicy(config.threat.half_life, config.threat.scale))
         self._threat_sent = 0.0  # the level the controller last heard
+        self._load_sent = 0.0  # the CPU utilisation the controller last heard
         self._band: Band = "calm"
         self.evidence: EvidenceStore | None = None
 
@@ -383,6 +390,13 @@ class MimicGateway:
                     self.events.emit("rotation", executor=name, reason=reason)
                 case Alert(level=level, message=message):
                     self.events.emit("alert", level=level, message=message)
+                case Isolate(component=component, on=on, reason=reason):
+                    self.events.emit("isolation", component=component, isolated=on,
+                                     reason=reason)
+                    if on:
+                        self.events.emit("alert", level="warning", component=component,
+                                         message=f"component {component} is isolated: at most "
+                                                 f"one executor holding it votes ({reason})")
                 case RequestWakeup(at=at):
                     self._wakeups = [h for h in self._wakeups if not h.cancelled()]
                     self._wakeups.append(self._loop.call_at(at, self._dispatch, Tick(at)))
@@ -447,6 +461,26 @@ class MimicGateway:
                 if not healthy and self.controller.state(name) is state:
                     self.events.emit("unhealthy", executor=name)
                     self._dispatch(HealthReport(name, False, self.now))
+            await self._watch_segments()
+
+    async def _watch_segments(self) -> None:
+        """Report every packet an executor's segment refused on its way out: an executor
+        that tries to reach anything but its gateway is doing what it should not."""
+        for name, runner in self.executors.items():
+            if not isinstance(runner, ProcessExecutor) or runner.segment is None:
+                continue
+            refused = await runner.outbound_refused()
+            namespace = runner.segment.namespace if runner.segment is not None else ""
+            seen_ns, seen = self._refused.get(name, ("", 0))
+            if refused is None or namespace != seen_ns:
+                seen = 0  # a new segment counts from 0
+            if refused is not None and refused > seen:
+                self.events.emit("outbound-refused", executor=name, packets=refused - seen,
+                                 total=refused)
+                self.events.emit("alert", level="warning", executor=name,
+                                 message=f"{name} tried to open {refused - seen} outbound "
+                                         "connection(s) or packet(s); its segment refused them")
+            self._refused[name] = (namespace, refused if refused is not None else seen)
 
     # -- admin ------------------------------------------------------------------------------
 
@@ -455,19 +489,31 @@ class MimicGateway:
         if count:
             self.threat.signal("refusal", self.now, count)
 
-    def declare_threat(self, level: float, seconds: float) -> None:
-        """The operator's word: the threat is at least ``level`` for ``seconds``."""
+    def declare_threat(self, level: float, seconds: float,
+                       components: frozenset[str] = frozenset()) -> None:
+        """The operator's word: the threat is at least ``level`` for ``seconds``, and
+        ``components`` are under attack (isolated) as long."""
         now = self.now
         self.threat.declare(level, now + seconds)
-        self.events.emit("admin", action="threat", level=level, seconds=seconds)
+        self.events.emit("admin", action="threat", level=level, seconds=seconds,
+                         **({"components": sorted(components)} if components else {}))
+        if components:
+            self._dispatch(MarkComponents(components, now + seconds, now))
         self.threat_update()
+
+    def load(self, utilisation: float) -> None:
+        """The host's CPU utilisation, told to the controller when it moved by 0.05 or more
+        (a busy host defers optional rotations)."""
+        if abs(utilisation - self._load_sent) >= 0.05:
+            self._load_sent = utilisation
+            self._dispatch(LoadChanged(utilisation, self.now))
 
     def threat_update(self) -> None:
         """Tell the controller when the level moved (by 0.05 or more, or to calm), and log
         and sign every change of band."""
         now = self.now
         level = self.threat.level(now)
-        if abs(level - self._threat_sent) >= 0.05 or (level < 0.01 < self._threat_sent):
+        if abs(level - self._threat_sent) >= THREAT_STEP or (level < 0.01 < self._threat_sent):
             self._threat_sent = level
             self._dispatch(ThreatChanged(min(1.0, level), now))
         band = band_of(level)
@@ -499,6 +545,9 @@ class MimicGateway:
                 "counters": self.controller.counters(e.name),
                 "pid": runner.pid,
                 "running": runner.running,
+                "network": "isolated" if isinstance(runner, ProcessExecutor)
+                           and runner.spec.segmented else "host",
+                "address": "{}:{}".format(*runner.address),
                 "synced": plane["synced"].get(e.name, 0),
             })
         return {
@@ -507,7 +556,10 @@ class MimicGateway:
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,
             "threat": {"level": round(self.threat.level(self.now), 3), "band": self._band,
-                       "rotate_mean": self.controller.rotation_mean()},
+                       "rotate_mean": self.controller.rotation_mean(),
+                       "isolated": sorted(self.controller.isolated),
+                       "suspicion": {c: round(v, 3) for c, v in sorted(
+                           self.controller.suspicion(self.now).items())}},
             "journal": plane["journal"],
             "executors": executors,
             "recent_verdicts": plane["recent_verdicts"],

@@ -24,12 +24,14 @@ from endosec.core.model import Outcome
 from endosec.gateway.checkpoint import Checkpoints
 from endosec.gateway.engine import CannotCatchUp, CatchUpError, MimicGateway, VerdictReport
 from endosec.gateway.snapshot import Placement, build_snapshot
+from endosec.observe.load import CpuLoad
 from endosec.runtime.state import StateError
 from endosec.tasks import spawn
 
 __all__ = ["PUMP_SECONDS", "NativePlane"]
 
 PUMP_SECONDS = 0.25
+_LOAD_EVERY = 4  # pumps between CPU samples (one a second)
 _EVENT_CAPACITY = 65536
 _DRAIN_BATCH = 4096
 
@@ -271,7 +273,7 @@ class NativePlane:
         weights: Mapping[str, float] | None = None
         loop = asyncio.get_running_loop()
         self._last_checkpoint = loop.time()
-        refused = 0
+        refused, ticks, cpu = 0, 0, CpuLoad()
         while True:
             await asyncio.sleep(PUMP_SECONDS)
             self._drain()
@@ -279,6 +281,11 @@ class NativePlane:
             self.gateway.refusals(total - refused)
             refused = total
             self.gateway.threat_update()  # evidence fades: the level falls back
+            ticks += 1
+            if ticks % _LOAD_EVERY == 0:
+                utilisation = cpu.sample()
+                if utilisation is not None:
+                    self.gateway.load(utilisation)
             if self._checkpoint_due(loop.time()):
                 self._checkpointing = spawn(self._take_checkpoint(), name="endosec-checkpoint")
             if self.gateway.weighted:

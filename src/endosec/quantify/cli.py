@@ -224,6 +224,13 @@ def _progress_bar(total: int) -> Iterator[Progress]:
               help="Dissents within --dissent-window before quarantine.")
 @click.option("--dissent-window", "dissent_window", type=float, default=60.0,
               show_default=True)
+@click.option("--rotate-min", "rotate_min", type=float,
+              help="Threat-aware rotation (faithful engine): the mean wait under full threat; "
+                   "dissent raises the level as in a gateway.")
+@click.option("--threat-half-life", "threat_half_life", type=float, default=120.0,
+              show_default=True, help="Seconds for threat evidence to lose half its weight.")
+@click.option("--threat-scale", "threat_scale", type=float, default=10.0, show_default=True,
+              help="Dissents at which the threat level reaches 0.63.")
 @click.option("--attacker", type=click.Choice(ATTACKERS), default="parallel",
               show_default=True)
 @click.option("--shared", type=int, help="Executors holding one common component "
@@ -256,7 +263,8 @@ def simulate(**o: Any) -> None:
         sc = Scenario(n=a["n"], k=quorum, lam=a["lam"], mu=a["mu"], rotate=a["rotate"],
                       attacker=attacker, profiles=profiles, policy=o["policy"],
                       dissent=a["dissent"], quarantine_after=o["quarantine_after"],
-                      dissent_window=o["dissent_window"])
+                      dissent_window=o["dissent_window"], rotate_min=a["rotate_min"],
+                      threat_half_life=o["threat_half_life"], threat_scale=o["threat_scale"])
         count = a["trials"] or (2_000 if faithful else 20_000)
         if count < 2:
             raise ParameterError(f"trials must be at least 2, got {count}")
@@ -266,10 +274,11 @@ def simulate(**o: Any) -> None:
             run = simulate_faithful if faithful else simulate_vectorised
             return run(sc, trials=count, seed=o["seed"], t=a["t"], progress=progress).as_dict()
 
-    _run({key: o[key] for key in ("n", "k", "lam", "mu", "rotate", "dissent", "trials", "t")},
+    _run({key: o[key] for key in ("n", "k", "lam", "mu", "rotate", "rotate_min", "dissent",
+                                  "trials", "t")},
          compute,
          sweepable={"n": int, "k": int, "lam": float, "mu": float, "rotate": float,
-                    "dissent": float, "t": float},
+                    "rotate_min": float, "dissent": float, "t": float},
          metrics=["mttsf", *(["p_defeat_by_t"] if o["t"] is not None else [])],
          title=f"Simulated attacks ({o['engine']} engine, {attacker} attacker, "
                f"{o['policy']} policy)",

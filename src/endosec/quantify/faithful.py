@@ -22,11 +22,13 @@ from endosec.core.controller_events import (
     Cleanse,
     Event,
     RequestWakeup,
+    ThreatChanged,
     Tick,
     VerdictReached,
 )
 from endosec.core.model import Outcome, Profile, Verdict
 from endosec.core.scheduler import scheduler_from_config
+from endosec.core.threat import THREAT_STEP, Threat, ThreatPolicy
 from endosec.core.trust import TrustBook
 from endosec.quantify.errors import ParameterError
 from endosec.quantify.scenario import Progress, Scenario, SimulationResult, summarise
@@ -42,7 +44,11 @@ class _Trial:
         self.profiles = {p.name: p for p in pool}
         policy = ControllerPolicy(
             active_size=sc.n, floor=sc.quorum, quarantine_after=sc.quarantine_after,
-            dissent_window=sc.dissent_window, rotate_every=sc.rotate)
+            dissent_window=sc.dissent_window, rotate_every=sc.rotate, rotate_min=sc.rotate_min)
+        # Threat-aware: the gateway's threat level, fed and read as the gateway does.
+        self.threat = Threat(ThreatPolicy(sc.threat_half_life, sc.threat_scale)) \
+            if sc.rotate_min is not None else None
+        self.threat_sent = 0.0
         try:
             scheduler = scheduler_from_config(sc.policy)
         except ValueError as exc:
@@ -68,6 +74,13 @@ class _Trial:
 
     def _feed(self, event: Event) -> None:
         self._carry_out(self.controller.handle(event))
+        if self.threat is not None:
+            if isinstance(event, VerdictReached):
+                self.threat.signal("dissent", self.now, len(event.verdict.dissented))
+            level = min(1.0, self.threat.level(self.now))
+            if abs(level - self.threat_sent) >= THREAT_STEP or level < 0.01 < self.threat_sent:
+                self.threat_sent = level
+                self._carry_out(self.controller.handle(ThreatChanged(level, self.now)))
 
     def _attack(self, clean: list[str]) -> None:
         if self.sc.attacker != "shared-component":

@@ -49,7 +49,10 @@ class Scenario:
     executor, which is then cleansed; ``dissent`` is the rate at which each compromised active
     executor gives itself away by a dissenting output, which the controller punishes after
     ``quarantine_after`` dissents within ``dissent_window``; ``rotate`` rotates one active
-    executor out (and cleanses it) every ``rotate`` time units. ``profiles`` is the pool (the
+    executor out (and cleanses it) every ``rotate`` time units; with ``rotate_min`` the
+    rotation is threat-aware (faithful engine): dissent raises the threat level of
+    `endosec.core.threat` (``threat_half_life``, ``threat_scale``) and the mean wait falls
+    towards ``rotate_min`` as in a gateway. ``profiles`` is the pool (the
     faithful engine lets the scheduler pick n of them; the vectorised engine needs exactly n and
     keeps them); without profiles the pool is n+1 executors with nothing in common.
     """
@@ -65,6 +68,9 @@ class Scenario:
     dissent: float = 0.0
     quarantine_after: int = 1
     dissent_window: float = 60.0
+    rotate_min: float | None = None  # threat-aware: the mean under full threat (faithful only)
+    threat_half_life: float = 120.0
+    threat_scale: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "k", check_k(self.n, self.k))
@@ -77,6 +83,12 @@ class Scenario:
                                  f"{self.quarantine_after}")
         if self.rotate is not None:
             check_rate("rotate", self.rotate, positive=True)
+        if self.rotate_min is not None:
+            check_rate("rotate_min", self.rotate_min, positive=True)
+            if self.rotate is None or self.rotate_min > self.rotate:
+                raise ParameterError("rotate_min needs rotate, and cannot exceed it")
+        check_rate("threat_half_life", self.threat_half_life, positive=True)
+        check_rate("threat_scale", self.threat_scale, positive=True)
         if self.attacker not in ATTACKERS:
             raise ParameterError(f"attacker must be one of {', '.join(ATTACKERS)}")
         if self.profiles and len(self.profiles) < self.n:
@@ -122,6 +134,8 @@ class SimulationResult:
             "engine": self.engine, "attacker": sc.attacker, "policy": sc.policy,
             "n": sc.n, "k": sc.k, "lam": sc.lam, "mu": sc.mu, "rotate": sc.rotate,
             "dissent": sc.dissent, "quarantine_after": sc.quarantine_after,
+            **({"rotate_min": sc.rotate_min, "threat_half_life": sc.threat_half_life,
+                "threat_scale": sc.threat_scale} if sc.rotate_min is not None else {}),
             "trials": self.trials, "seed": self.seed,
             "mttsf": self.mttsf, "ci": list(self.ci),
         }

@@ -147,6 +147,10 @@ def server_tls(tls: TlsConfig) -> ssl.SSLContext:
 async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Event,
                       on_ready: Callable[[str], None]) -> None:
     """Serve the API until ``stop`` is set, then stop every executor."""
+    isolated = [e.name for e in config.executors if e.network == "isolated"]
+    if isolated:  # the gateway reaches them on this host's address, not through a segment
+        raise ValueError(f"network: isolated is for executors a gateway runs itself, not an "
+                         f"agent's ({', '.join(isolated)})")
     scratch = state_dir / "executors"
     stale = reap_leftovers(scratch)
     if stale:

@@ -49,6 +49,7 @@ from endosec.runtime.base import (
     StartError,
 )
 from endosec.runtime.sandbox import bwrap_argv, find_bwrap
+from endosec.runtime.segment import Segment, SegmentError, remove_namespace
 from endosec.runtime.wire import WireError, exchange
 
 __all__ = ["ExecutorSpec", "ProcessExecutor", "free_port", "reap_leftovers"]
@@ -86,6 +87,9 @@ class ExecutorSpec:
     * **stop_timeout** - seconds between SIGTERM and SIGKILL when stopping.
     * **template** - pristine directory copied into the scratch directory at every start.
     * **sandbox** - run under bubblewrap (see `endosec.runtime.sandbox`); requires ``bwrap``.
+    * **segmented** - run in a network namespace of its own, reached at the segment's address
+      and with no way out (see `endosec.runtime.segment`); needs root, ``ip`` and ``nft``,
+      and an IPv4 loopback ``host``.
     """
 
     name: str
@@ -102,6 +106,7 @@ class ExecutorSpec:
     stop_timeout: float = 3.0
     template: Path | None = None
     sandbox: bool = False
+    segmented: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name) or self.name == _LOG_DIR:
@@ -118,6 +123,9 @@ class ExecutorSpec:
             raise ValueError(f"executor {self.name!r}: port {self.port} is not in 1..65535")
         if not self.health_path.startswith("/"):
             raise ValueError(f"executor {self.name!r}: health_path must start with '/'")
+        if self.segmented and not self.host.startswith("127."):
+            raise ValueError(f"executor {self.name!r}: a segmented executor listens on an IPv4 "
+                             f"loopback address, not {self.host!r}")
         for key in ("health_timeout", "start_timeout", "stop_timeout"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"executor {self.name!r}: {key} must be positive")
@@ -144,6 +152,7 @@ class ProcessExecutor:
         self._port = spec.port
         self._proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None  # set while the group may still hold processes
+        self._segment: Segment | None = None  # its network namespace, while it runs
 
     def __repr__(self) -> str:
         return f"ProcessExecutor({self.spec.name!r}, pid={self.pid}, running={self.running})"
@@ -154,9 +163,16 @@ class ProcessExecutor:
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)``. An allocated port changes at every start; it is 0 (nothing
-        listens there) until the first start, so the property never raises."""
-        return (self.spec.host, self._port or 0)
+        """``(host, port)``: the segment's address when segmented. An allocated port (and a
+        segment's address) changes at every start; the port is 0 (nothing listens there) until
+        the first start, so the property never raises."""
+        host = self._segment.address if self._segment is not None else self.spec.host
+        return (host, self._port or 0)
+
+    @property
+    def segment(self) -> Segment | None:
+        """Its network namespace while it runs segmented."""
+        return self._segment
 
     @property
     def running(self) -> bool:
@@ -187,7 +203,15 @@ class ProcessExecutor:
             raise StartError(f"{self.name}: sandbox requested but bwrap is not on PATH")
         for attempt in range(1, _BIND_RETRIES + 1):
             allocated = self.spec.port is None
-            self._port = free_port(self.spec.host) if allocated else self.spec.port
+            port = free_port(self.spec.host) if self.spec.port is None else self.spec.port
+            self._port = port
+            if self.spec.segmented:
+                try:
+                    self._segment = await asyncio.to_thread(Segment.create, self.spec.host,
+                                                            port)
+                except SegmentError as exc:
+                    raise StartError(f"{self.name}: cannot make its network segment: "
+                                     f"{exc}") from exc
             self._prepare_scratch()
             offset = self._spawn(bwrap)
             try:
@@ -211,6 +235,7 @@ class ProcessExecutor:
         """
         proc, pgid = self._proc, self._pgid
         if proc is None or pgid is None:
+            await self._unsegment()
             return
         _signal_group(pgid, signal.SIGTERM)
         if not await _wait_gone(proc, pgid, self.spec.stop_timeout):
@@ -218,9 +243,25 @@ class ProcessExecutor:
             if not await _wait_gone(proc, pgid, _KILL_GRACE):
                 raise RuntimeDriverError(f"{self.name}: process group {pgid} survived SIGKILL")
         self._pgid = None
+        await self._unsegment()
         self.record_path.unlink(missing_ok=True)
         _cut(proc)
 
+    async def _unsegment(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is not None:
+            await asyncio.to_thread(segment.remove)
+
+    async def outbound_refused(self) -> int | None:
+        """Packets its segment refused on their way out since this start (None: not
+        segmented, or not running)."""
+        segment = self._segment
+        if segment is None or not self.running:
+            return None
+        try:
+            return await segment.refused()
+        except SegmentError:
+            return None  # removed under our feet by a stop
     async def health(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
 
@@ -229,9 +270,10 @@ class ProcessExecutor:
             return False
         try:
             async with asyncio.timeout(self.spec.health_timeout):
+                host, port = self.address
                 if self.spec.health_probe is not None:
-                    return await self.spec.health_probe(self.spec.host, self._port)
-                reply = await exchange(self.spec.host, self._port, "GET", self.spec.health_path)
+                    return await self.spec.health_probe(host, port)
+                reply = await exchange(host, port, "GET", self.spec.health_path)
         except (WireError, TimeoutError):
             return False
         return 200 <= reply.status < 300
@@ -280,6 +322,8 @@ class ProcessExecutor:
         cwd = self.spec.cwd.resolve() if self.spec.cwd is not None else self.scratch
         if bwrap is not None:
             argv = bwrap_argv(bwrap, argv, self.scratch, cwd)
+        if self._segment is not None:
+            argv = [*self._segment.enter(), *argv]
         env = {**os.environ, **{k: self._expand(v) for k, v in self.spec.env.items()}}
         program = argv[0] if os.sep not in argv[0] else str(cwd / argv[0])
         if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
@@ -298,7 +342,8 @@ class ProcessExecutor:
         except (OSError, subprocess.SubprocessError) as exc:
             raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
         self._pgid = self._proc.pid  # a new session's leader leads its own process group
-        _record(self.record_path, self._proc.pid)
+        _record(self.record_path, self._proc.pid,
+                self._segment.namespace if self._segment is not None else None)
         return offset
 
     def _expand(self, text: str) -> str:
@@ -321,6 +366,9 @@ class ProcessExecutor:
         if self._proc is not None:
             self._proc.wait()
             _cut(self._proc)
+        if self._segment is not None:
+            self._segment.remove()
+            self._segment = None
 
 
 def _cut(proc: subprocess.Popen[bytes]) -> None:
@@ -401,10 +449,12 @@ def _started(pid: int) -> str | None:
     return None if fields is None else fields[19]  # starttime, in clock ticks since boot
 
 
-def _record(path: Path, pid: int) -> None:
-    """Note a started supervisor: its pid, when it started, and in which boot."""
+def _record(path: Path, pid: int, namespace: str | None) -> None:
+    """Note a started supervisor: its pid, when it started, in which boot, and its network
+    namespace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "started": _started(pid), "boot": _boot_id()}))
+    path.write_text(json.dumps({"pid": pid, "started": _started(pid), "boot": _boot_id(),
+                                **({"namespace": namespace} if namespace else {})}))
 
 
 def _members(pgid: int) -> list[int]:
@@ -438,5 +488,9 @@ def reap_leftovers(scratch_root: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             stopped.append(f"{path.stem}: process group {pid} ({len(members)} processes)")
+        namespace = record.get("namespace")
+        if isinstance(namespace, str) and namespace.startswith("endosec-"):
+            remove_namespace(namespace)
+            stopped.append(f"{path.stem}: network namespace {namespace}")
         path.unlink(missing_ok=True)
     return stopped

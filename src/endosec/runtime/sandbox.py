@@ -9,13 +9,12 @@ What the sandbox gives an executor:
 - death with its parent (``--die-with-parent``): if the driver dies, the sandbox's PID
   namespace dies with it, taking every process inside, even ones that left the process group.
 
-What it does not give: network isolation. The executor shares the host's network namespace
-(``--share-net``), because a new one would hold only its own loopback, unreachable from the
-gateway. "Loopback only" therefore rests on the executor binding 127.0.0.1, which the driver's
-``{port}`` and host settings arrange but cannot enforce; the executor can still open outbound
-connections. ``--new-session`` is not used: the driver already starts the sandbox in a new
-session without a controlling terminal, and keeping the process group lets the driver signal
-every process inside for a graceful stop.
+What it does not give: network isolation. The executor keeps the network namespace it was
+started in (``--share-net``), because a new one would hold only its own loopback, unreachable
+from the gateway; that namespace is its segment (`endosec.runtime.segment`) when it runs
+segmented, else the host's. ``--new-session`` is not used: the driver already starts the
+sandbox in a new session without a controlling terminal, and keeping the process group lets
+the driver signal every process inside for a graceful stop.
 """
 
 from __future__ import annotations
