@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from endosec.runtime.segment import segment_possible
 from tests.gatewayctl import Gateway, demo_config, pid_alive
 
 pytestmark = pytest.mark.slow
@@ -46,9 +48,24 @@ def test_a_killed_gateway_leaves_no_executor_behind(tmp_path: Path) -> None:
     gw = Gateway(tmp_path, python_only())
     executors = [p for p in gw.leftovers() if p != gw.proc.pid]
     assert len(executors) >= 4, executors  # a supervisor and a server per executor
+    namespaces = _namespaces(executors)
     os.kill(gw.proc.pid, signal.SIGKILL)
     gw.proc.communicate(timeout=10)
     assert gone(executors), [cmdline(p) for p in executors if pid_alive(p)]
+    # Nor a network segment: each supervisor removed its executor's.
+    assert len(namespaces) == (2 if segment_possible() is None else 0), namespaces
+    assert not any(Path("/run/netns", n).exists() for n in namespaces)
+
+
+def _namespaces(pids: list[int]) -> set[str]:
+    """The segments these processes run in (none on the host's network)."""
+    names = set()
+    for pid in pids:
+        out = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True,
+                             text=True, check=False).stdout.strip()
+        if out:
+            names.add(out)
+    return names
 
 
 def test_the_next_start_stops_what_a_crashed_run_left(tmp_path: Path) -> None:
@@ -58,8 +75,10 @@ def test_the_next_start_stops_what_a_crashed_run_left(tmp_path: Path) -> None:
     supervisors = [p for p in everything if "supervise.py" in cmdline(p)]
     servers = [p for p in everything if p not in supervisors]
     assert supervisors and servers
-    # The whole tree dies at once but for the servers: a crash no supervisor sees.
-    for pid in (gw.proc.pid, *supervisors):
+    # The whole tree dies at once but for the servers: a crash no supervisor sees. (The
+    # gateway is frozen first, so no supervisor sees it die before being killed itself.)
+    os.kill(gw.proc.pid, signal.SIGSTOP)
+    for pid in (*supervisors, gw.proc.pid):
         os.kill(pid, signal.SIGKILL)
     gw.proc.communicate(timeout=10)
     time.sleep(0.5)
@@ -68,7 +87,11 @@ def test_the_next_start_stops_what_a_crashed_run_left(tmp_path: Path) -> None:
     try:
         assert gone(servers), [cmdline(p) for p in servers if pid_alive(p)]
         [report] = [e for e in again.event_kinds() if e["event"] == "leftovers"]
-        assert sorted(line.split(":")[0] for line in report["stopped"]) == ["aiohttp", "stdlib"]
+        groups = [line.split(":")[0] for line in report["stopped"] if "process group" in line]
+        assert sorted(groups) == ["aiohttp", "stdlib"], report
+        # The supervisors died at once, so the segments were left too (as root).
+        segments = [line for line in report["stopped"] if "network namespace" in line]
+        assert len(segments) == (2 if segment_possible() is None else 0), report
         assert again.request("GET", "/notes")[0] == 200
     finally:
         again.stop()

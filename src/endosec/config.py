@@ -37,6 +37,7 @@ from endosec.configfile import (
 from endosec.core.canonical_json import JsonRule
 from endosec.core.canonicalise import TextRule, compile_rules
 from endosec.core.model import Profile
+from endosec.core.rotation_policy import PolicyFileError, RotationPolicy
 
 __all__ = [
     "AdminConfig",
@@ -61,6 +62,7 @@ __all__ = [
     "checkpoints_possible",
     "load_config",
     "load_profiles",
+    "load_rotation_policy",
     "parse_address",
     "parse_dns_question",
 ]
@@ -163,6 +165,10 @@ class ControllerConfig(_Strict):
                                               "waits for the load to fall (null: never)")
     defer_max: float = Field(default=60.0, gt=0,
                              description="the longest a due rotation waits (seconds)")
+    rotation_policy: Path | None = Field(
+        default=None, description="a learned rotation policy (endosec quantify "
+                                  "train-scheduler): it decides when and whom to rotate, "
+                                  "within one rotation per rotate_every")
 
     @property
     def effective_floor(self) -> int:
@@ -175,6 +181,8 @@ class ControllerConfig(_Strict):
         if self.rotate_min is not None and (self.rotate_every is None
                                             or self.rotate_min > self.rotate_every):
             raise ValueError("rotate_min needs rotate_every, and cannot exceed it")
+        if self.rotation_policy is not None and self.rotate_every is None:
+            raise ValueError("rotation_policy needs rotate_every (its budget)")
         return self
 
 
@@ -652,6 +660,9 @@ def _resolve_paths(config: Config, here: Path) -> Config:
         top["tls"] = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     if config.state_dir is not None:
         top["state_dir"] = here / config.state_dir
+    if config.controller.rotation_policy is not None:
+        top["controller"] = config.controller.model_copy(
+            update={"rotation_policy": here / config.controller.rotation_policy})
     gateway: dict[str, Any] = {}
     if config.gateway.events is not None:
         gateway["events"] = here / config.gateway.events
@@ -672,7 +683,18 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
     config = _resolve_paths(validate(Config, expand(dict(data), here), source, locate), here)
     if config.tls is not None:
         readable_tls(config.tls, source)
+    if config.controller.rotation_policy is not None:
+        try:
+            load_rotation_policy(config.controller.rotation_policy)
+        except (OSError, PolicyFileError) as exc:
+            raise ConfigError(f"{source}: controller.rotation_policy: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
     return config
+
+
+def load_rotation_policy(path: Path) -> RotationPolicy:
+    """The learned rotation policy in ``path``; `PolicyFileError` or `OSError`."""
+    return RotationPolicy.from_json(path.read_text(encoding="utf-8"))
 
 
 def load_config(path: Path | str) -> Config:

@@ -73,9 +73,10 @@ from endosec.core.controller_events import (
     check_time,
 )
 from endosec.core.model import ExecutorState, Profile
+from endosec.core.rotation_policy import BUDGETS, Decider, RotationState
 from endosec.core.scheduler import Scheduler
 from endosec.core.suspicion import Suspicion, SuspicionPolicy, implicated
-from endosec.core.threat import CALM
+from endosec.core.threat import BANDS, CALM, band_of
 from endosec.core.trust import TrustBook
 
 __all__ = ["COUNTERS", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal"]
@@ -145,6 +146,9 @@ class ControllerPolicy:
     isolate_at: float | None = 0.5  # suspicion that isolates a component; a dissent adds 1
     # and it halves every suspicion_half_life (None: only the operator's marks isolate)
     suspicion_half_life: float = 3600.0
+    # A learned policy decides when and whom to rotate, within a budget of one rotation per
+    # rotate_every (None: exponential waits, the scheduler chooses whom).
+    rotation: Decider | None = None
 
     def __post_init__(self) -> None:
         positive = {"active_size": self.active_size, "floor": self.floor,
@@ -164,6 +168,8 @@ class ControllerPolicy:
             "suspicion_half_life": self.suspicion_half_life}
         if self.isolate_at is not None:
             seconds["isolate_at"] = self.isolate_at
+        if self.rotation is not None and self.rotate_every is None:
+            raise ValueError("a rotation policy needs rotate_every (its budget)")
         if self.defer_above is not None and not 0.0 < self.defer_above <= 1.0:
             raise ValueError(f"defer_above must be in (0, 1], got {self.defer_above!r}")
         if self.rotate_every is not None:
@@ -224,6 +230,9 @@ class Controller:
         self._isolated: frozenset[str] = frozenset()
         self._unisolable: set[str] = set()  # isolated components already alerted as stuck
         self._isolation_ends: float | None = None  # the wake-up asked for the first to end
+        self._since: dict[str, float] = {}  # voter -> when it was first seen voting
+        self._budget = 0.0  # rotations a learned policy has in hand
+        self._budget_at: float | None = None
         self._next_rotation: float | None = None
         self._short = False
         self._below_floor = False
@@ -258,6 +267,11 @@ class Controller:
         """Components at most one voter may hold."""
         return self._isolated
 
+    @property
+    def serving_since(self) -> Mapping[str, float]:
+        """When each voter began its current turn."""
+        return MappingProxyType(self._since)
+
     def suspicion(self, now: float) -> Mapping[str, float]:
         """Each implicated component's decayed suspicion (`endosec.core.suspicion`)."""
         return self._suspicion.scores(now)
@@ -282,6 +296,7 @@ class Controller:
         out: list[Action] = []
         self._settle(out)
         self._schedule_rotation(now, out)
+        self._budget_at = now
         return out
 
     def handle(self, event: Event) -> list[Action]:
@@ -314,6 +329,7 @@ class Controller:
                 raise TypeError(f"not a controller event: {event!r}")
         self._review_isolation(event.now, out)
         self._settle(out)
+        self._note_service(event.now)
         return out
 
     # -- event handlers ----------------------------------------------------------------------
@@ -407,8 +423,39 @@ class Controller:
                 out.append(RequestWakeup(due + self.policy.defer_max))
             return
         self._deferred = False
-        self._rotate(out)
+        learned = self.policy.rotation
+        if learned is None:
+            self._rotate(out)
+        else:
+            self._decide(learned, now, out)
         self._schedule_rotation(now, out)
+
+    def _note_service(self, now: float) -> None:
+        """When each voter started its current turn (a learned policy reads the longest)."""
+        self._since = {n: self._since.get(n, now) for n in self._voters}
+
+    def _decide(self, learned: Decider, now: float, out: list[Action]) -> None:
+        """Ask the learned policy; a rotation spends one from the budget, which accrues at
+        one per mean wait of the fixed-rate rotation it replaces, never more often."""
+        every = self.rotation_mean()
+        assert every is not None
+        if self._budget_at is not None:
+            self._budget = min(float(BUDGETS), self._budget + (now - self._budget_at) / every)
+        self._budget_at = now
+        oldest = max((now - t for t in self._since.values()), default=0.0)
+        band = BANDS.index(band_of(self._threat))
+        action = learned.decide(RotationState(oldest, self._budget, band))
+        movable = [n for n in self._voters if n not in self._rotating]
+        if action == "wait" or self._budget < 1 or not movable:
+            return
+        if action == "rotate-oldest":
+            first = min(movable, key=lambda n: self._since.get(n, now))
+        else:
+            first = self._rng.choice(movable)
+        before = len(self._rotating) + len(self._refreshing)
+        self._rotate(out, prefer=first)
+        if len(self._rotating) + len(self._refreshing) > before:
+            self._budget -= 1
 
     def _busy(self) -> bool:
         above = self.policy.defer_above
@@ -503,7 +550,8 @@ class Controller:
             self._trust.join(p.name)
         self._voters, self._shadows = self._in(ACTIVE), self._in(PROBATION)
         old, self.policy = self.policy, event.policy
-        if event.policy.rotate_every != old.rotate_every:
+        if (event.policy.rotate_every, event.policy.rotation) != (old.rotate_every,
+                                                                   old.rotation):
             self._schedule_rotation(event.now, out)
         self._shrink(out)
 
@@ -562,6 +610,8 @@ class Controller:
         if mean is None:
             self._next_rotation = None
             return
+        if self.policy.rotation is not None:  # the next decision, not the next rotation
+            mean = self.policy.rotation.epoch
         self._next_rotation = now + self._rng.expovariate(1.0 / mean)
         out.append(RequestWakeup(self._next_rotation))
 
@@ -573,18 +623,24 @@ class Controller:
             return base
         return base + round((len(self._state) - base) * (self._threat - CALM) / (1 - CALM))
 
-    def _rotate(self, out: list[Action]) -> None:
-        """Start replacing up to ``rotate_count`` actives; `_settle` retires each one when its
-        replacement votes. Without a spare, cleanse voters in place while the rest keep at
-        least the floor voting."""
+    def _rotate(self, out: list[Action], prefer: str | None = None) -> None:
+        """Start replacing up to ``rotate_count`` actives (``prefer`` first, when a learned
+        policy names one); `_settle` retires each one when its replacement votes. Without a
+        spare, cleanse voters in place while the rest keep at least the floor voting."""
         movable = [n for n in self._in(ACTIVE) if n not in self._rotating]
         spares = self._in(SPARE)
         trust = self._trust.snapshot()
+
+        def retire(movable: list[str], count: int) -> list[str]:
+            first = [prefer] if prefer in movable else []
+            rest = [n for n in movable if n not in first]
+            return first + self._checked(self._scheduler.retire(
+                self._p(rest), count - len(first), trust, self._rng), rest, count - len(first))
+
         if not spares and not self._rotating and self.policy.cleanse_on_rotate:
             count = min(self.policy.rotate_count, len(self._in(ACTIVE)) - self.policy.floor)
             if count > 0 and movable:
-                for name in self._checked(self._scheduler.retire(
-                        self._p(movable), count, trust, self._rng), movable, count):
+                for name in retire(movable, count):
                     self._fire(name, Signal.ROTATE_OUT, out, "rotated out to be cleansed")
                     self._fire(name, Signal.CLEANSE, out)
                     self._refreshing.add(name)
@@ -599,8 +655,7 @@ class Controller:
                     for s in spares if self._state[s] is SPARE)]
             if batch == 0 or not movable:
                 return
-            retirees = self._checked(
-                self._scheduler.retire(self._p(movable), batch, trust, self._rng), movable, batch)
+            retirees = retire(movable, batch)
             picks = self._join([p for p in self._keep() if p.name not in retirees], batch)
             for old, new in zip(retirees, picks, strict=False):
                 self._rotating[old] = new

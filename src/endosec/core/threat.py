@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["CALM", "THREAT_STEP", "WEIGHTS", "Band", "Threat", "ThreatPolicy", "band_of"]
+__all__ = ["BANDS", "CALM", "THREAT_STEP", "WEIGHTS", "Band", "Threat", "ThreatPolicy", "band_of"]
 
 Band = Literal["calm", "elevated", "high"]
+BANDS: tuple[Band, ...] = ("calm", "elevated", "high")
 CALM = 1 / 3  # levels up to this are calm
 HIGH = 2 / 3  # and from this, high
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from endosec.config import Config, ExecutorConfig
+from endosec.config import Config, ExecutorConfig, load_rotation_policy
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.attribution import Attribution, AttributionPolicy
 from endosec.core.controller import Controller, ControllerPolicy
@@ -135,7 +135,8 @@ def _policy(config: Config) -> ControllerPolicy:
         grow_under_threat=c.grow_under_threat, rotate_count=c.rotate_count,
         cleanse_on_rotate=c.cleanse_on_rotate, failures_are_dissent=c.failures_are_dissent,
         defer_above=c.defer_above, defer_max=c.defer_max, isolate_at=config.threat.isolate_at,
-        suspicion_half_life=config.threat.suspicion_half_life)
+        suspicion_half_life=config.threat.suspicion_half_life,
+        rotation=load_rotation_policy(c.rotation_policy) if c.rotation_policy else None)
 
 
 class MimicGateway:

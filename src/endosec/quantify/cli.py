@@ -17,6 +17,7 @@ import click
 from tqdm import tqdm
 
 from endosec.core.model import Profile
+from endosec.core.rotation_policy import PolicyFileError, RotationPolicy
 from endosec.quantify.components import ComponentSystem, analyse
 from endosec.quantify.config import read_config
 from endosec.quantify.errors import ParameterError, check_k
@@ -25,6 +26,7 @@ from endosec.quantify.markov import markov as solve_markov
 from endosec.quantify.models import vote as solve_vote
 from endosec.quantify.output import Sweep, format_table, parse_sweep, plot_sweep, render, to_json
 from endosec.quantify.scenario import ATTACKERS, Progress, Scenario, synthetic_profiles
+from endosec.quantify.train import train_rotation_policy
 from endosec.quantify.vectorised import simulate_vectorised
 
 __all__ = ["quantify"]
@@ -38,6 +40,26 @@ class QuantifyError(click.UsageError):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+def _attack_options(f: Callable[..., None]) -> Callable[..., None]:
+    """Who attacks, and the pool the scheduler chooses from."""
+    for option in reversed([
+        click.option("--attacker", type=click.Choice(ATTACKERS), default="parallel",
+                     show_default=True),
+        click.option("--recon", type=float, default=0.0, show_default=True,
+                     help="The recon attacker: seconds on duty before an exploit works."),
+        click.option("--shared", type=int, help="Executors holding one common component "
+                     "(shared-component attacker without --config; default k-1)."),
+        click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Take the pool of executors and profiles from an endosec "
+                          "configuration."),
+        click.option("--policy", default="random", show_default=True,
+                     help="Scheduler policy (faithful engine: random, round-robin, "
+                          "max-dissimilarity, credibility-weighted)."),
+    ]):
+        f = option(f)
+    return f
 
 
 def _sweep_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -231,15 +253,10 @@ def _progress_bar(total: int) -> Iterator[Progress]:
               show_default=True, help="Seconds for threat evidence to lose half its weight.")
 @click.option("--threat-scale", "threat_scale", type=float, default=10.0, show_default=True,
               help="Dissents at which the threat level reaches 0.63.")
-@click.option("--attacker", type=click.Choice(ATTACKERS), default="parallel",
-              show_default=True)
-@click.option("--shared", type=int, help="Executors holding one common component "
-              "(shared-component attacker without --config; default k-1).")
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-              help="Take the pool of executors and profiles from an endosec configuration.")
-@click.option("--policy", default="random", show_default=True,
-              help="Scheduler policy (faithful engine: random, round-robin, "
-                   "max-dissimilarity, credibility-weighted).")
+@_attack_options
+@click.option("--rotation-policy", "rotation_policy",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A learned rotation policy (from train-scheduler; faithful engine).")
 @click.option("--engine", type=click.Choice(["vectorised", "faithful"]), default="vectorised",
               show_default=True)
 @click.option("--trials", type=int, help="Trials (default 20000 vectorised, 2000 faithful).")
@@ -264,7 +281,8 @@ def simulate(**o: Any) -> None:
                       attacker=attacker, profiles=profiles, policy=o["policy"],
                       dissent=a["dissent"], quarantine_after=o["quarantine_after"],
                       dissent_window=o["dissent_window"], rotate_min=a["rotate_min"],
-                      threat_half_life=o["threat_half_life"], threat_scale=o["threat_scale"])
+                      threat_half_life=o["threat_half_life"], threat_scale=o["threat_scale"],
+                      recon=o["recon"], rotation=_load_policy(o["rotation_policy"]))
         count = a["trials"] or (2_000 if faithful else 20_000)
         if count < 2:
             raise ParameterError(f"trials must be at least 2, got {count}")
@@ -283,6 +301,73 @@ def simulate(**o: Any) -> None:
          title=f"Simulated attacks ({o['engine']} engine, {attacker} attacker, "
                f"{o['policy']} policy)",
          as_json=o["as_json"], sweep=o["sweep"], plot=o["plot"])
+
+
+def _load_policy(path: Path | None) -> RotationPolicy | None:
+    if path is None:
+        return None
+    try:
+        return RotationPolicy.from_json(path.read_text())
+    except OSError as exc:
+        raise ParameterError(f"--rotation-policy: cannot read {path}: {exc.strerror}") from None
+    except PolicyFileError as exc:
+        raise ParameterError(f"--rotation-policy {path}: {exc}") from None
+
+
+@quantify.command("train-scheduler")
+@click.option("--n", "n", type=int, required=True, help="Executors voting.")
+@click.option("--k", "k", type=int, help="Compromised executors that defeat the vote.")
+@click.option("--lam", type=float, required=True, help="Attacker's compromise rate.")
+@click.option("--rotate", type=float, required=True,
+              help="The budget: one rotation per ROTATE seconds on average.")
+@click.option("--t", "t", type=float, required=True, help="Horizon of each attack (seconds).")
+@click.option("--rotate-min", "rotate_min", type=float,
+              help="Also compare threat-aware rotation: the mean wait under full threat.")
+@click.option("--dissent", type=float, default=0.0, show_default=True,
+              help="Rate at which a compromised executor dissents (raising the threat).")
+@click.option("--quarantine-after", "quarantine_after", type=int, default=1, show_default=True,
+              help="Dissents within 60 s before quarantine.")
+@_attack_options
+@click.option("--episodes", type=int, default=3000, show_default=True,
+              help="Attacks to learn from.")
+@click.option("--trials", type=int, default=2000, show_default=True,
+              help="Fresh attacks on which the learned and fixed-rate policies are compared.")
+@click.option("--epoch", type=float, help="Mean seconds between decisions (default rotate/5).")
+@click.option("--age-unit", "age_unit", type=float,
+              help="Seconds per step of a voter's service time in the state (default recon/2).")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the policy (JSON), for --rotation-policy and "
+                   "controller.rotation_policy.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def train_scheduler(**o: Any) -> None:
+    """Learn when and whom to rotate (tabular Q-learning on the real controller), within the
+    budget of fixed-rate rotation, and compare the two on fresh attacks."""
+    try:
+        quorum = check_k(o["n"], o["k"])
+        profiles = read_config(o["config"]).profiles if o["config"] is not None else ()
+        sc = Scenario(n=o["n"], k=quorum, lam=o["lam"], rotate=o["rotate"],
+                      attacker=o["attacker"], profiles=profiles, policy=o["policy"],
+                      recon=o["recon"], rotate_min=o["rotate_min"], dissent=o["dissent"],
+                      quarantine_after=o["quarantine_after"])
+        result = train_rotation_policy(sc, o["t"], episodes=o["episodes"], trials=o["trials"],
+                                       seed=o["seed"], epoch=o["epoch"], age_unit=o["age_unit"])
+    except ParameterError as exc:
+        raise QuantifyError(str(exc)) from None
+    o["out"].write_text(result.policy.to_json() + "\n")
+    rows: dict[str, dict[str, Any]] = {
+        name: {"p_defeat_by_t": h.p_defeat, "p_defeat_by_t_ci": list(h.ci),
+               "rotations_per_hour": round(h.rotations_per_hour, 2)}
+        for name, h in (("fixed-rate", result.fixed), ("threat-aware", result.threat_aware),
+                        ("learned", result.learned)) if h is not None}
+    summary = {"t": o["t"], "episodes": result.episodes, "trials": o["trials"],
+               "policy_file": str(o["out"]), **rows}
+    click.echo(to_json(summary) if o["as_json"] else "\n".join(
+        [f"wrote {o['out']} after {result.episodes} episodes; P(defeat by {o['t']:g}) over "
+         f"{o['trials']} fresh attacks:"]
+        + [f"  {name:<12} {r['p_defeat_by_t']:.4f} [{r['p_defeat_by_t_ci'][0]:.4f}, "
+           f"{r['p_defeat_by_t_ci'][1]:.4f}]  {r['rotations_per_hour']:.1f} rotations/hour"
+           for name, r in rows.items()]))
 
 
 if __name__ == "__main__":

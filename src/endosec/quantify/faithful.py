@@ -10,8 +10,11 @@ executors vote, which ones a rotation retires, and so what the attacker faces.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
@@ -20,6 +23,7 @@ from endosec.core.controller_events import (
     Activate,
     AdminRequest,
     Cleanse,
+    Deactivate,
     Event,
     RequestWakeup,
     ThreatChanged,
@@ -30,10 +34,11 @@ from endosec.core.model import Outcome, Profile, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Threat, ThreatPolicy
 from endosec.core.trust import TrustBook
-from endosec.quantify.errors import ParameterError
+from endosec.quantify.errors import ParameterError, check_rate
 from endosec.quantify.scenario import Progress, Scenario, SimulationResult, summarise
+from endosec.quantify.stats import wilson_ci
 
-__all__ = ["simulate_faithful"]
+__all__ = ["Horizon", "defeat_by", "simulate_faithful"]
 
 
 class _Trial:
@@ -44,7 +49,8 @@ class _Trial:
         self.profiles = {p.name: p for p in pool}
         policy = ControllerPolicy(
             active_size=sc.n, floor=sc.quorum, quarantine_after=sc.quarantine_after,
-            dissent_window=sc.dissent_window, rotate_every=sc.rotate, rotate_min=sc.rotate_min)
+            dissent_window=sc.dissent_window, rotate_every=sc.rotate, rotate_min=sc.rotate_min,
+            rotation=sc.rotation)
         # Threat-aware: the gateway's threat level, fed and read as the gateway does.
         self.threat = Threat(ThreatPolicy(sc.threat_half_life, sc.threat_scale)) \
             if sc.rotate_min is not None else None
@@ -56,6 +62,7 @@ class _Trial:
         names = [p.name for p in pool]
         self.controller = Controller(pool, policy, scheduler, TrustBook(names), rng)
         self.compromised: set[str] = set()
+        self.rotations = 0
         self.wakeups: list[float] = []
         self.now = 0.0
         self._carry_out(self.controller.start(0.0))
@@ -67,6 +74,8 @@ class _Trial:
             action = queue.popleft()
             if isinstance(action, Cleanse):
                 self.compromised.discard(action.executor)
+            elif isinstance(action, Deactivate):
+                self.rotations += 1
             if isinstance(action, Cleanse | Activate):
                 queue.extend(self.controller.handle(ActionDone(action, True, self.now)))
             elif isinstance(action, RequestWakeup):
@@ -83,6 +92,11 @@ class _Trial:
                 self._carry_out(self.controller.handle(ThreatChanged(level, self.now)))
 
     def _attack(self, clean: list[str]) -> None:
+        if self.sc.attacker == "recon":
+            since = self.controller.serving_since
+            ready = [v for v in clean if since[v] + self.sc.recon <= self.now]
+            self.compromised.add(self.rng.choice(ready))
+            return
         if self.sc.attacker != "shared-component":
             self.compromised.add(self.rng.choice(clean))
             return
@@ -96,7 +110,20 @@ class _Trial:
         verdict = Verdict(Outcome.ACCEPTED, None, agreed, (name,), (), "simulated dissent")
         return VerdictReached(verdict, self.now)
 
-    def run(self, max_events: int) -> float:
+    def _attack_rate(self, clean: list[str]) -> tuple[float, float]:
+        """The attacker's rate now, and when it next changes by itself (the recon attacker:
+        when a clean voter has been on duty long enough)."""
+        sc = self.sc
+        if sc.attacker != "recon":
+            return sc.lam * (len(clean) if sc.attacker == "parallel" else 1) \
+                if clean else 0.0, math.inf
+        since = self.controller.serving_since
+        ready = sum(since[v] + sc.recon <= self.now for v in clean)
+        later = [since[v] + sc.recon for v in clean if since[v] + sc.recon > self.now]
+        return sc.lam * ready, min(later, default=math.inf)
+
+    def run(self, max_events: int, end: float = math.inf) -> float:
+        """Play until the vote is lost (the time) or ``end`` (inf: it held)."""
         sc = self.sc
         for _ in range(max_events):
             voters = self.controller.voters
@@ -104,13 +131,19 @@ class _Trial:
             if len(bad) >= sc.quorum:
                 return self.now
             clean = [v for v in voters if v not in self.compromised]
-            attack = sc.lam * (len(clean) if sc.attacker == "parallel" else 1) if clean else 0.0
+            attack, changes = self._attack_rate(clean)
             detect, dissent = sc.mu * len(bad), sc.dissent * len(bad)
             total = attack + detect + dissent
             step = self.rng.expovariate(total) if total > 0 else float("inf")
-            if self.wakeups and self.wakeups[0] <= self.now + step:
-                self.now = heapq.heappop(self.wakeups)  # the timer first; clocks are memoryless
-                self._feed(Tick(self.now))
+            timer = min(self.wakeups[0] if self.wakeups else math.inf, changes)
+            if min(timer, self.now + step) >= end:
+                self.now = end
+                return math.inf
+            if timer <= self.now + step:  # a timer first; the other clocks are memoryless
+                self.now = timer
+                if self.wakeups and self.wakeups[0] == timer:
+                    heapq.heappop(self.wakeups)
+                    self._feed(Tick(self.now))
                 continue
             if step == float("inf"):
                 break
@@ -122,8 +155,9 @@ class _Trial:
                 self._feed(AdminRequest("cleanse", self.rng.choice(bad), self.now))
             else:
                 self._feed(self._dissent(self.rng.choice(bad), voters))
-        raise ParameterError(f"a trial did not finish within {max_events} events; "
-                             "lower mu or raise lam")
+        raise ParameterError(f"a trial did not finish within {max_events} events: the defence "
+                             "holds longer than can be simulated (lower mu, raise lam, or "
+                             "compare P(defeat by t) with train-scheduler)")
 
 
 def simulate_faithful(sc: Scenario, *, trials: int = 2_000, seed: int | None = None,
@@ -135,8 +169,53 @@ def simulate_faithful(sc: Scenario, *, trials: int = 2_000, seed: int | None = N
     pool = sc.pool()
     rng = random.Random(seed)
     times = []
+    rotations = 0
     for _ in range(trials):
-        times.append(_Trial(sc, pool, rng).run(max_events))
+        trial = _Trial(sc, pool, rng)
+        times.append(trial.run(max_events))
+        rotations += trial.rotations
         if progress is not None:
             progress(1)
-    return summarise("faithful", sc, times, seed, t)
+    spent = sum(times)
+    return summarise("faithful", sc, times, seed, t,
+                     rotations_per_hour=3600 * rotations / spent if spent > 0 else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """Trials played to the horizon ``t`` (or defeat): how many were lost, and how often the
+    controller rotated."""
+
+    lost: int
+    trials: int
+    rotations_per_hour: float
+
+    @property
+    def p_defeat(self) -> float:
+        return self.lost / self.trials
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_ci(self.lost, self.trials)
+
+
+def defeat_by(sc: Scenario, t: float, *, trials: int, seed: int | None,
+              on_trial: Callable[[bool], None] | None = None,
+              max_events: int = 1_000_000) -> Horizon:
+    """Play ``trials`` attacks to the horizon ``t``; ``on_trial(lost)`` after each (the
+    learner's reward)."""
+    if trials < 1:
+        raise ParameterError(f"trials must be at least 1, got {trials}")
+    check_rate("t", t, positive=True)
+    pool, rng = sc.pool(), random.Random(seed)
+    lost = rotations = 0
+    elapsed = 0.0
+    for _ in range(trials):
+        trial = _Trial(sc, pool, rng)
+        took = trial.run(max_events, end=t)
+        lost += took != math.inf
+        elapsed += min(took, t)
+        rotations += trial.rotations
+        if on_trial is not None:
+            on_trial(took != math.inf)
+    return Horizon(lost, trials, 3600 * rotations / elapsed if elapsed > 0 else 0.0)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from endosec.core.model import Profile
+from endosec.core.rotation_policy import Decider
 from endosec.quantify.errors import ParameterError, check_k, check_rate
 from endosec.quantify.stats import mean_ci, wilson_ci
 
@@ -24,8 +25,8 @@ __all__ = [
     "synthetic_profiles",
 ]
 
-Attacker = Literal["parallel", "sequential", "shared-component"]
-ATTACKERS: tuple[Attacker, ...] = ("parallel", "sequential", "shared-component")
+Attacker = Literal["parallel", "sequential", "shared-component", "recon"]
+ATTACKERS: tuple[Attacker, ...] = ("parallel", "sequential", "shared-component", "recon")
 Progress = Callable[[int], None]
 """Called with the number of trials that just finished."""
 
@@ -52,7 +53,10 @@ class Scenario:
     executor out (and cleanses it) every ``rotate`` time units; with ``rotate_min`` the
     rotation is threat-aware (faithful engine): dissent raises the threat level of
     `endosec.core.threat` (``threat_half_life``, ``threat_scale``) and the mean wait falls
-    towards ``rotate_min`` as in a gateway. ``profiles`` is the pool (the
+    towards ``rotate_min`` as in a gateway. The ``recon`` attacker compromises (at rate
+    ``lam``) only voters that have been on duty ``recon`` seconds without a rotation: it needs
+    that long to study one before its exploit works; ``rotation`` is a learned policy deciding
+    when and whom to rotate within the same budget. ``profiles`` is the pool (the
     faithful engine lets the scheduler pick n of them; the vectorised engine needs exactly n and
     keeps them); without profiles the pool is n+1 executors with nothing in common.
     """
@@ -71,6 +75,8 @@ class Scenario:
     rotate_min: float | None = None  # threat-aware: the mean under full threat (faithful only)
     threat_half_life: float = 120.0
     threat_scale: float = 10.0
+    recon: float = 0.0  # the recon attacker: seconds on duty before an exploit works on one
+    rotation: Decider | None = None  # a learned rotation policy (faithful only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "k", check_k(self.n, self.k))
@@ -88,6 +94,13 @@ class Scenario:
             if self.rotate is None or self.rotate_min > self.rotate:
                 raise ParameterError("rotate_min needs rotate, and cannot exceed it")
         check_rate("threat_half_life", self.threat_half_life, positive=True)
+        check_rate("recon", self.recon)
+        if self.attacker == "recon" and self.recon <= 0:
+            raise ParameterError("the recon attacker needs recon > 0 (seconds on duty before "
+                                 "an exploit works)")
+        if self.rotation is not None and self.rotate is None:
+            raise ParameterError("a rotation policy needs rotate (its budget: one rotation "
+                                 "per rotate, on average)")
         check_rate("threat_scale", self.threat_scale, positive=True)
         if self.attacker not in ATTACKERS:
             raise ParameterError(f"attacker must be one of {', '.join(ATTACKERS)}")
@@ -123,6 +136,7 @@ class SimulationResult:
     p_defeat_by_t: float | None
     p_defeat_by_t_ci: tuple[float, float] | None
     times: npt.NDArray[np.float64]
+    rotations_per_hour: float | None = None  # (the faithful engine counts them)
 
     @property
     def stderr(self) -> float:
@@ -139,6 +153,12 @@ class SimulationResult:
             "trials": self.trials, "seed": self.seed,
             "mttsf": self.mttsf, "ci": list(self.ci),
         }
+        if sc.attacker == "recon":
+            out["recon"] = sc.recon
+        if sc.rotation is not None:
+            out["rotation_policy"] = "learned"
+        if self.rotations_per_hour is not None:
+            out["rotations_per_hour"] = round(self.rotations_per_hour, 3)
         if self.t is not None:
             out["t"] = self.t
             out["p_defeat_by_t"] = self.p_defeat_by_t
@@ -147,7 +167,8 @@ class SimulationResult:
 
 
 def summarise(engine: str, scenario: Scenario, times: Sequence[float] | npt.NDArray[np.float64],
-              seed: int | None, t: float | None) -> SimulationResult:
+              seed: int | None, t: float | None, *,
+              rotations_per_hour: float | None = None) -> SimulationResult:
     """Turn the absorption times of every trial into estimates with 95% intervals."""
     arr = np.asarray(times, dtype=np.float64)
     trials = int(arr.size)
@@ -158,4 +179,4 @@ def summarise(engine: str, scenario: Scenario, times: Sequence[float] | npt.NDAr
         hits = int((arr <= t).sum())
         p_t, ci_t = hits / trials, wilson_ci(hits, trials)
     return SimulationResult(engine, scenario, trials, seed, mean, mean_ci(mean, std, trials),
-                            t, p_t, ci_t, arr)
+                            t, p_t, ci_t, arr, rotations_per_hour)

@@ -178,6 +178,9 @@ def simulate_vectorised(sc: Scenario, *, trials: int = 10_000, seed: int | None 
     if sc.dissent > 0 and sc.quarantine_after > 1:
         raise ParameterError("the vectorised engine quarantines on the first dissent only: "
                              "use --engine faithful for quarantine_after > 1")
+    if sc.attacker == "recon" or sc.rotation is not None:
+        raise ParameterError("the recon attacker and learned rotation policies run on the "
+                             "real controller: use --engine faithful")
     if sc.rotate_min is not None:
         raise ParameterError("the vectorised engine rotates at a fixed rate: use --engine "
                              "faithful for threat-aware rotation (rotate_min)")

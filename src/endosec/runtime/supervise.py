@@ -6,7 +6,8 @@ The process driver runs every executor through this script, in a new session of 
 script is the leader. It holds a lifeline, its standard input, which the parent keeps open as
 long as it lives: when the parent exits for any reason (a SIGKILL or a crash included, since
 the kernel closes a dead process's descriptors) the line reads end-of-file, and the script
-stops its whole process group (SIGTERM, then SIGKILL) before exiting. The kernel's
+stops its whole process group (SIGTERM, then SIGKILL) before exiting, and removes the
+executor's network segment when it ran in one (``ip netns exec endosec-...``). The kernel's
 parent-death signal is set too, as a second line. Otherwise it waits for the executor and
 ends as the executor ended (the same exit status, or killed by the same signal), so the driver
 sees a crash as a crash.
@@ -16,6 +17,7 @@ It imports nothing of endosec: it starts fast and stays small.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import selectors
@@ -35,8 +37,9 @@ def _die_with_parent() -> None:
         pass  # the lifeline alone still works
 
 
-def _stop_group(child: int) -> None:
-    """SIGTERM the group (this process ignores it), wait for the executor, then SIGKILL."""
+def _stop_group(child: int, argv: list[str]) -> None:
+    """SIGTERM the group (this process ignores it), wait for the executor, remove its network
+    segment if it ran in one, then SIGKILL."""
     os.killpg(0, signal.SIGTERM)
     deadline = time.monotonic() + _GRACE
     while time.monotonic() < deadline:
@@ -44,6 +47,9 @@ def _stop_group(child: int) -> None:
         if pid:
             break
         time.sleep(0.05)
+    if argv[:3] == ["ip", "netns", "exec"] and argv[3].startswith("endosec-"):
+        with contextlib.suppress(OSError):  # nobody else is left to remove it
+            os.waitpid(os.posix_spawnp("ip", ["ip", "netns", "del", argv[3]], os.environ), 0)
     os.killpg(0, signal.SIGKILL)  # what is left of the group, this process included
 
 
@@ -83,7 +89,7 @@ def main(argv: list[str]) -> int:
                     _, status = os.waitpid(child, 0)
                     return _end_as(os.waitstatus_to_exitcode(status))
                 if not os.read(0, 4096):  # the parent is gone
-                    _stop_group(child)
+                    _stop_group(child, argv)
                     return 1
 
 
