@@ -276,3 +276,37 @@ def test_a_killed_server_is_restarted_and_votes_again(gw: Gateway) -> None:
     assert gw.request("GET", "/large.bin", timeout=30)[2] == LARGE
     (verdict,) = verdicts_after(gw, start, 1)
     assert sorted(verdict["agreed"]) == ALL and not verdict["dissented"]
+
+
+def test_identical_requests_get_identical_bytes_whoever_answers(gw: Gateway) -> None:
+    """Each pair of servers in turn answers alone (the third held by the operator): the same
+    request gets the same bytes, but for the Date line, and nothing names a server."""
+    requests = {
+        "page": b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "missing": b"GET /no-such-page HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "range": b"GET /index.html HTTP/1.1\r\nHost: t\r\nRange: bytes=10-\r\n"
+                 b"Connection: close\r\n\r\n",
+        "unsatisfiable": b"GET /index.html HTTP/1.1\r\nHost: t\r\nRange: bytes=99999999-\r\n"
+                         b"Connection: close\r\n\r\n",
+        "head": b"HEAD /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    }
+    seen: dict[str, set[bytes]] = {name: set() for name in requests}
+    answered = 0
+    for held in ALL:
+        all_voting(gw)
+        assert gw.request("POST", f"/executors/{held}/quarantine", admin=True)[0] == 202
+        gw.wait_for(lambda s, h=held: h not in s["active"], what=f"{held} held")
+        for _ in range(17):
+            for name, raw in requests.items():
+                reply = gw.raw(raw)
+                assert reply.startswith(b"HTTP/1.1 "), reply[:200]
+                seen[name].add(re.sub(rb"\r\ndate: [^\r]*", b"", reply))
+                answered += 1
+        assert gw.request("POST", f"/executors/{held}/cleanse", admin=True)[0] == 202
+    all_voting(gw)
+    assert answered >= 250
+    for name, replies in seen.items():
+        assert len(replies) == 1, (name, [r.split(b"\r\n\r\n")[0] for r in replies])
+        head = next(iter(replies)).split(b"\r\n\r\n")[0].lower()
+        for product in (b"\r\nserver:", b"\r\nx-powered-by:", b"\r\nvia:", b"\r\netag:"):
+            assert product not in head, (name, head)

@@ -44,6 +44,7 @@ __all__ = [
     "AgentRef",
     "ArbiterConfig",
     "AttributionConfig",
+    "BehaviourConfig",
     "CheckpointConfig",
     "Config",
     "ConfigError",
@@ -184,6 +185,17 @@ class ControllerConfig(_Strict):
         if self.rotation_policy is not None and self.rotate_every is None:
             raise ValueError("rotation_policy needs rotate_every (its budget)")
         return self
+
+
+class BehaviourConfig(_Strict):
+    """What executors do besides answering (`endosec.core.behaviour`)."""
+
+    interval: float = Field(default=1.0, gt=0, description="seconds between samples")
+    action: Literal["quarantine", "warn", "off"] = Field(
+        default="quarantine", description="on a broken rule (a connection out, a program not "
+                                          "in the baseline, a CPU or memory excess): "
+                                          "quarantine and cleanse, or only alert; off: no "
+                                          "sampling")
 
 
 class AttributionConfig(_Strict):
@@ -487,6 +499,11 @@ class FaceConfig(_Strict):
         description="header names removed from every reply (they name a product)")
     set: dict[str, str] = Field(default_factory=dict,
                                 description="headers set on every reply, e.g. {server: web}")
+    unvoted: Literal["drop", "keep"] = Field(
+        default="drop", description="drop: headers the vote did not look at (exempt by the "
+                                    "canonicalisation rules for the reply's status, or outside "
+                                    "headers.allow) are not passed on, since they differ "
+                                    "between stacks; Date and Content-Length stay")
 
     @field_validator("remove")
     @classmethod
@@ -594,6 +611,7 @@ class Config(_Strict):
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
+    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)

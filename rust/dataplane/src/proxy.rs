@@ -297,7 +297,9 @@ impl Phases for Http {
             extra.push((Bytes::from_static(b"x-endosec-agreed"), join(&verdict.agreed)));
             extra.push((Bytes::from_static(b"x-endosec-dissented"), join(&dissenters)));
         }
-        let shown = Response { headers: snapshot.face.apply(&response.headers),
+        let rule = snapshot.rules.headers();
+        let voted = |name: &[u8]| rule.voted(response.status, name);
+        let shown = Response { headers: snapshot.face.apply(&response.headers, &voted),
                                ..response.clone() };
         match http::encode_response(&shown, self.keep_alive, self.head_only, &extra) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },

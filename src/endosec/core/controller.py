@@ -56,6 +56,7 @@ from endosec.core.controller_events import (
     Activate,
     AdminRequest,
     Alert,
+    BehaviourObserved,
     Cleanse,
     Deactivate,
     Event,
@@ -325,6 +326,11 @@ class Controller:
                 self._suspicion.mark(components, until)
             case LoadChanged():
                 self._on_load(event, out)
+            case BehaviourObserved(executor=name, reason=reason):
+                self._known(name)
+                self._trust.record(name, False)
+                if self._can(name, Signal.FAULT):
+                    self._quarantine_and_cleanse(name, reason, out)
             case _:
                 raise TypeError(f"not a controller event: {event!r}")
         self._review_isolation(event.now, out)

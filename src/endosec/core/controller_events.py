@@ -23,6 +23,7 @@ __all__ = [
     "AdminKind",
     "AdminRequest",
     "Alert",
+    "BehaviourObserved",
     "Cleanse",
     "Deactivate",
     "Event",
@@ -265,5 +266,18 @@ class LoadChanged:
             raise ValueError(f"utilisation must be in [0, 1], got {self.utilisation!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class BehaviourObserved:
+    """``executor`` broke a behaviour rule (`endosec.core.behaviour`): an attack whatever its
+    output, so it is quarantined and cleansed at once, even below the floor."""
+
+    executor: str
+    reason: str
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
 Event = (VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
-         | Reconfigure | ThreatChanged | MarkComponents | LoadChanged)
+         | Reconfigure | ThreatChanged | MarkComponents | LoadChanged | BehaviourObserved)

@@ -14,13 +14,14 @@ import asyncio
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from endosec.config import Config, ExecutorConfig, load_rotation_policy
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.attribution import Attribution, AttributionPolicy
+from endosec.core.behaviour import BehaviourReport, Judge
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
     Action,
@@ -28,6 +29,7 @@ from endosec.core.controller_events import (
     Activate,
     AdminRequest,
     Alert,
+    BehaviourObserved,
     Cleanse,
     Deactivate,
     Event,
@@ -173,7 +175,8 @@ class MimicGateway:
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
-        self._refused: dict[str, tuple[str, int]] = {}  # executor -> (namespace, refused)
+        self._judge = Judge()
+        self._behaviour_task: asyncio.Task[None] | None = None
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
         self.threat = Threat(ThreatPolicy(config.threat.half_life, config.threat.scale))
@@ -269,6 +272,8 @@ class MimicGateway:
                 self.events.emit("start-failed", executor=name, detail=str(result))
                 self._dispatch(HealthReport(name, False, self.now))
         self._health_task = spawn(self._health_loop(), name="endosec-health")
+        if self.config.behaviour.action != "off":
+            self._behaviour_task = spawn(self._behaviour_loop(), name="endosec-behaviour")
         deadline = self.now + ready_timeout
         c = self.controller
         while len(c.voters) < min(self.config.controller.active, len(self.executors)) \
@@ -295,8 +300,9 @@ class MimicGateway:
     async def stop(self) -> None:
         for handle in self._wakeups:
             handle.cancel()
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._behaviour_task):
+            if task is not None:
+                task.cancel()
         await asyncio.gather(*(r.stop() for r in self.executors.values()),
                              return_exceptions=True)
 
@@ -462,26 +468,38 @@ class MimicGateway:
                 if not healthy and self.controller.state(name) is state:
                     self.events.emit("unhealthy", executor=name)
                     self._dispatch(HealthReport(name, False, self.now))
-            await self._watch_segments()
 
-    async def _watch_segments(self) -> None:
-        """Report every packet an executor's segment refused on its way out: an executor
-        that tries to reach anything but its gateway is doing what it should not."""
-        for name, runner in self.executors.items():
-            if not isinstance(runner, ProcessExecutor) or runner.segment is None:
-                continue
-            refused = await runner.outbound_refused()
-            namespace = runner.segment.namespace if runner.segment is not None else ""
-            seen_ns, seen = self._refused.get(name, ("", 0))
-            if refused is None or namespace != seen_ns:
-                seen = 0  # a new segment counts from 0
-            if refused is not None and refused > seen:
-                self.events.emit("outbound-refused", executor=name, packets=refused - seen,
-                                 total=refused)
-                self.events.emit("alert", level="warning", executor=name,
-                                 message=f"{name} tried to open {refused - seen} outbound "
-                                         "connection(s) or packet(s); its segment refused them")
-            self._refused[name] = (namespace, refused if refused is not None else seen)
+    async def _behaviour_loop(self) -> None:
+        """Sample what each local executor does besides answering, and act on what breaks a
+        behaviour rule (`endosec.core.behaviour`)."""
+        interval = self.config.behaviour.interval
+        while True:
+            await asyncio.sleep(interval)
+            samples = []
+            for name, runner in self.executors.items():
+                state = self.controller.state(name)
+                if isinstance(runner, ProcessExecutor) and state not in (
+                        ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
+                    sample = await runner.sample()
+                    if sample is not None:
+                        samples.append(replace(sample, voting=state is ExecutorState.ACTIVE,
+                                               idle=state is ExecutorState.SPARE))
+            for report in self._judge.judge(samples, self.now):
+                self._behaviour(report)
+
+    def _behaviour(self, report: BehaviourReport) -> None:
+        name = report.executor
+        self.events.emit("behaviour", executor=name, rule=report.rule,
+                         evidence=report.evidence)
+        if report.rule == "connect-out":
+            self.events.emit("outbound-refused", executor=name, packets=report.count)
+        act = self.config.behaviour.action == "quarantine"
+        self.events.emit("alert", level="warning", executor=name,
+                         message=f"{name} broke the behaviour rule {report.rule}: "
+                                 f"{report.evidence}" + ("; quarantined" if act else ""))
+        if act:
+            self._dispatch(BehaviourObserved(name, f"behaviour: {report.rule}: "
+                                                   f"{report.evidence}", self.now))
 
     # -- admin ------------------------------------------------------------------------------
 

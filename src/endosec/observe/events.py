@@ -37,6 +37,7 @@ LEDGER_KINDS = {
     "alert": "controller-action",
     "unhealthy": "controller-action",
     "outbound-refused": "controller-action",
+    "behaviour": "verdict",
     "start-failed": "controller-action",
     "admin": "admin-action",
     "config-loaded": "config-load",

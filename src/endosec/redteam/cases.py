@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CLASSES", "COMMON_MODE", "DIFFERENTIAL", "FAULTS", "Case", "catalogue",
+__all__ = ["CLASSES", "COMMON_MODE", "COVERT", "DIFFERENTIAL", "FAULTS", "Case", "catalogue",
            "fill"]
 
 DIFFERENTIAL = "differential"
 COMMON_MODE = "common-mode"
 FAULTS = "faults"
+COVERT = "covert"
 #: Every class in report order (benign traffic first: it sets the false-alarm figure).
-CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, "benign-divergence",
-           "reconnaissance", "input-agent")
+CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, COVERT,
+           "benign-divergence", "reconnaissance", "input-agent")
 TRIGGER = {"header": "X-Debug", "value": "letmein"}
 
 
@@ -104,6 +105,15 @@ def catalogue(read_timeout: float) -> list[Case]:
         Case("truncate", f, {"kind": "truncate"}, "closes halfway through the body",
              probe="any"),
         Case("reset", f, {"kind": "reset"}, "resets the connection (TCP RST)", probe="any"),
+        # Every reply stays right: only what the executor does shows them.
+        Case("connect-out", COVERT, {"kind": "connect-out", "host": "192.0.2.1", "port": 443},
+             "calls home (TEST-NET-1) while every reply stays right", probe="any"),
+        Case("spawn-shell", COVERT, {"kind": "spawn-shell"},
+             "leaves a shell running while every reply stays right", probe="any"),
+        Case("cpu-burn", COVERT, {"kind": "cpu-burn"},
+             "burns a core (mining) while every reply stays right", probe="any"),
+        Case("leak-memory", COVERT, {"kind": "leak-memory"},
+             "keeps 32 MiB more per request while every reply stays right", probe="any"),
         Case("never-healthy", f, {"kind": "never-healthy"},
              "a flaw in the image: health fails, and a cleansed instance never becomes healthy",
              probe="any", image=True, probes=0),

@@ -14,6 +14,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from endosec.redteam.cases import Case, fill
@@ -54,6 +55,8 @@ class CaseResult:
     acknowledged_writes: int | None = None
     lost_writes: int | None = None
     lost_writes_without_journal: int | None = None
+    # From the implant's first act to the victim's quarantine (a detected case).
+    time_to_quarantine: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -63,11 +66,17 @@ class CaseResult:
             "false_alarms": self.false_alarms, "seconds": round(self.seconds, 2),
             "benign": _tally(self.benign), "attack": _tally(self.attack), "notes": self.notes,
         }
+        if self.time_to_quarantine is not None:
+            out["time_to_quarantine"] = round(self.time_to_quarantine, 3)
         if self.lost_writes is not None:
             out.update(acknowledged_writes=self.acknowledged_writes,
                        lost_writes=self.lost_writes,
                        lost_writes_without_journal=self.lost_writes_without_journal)
         return out
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def _tally(t: Tally) -> dict[str, Any]:
@@ -145,6 +154,18 @@ class Drill:
         tmp.write_text(json.dumps(body))
         tmp.replace(path)  # appears whole: the wrapper never reads half an implant
 
+    def _time_to_quarantine(self, victims: list[str], since: float) -> float | None:
+        """From the first act of an implant to the last victim's quarantine."""
+        acts = [json.loads(line)["ts"] for name in victims
+                for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
+                if json.loads(line)["ts"] >= since]
+        caught = {e["executor"]: e["ts"] for e in self.gw.events()
+                  if e.get("event") == "quarantine" and e.get("executor") in victims
+                  and e["ts"] >= since}
+        if not acts or set(caught) != set(victims):
+            return None
+        return float(max(caught.values()) - min(acts))
+
     def fired(self, names: list[str], since: float) -> int:
         total = 0
         for name in names:
@@ -220,6 +241,8 @@ class Drill:
             self.clear(names)
         after = await self.gw.executors()
         result.fired = self.fired(victims, started)
+        if result.detected:
+            result.time_to_quarantine = self._time_to_quarantine(victims, started)
         honest = [n for n in names if n not in victims]
         result.false_alarms = sum(
             _count(after, n, c) - _count(before, n, c)

@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from endosec.protocols.http import (
     encode_response,
     upstream_request_bytes,
 )
-from endosec.redteam.spec import ALTERING, Implant, alter_response, parse_implant
+from endosec.redteam.spec import ALTERING, COVERT, Implant, alter_response, parse_implant
+from endosec.tasks import spawn
 
 __all__ = ["INNER_PORT", "ImplantFile", "main"]
 
@@ -56,6 +57,7 @@ _LIMITS = HttpLimits(max_header_bytes=1 << 20, max_headers=10_000, max_body_byte
 _CHUNK = 1 << 16
 _GARBAGE = 64
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_HOARD_CHUNKS = 16
 
 
 class ImplantFile:
@@ -102,6 +104,9 @@ class Wrapper:
     files: tuple[ImplantFile, ...]
     log: Path | None
     child: asyncio.subprocess.Process | None = None
+    shell: asyncio.subprocess.Process | None = None  # what spawn-shell started
+    burner: asyncio.subprocess.Process | None = None  # what cpu-burn started
+    hoard: list[bytes] = field(default_factory=list)  # what leak-memory keeps
 
     def pick(self, request: Request) -> Implant | None:
         """The implant acting on ``request``, if any (counting the request for each file)."""
@@ -200,6 +205,32 @@ def _abort_with_reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def _covert(w: Wrapper, implant: Implant) -> None:
+    """Do something else while the reply stays right: call out (in the background, so the
+    reply does not wait), leave a shell running, burn a core (in a process of the wrapper's
+    own program, so no new program shows), or keep 32 MiB more per request (to 512 MiB)."""
+    match implant.kind:
+        case "connect-out":
+            spawn(_connect_out(implant.params["host"], implant.params["port"]),
+                  name="endosec-implant-connect-out")
+        case "spawn-shell" if w.shell is None or w.shell.returncode is not None:
+            w.shell = await asyncio.create_subprocess_exec(
+                "sh", "-c", "sleep 300", stdin=asyncio.subprocess.DEVNULL)
+        case "cpu-burn" if w.burner is None or w.burner.returncode is not None:
+            w.burner = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "while True: pass", stdin=asyncio.subprocess.DEVNULL)
+        case "leak-memory" if len(w.hoard) < _HOARD_CHUNKS:
+            w.hoard.append(b"x" * (32 << 20))  # touched, so resident
+
+
+async def _connect_out(host: str, port: int) -> None:
+    """A covert connection out, as an implant calling home would open one."""
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(2):
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+
+
 async def _serve_one(w: Wrapper, inner: _Inner, request: Request,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Answer one request; False when the connection must end here."""
@@ -235,6 +266,9 @@ async def _serve_one(w: Wrapper, inner: _Inner, request: Request,
         case "delay":
             assert implant is not None
             await asyncio.sleep(implant.params["ms"] / 1000)
+        case covert if covert in COVERT:
+            assert implant is not None
+            await _covert(w, implant)
         case "record":
             assert implant is not None
             raw = upstream_request_bytes(request)

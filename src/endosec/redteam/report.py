@@ -64,9 +64,12 @@ class _Class:
     requests: int = 0
     alarms: int = 0
     expected: list[bool] = field(default_factory=list)
+    caught_after: list[float] = field(default_factory=list)  # times to quarantine
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        slowest = {"time_to_quarantine_max": round(max(self.caught_after), 3)} \
+            if self.caught_after else {}
+        return {**slowest,
             "cases": self.cases, "suppressed": self.suppressed, "detected": self.detected,
             "availability": self.correct / self.requests if self.requests else 1.0,
             "false_alarms": self.alarms / self.requests if self.requests else 0.0,
@@ -91,6 +94,8 @@ def _classes(benign: Benign | None, results: Sequence[CaseResult],
         c.requests += r.benign.total
         c.alarms += r.false_alarms
         c.expected.append(r.expected_suppressible)
+        if r.time_to_quarantine is not None:
+            c.caught_after.append(r.time_to_quarantine)
     if incremental is not None:
         episodes = int(incremental["episodes"])
         out["incremental"] = _Class(

@@ -25,6 +25,7 @@ from endosec.protocols.http import Request, Response
 
 __all__ = [
     "ALTERING",
+    "COVERT",
     "KINDS",
     "Implant",
     "ImplantError",
@@ -49,7 +50,14 @@ KINDS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
     "never-healthy": {},
     "record": {"match": (str,)},
     "dormant": {},
+    # Covert: the reply stays right while the executor does something else.
+    "connect-out": {"host": (str,), "port": (int,)},
+    "spawn-shell": {},
+    "cpu-burn": {},
+    "leak-memory": {},
 }
+#: Kinds that answer right while doing something else (behaviour, not output, shows them).
+COVERT = frozenset({"connect-out", "spawn-shell", "cpu-burn", "leak-memory"})
 #: Kinds that answer with an altered version of the executor's real response.
 ALTERING = frozenset({"alter-json-field", "inject-header", "alter-status", "nudge-numbers"})
 _CONDITIONS = frozenset({"kind", "trigger", "after", "fraction", "paths", "methods", "note"})

@@ -37,10 +37,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from endosec.core.behaviour import Sample
 from endosec.runtime.base import (
     CleanseError,
     HealthError,
@@ -153,6 +155,7 @@ class ProcessExecutor:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None  # set while the group may still hold processes
         self._segment: Segment | None = None  # its network namespace, while it runs
+        self._started_at: float | None = None  # when the current run was spawned
 
     def __repr__(self) -> str:
         return f"ProcessExecutor({self.spec.name!r}, pid={self.pid}, running={self.running})"
@@ -226,6 +229,7 @@ class ProcessExecutor:
             except BaseException:
                 self._kill_now()  # cancelled mid-start: leave nothing behind
                 raise
+            self._started_at = time.monotonic()
             return
 
     async def stop(self) -> None:
@@ -252,16 +256,20 @@ class ProcessExecutor:
         if segment is not None:
             await asyncio.to_thread(segment.remove)
 
-    async def outbound_refused(self) -> int | None:
-        """Packets its segment refused on their way out since this start (None: not
-        segmented, or not running)."""
-        segment = self._segment
-        if segment is None or not self.running:
+    async def sample(self) -> Sample | None:
+        """What its process group does now (None when it does not run): the programs its
+        processes run and, segmented, the packets refused on their way out since this start."""
+        pgid, segment, started = self._pgid, self._segment, self._started_at
+        if pgid is None or started is None or not self.running:
             return None
-        try:
-            return await segment.refused()
-        except SegmentError:
-            return None  # removed under our feet by a stop
+        refused = None
+        if segment is not None:
+            try:
+                refused = await segment.refused()
+            except SegmentError:
+                return None  # removed under our feet by a stop
+        programs, cpu, rss = _usage(pgid)
+        return Sample(self.name, started, refused, programs, time.monotonic(), cpu, rss)
     async def health(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
 
@@ -342,6 +350,7 @@ class ProcessExecutor:
         except (OSError, subprocess.SubprocessError) as exc:
             raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
         self._pgid = self._proc.pid  # a new session's leader leads its own process group
+        self._started_at = None  # until it is healthy: programs may still be exec'ing
         _record(self.record_path, self._proc.pid,
                 self._segment.namespace if self._segment is not None else None)
         return offset
@@ -455,6 +464,25 @@ def _record(path: Path, pid: int, namespace: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": pid, "started": _started(pid), "boot": _boot_id(),
                                 **({"namespace": namespace} if namespace else {})}))
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _usage(pgid: int) -> tuple[frozenset[str], float, int]:
+    """What the live processes of group ``pgid`` run, the CPU seconds they used, and their
+    resident bytes."""
+    programs, ticks, pages = set(), 0, 0
+    for pid in _members(pgid):
+        fields = _stat(pid)
+        if fields is None:
+            continue  # gone while we looked
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        pages += int(fields[21])  # rss
+        with contextlib.suppress(OSError):
+            programs.add(os.readlink(f"/proc/{pid}/exe"))
+    return frozenset(programs), ticks / _TICK, pages * _PAGE
 
 
 def _members(pgid: int) -> list[int]:

@@ -112,6 +112,16 @@ fn media_type(value: &[u8]) -> Vec<u8> {
 type Header<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 impl HeaderRule {
+    /// Whether the vote looks at the (lower-case) header ``name`` on a reply of ``status``.
+    pub fn voted(&self, status: u16, name: &[u8]) -> bool {
+        let ignore = match self.on_status.binary_search_by_key(&status, |(s, _)| *s) {
+            Ok(at) => &self.on_status[at].1,
+            Err(_) => &self.ignore,
+        };
+        !ignore.contains(name) && (self.presence.contains(name)
+                                   || self.allow.as_ref().is_none_or(|a| a.contains(name)))
+    }
+
     /// ``repr((status, canonical_headers(headers, status))).encode()``: names lower-cased and
     /// sorted (stably), values trimmed, exemptions applied.
     pub fn head(&self, status: u16, headers: &[(Bytes, Bytes)]) -> Vec<u8> {

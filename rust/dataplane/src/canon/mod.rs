@@ -191,6 +191,11 @@ impl RuleSet {
         self.headers.head(status, headers)
     }
 
+    /// The rule for headers.
+    pub fn headers(&self) -> &HeaderRule {
+        &self.headers
+    }
+
     /// The first body rule matching the request path, the response's Content-Type and its
     /// status (0 for an executor that gave no response: only rules without ``status``).
     pub fn body_rule(&self, path: &str, content_type: &[u8], status: u16) -> &Arc<BodyRule> {

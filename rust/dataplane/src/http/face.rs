@@ -3,7 +3,11 @@
 //!
 //! Headers that name a product (`Server`, `X-Powered-By`, `Via`, and what the configuration
 //! adds) are removed or replaced by configured values, and headers go out in one order
-//! (sorted by name; repeated names keep theirs), since each server orders its own.
+//! (sorted by name; repeated names keep theirs), since each server orders its own. With
+//! `drop_unvoted`, a header the vote did not look at (exempt for the reply's status, or outside
+//! an `allow` list) is not passed on either: the canonicalisation rules exempt exactly the
+//! headers that differ between stacks (an ETag's format, an advertisement one server sends),
+//! so each would tell which executor answered. `Date` and `Content-Length` stay (framing).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -19,13 +23,19 @@ pub struct Spec {
     pub remove: Vec<String>,
     /// Headers set on every reply (replacing an executor's own).
     pub set: Vec<(String, String)>,
+    /// Drop the headers the vote did not look at.
+    pub drop_unvoted: bool,
 }
+
+/// Kept even when not voted on: the gateway frames the reply with them.
+const FRAMING: [&[u8]; 2] = [b"content-length", b"date"];
 
 /// The compiled `face` section: lower-case names, checked values.
 #[derive(Clone, Debug, Default)]
 pub struct Face {
     remove: Vec<Bytes>,
     set: Vec<(Bytes, Bytes)>,
+    drop_unvoted: bool,
 }
 
 impl Face {
@@ -47,17 +57,19 @@ impl Face {
             }
             set.push((name(n, "set")?, Bytes::copy_from_slice(v.as_bytes())));
         }
-        Ok(Face { remove, set })
+        Ok(Face { remove, set, drop_unvoted: spec.drop_unvoted })
     }
 
-    /// ``headers`` as the client sees them (names in lower case).
-    pub fn apply(&self, headers: &Headers) -> Headers {
+    /// ``headers`` as the client sees them (names in lower case); ``voted`` says whether the
+    /// vote looked at a (lower-case) header name.
+    pub fn apply(&self, headers: &Headers, voted: &dyn Fn(&[u8]) -> bool) -> Headers {
         let mut out: Headers = headers.iter()
             .map(|(n, v)| match n.iter().any(u8::is_ascii_uppercase) {
                 true => (Bytes::from(n.to_ascii_lowercase()), v.clone()),
                 false => (n.clone(), v.clone()),
             })
             .filter(|(n, _)| !self.remove.contains(n) && !self.set.iter().any(|(s, _)| s == n))
+            .filter(|(n, _)| !self.drop_unvoted || FRAMING.contains(&&n[..]) || voted(n))
             .chain(self.set.iter().cloned()).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));  // stable: a repeated name keeps its order
         out
@@ -76,22 +88,38 @@ mod tests {
     #[test]
     fn identifying_headers_go_and_the_order_is_one() {
         let face = Face::compile(&Spec { remove: vec!["Server".into(), "x-powered-by".into()],
-                                         set: vec![("Via".into(), "gateway".into())] }).unwrap();
+                                         set: vec![("Via".into(), "gateway".into())],
+                                         drop_unvoted: false }).unwrap();
         let nginx = h(&[("server", "nginx"), ("content-type", "text/html"), ("set-cookie", "a"),
                         ("date", "d"), ("set-cookie", "b"), ("via", "1.1 nginx")]);
         let node = h(&[("x-powered-by", "Express"), ("date", "d"), ("set-cookie", "a"),
                        ("content-type", "text/html"), ("set-cookie", "b")]);
         let want = h(&[("content-type", "text/html"), ("date", "d"), ("set-cookie", "a"),
                        ("set-cookie", "b"), ("via", "gateway")]);
-        assert_eq!(face.apply(&nginx), want);
-        assert_eq!(face.apply(&node), want);
+        assert_eq!(face.apply(&nginx, &|_| true), want);
+        assert_eq!(face.apply(&node, &|_| true), want);
+    }
+
+    #[test]
+    fn what_the_vote_did_not_look_at_is_not_shown() {
+        let face = Face::compile(&Spec { drop_unvoted: true, ..Spec::default() }).unwrap();
+        let voted = |n: &[u8]| n == b"content-type";
+        let apache = h(&[("ETag", "\"2c-5f\""), ("content-type", "text/html"),
+                         ("accept-ranges", "bytes"), ("date", "d"), ("content-length", "44")]);
+        let nginx = h(&[("content-type", "text/html"), ("etag", "\"65a-2c\""), ("date", "d"),
+                        ("content-length", "44")]);
+        let want = h(&[("content-length", "44"), ("content-type", "text/html"), ("date", "d")]);
+        assert_eq!(face.apply(&apache, &voted), want);
+        assert_eq!(face.apply(&nginx, &voted), want);
+        let keep = Face::compile(&Spec::default()).unwrap();
+        assert_eq!(keep.apply(&nginx, &voted).len(), 4);
     }
 
     #[test]
     fn a_bad_face_names_the_field() {
-        let bad = Spec { remove: vec!["a b".into()], set: vec![] };
+        let bad = Spec { remove: vec!["a b".into()], ..Spec::default() };
         assert!(Face::compile(&bad).unwrap_err().contains("face.remove"));
-        let bad = Spec { remove: vec![], set: vec![("server".into(), "x\r\ny".into())] };
+        let bad = Spec { set: vec![("server".into(), "x\r\ny".into())], ..Spec::default() };
         assert!(Face::compile(&bad).unwrap_err().contains("face.set"));
     }
 }

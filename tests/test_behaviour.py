@@ -1,0 +1,127 @@
+"""The behaviour judge: hard rules over what an executor does besides answering, a baseline
+taken at each start, and the controller quarantining on what breaks a rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from endosec.core.behaviour import BehaviourPolicy, Judge, Sample
+from endosec.core.controller import Controller, ControllerPolicy
+from endosec.core.controller_events import BehaviourObserved, Cleanse, Quarantine
+from endosec.core.model import ExecutorState, Profile
+from endosec.core.scheduler import scheduler_from_config
+from endosec.core.trust import TrustBook
+from tests.test_isolation import Runtime
+
+NODE = frozenset({"/usr/bin/python3.11", "/usr/bin/node"})
+
+
+def test_a_connection_out_and_a_new_program_are_reported_once_each() -> None:
+    judge = Judge()
+    assert judge.judge([Sample("node", 1.0, 0, NODE)], 10.0) == []  # the baseline
+    assert judge.judge([Sample("node", 1.0, 0, NODE)], 11.0) == []
+    [out] = judge.judge([Sample("node", 1.0, 3, NODE)], 12.0)
+    assert (out.rule, out.count, out.at) == ("connect-out", 3, 12.0)
+    assert judge.judge([Sample("node", 1.0, 3, NODE)], 13.0) == []  # nothing new
+    [shell] = judge.judge([Sample("node", 1.0, 3, NODE | {"/usr/bin/dash"})], 14.0)
+    assert shell.rule == "new-program" and "/usr/bin/dash" in shell.evidence
+    assert judge.judge([Sample("node", 1.0, 3, NODE | {"/usr/bin/dash"})], 15.0) == []
+
+
+def test_a_new_start_takes_a_new_baseline() -> None:
+    judge = Judge()
+    judge.judge([Sample("node", 1.0, 0, NODE)], 10.0)
+    assert judge.judge([Sample("node", 1.0, 5, NODE)], 11.0)
+    # cleansed: a new run, whose first sample is its baseline (a fresh segment counts from 0)
+    assert judge.judge([Sample("node", 20.0, 0, NODE)], 21.0) == []
+    assert judge.judge([Sample("node", 20.0, 0, NODE)], 22.0) == []
+    # but packets refused before the first look still count: the segment starts at 0
+    [early] = judge.judge([Sample("node", 30.0, 2, NODE)], 31.0)
+    assert (early.rule, early.count) == ("connect-out", 2)
+    assert judge.judge([Sample("stdlib", 1.0, None, frozenset({"/usr/bin/python3"}))], 1) == []
+
+
+traces = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5),
+                            st.frozensets(st.sampled_from(["a", "b", "c", "d"]))),
+                  min_size=1, max_size=40)
+
+
+@given(traces)
+def test_reports_come_only_from_what_is_new_in_a_run(trace) -> None:
+    """Whatever the trace: a report names only packets beyond the most seen in that run (from
+    0), or programs beyond what the run has shown (its first sample is their baseline)."""
+    judge = Judge()
+    runs: dict[int, tuple[int, frozenset[str]]] = {}
+    started = 0
+    for step, (restart, refused_add, programs) in enumerate(trace):
+        if restart == 0:
+            started += 1
+        seen = runs.get(started) or (0, programs)
+        refused = seen[0] + refused_add
+        reports = judge.judge([Sample("x", float(started), refused, programs)], float(step))
+        rules = {r.rule for r in reports}
+        assert ("connect-out" in rules) == (refused > seen[0])
+        assert ("new-program" in rules) == bool(programs - seen[1])
+        runs[started] = (max(refused, seen[0]), seen[1] | programs)
+
+
+def test_the_controller_quarantines_on_behaviour_even_below_the_floor() -> None:
+    pool = [Profile("a", frozenset({"x"})), Profile("b", frozenset({"y"}))]
+    ctrl = Controller(pool, ControllerPolicy(active_size=2, floor=2, rotate_every=None),
+                      scheduler_from_config("random"), TrustBook(["a", "b"]),
+                      random.Random(1))
+    rt = Runtime(ctrl)
+    before = ctrl.counters("a")["quarantines"]
+    out = rt.feed(BehaviourObserved("a", "behaviour: connect-out: 1 packet(s)", 1.0))
+    assert Quarantine("a", "behaviour: connect-out: 1 packet(s)") in out
+    assert any(isinstance(x, Cleanse) and x.executor == "a" for x in out)
+    assert ctrl.counters("a")["quarantines"] == before + 1
+    # it comes back only through the cleanse (the runtime here completes it at once)
+    assert ctrl.state("a") is ExecutorState.ACTIVE
+
+
+def _round(judge: Judge, at: float, cpu: dict[str, float], *, rss: int = 50 << 20,
+           idle: frozenset[str] = frozenset()) -> list[str]:
+    samples = [Sample(n, 1.0, 0, NODE, at=at, cpu=c, rss=rss, voting=n not in idle,
+                      idle=n in idle) for n, c in cpu.items()]
+    return [f"{r.executor}:{r.rule}" for r in judge.judge(samples, at)]
+
+
+def test_cpu_burn_is_judged_against_the_other_voters_not_against_load() -> None:
+    judge = Judge(BehaviourPolicy(cpu_floor=0.4, cpu_ratio=4.0, cpu_samples=2))
+    used = {"a": 0.0, "b": 0.0, "c": 0.0}
+    assert _round(judge, 0.0, used) == []
+    # heavy load: all three at 0.9 of a core, for a while: nothing
+    for t in range(1, 6):
+        used = {n: v + 0.9 for n, v in used.items()}
+        assert _round(judge, float(t), used) == []
+    # b burns a core while the others go quiet: twice in a row, then reported once
+    used = {"a": used["a"] + 0.1, "b": used["b"] + 1.0, "c": used["c"] + 0.1}
+    assert _round(judge, 6.0, used) == []
+    used = {"a": used["a"] + 0.1, "b": used["b"] + 1.0, "c": used["c"] + 0.1}
+    assert _round(judge, 7.0, used) == ["b:cpu-burn"]
+    used = {"a": used["a"] + 0.1, "b": used["b"] + 1.0, "c": used["c"] + 0.1}
+    assert _round(judge, 8.0, used) == []
+
+
+def test_a_spare_serving_nothing_is_judged_against_the_floor_alone() -> None:
+    judge = Judge(BehaviourPolicy(cpu_floor=0.4, cpu_samples=2))
+    spare = frozenset({"s"})
+    assert _round(judge, 0.0, {"s": 0.0}, idle=spare) == []
+    assert _round(judge, 1.0, {"s": 0.5}, idle=spare) == []
+    assert _round(judge, 2.0, {"s": 1.0}, idle=spare) == ["s:cpu-burn"]
+
+
+def test_memory_beyond_twice_the_start_and_a_margin_is_reported() -> None:
+    judge = Judge(BehaviourPolicy(memory_ratio=2.0, memory_margin=100 << 20))
+    assert _round(judge, 0.0, {"a": 0.0}, rss=50 << 20) == []
+    # the baseline is the first sample's: 50 MiB, so the limit is 200 MiB
+    assert judge.judge([Sample("a", 1.0, 0, NODE, at=1.0, rss=190 << 20)], 1.0) == []
+    [r] = judge.judge([Sample("a", 1.0, 0, NODE, at=2.0, rss=210 << 20)], 2.0)
+    assert r.rule == "memory" and "210 MiB" in r.evidence
+    with pytest.raises(ValueError, match="cpu_ratio"):
+        BehaviourPolicy(cpu_ratio=0)
