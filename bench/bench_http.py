@@ -11,6 +11,8 @@ exact percentiles:
 * endosec n=1       - the gateway in front of one such backend;
 * endosec n=3       - the gateway voting over three backends, with ``gateway.threads: 1`` and
                       with two;
+* n=3 sampling off  - endosec n=3 (one thread) with ``behaviour.action: off``: the cost of
+                      sampling what the executors do is n=3 against this run;
 * n=3 5% dissent    - the same (one thread), with one backend answering a different body on
                       5% of requests.
   The pool is exactly three executors with floor 2: the dissenter is quarantined, the other
@@ -153,7 +155,7 @@ class Gateway:
     """``endosec run`` on a generated config; its executors are nginx backends."""
 
     def __init__(self, tools: Tools, root: Path, name: str, n: int, dissent: bool,
-                 threads: int) -> None:
+                 threads: int, behaviour: str) -> None:
         self.root = root / name
         self.root.mkdir(parents=True)
         executors = []
@@ -174,6 +176,7 @@ class Gateway:
             "controller": {"active": n, "floor": n // 2 + 1, "rotate_every": None},
             "scheduler": {"seed": 1},
             "limits": {"max_connections": 4096},
+            "behaviour": {"action": behaviour},
             "gateway": {"events": str(self.root / "events.jsonl"), "threads": threads},
             "canonicalise": {"headers": {"ignore": HEADERS_IGNORED},
                              "bodies": [{"content_type": "application/json", "json": {}}]},
@@ -236,8 +239,8 @@ class Gateway:
 
 @contextlib.contextmanager
 def _gateway(tools: Tools, root: Path, name: str, n: int, dissent: bool = False,
-             threads: int = 1) -> Iterator[Gateway]:
-    gw = Gateway(tools, root, name, n, dissent, threads)
+             threads: int = 1, behaviour: str = "quarantine") -> Iterator[Gateway]:
+    gw = Gateway(tools, root, name, n, dissent, threads, behaviour)
     try:
         yield gw
     finally:
@@ -340,6 +343,9 @@ def main() -> None:
                 "nginx proxy_pass": measure(tools, proxy_url, half_c, seconds, warmup, pause),
                 "endosec n=3": measure(tools, gw.url, half_c, seconds, warmup, pause),
             }
+        with _gateway(tools, root, "n3off", 3, behaviour="off") as gw:
+            peak["n=3 sampling off"], _, extra["n=3 sampling off"] = gw.measure(
+                tools, c, seconds, warmup)
         with _gateway(tools, root, "n3t2", 3, threads=2) as gw:
             peak["n=3 2 threads"], _, extra["n=3 2 threads"] = gw.measure(tools, c, seconds,
                                                                            warmup)
@@ -395,6 +401,9 @@ def main() -> None:
           f"{added:.3f} ms")
     print(f"  [{_check(ratio_d >= 0.9)}] {DISSENT_PERCENT}% dissent keeps >= 0.9x clean n=3 "
           f"throughput (2xx replies only): {ratio_d:.2f}x")
+    sampling = r3.rps / peak["n=3 sampling off"].rps
+    print(f"  [{_check(sampling >= 0.9)}] behaviour sampling keeps >= 0.9x of n=3 without it: "
+          f"{sampling:.2f}x")
 
 if __name__ == "__main__":
     main()

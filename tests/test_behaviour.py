@@ -3,7 +3,11 @@ taken at each start, and the controller quarantining on what breaks a rule."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,6 +19,9 @@ from endosec.core.controller_events import BehaviourObserved, Cleanse, Quarantin
 from endosec.core.model import ExecutorState, Profile
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
+from endosec.protocols.http import Request
+from endosec.runtime.agent import AgentHandler
+from endosec.runtime.process import ExecutorSpec, ProcessExecutor
 from tests.test_isolation import Runtime
 
 NODE = frozenset({"/usr/bin/python3.11", "/usr/bin/node"})
@@ -125,3 +132,30 @@ def test_memory_beyond_twice_the_start_and_a_margin_is_reported() -> None:
     assert r.rule == "memory" and "210 MiB" in r.evidence
     with pytest.raises(ValueError, match="cpu_ratio"):
         BehaviourPolicy(cpu_ratio=0)
+
+
+async def test_a_process_is_sampled_here_or_by_its_agent(tmp_path: Path) -> None:
+    """The driver that hosts an executor samples it; an agent sends its sample on."""
+    spec = ExecutorSpec(name="x", argv=[sys.executable, "-m", "http.server", "{port}",
+                                        "--bind", "127.0.0.1"],
+                        scratch_root=tmp_path, health_path="/")
+    executor = ProcessExecutor(spec)
+    assert await executor.sample() is None  # not running
+    await executor.start()
+    try:
+        here = await executor.sample()
+        assert here is not None and here.rss > 1 << 20 and here.cpu >= 0
+        assert os.path.realpath(sys.executable) in {os.path.realpath(p) for p in here.programs}
+        handler = AgentHandler({"x": executor}, "agent-token")
+        auth = ((b"host", b"agent"), (b"authorization", b"Bearer agent-token"))
+        reply = await handler(Request(b"GET", b"/executors/x/sample", auth), "peer")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        sent = Sample.from_dict("x", json.loads(body)["sample"])
+        assert (sent.started, sent.programs, sent.refused) == (
+            here.started, here.programs, here.refused)
+        assert sent.at >= here.at
+    finally:
+        await executor.stop()
+    with pytest.raises((ValueError, KeyError)):
+        Sample.from_dict("x", {"started": 1, "programs": "sh"})

@@ -244,15 +244,20 @@ def _web_config(base: Path) -> dict[str, Any]:
     return data
 
 
-def _head_files(gw: Any, times: int) -> None:
+def _head_files(gw: Any, times: int, dissents: int) -> None:
     """``HEAD /files`` from ``times`` clients (one client's repeats would be held against it,
-    not against the executors)."""
+    not against the executors); then wait for ``dissents`` dissent events (the stragglers
+    are judged after the reply) and a moment more for any beyond them."""
     for i in range(times):
         gw.wait_for(lambda s: len(s["active"]) == 3 and all(
             e["state"] == "active" for e in s["executors"]), "the pool whole")
         status, _, _ = gw.request("HEAD", "/files", source=f"127.0.0.{i + 2}")
         assert status == 301
-    time.sleep(0.5)  # the stragglers are judged after the reply
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(
+            [e for e in gw.event_kinds() if e["event"] == "dissent"]) < dissents:
+        time.sleep(0.1)
+    time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -269,7 +274,7 @@ def test_learn_removes_the_head_files_dissent_of_the_web_example() -> None:
         data = _web_config(base / "first")
         gw = Gateway(base / "first", data, base=WEB)
         try:
-            _head_files(gw, 3)
+            _head_files(gw, 3, dissents=3)
         finally:
             gw.stop()
         events = base / "first" / "events.jsonl"
@@ -288,7 +293,7 @@ def test_learn_removes_the_head_files_dissent_of_the_web_example() -> None:
         patched["gateway"]["events"] = str(base / "second" / "events.jsonl")
         gw = Gateway(base / "second", patched, base=WEB)
         try:
-            _head_files(gw, 3)
+            _head_files(gw, 3, dissents=0)
         finally:
             gw.stop()
         assert [e for e in read_events(base / "second" / "events.jsonl")

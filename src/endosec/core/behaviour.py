@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["BehaviourPolicy", "BehaviourReport", "Judge", "Rule", "Sample"]
 
@@ -51,6 +51,23 @@ class Sample:
     rss: int = 0
     voting: bool = True
     idle: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """What an agent sends (the gateway adds ``voting`` and ``idle``)."""
+        return {"started": self.started, "refused": self.refused,
+                "programs": sorted(self.programs), "at": self.at, "cpu": self.cpu,
+                "rss": self.rss}
+
+    @classmethod
+    def from_dict(cls, executor: str, data: Mapping[str, Any]) -> Sample:
+        """`as_dict`'s output back (ValueError, KeyError or TypeError when it is not)."""
+        refused = data["refused"]
+        programs = data["programs"]
+        if not isinstance(programs, list) or not all(isinstance(p, str) for p in programs):
+            raise ValueError("programs must be a list of paths")
+        return cls(executor, float(data["started"]),
+                   None if refused is None else int(refused), frozenset(programs),
+                   float(data["at"]), float(data["cpu"]), int(data["rss"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -470,16 +470,16 @@ class MimicGateway:
                     self._dispatch(HealthReport(name, False, self.now))
 
     async def _behaviour_loop(self) -> None:
-        """Sample what each local executor does besides answering, and act on what breaks a
-        behaviour rule (`endosec.core.behaviour`)."""
+        """Sample what each executor does besides answering (its driver looks: here, or an
+        agent on its host), and act on what breaks a behaviour rule
+        (`endosec.core.behaviour`)."""
         interval = self.config.behaviour.interval
         while True:
             await asyncio.sleep(interval)
             samples = []
             for name, runner in self.executors.items():
                 state = self.controller.state(name)
-                if isinstance(runner, ProcessExecutor) and state not in (
-                        ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
+                if state not in (ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
                     sample = await runner.sample()
                     if sample is not None:
                         samples.append(replace(sample, voting=state is ExecutorState.ACTIVE,

@@ -118,6 +118,10 @@ class AgentHandler:
         executor = self.executors[path[1]]
         if len(path) == 2 and request.method == b"GET":
             return _json(200, {**self._state(executor), "healthy": await executor.health()})
+        if path[2:] == ["sample"] and request.method == b"GET":
+            sample = await executor.sample()
+            return _json(200, {**self._state(executor),
+                               "sample": None if sample is None else sample.as_dict()})
         actions: dict[str, Callable[[], Any]] = {
             "start": executor.start, "stop": executor.stop, "cleanse": executor.cleanse}
         if len(path) != 3 or path[2] not in actions or request.method != b"POST":

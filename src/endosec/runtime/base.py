@@ -20,7 +20,10 @@ Backend errors (``OSError`` and friends) are re-raised as one of these with ``fr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from endosec.core.behaviour import Sample
 
 __all__ = [
     "CleanseError",
@@ -99,4 +102,9 @@ class RuntimeDriver(Protocol):
 
     async def cleanse(self) -> None:
         """Stop, wipe all state, restore the pristine image and start again."""
+        ...
+
+    async def sample(self) -> Sample | None:
+        """What it does now besides answering (`endosec.core.behaviour`), where the driver
+        can see it (None: it cannot, or the executor does not run); never raises."""
         ...

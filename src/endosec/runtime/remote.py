@@ -14,6 +14,7 @@ import ssl
 from typing import Any
 
 from endosec.config import AgentRef, parse_address
+from endosec.core.behaviour import Sample
 from endosec.runtime.base import CleanseError, HealthError, RuntimeDriverError, StartError
 from endosec.runtime.wire import WireError, exchange
 
@@ -103,6 +104,15 @@ class AgentExecutor:
         except (WireError, TimeoutError, RuntimeDriverError):
             return False
         return bool(info["healthy"])
+
+    async def sample(self) -> Sample | None:
+        """The agent's sample of the executor on its host (None: none, or out of reach)."""
+        try:
+            info = await self._call("GET", "sample", self._health_timeout)
+            return None if info.get("sample") is None \
+                else Sample.from_dict(self._name, info["sample"])
+        except (WireError, TimeoutError, RuntimeDriverError, ValueError, KeyError, TypeError):
+            return None
 
     async def wait_healthy(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()

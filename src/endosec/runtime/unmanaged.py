@@ -15,6 +15,7 @@ import ssl
 from urllib.parse import urlsplit
 
 from endosec.config import UnmanagedCleanse, parse_address
+from endosec.core.behaviour import Sample
 from endosec.runtime.base import CleanseError, HealthError, HealthProbe, HumanNeeded, StartError
 from endosec.runtime.wire import WireError, exchange
 
@@ -70,6 +71,10 @@ class UrlExecutor:
 
     async def stop(self) -> None:
         """Not ours to stop."""
+
+    async def sample(self) -> Sample | None:
+        """Nothing: its processes are not endosec's to look at."""
+        return None
 
     async def health(self) -> bool:
         host, port = self._address
