@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from endosec.runtime.segment import Segment, SegmentError, segment_possible
+from endosec.runtime.segment import (
+    Segment,
+    SegmentError,
+    remove_namespace,
+    segment_possible,
+    sweep,
+)
 from tests.gatewayctl import Gateway, demo_config, server_pid
 
 MISSING = segment_possible()
@@ -137,3 +143,19 @@ def test_a_segment_serves_its_loopback_listener_and_refuses_the_way_out() -> Non
     assert segment.namespace not in _netns()
     with pytest.raises(SegmentError, match="outbound counter"):
         asyncio.run(segment.refused())
+
+
+def test_the_next_start_sweeps_segments_whose_maker_is_gone() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan, alive = f"endosec-{dead.pid}-0badf00d", f"endosec-{os.getpid()}-0badf00e"
+    for name in (orphan, alive):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        removed = sweep()
+        assert orphan in removed and alive not in removed
+        assert orphan not in _netns() and alive in _netns()
+    finally:
+        for name in (orphan, alive):
+            remove_namespace(name)
+    assert not {orphan, alive} & _netns()

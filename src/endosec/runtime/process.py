@@ -51,7 +51,7 @@ from endosec.runtime.base import (
     StartError,
 )
 from endosec.runtime.sandbox import bwrap_argv, find_bwrap
-from endosec.runtime.segment import Segment, SegmentError, remove_namespace
+from endosec.runtime.segment import Segment, SegmentError, remove_namespace, sweep
 from endosec.runtime.wire import WireError, exchange
 
 __all__ = ["ExecutorSpec", "ProcessExecutor", "free_port", "reap_leftovers"]
@@ -521,4 +521,5 @@ def reap_leftovers(scratch_root: Path) -> list[str]:
             remove_namespace(namespace)
             stopped.append(f"{path.stem}: network namespace {namespace}")
         path.unlink(missing_ok=True)
+    stopped += [f"network namespace {name} (its maker is gone)" for name in sweep()]
     return stopped

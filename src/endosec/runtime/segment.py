@@ -12,7 +12,9 @@ the namespace:
   and each attempt shows (`Segment.refused`).
 
 A new segment is made at each start and removed at each stop, so a cleansed executor gets a
-fresh namespace and address. Needs root, ``ip`` (iproute2) and ``nft`` (nftables).
+fresh namespace and address; a supervisor whose gateway died removes its executor's, and the
+next start removes those of runs killed outright (`sweep`). Needs root, ``ip`` (iproute2)
+and ``nft`` (nftables).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Segment", "SegmentError", "segment_possible"]
+__all__ = ["Segment", "SegmentError", "remove_namespace", "segment_possible", "sweep"]
 
 _POOL = ipaddress.ip_network("10.200.0.0/13")
 
@@ -101,7 +104,8 @@ class Segment:
         if missing is not None:
             raise SegmentError(missing)
         token = secrets.token_hex(4)
-        ns, outer, inner = f"endosec-{token}", f"es{token}g", f"es{token}x"
+        # The namespace names the process that made it: `sweep` knows when that one is gone.
+        ns, outer, inner = f"endosec-{os.getpid()}-{token}", f"es{token}g", f"es{token}x"
         taken = _taken()
         for _ in range(64):
             net = ipaddress.ip_network(
@@ -152,6 +156,25 @@ class Segment:
             if "counter" in item:
                 return int(item["counter"]["packets"])
         raise SegmentError(f"{self.namespace}: no outbound counter")
+
+
+def sweep() -> list[str]:
+    """Remove the segments whose maker is gone and in which nothing runs: what a run killed
+    outright (its supervisors with it) left behind. Returns their names."""
+    root = Path("/run/netns")
+    if segment_possible() is not None or not root.is_dir():
+        return []
+    removed = []
+    for path in root.glob("endosec-*-*"):
+        maker = path.name.split("-")[1]
+        if not maker.isdigit() or Path(f"/proc/{maker}").exists():
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", path.name], capture_output=True,
+                              text=True, check=False, timeout=10).stdout.split()
+        if not pids:
+            remove_namespace(path.name)
+            removed.append(path.name)
+    return removed
 
 
 def remove_namespace(namespace: str) -> None:
