@@ -154,12 +154,14 @@ def test_isolation_ends_when_suspicion_fades_and_then_they_may_vote_together() -
                                        suspicion_half_life=10.0))
     rt = Runtime(ctrl)
     assert rt.committed() == {p.name for p in POOL}
-    rt.feed(MarkComponents(frozenset({LLHTTP}), until=5.0, now=0.0))
+    out = rt.feed(MarkComponents(frozenset({LLHTTP}), until=5.0, now=0.0))
+    [mark] = [a for a in out if isinstance(a, Isolate)]
+    assert mark.on and mark.reason.startswith("marked by the operator")
     # one llhttp holder rotated out in place (no spare), cleansed, and kept out
     assert len(rt.committed() & {"aiohttp", "node"}) == 1
     assert ctrl.isolated == {LLHTTP}
     out = rt.feed(Tick(6.0))
-    assert Isolate(LLHTTP, False, "suspicion faded") in out
+    assert Isolate(LLHTTP, False, "no longer suspect") in out
     assert rt.committed() == {p.name for p in POOL}  # the spare that waited joins
 
 
@@ -239,7 +241,7 @@ def test_the_controller_wakes_itself_when_an_isolation_ends() -> None:
     assert ctrl.isolated == {LLHTTP}
     rt.run_until(100.0)  # nothing but the controller's own wake-ups
     assert ctrl.isolated == frozenset()
-    assert Isolate(LLHTTP, False, "suspicion faded") in rt.log
+    assert Isolate(LLHTTP, False, "no longer suspect") in rt.log
     assert len(rt.committed()) == 3
 
 

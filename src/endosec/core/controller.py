@@ -745,12 +745,14 @@ class Controller:
         # Only a component two executors of the pool share can be isolated from anything.
         held = Counter(c for p in self._profiles.values() for c in p.components)
         isolated = frozenset(c for c in self._suspicion.isolated(now) if held[c] >= 2)
+        scores = self._suspicion.scores(now)
         for c in sorted(isolated - self._isolated):
             holders = [n for n in self._voters if c in self._profiles[n].components]
-            out.append(Isolate(c, True, f"suspicion {self._suspicion.scores(now).get(c, 0):.2f}"
-                                        f"; voting holders: {', '.join(holders) or 'none'}"))
+            why = f"suspicion {scores[c]:.2f}" if c in scores and \
+                scores[c] >= self._suspicion.policy.isolate_at else "marked by the operator"
+            out.append(Isolate(c, True, f"{why}; voting holders: {', '.join(holders) or 'none'}"))
         for c in sorted(self._isolated - isolated):
-            out.append(Isolate(c, False, "suspicion faded"))
+            out.append(Isolate(c, False, "no longer suspect"))
         self._isolated = isolated
         self._unisolable &= isolated
         if isolated:  # look again when the first isolation would end
