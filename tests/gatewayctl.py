@@ -68,20 +68,23 @@ class Gateway:
         data.setdefault("gateway", {})["events"] = str(self.events)
         cfg.write_text(yaml.safe_dump(data))
         self.marker = f"ENDOSEC_TEST_RUN={uuid.uuid4().hex}"
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
-             "--state-dir", str(tmp / "state"), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "ENDOSEC_ADMIN_TOKEN": TOKEN,
-                 "ENDOSEC_TEST_RUN": self.marker.split("=", 1)[1], **(env or {})},
-            start_new_session=True)
+        # stderr to a file: a failed wait can show it while the gateway still runs
+        self.stderr = tmp / "gateway.stderr"
+        with self.stderr.open("w") as err_file:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "endosec.cli", "run", "--config", str(cfg),
+                 "--state-dir", str(tmp / "state"), *args],
+                stdout=subprocess.PIPE, stderr=err_file, text=True,
+                env={**os.environ, "ENDOSEC_ADMIN_TOKEN": TOKEN,
+                     "ENDOSEC_TEST_RUN": self.marker.split("=", 1)[1], **(env or {})},
+                start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = BANNER.search(line)
         if not match:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-            err = err or ""
+            self.proc.communicate(timeout=10)
+            err = self.stderr.read_text()
             raise RuntimeError(f"gateway did not start: {line!r}\n{err[-3000:]}")
         self.url, self.admin_url = match.group(1), match.group(2)
         self.state = tmp / "state"
@@ -126,7 +129,8 @@ class Gateway:
         status = self.status()
         while not predicate(status):
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {json.dumps(status)[:2000]}")
+                raise AssertionError(f"timed out waiting for {what}: {json.dumps(status)[:2000]}"
+                                     f"\ngateway stderr (tail):\n{self.stderr.read_text()[-3000:]}")
             time.sleep(0.1)
             status = self.status()
         return status
@@ -156,7 +160,8 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
-        _, err = self.proc.communicate()
+        self.proc.communicate()
+        err = self.stderr.read_text()
         deadline = time.monotonic() + 5
         while (left := self.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -413,3 +413,38 @@ def test_decision_is_announced_exactly_when_it_becomes_certain(election: Electio
             assert ballot.decided is not None
             winner = ballot.decided.winner.raw if ballot.decided.winner else None
             assert {(ballot.decided.outcome, winner)} == futures
+
+
+@given(elections(), st.data())
+def test_a_discounted_voter_never_lends_support(election: Election, data: st.DataObject) -> None:
+    """Strict voting: a discounted voter is heard, yet the verdict accepts exactly what it
+    would if that voter had failed, with the same quorum; early still equals final."""
+    strategy, voters, weights, answers = election
+    discounted = data.draw(st.sets(st.sampled_from(voters)))
+    ballot = Ballot(strategy, voters, weights)
+    ballot.discount(discounted)
+    early = [v for v in feed(ballot, [_output(n, r) for n, r in answers]) if v is not None]
+    final = ballot.close()
+    silenced = judge_with(strategy, voters, weights,
+                          [(n, None if n in discounted else r) for n, r in answers])
+    assert final.accepted == silenced.accepted
+    if final.accepted:
+        assert final.winner is not None and silenced.winner is not None
+        assert final.winner.raw == silenced.winner.raw
+        assert set(final.agreed) >= set(silenced.agreed)
+    if early:
+        assert early[0].outcome is final.outcome
+    assert ("; discounted: " in final.reason) == (bool(discounted)
+                                                  and final.outcome is not Outcome.ALL_FAILED)
+
+
+def test_discounting_comes_before_the_first_output() -> None:
+    ballot = Ballot(Majority(), ["a", "b", "c"])
+    ballot.discount(["c", "nobody"])
+    ballot.add(val("a", b"x"))
+    with pytest.raises(ValueError, match="before any output"):
+        ballot.discount(["b"])
+    assert ballot.add(val("c", b"x")) is None, "c's agreement lends no support"
+    verdict = ballot.add(val("b", b"x"))
+    assert verdict is not None and verdict.accepted
+    assert verdict.reason == "majority: accepted with support 2 of 3 (quorum 2); discounted: c"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from endosec.core.behaviour import BehaviourPolicy, Judge, Sample
+from endosec.core.behaviour import ALLOWED_PATHS, BehaviourPolicy, Judge, PathSet, Sample
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import BehaviourObserved, Cleanse, Quarantine
 from endosec.core.model import ExecutorState, Profile
@@ -21,7 +21,9 @@ from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
 from endosec.protocols.http import Request
 from endosec.runtime.agent import AgentHandler
+from endosec.runtime.opens import Opens, opens_possible
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
+from endosec.runtime.wire import exchange
 from tests.test_isolation import Runtime
 
 NODE = frozenset({"/usr/bin/python3.11", "/usr/bin/node"})
@@ -159,3 +161,99 @@ async def test_a_process_is_sampled_here_or_by_its_agent(tmp_path: Path) -> None
         await executor.stop()
     with pytest.raises((ValueError, KeyError)):
         Sample.from_dict("x", {"started": 1, "programs": "sh"})
+
+
+def _opened(judge: Judge, at: float, opened: set[str], *, started: float = 1.0,
+            unlisted: int = 0) -> list[str]:
+    sample = Sample("a", started, 0, NODE, at=at, opened=frozenset(opened), unlisted=unlisted)
+    return [r.evidence for r in judge.judge([sample], at)]
+
+
+def test_a_file_read_outside_what_it_read_to_start_is_reported_once() -> None:
+    judge = Judge(BehaviourPolicy(allowed_paths=("/usr/", "/etc/hosts")))
+    assert _opened(judge, 0.0, {"/etc/nginx/nginx.conf"}) == []  # the baseline: its start
+    # its baseline again, what anyone may read, and nothing at all: nothing to report
+    assert _opened(judge, 1.0, {"/etc/nginx/nginx.conf", "/usr/lib/x.so", "/etc/hosts"}) == []
+    assert _opened(judge, 2.0, set()) == []
+    assert _opened(judge, 3.0, {"/etc/shadow", "/etc/hosts"}) == ["opened /etc/shadow"]
+    assert _opened(judge, 4.0, {"/etc/shadow"}) == []  # already reported in this run
+    # too many files to list: reported, though not one is named (never in a baseline)
+    assert _opened(judge, 5.0, set(), unlisted=3) == ["opened and 3 more file(s)"]
+    assert _opened(judge, 6.0, {"/root/.ssh/id_ed25519"}, started=7.0) == []  # a new run
+    assert _opened(judge, 7.0, set(), started=8.0, unlisted=9) == []
+    with pytest.raises(ValueError, match="absolute"):
+        BehaviourPolicy(allowed_paths=("etc/",))
+
+
+opened_traces = st.lists(st.tuples(st.booleans(), st.frozensets(st.sampled_from(
+    ["/etc/a", "/etc/b", "/usr/c", "/srv/d", "/usr"]))), min_size=1, max_size=30)
+
+
+@given(opened_traces)
+def test_only_files_new_to_the_run_and_not_allowed_are_reported(trace) -> None:
+    """Whatever the trace: a report names exactly the files that are neither allowed, nor in
+    the run's first sample, nor reported before in that run."""
+    judge = Judge(BehaviourPolicy(allowed_paths=("/usr/",)))
+    started, seen = 0.0, None
+    for step, (restart, opened) in enumerate(trace):
+        if restart or seen is None:
+            started, seen = started + 1, set(opened)
+            assert _opened(judge, float(step), set(opened), started=started) == []
+            continue
+        new = sorted(p for p in opened if p not in seen and not p.startswith("/usr/"))
+        reports = _opened(judge, float(step), set(opened), started=started)
+        assert reports == ([f"opened {', '.join(new)}"] if new else [])
+        seen |= opened
+
+
+async def test_the_kernel_shows_the_files_an_executor_opens(tmp_path: Path) -> None:
+    """fanotify, as root: a file outside the executor's directories, opened after its start,
+    reaches its sample; its own scratch directory and the system's files do not."""
+    reason = opens_possible()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    opens = Opens()
+    spec = ExecutorSpec(name="x", argv=[
+        sys.executable, "-m", "endosec.redteam.implant", "--listen-port", "{port}",
+        "--scratch", "{scratch}", "--", sys.executable, "-m", "http.server", "{inner_port}",
+        "--bind", "127.0.0.1"], scratch_root=tmp_path / "executors", health_path="/")
+    executor = ProcessExecutor(spec, opens)
+    await executor.start()
+    try:
+        baseline = await executor.sample()
+        assert baseline is not None and baseline.opened is not None
+        assert not {p for p in baseline.opened if p.startswith(str(executor.scratch))}
+        (executor.scratch / "implant.json").write_text(json.dumps(
+            {"kind": "read-outside-scratch", "path": str(secret)}))
+        host, port = executor.address
+        assert (await exchange(host, port, "GET", "/")).status == 200
+        later = await executor.sample()
+        assert later is not None and later.opened is not None
+        assert str(secret) in later.opened
+        assert not any(p in PathSet(ALLOWED_PATHS) for p in later.opened)
+        judge = Judge()
+        judge.judge([baseline], 1.0)
+        [report] = judge.judge([later], 2.0)
+        assert report.rule == "read-outside" and str(secret) in report.evidence
+    finally:
+        await executor.stop()
+        opens.close()
+
+
+@given(traces)
+def test_a_flagged_executor_recovers_only_through_cleansing(trace) -> None:
+    """Flagged (for strict voting) from its first report until a new run starts: quiet
+    samples in the same run never clear it."""
+    judge = Judge()
+    started, reported, refused = 0, False, 0
+    for step, (restart, refused_add, programs) in enumerate(trace):
+        if restart == 0:
+            started, reported, refused = started + 1, False, 0
+        refused += refused_add
+        sample = Sample("x", float(started), refused, frozenset({"a"}) | programs)
+        reported = bool(judge.judge([sample], float(step))) or reported
+        assert ("x" in judge.flagged) == reported

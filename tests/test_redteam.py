@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from endosec.redteam.report import summary_table
+from endosec.runtime.opens import opens_possible
 from endosec.runtime.segment import segment_possible
 
 pytestmark = pytest.mark.slow
@@ -84,12 +85,13 @@ def check_required_figures(data: dict) -> None:
     assert diff["suppressed"] == diff["cases"] and diff["detected"] == diff["cases"]
     assert diff["false_alarms"] == 0
     # Covert implants keep every reply right; behaviour gives them away, within 5 s, and
-    # nobody else is punished (a connection out shows only in a network segment: as root).
+    # nobody else is punished (a connection out shows only in a network segment, a file read
+    # only to fanotify: as root).
     covert = classes["covert"]
-    assert covert["cases"] == 4 and covert["suppressed"] == 4
+    assert covert["cases"] == 6 and covert["suppressed"] == 6
     assert covert["false_alarm_events"] == 0
-    if segment_possible() is None:
-        assert covert["detected"] == 4, [c for c in data["cases"] if c["class"] == "covert"]
+    if segment_possible() is None and opens_possible() is None:
+        assert covert["detected"] == 6, [c for c in data["cases"] if c["class"] == "covert"]
         assert covert["time_to_quarantine_max"] <= 5.0, covert
     # Inputs the stacks legitimately disagree on, from one client at a high rate: refused or
     # agreed on, so nobody is quarantined and the floor holds.

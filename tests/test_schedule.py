@@ -3,6 +3,7 @@ predict, and a seed (for tests and simulation) is the only way to repeat a sched
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from pathlib import Path
 
@@ -52,3 +53,20 @@ def test_rotation_times_are_memoryless_with_the_configured_mean(tmp_path: Path) 
     # Memoryless: having waited the mean already, the rest is still the mean on average.
     beyond = [w - every for w in waits if w > every]
     assert abs(statistics.fmean(beyond) / every - 1) < 0.2
+
+
+def test_the_host_load_waits_for_the_controller_to_start(tmp_path: Path) -> None:
+    """The pump samples the CPU while executors are still starting: the controller hears the
+    load only once it runs (a load told before would fail the pump)."""
+    gw = MimicGateway(load_config(DEMO), scratch_root=tmp_path, events=EventLog())
+    told: list[object] = []
+    gw._dispatch = told.append  # type: ignore[method-assign,assignment]
+    gw.load(0.9)  # not started: nothing told, nothing raised
+    assert told == []
+    gw.controller.start(0.0)
+    asyncio.run(_load(gw, 0.9))
+    assert [type(e).__name__ for e in told] == ["LoadChanged"]
+
+
+async def _load(gw: MimicGateway, utilisation: float) -> None:
+    gw.load(utilisation)  # on a running loop: the gateway's clock

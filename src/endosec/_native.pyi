@@ -3,6 +3,11 @@
 from os import PathLike
 from typing import Any
 
+LAG_BIN_US: int
+"""Width (microseconds) of one bin of `DataPlane.take_lags`."""
+LAG_SIDE: int
+"""Bins on each side of 0 in `DataPlane.take_lags` (bin i: lags from (i - LAG_SIDE) bins)."""
+
 class DataPlane:
     """A running data plane: a tokio runtime on ``threads`` workers.
 
@@ -23,6 +28,10 @@ class DataPlane:
         """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused`` or ``in-doubt``)."""
     def take_agreements(self) -> dict[str, int]:
         """Clean agreements per executor since the last call."""
+    def take_lags(self) -> dict[str, list[int]]:
+        """Per executor, counts per bin of its lag behind the fastest of the others in unanimous
+        rounds of three voters or more (started with few rounds under way), since the last
+        call."""
     def metrics(self) -> dict[str, Any]:
         """Every counter and histogram."""
     def recent(self) -> list[dict[str, Any]]:

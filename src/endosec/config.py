@@ -131,6 +131,10 @@ class ArbiterConfig(_Strict):
                       "trust-weighted"] = "majority"
     k: int | None = Field(default=None, ge=1)
     min_support: int | None = Field(default=None, ge=1)
+    strict: bool = Field(default=False, description=(
+        "a voter that broke a behaviour rule since its last cleanse is heard but lends no "
+        "support: when the winning class falls below the quorum without it, fail closed "
+        "(matters with behaviour.action: warn, which leaves such a voter voting)"))
 
     @model_validator(mode="after")
     def _params(self) -> ArbiterConfig:
@@ -193,9 +197,25 @@ class BehaviourConfig(_Strict):
     interval: float = Field(default=1.0, gt=0, description="seconds between samples")
     action: Literal["quarantine", "warn", "off"] = Field(
         default="quarantine", description="on a broken rule (a connection out, a program not "
-                                          "in the baseline, a CPU or memory excess): "
-                                          "quarantine and cleanse, or only alert; off: no "
-                                          "sampling")
+                                          "in the baseline, a CPU or memory excess, a file "
+                                          "read outside its own): quarantine and cleanse, or "
+                                          "only alert; off: no sampling")
+    busy_above: float = Field(
+        default=0.6, gt=0, le=1, description="host CPU utilisation from which the latency "
+                                              "rule skips a window: a busy host delays whoever "
+                                              "the CPU reaches last")
+    allowed_paths: tuple[str, ...] = Field(
+        default=(), description="files (or trees, ending in /) any executor may open besides "
+                                "its own directories and the defaults "
+                                "(endosec.core.behaviour.ALLOWED_PATHS)")
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        relative = [p for p in paths if not p.startswith("/")]
+        if relative:
+            raise ValueError(f"allowed paths must be absolute: {', '.join(relative)}")
+        return paths
 
 
 class AttributionConfig(_Strict):

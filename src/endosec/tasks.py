@@ -7,6 +7,8 @@ runs; and an unnamed task is impossible to find in a dump. `spawn` fixes both.
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -21,8 +23,17 @@ def spawn(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
     """Start ``coro`` as a task named ``name`` and keep it alive until it finishes."""
     task = asyncio.get_running_loop().create_task(coro, name=name)
     _running.add(task)
-    task.add_done_callback(_running.discard)
+    task.add_done_callback(_done)
     return task
+
+
+def _done(task: asyncio.Task[Any]) -> None:
+    """Forget a finished task; one that failed says so on stderr (it would die silently)."""
+    _running.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+        print(f"endosec: background task {task.get_name()} failed: {exc!r}", file=sys.stderr,
+              flush=True)
 
 
 async def cancel_all() -> None:

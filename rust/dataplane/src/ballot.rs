@@ -7,6 +7,8 @@
 //! ``s1 >= need`` and ``s1 > s2 + p``; no class can win once ``s1 + p < need`` or
 //! ``s1 + p <= s2``, which is no-quorum if some value was seen (else the pending voters decide
 //! between no-quorum and all-failed), so an early verdict always equals the final one.
+//! A discounted voter (strict voting: one flagged by behaviour) is heard but lends no support:
+//! the quorum stays that of every voter, so its class must win without it.
 
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub struct Output {
     pub raw: Bytes,
     pub rule: Arc<BodyRule>,
     pub error: Option<ErrorKind>,
+    /// Seconds the executor had the request (see `upstream::Asked::service`).
     pub latency: f64,
     canonical: OnceCell<Canonical>,
 }
@@ -177,6 +180,7 @@ pub struct Ballot {
     s2: u64,
     decided: Option<Verdict>,
     closed: Option<Verdict>,
+    discounted: Vec<Arc<str>>,
 }
 
 impl Ballot {
@@ -214,8 +218,21 @@ impl Ballot {
             need: strategy.quorum(total), strategy, heard: vec![Heard::Pending; voters.len()],
             voters, weight, unit, total, pending_weight: total, classes: Vec::new(),
             support: Vec::new(), failed: Vec::new(), top: None, s1: 0, s2: 0, decided: None,
-            closed: None,
+            closed: None, discounted: Vec::new(),
         })
+    }
+
+    /// Hear ``names`` without counting their support (before any output is added); the
+    /// quorum does not change. Names that do not vote here are ignored.
+    pub fn discount(&mut self, names: &[Arc<str>]) {
+        assert!(self.heard.iter().all(|h| *h == Heard::Pending), "discount before any output");
+        for (i, v) in self.voters.iter().enumerate() {
+            if names.contains(v) && !self.discounted.contains(v) {
+                self.pending_weight -= self.weight[i];
+                self.weight[i] = 0;
+                self.discounted.push(v.clone());
+            }
+        }
     }
 
     /// Record one output; the verdict the first time it is certain.
@@ -354,6 +371,9 @@ impl Ballot {
         if !failed.is_empty() {
             text += &format!("; failed: {} ({})", failed.join(", "), self.failures(failed.len()));
         }
+        if !self.discounted.is_empty() {
+            text += &format!("; discounted: {}", self.discounted.join(", "));
+        }
         text
     }
 
@@ -450,6 +470,26 @@ mod tests {
         assert_eq!(v.winner, None);
         assert_eq!(v.reason, "majority: no quorum; 2 distinct value(s), best support 1 tied, \
                               quorum 2 of 3; failed: c (timeout: 1)");
+    }
+
+    #[test]
+    fn a_discounted_voter_lends_no_support_and_the_quorum_stays() {
+        let mut b = Ballot::new(Strategy::Majority, names(&["a", "b", "c"]), None).unwrap();
+        b.discount(&names(&["c", "z"]));
+        assert_eq!(b.add(val("c", "x")).unwrap(), None, "c's vote alone decides nothing");
+        let v = b.add(val("a", "x")).unwrap();
+        assert_eq!(v, None, "support 1 of quorum 2: b must agree");
+        let v = b.add(val("b", "y")).unwrap().expect("no class can reach 2 now");
+        assert_eq!(v.outcome, Outcome::NoQuorum);
+        assert_eq!(v.reason, "majority: no quorum; 2 distinct value(s), best support 1 tied, \
+                              quorum 2 of 3; discounted: c");
+        let mut b = Ballot::new(Strategy::Majority, names(&["a", "b", "c"]), None).unwrap();
+        b.discount(&names(&["c"]));
+        b.add(val("a", "x")).unwrap();
+        let v = b.add(val("b", "x")).unwrap().expect("a and b reach the quorum");
+        assert_eq!((v.outcome, v.agreed.len()), (Outcome::Accepted, 2));
+        b.add(val("c", "x")).unwrap();
+        assert_eq!(b.close().agreed, names(&["a", "b", "c"]), "c is heard and agrees");
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Phases for Dns {
                 dns::parse_reply(wire, &query)
                     .map_err(|reason| UpstreamError { kind: ErrorKind::Malformed, reason })
             });
-            Asked { outcome, latency: asked.latency }
+            Asked { outcome, latency: asked.latency, service: asked.service }
         })
     }
 

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -94,10 +95,16 @@ pub enum Fanout {
     Write { seq: u64 },
 }
 
+/// Rounds under way (this one included) up to which a round's timings are the executors':
+/// with more, replies queue in the gateway and their lags say more about it than about them.
+const QUIET_ROUNDS: u64 = 4;
+
 /// One request's fan-out and ballot.
 pub struct Round<P: Phases> {
     shared: Arc<Shared>,
     ctx: Context,
+    /// Few rounds were under way when it started: its lags are measured.
+    quiet: bool,
     phases: P,
     ballot: Ballot,
     replies: Vec<(Arc<str>, P::Reply)>,
@@ -114,9 +121,11 @@ impl<P: Phases> Round<P> {
     pub fn new(shared: Arc<Shared>, ctx: Context, phases: P, fanout: Fanout) -> Round<P> {
         let snap = ctx.snapshot.clone();
         let names = snap.voters.iter().map(|e| e.name.clone()).collect();
-        let ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
+        let mut ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
             .expect("a published snapshot has a valid ballot");
-        let mut round = Round { shared, ctx, phases, ballot, replies: Vec::new(),
+        ballot.discount(&snap.discounted);
+        let quiet = shared.stats.rounds.fetch_add(1, Relaxed) < QUIET_ROUNDS;
+        let mut round = Round { shared, ctx, quiet, phases, ballot, replies: Vec::new(),
                                 shadow_outputs: Vec::new(), errors: Vec::new(),
                                 targets: Vec::new(), reply: None };
         // A write reaches every executor kept level; it was level before this write if its
@@ -171,7 +180,7 @@ impl<P: Phases> Round<P> {
 
     fn answered(&mut self, executor: &Executor, asked: Asked<P::Reply>) {
         executor.stats.latency.observe(asked.latency);
-        let latency = asked.latency.as_secs_f64();
+        let latency = asked.service.as_secs_f64();
         let output = match asked.outcome {
             Ok(reply) => {
                 let out = self.phases.output(&self.ctx, executor.name.clone(), &reply, latency);
@@ -226,9 +235,17 @@ impl<P: Phases> Round<P> {
         let clean = verdict.outcome == Outcome::Accepted && verdict.dissented.is_empty()
             && verdict.failed.is_empty() && shadows.is_empty();
         if clean {
-            for name in &verdict.agreed {
-                if let Some(e) = self.ctx.snapshot.executors.get(name) {
+            let outputs = self.ballot.outputs();
+            // Against the fastest of the others, so one slow peer does not make the rest look
+            // fast; and three voters or more: with two, a lag cannot say which one is slow.
+            let fastest = |me: usize| outputs.iter().enumerate().filter(|(i, _)| *i != me)
+                .map(|(_, o)| o.latency).fold(f64::INFINITY, f64::min);
+            for (i, o) in outputs.iter().enumerate() {
+                if let Some(e) = self.ctx.snapshot.executors.get(&o.executor) {
                     e.stats.agreed();
+                    if outputs.len() >= 3 && self.quiet {
+                        e.stats.lags.observe(o.latency - fastest(i));
+                    }
                 }
             }
             return;
@@ -243,6 +260,12 @@ impl<P: Phases> Round<P> {
             dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
             reason: verdict.reason.clone(), digests, errors, shadows, refused: false,
             evidence })), &shared.stats);
+    }
+}
+
+impl<P: Phases> Drop for Round<P> {
+    fn drop(&mut self) {
+        self.shared.stats.rounds.fetch_sub(1, Relaxed);
     }
 }
 

@@ -149,6 +149,9 @@ pub struct SnapshotSpec {
     pub voters: Vec<String>,
     #[serde(default)]
     pub weights: Option<HashMap<String, f64>>,
+    /// Voters heard without support (strict voting: flagged by behaviour).
+    #[serde(default)]
+    pub discounted: Vec<String>,
     #[serde(default)]
     pub shadows: Vec<String>,
     #[serde(default)]
@@ -204,6 +207,7 @@ pub struct Snapshot {
     pub voters: Vec<Arc<Executor>>,
     /// Aligned with ``voters``; None unless the strategy is weighted.
     pub weights: Option<Vec<f64>>,
+    pub discounted: Vec<Arc<str>>,
     pub shadows: Vec<Arc<Executor>>,
     pub keep_level: Vec<Arc<Executor>>,
     pub executors: HashMap<Arc<str>, Arc<Executor>>,
@@ -301,6 +305,7 @@ impl Snapshot {
             max_connections: l.max_connections, rules, strategy, floor: spec.floor,
             verdict_headers: spec.verdict_headers, verdict_names: spec.verdict_names,
             face: Face::compile(&spec.face)?, recent_verdicts: spec.recent_verdicts,
+            discounted: spec.discounted.iter().map(|n| Arc::from(n.as_str())).collect(),
             journal: spec.journal, voters, weights, shadows, keep_level, executors,
             access_log: spec.access_log, evidence: spec.evidence,
             reserved_paths: spec.reserved_paths,
@@ -328,8 +333,8 @@ impl Snapshot {
                                    idempotency_window: default_key_window(),
                                    idempotency_keys: default_keys() },
             voters: Vec::new(),
-            weights: None, shadows: Vec::new(), keep_level: Vec::new(),
-            executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
+            weights: None, discounted: Vec::new(), shadows: Vec::new(),
+            keep_level: Vec::new(), executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
             reserved_paths: Vec::new(),
         }
     }

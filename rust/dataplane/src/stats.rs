@@ -65,6 +65,38 @@ impl Histogram {
     }
 }
 
+/// Width (microseconds) of one lag bin.
+pub const LAG_BIN_US: i64 = 25;
+/// Bins on each side of 0; lags beyond land in the outermost bin.
+pub const LAG_SIDE: usize = 80;
+
+/// How far behind the fastest of the others an executor answered, in unanimous rounds: bin ``i``
+/// holds lags in ``[(i - LAG_SIDE) * LAG_BIN_US, +LAG_BIN_US)`` microseconds. Counts since the
+/// control plane last took them (the behaviour judge reads one window at a time).
+#[derive(Debug)]
+pub struct Lags {
+    bins: Vec<AtomicU64>,
+}
+
+impl Default for Lags {
+    fn default() -> Lags {
+        Lags { bins: (0..2 * LAG_SIDE + 1).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl Lags {
+    pub fn observe(&self, lag_seconds: f64) {
+        let bin = (lag_seconds * 1e6 / LAG_BIN_US as f64).floor() as i64 + LAG_SIDE as i64;
+        let last = self.bins.len() as i64 - 1;
+        self.bins[bin.clamp(0, last) as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The counts since the last take (all zero: none).
+    pub fn take(&self) -> Vec<u64> {
+        self.bins.iter().map(|b| b.swap(0, Relaxed)).collect()
+    }
+}
+
 /// What one executor did, across restarts (its name is the key, not its process).
 #[derive(Debug)]
 pub struct ExecutorStats {
@@ -72,12 +104,14 @@ pub struct ExecutorStats {
     /// Clean agreements since the control plane last took them (it feeds them to trust).
     agreements: AtomicU64,
     pub replays: AtomicU64,
+    pub lags: Lags,
 }
 
 impl Default for ExecutorStats {
     fn default() -> ExecutorStats {
         ExecutorStats { latency: Histogram::new(&LATENCY_BUCKETS),
-                        agreements: AtomicU64::new(0), replays: AtomicU64::new(0) }
+                        agreements: AtomicU64::new(0), replays: AtomicU64::new(0),
+                        lags: Lags::default() }
     }
 }
 
@@ -101,6 +135,8 @@ pub struct PlaneStats {
     pub replay: Histogram,
     pub events_dropped: AtomicU64,
     pub connections: AtomicU64,
+    /// Rounds under way (a round counts itself from its start to its end).
+    pub rounds: AtomicU64,
 }
 
 impl Default for PlaneStats {
@@ -109,7 +145,8 @@ impl Default for PlaneStats {
                      latency: Histogram::new(&LATENCY_BUCKETS),
                      arbiter: Histogram::new(&ARBITER_BUCKETS),
                      replay: Histogram::new(&REPLAY_BUCKETS),
-                     events_dropped: AtomicU64::new(0), connections: AtomicU64::new(0) }
+                     events_dropped: AtomicU64::new(0), connections: AtomicU64::new(0),
+                     rounds: AtomicU64::new(0) }
     }
 }
 
@@ -167,5 +204,21 @@ mod tests {
         s.agreed();
         assert_eq!(s.take_agreements(), 2);
         assert_eq!(s.take_agreements(), 0);
+    }
+
+    #[test]
+    fn lags_land_in_their_bins_beyond_ones_in_the_last_and_are_taken_once() {
+        let l = Lags::default();
+        l.observe(0.0);
+        l.observe(-0.000_001);
+        l.observe(0.000_210);
+        l.observe(5.0);
+        l.observe(-5.0);
+        let bins = l.take();
+        assert_eq!(bins.len(), 2 * LAG_SIDE + 1);
+        let at = |us: i64| (us.div_euclid(LAG_BIN_US) + LAG_SIDE as i64) as usize;
+        assert_eq!((bins[at(0)], bins[at(-1)], bins[at(210)]), (1, 1, 1));
+        assert_eq!((bins[0], bins[2 * LAG_SIDE]), (1, 1));
+        assert!(l.take().iter().all(|&n| n == 0));
     }
 }

@@ -13,11 +13,14 @@ use crate::http::{Limits, Response, ResponseReader, UpstreamError};
 use crate::model::ErrorKind;
 use crate::pool::{Conn, Pool};
 
-/// What came back from one executor: its reply or why there is none, and how long it took.
+/// What came back from one executor: its reply or why there is none, how long it took, and
+/// how much of that the executor had the request (``service``: from the last try's first byte
+/// sent, so without the wait for a connection slot or a connect).
 #[derive(Debug)]
 pub struct Asked<R> {
     pub outcome: Result<R, UpstreamError>,
     pub latency: Duration,
+    pub service: Duration,
 }
 
 /// One try on one connection.
@@ -38,9 +41,11 @@ where F: FnMut(Conn) -> Fut, Fut: std::future::Future<Output = Attempt<R>> {
     let timeout = || UpstreamError { kind: ErrorKind::Timeout,
                                      reason: format!("no complete reply within {read_timeout:?}") };
     let Some(_slot) = pool.slot(deadline).await else {
-        return Asked { outcome: Err(timeout()), latency: started.elapsed() };
+        return Asked { outcome: Err(timeout()), latency: started.elapsed(),
+                       service: Duration::ZERO };
     };
     let mut conn = pool.checkout();
+    let mut sent = Instant::now();
     let outcome = loop {
         let current = match conn.take() {
             Some(c) => c,
@@ -51,6 +56,7 @@ where F: FnMut(Conn) -> Fut, Fut: std::future::Future<Output = Attempt<R>> {
             },
         };
         let reused = current.reused;
+        sent = Instant::now();
         match tokio::time::timeout_at(deadline, attempt(current)).await {
             Err(_) => break Err(timeout()),
             Ok(Attempt::Done(result)) => break result,
@@ -59,7 +65,7 @@ where F: FnMut(Conn) -> Fut, Fut: std::future::Future<Output = Attempt<R>> {
                 kind: ErrorKind::Reset, reason: "closed before responding".into() }),
         }
     };
-    Asked { outcome, latency: started.elapsed() }
+    Asked { outcome, latency: started.elapsed(), service: sent.elapsed() }
 }
 
 /// Send ``payload`` (answering ``method``) and read the HTTP response.

@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("LAG_BIN_US", endosec_dataplane::stats::LAG_BIN_US)?;
+    m.add("LAG_SIDE", endosec_dataplane::stats::LAG_SIDE)?;
     m.add_class::<DataPlane>()
 }
 
@@ -105,6 +107,19 @@ impl DataPlane {
             let n = stats.take_agreements();
             if n > 0 {
                 d.set_item(&*name, n)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Per executor, its lags behind the median of unanimous rounds since the last call, as
+    /// counts per bin (see ``LAG_BIN_US``); executors with none are left out.
+    fn take_lags<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, stats) in self.plane()?.executor_stats() {
+            let counts = stats.lags.take();
+            if counts.iter().any(|&n| n > 0) {
+                d.set_item(&*name, counts)?;
             }
         }
         Ok(d)

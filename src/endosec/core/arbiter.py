@@ -16,6 +16,9 @@ there is none) and ``P`` the weight still pending:
   once some value has been seen; while none has, it is held back (the pending voters decide
   between no-quorum and all-failed), so an early verdict always equals the final one.
 
+A *discounted* voter (strict voting: one flagged by behaviour) is heard but lends no support;
+the quorum stays that of every voter, so its class must win without it.
+
 `Ballot.add` returns the verdict the first time it becomes certain, so the caller can answer
 before the slowest executor; `Ballot.close` gives the final verdict in which pending voters count
 as timed out. Reasons name counts and executors, never output contents.
@@ -199,9 +202,9 @@ class Ballot:
     ignore them. Extra names in ``weights`` are ignored; a missing voter is an error.
     """
 
-    __slots__ = ("_class_of", "_closed", "_decided", "_failed", "_firsts", "_members", "_need",
-                 "_pending", "_pending_weight", "_s1", "_s2", "_support", "_top", "_total",
-                 "_unit", "_weight", "strategy", "voters")
+    __slots__ = ("_class_of", "_closed", "_decided", "_discounted", "_failed", "_firsts",
+                 "_members", "_need", "_pending", "_pending_weight", "_s1", "_s2", "_support",
+                 "_top", "_total", "_unit", "_weight", "strategy", "voters")
 
     def __init__(self, strategy: Strategy, voters: Sequence[str],
                  weights: Mapping[str, float] | None = None) -> None:
@@ -230,6 +233,19 @@ class Ballot:
         self._s2 = 0
         self._decided: Verdict | None = None
         self._closed: Verdict | None = None
+        self._discounted: list[str] = []
+
+    def discount(self, names: Iterable[str]) -> None:
+        """Hear ``names`` without counting their support (before any output is added); the
+        quorum does not change. Names that do not vote here are ignored."""
+        if self._class_of:
+            raise ValueError("discount before any output")
+        wanted = set(names)
+        for v in self.voters:
+            if v in wanted and v not in self._discounted:
+                self._pending_weight -= self._weight[v]
+                self._weight[v] = self._pending[v] = 0
+                self._discounted.append(v)
 
     @property
     def decided(self) -> Verdict | None:
@@ -351,6 +367,8 @@ class Ballot:
                     f"{self._amount(self._total)}")
         if failed:
             text += f"; failed: {', '.join(failed)} ({_failures(self._failed, len(failed))})"
+        if self._discounted:
+            text += f"; discounted: {', '.join(self._discounted)}"
         return text
 
     def _amount(self, units: int) -> str:
@@ -388,10 +406,12 @@ def _failures(failed: list[Output], count: int) -> str:
 
 
 def judge(strategy: Strategy, outputs: Iterable[Output],
-          weights: Mapping[str, float] | None = None) -> Verdict:
+          weights: Mapping[str, float] | None = None,
+          discounted: Iterable[str] = ()) -> Verdict:
     """Decide over a complete set of outputs at once (voters are the outputs' executors)."""
     outputs = tuple(outputs)
     ballot = Ballot(strategy, [o.executor for o in outputs], weights)
+    ballot.discount(discounted)
     for o in outputs:
         ballot.add(o)
     return ballot.close()

@@ -13,7 +13,11 @@ takes a new one. The rules (`BehaviourPolicy` holds their limits):
   and ``cpu_ratio`` times what the other voters used (they all serve the same requests, so
   load alone raises them together); a spare, serving nothing, against ``cpu_floor`` alone;
 * ``memory``: its resident memory passed ``memory_ratio`` times the baseline's plus
-  ``memory_margin`` bytes.
+  ``memory_margin`` bytes;
+* ``read-outside``: it opened a file outside its own directories (the driver leaves those
+  out), outside ``allowed_paths`` (what any server may read: the system's libraries, time
+  zones, name-service files), and not opened in its baseline (what it read to start);
+* ``latency``: it answers much later than its peers on the same requests (`endosec.core.lag`).
 
 Each broken rule is a `BehaviourReport` (a connection or a program each time it is new, the
 resource rules once per run); the controller quarantines
@@ -24,23 +28,54 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["BehaviourPolicy", "BehaviourReport", "Judge", "Rule", "Sample"]
+from endosec.core.lag import LagPolicy, LagTrack
 
-Rule = Literal["connect-out", "new-program", "cpu-burn", "memory"]
-_EACH_TIME: frozenset[Rule] = frozenset({"connect-out", "new-program"})  # new evidence each
+__all__ = ["ALLOWED_PATHS", "BehaviourPolicy", "BehaviourReport", "Judge", "PathSet", "Rule",
+           "Sample"]
+
+Rule = Literal["connect-out", "new-program", "cpu-burn", "memory", "read-outside", "latency"]
+_EACH_TIME: frozenset[Rule] = frozenset({"connect-out", "new-program", "read-outside"})
+_NAMED = 4  # paths named in one report's evidence
+
+#: What any executor may open at any time: trees (ending in "/") and files.
+ALLOWED_PATHS = (
+    "/usr/", "/lib/", "/lib32/", "/lib64/", "/bin/", "/sbin/", "/proc/", "/sys/", "/dev/",
+    "/etc/ld.so.cache", "/etc/localtime", "/etc/locale.alias", "/etc/mime.types",
+    "/etc/hosts", "/etc/host.conf", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/gai.conf",
+    "/etc/services", "/etc/protocols", "/etc/passwd", "/etc/group", "/etc/ssl/certs/",
+    "/etc/ssl/openssl.cnf", "/etc/ca-certificates/",
+)
+
+
+class PathSet:
+    """Paths and trees (a path ending in "/" holds everything under it)."""
+
+    __slots__ = ("files", "trees")
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        paths = tuple(paths)
+        self.trees = tuple(p for p in paths if p.endswith("/"))
+        self.files = frozenset(p for p in paths if not p.endswith("/"))
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and (path in self.files or path.startswith(self.trees))
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One look at an executor at ``at`` (seconds): ``started`` tells its runs apart;
     ``refused`` counts packets refused since that start (None: not segmented); ``cpu`` is the
-    CPU seconds its live processes have used, ``rss`` their resident bytes; ``voting`` whether
-    it serves requests now, ``idle`` whether it does nothing at all (a spare; an executor
-    catching up or on probation is neither)."""
+    CPU seconds its live processes have used, ``rss`` their resident bytes; ``opened`` the
+    files it opened since the last sample outside its own directories (None: not watched),
+    ``unlisted`` how many more it opened than the driver keeps; ``lag_count`` unanimous
+    requests since the last sample and ``lag_us`` its median lag behind the fastest of its
+    peers on them (the gateway adds both, from the data plane); ``voting`` whether it serves
+    requests now, ``idle`` whether it does nothing at all (a spare; an executor catching up or
+    on probation is neither)."""
 
     executor: str
     started: float
@@ -49,6 +84,10 @@ class Sample:
     at: float = 0.0
     cpu: float = 0.0
     rss: int = 0
+    opened: frozenset[str] | None = None
+    unlisted: int = 0
+    lag_count: int = 0
+    lag_us: float = 0.0
     voting: bool = True
     idle: bool = False
 
@@ -56,18 +95,22 @@ class Sample:
         """What an agent sends (the gateway adds ``voting`` and ``idle``)."""
         return {"started": self.started, "refused": self.refused,
                 "programs": sorted(self.programs), "at": self.at, "cpu": self.cpu,
-                "rss": self.rss}
+                "rss": self.rss, "unlisted": self.unlisted,
+                "opened": None if self.opened is None else sorted(self.opened)}
 
     @classmethod
     def from_dict(cls, executor: str, data: Mapping[str, Any]) -> Sample:
         """`as_dict`'s output back (ValueError, KeyError or TypeError when it is not)."""
         refused = data["refused"]
         programs = data["programs"]
-        if not isinstance(programs, list) or not all(isinstance(p, str) for p in programs):
-            raise ValueError("programs must be a list of paths")
+        opened = data.get("opened")
+        for name, paths in (("programs", programs), ("opened", opened or [])):
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ValueError(f"{name} must be a list of paths")
         return cls(executor, float(data["started"]),
                    None if refused is None else int(refused), frozenset(programs),
-                   float(data["at"]), float(data["cpu"]), int(data["rss"]))
+                   float(data["at"]), float(data["cpu"]), int(data["rss"]),
+                   None if opened is None else frozenset(opened), int(data.get("unlisted", 0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +129,8 @@ class BehaviourPolicy:
     cpu_samples: int = 2
     memory_ratio: float = 2.0
     memory_margin: int = 256 << 20
+    allowed_paths: tuple[str, ...] = ALLOWED_PATHS
+    lag: LagPolicy = field(default_factory=LagPolicy)
 
     def __post_init__(self) -> None:
         for name in ("cpu_floor", "cpu_ratio", "memory_ratio"):
@@ -94,6 +139,9 @@ class BehaviourPolicy:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.cpu_samples < 1 or self.memory_margin < 0:
             raise ValueError("cpu_samples must be at least 1 and memory_margin at least 0")
+        relative = [p for p in self.allowed_paths if not p.startswith("/")]
+        if relative:
+            raise ValueError(f"allowed paths must be absolute: {', '.join(relative)}")
 
 
 @dataclass(slots=True)
@@ -101,6 +149,7 @@ class _Run:
     started: float
     programs: frozenset[str]
     rss: int
+    opened: set[str]  # the files it may open again: what it opened in its baseline
     refused: int = 0
     cpu: float = 0.0  # at the last sample
     at: float = 0.0
@@ -115,25 +164,38 @@ class Judge:
 
     policy: BehaviourPolicy = field(default_factory=BehaviourPolicy)
     _runs: dict[str, _Run] = field(default_factory=dict)
+    _lags: dict[str, LagTrack] = field(default_factory=dict)  # across runs
+    _allowed: PathSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._allowed = PathSet(self.policy.allowed_paths)
+
+    @property
+    def flagged(self) -> frozenset[str]:
+        """Executors that broke a rule in their current run: only a new run (a cleanse)
+        clears the flag."""
+        return frozenset(n for n, run in self._runs.items() if run.reported)
 
     def judge(self, samples: Sequence[Sample], now: float) -> list[BehaviourReport]:
         """One round: a sample of every executor that runs (voters are compared)."""
-        for s in samples:
-            self._measure(s)
+        fresh = {s.executor for s in samples if self._measure(s)}
         out = []
         for s in samples:
-            out += self._rules(s, samples, now)
+            out += self._rules(s, samples, now, s.executor in fresh)
         return out
 
-    def _measure(self, s: Sample) -> None:
+    def _measure(self, s: Sample) -> bool:
+        """Note ``s``; True when it is the first of a run (its baseline)."""
         run = self._runs.get(s.executor)
         if run is None or run.started != s.started:
-            self._runs[s.executor] = _Run(s.started, s.programs, s.rss, cpu=s.cpu, at=s.at)
-            return
+            self._runs[s.executor] = _Run(s.started, s.programs, s.rss, set(s.opened or ()),
+                                          cpu=s.cpu, at=s.at)
+            return True
         run.rate = (s.cpu - run.cpu) / (s.at - run.at) if s.at > run.at else None
         run.cpu, run.at = s.cpu, s.at
+        return False
 
-    def _rules(self, s: Sample, samples: Sequence[Sample], now: float
+    def _rules(self, s: Sample, samples: Sequence[Sample], now: float, fresh: bool
                ) -> list[BehaviourReport]:
         run, p = self._runs[s.executor], self.policy
         found: list[tuple[Rule, str, int]] = []
@@ -146,6 +208,15 @@ class Judge:
         if new:
             found.append(("new-program", f"runs {', '.join(sorted(new))}", 0))
             run.programs |= new
+        read = self._read_outside(s, run, fresh)
+        if read:
+            found.append(("read-outside", read, 0))
+        lag = self._lags.setdefault(s.executor, LagTrack())
+        if fresh:
+            lag.slow = 0
+        slow = lag.observe(s.started, s.lag_count, s.lag_us, p.lag) if s.voting else None
+        if slow:
+            found.append(("latency", slow, 0))
         if s.rss > run.rss * p.memory_ratio + p.memory_margin:
             found.append(("memory", f"{s.rss >> 20} MiB resident, {run.rss >> 20} MiB at its "
                                     "start", 0))
@@ -158,7 +229,19 @@ class Judge:
             if rule in _EACH_TIME or rule not in run.reported:
                 run.reported.add(rule)
                 out.append(BehaviourReport(s.executor, rule, evidence, now, count))
+        if out:
+            lag.forget(s.started)
         return out
+
+    def _read_outside(self, s: Sample, run: _Run, fresh: bool) -> str | None:
+        """What it opened that breaks the rule now (None: nothing)."""
+        new = sorted(p for p in s.opened or () if p not in run.opened and p not in self._allowed)
+        run.opened.update(new)
+        more = max(0, len(new) - _NAMED) + (0 if fresh else s.unlisted)
+        if not new and more <= 0:
+            return None
+        named = f"opened {', '.join(new[:_NAMED])}" if new else "opened"
+        return named + (f" and {more} more file(s)" if more > 0 else "")
 
     def _hot(self, s: Sample, run: _Run, samples: Sequence[Sample]) -> str | None:
         """Why its CPU use breaks the rule now (None: it does not)."""

@@ -300,6 +300,10 @@ class Controller:
         self._budget_at = now
         return out
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     def handle(self, event: Event) -> list[Action]:
         """Apply one event; return the actions to carry out, in order."""
         if not self._started:

@@ -83,8 +83,10 @@ class Checkpoints:
         return best
 
     async def take(self, seq: int, addresses: Mapping[str, tuple[str, int]],
-                   strategy: Strategy, weights: Mapping[str, float] | None) -> Taken:
-        """Export from every voter in ``addresses``, vote, keep the winner at ``seq``."""
+                   strategy: Strategy, weights: Mapping[str, float] | None,
+                   discounted: Sequence[str] = ()) -> Taken:
+        """Export from every voter in ``addresses``, vote (``discounted`` voters lend no
+        support), keep the winner at ``seq``."""
         names = list(addresses)
         results = await asyncio.gather(
             *(self._export(n, addresses[n]) for n in names), return_exceptions=True)
@@ -95,7 +97,7 @@ class Checkpoints:
                 outputs.append(Output.failure(name, ErrorKind.CRASH, self.canonicaliser))
             else:
                 outputs.append(Output(name, result, self.canonicaliser))
-        verdict = judge(strategy, outputs, weights)
+        verdict = judge(strategy, outputs, weights, discounted)
         digests = {o.executor: o.digest.hex() for o in outputs}
         kept = None
         if verdict.winner is not None:

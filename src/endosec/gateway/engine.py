@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from endosec.config import Config, ExecutorConfig, load_rotation_policy
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.attribution import Attribution, AttributionPolicy
-from endosec.core.behaviour import BehaviourReport, Judge
+from endosec.core.behaviour import ALLOWED_PATHS, BehaviourPolicy, BehaviourReport, Judge
 from endosec.core.controller import Controller, ControllerPolicy
 from endosec.core.controller_events import (
     Action,
@@ -54,6 +54,7 @@ from endosec.observe.evidence import EvidenceStore
 from endosec.observe.metrics import GatewayMetrics
 from endosec.runtime.base import HealthProbe, HumanNeeded, RuntimeDriver, RuntimeDriverError
 from endosec.runtime.drivers import driver_for
+from endosec.runtime.opens import watch_opens
 from endosec.runtime.process import ProcessExecutor, reap_leftovers
 from endosec.runtime.unmanaged import UrlExecutor
 from endosec.tasks import spawn
@@ -114,11 +115,16 @@ class DataPlane(Protocol):
         """``journal``, ``synced`` and ``recent_verdicts`` for the status page."""
         ...
 
+    def take_lags(self) -> dict[str, tuple[int, float]]:
+        """Per executor, unanimous requests since the last call and its median lag behind the
+        fastest of its peers on them (microseconds; `endosec.core.lag`)."""
+        ...
+
 
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
 _RESTART_ONLY = ("protocol", "listen", "tls", "admin.listen", "state_dir", "gateway.threads",
                  "gateway.events", "journal.segment_bytes", "journal.sync_interval",
-                 "checkpoint")
+                 "checkpoint", "behaviour.interval", "behaviour.allowed_paths")
 
 
 def _setting(config: Config, dotted: str) -> Any:
@@ -163,6 +169,9 @@ class MimicGateway:
             random.Random(config.scheduler.seed) if config.scheduler.seed is not None
             else random.SystemRandom(),
         )
+        # The files executors open: watched when behaviour is judged and the host allows it.
+        self._opens, self._unwatched = watch_opens() if config.behaviour.action != "off" \
+            else (None, None)
         self.executors: dict[str, RuntimeDriver] = {e.name: self._driver(e)
                                                     for e in config.executors}
         self.plane: DataPlane | None = None
@@ -175,7 +184,8 @@ class MimicGateway:
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
-        self._judge = Judge()
+        self._judge = Judge(BehaviourPolicy(
+            allowed_paths=(*ALLOWED_PATHS, *config.behaviour.allowed_paths)))
         self._behaviour_task: asyncio.Task[None] | None = None
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
@@ -227,7 +237,8 @@ class MimicGateway:
         self.floor = config.controller.effective_floor
 
     def _driver(self, e: ExecutorConfig) -> RuntimeDriver:
-        return driver_for(e, scratch_root=self.scratch_root, health_probe=self._probe(e))
+        return driver_for(e, scratch_root=self.scratch_root, health_probe=self._probe(e),
+                          opens=self._opens)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -241,6 +252,15 @@ class MimicGateway:
         if loop is None:
             loop = self._bound_loop = asyncio.get_running_loop()
         return loop
+
+    @property
+    def discounted(self) -> tuple[str, ...]:
+        """Voters heard without lending support: with ``arbiter.strict``, those that broke a
+        behaviour rule in their current run (only a cleanse clears that)."""
+        if not self.config.arbiter.strict:
+            return ()
+        flagged = self._judge.flagged
+        return tuple(n for n in self.controller.voters if n in flagged)
 
     @property
     def keep_level(self) -> tuple[str, ...]:
@@ -274,6 +294,9 @@ class MimicGateway:
         self._health_task = spawn(self._health_loop(), name="endosec-health")
         if self.config.behaviour.action != "off":
             self._behaviour_task = spawn(self._behaviour_loop(), name="endosec-behaviour")
+        if self._unwatched is not None:
+            self.events.emit("alert", level="info", message=f"{self._unwatched}: the rule "
+                             "read-outside does not apply to the executors run here")
         deadline = self.now + ready_timeout
         c = self.controller
         while len(c.voters) < min(self.config.controller.active, len(self.executors)) \
@@ -289,6 +312,7 @@ class MimicGateway:
     async def _start_one(self, name: str) -> None:
         runner = self.executors[name]
         await runner.start()
+        await self._baseline(name)
         self._data_plane.placed(name, runner.address)
 
     @property
@@ -305,6 +329,8 @@ class MimicGateway:
                 task.cancel()
         await asyncio.gather(*(r.stop() for r in self.executors.values()),
                              return_exceptions=True)
+        if self._opens is not None:
+            self._opens.close()
 
     # -- what the data plane reports ---------------------------------------------------------
 
@@ -412,9 +438,11 @@ class MimicGateway:
         self._sync()
 
     def _sync(self, force: bool = False) -> None:
-        """Tell the data plane who votes, shadows and is kept level, when that changed (an
-        event can change them without any action, e.g. an activation that completed)."""
-        sets = (self.controller.voters, self.controller.shadows, self.keep_level)
+        """Tell the data plane who votes (and who lends no support), shadows and is kept
+        level, when that changed (an event can change them without any action, e.g. an
+        activation that completed)."""
+        sets = (self.controller.voters, self.controller.shadows, self.keep_level,
+                self.discounted)
         if self.plane is not None and (force or sets != self._published):
             self._published = sets
             self.plane.changed()
@@ -427,6 +455,7 @@ class MimicGateway:
         ok, detail, retry = True, "", True
         try:
             await self.executors[name].cleanse()
+            await self._baseline(name)
             self._data_plane.placed(name, self.executors[name].address)
             await self._data_plane.catch_up(name)
             self._awaiting_human.discard(name)
@@ -474,17 +503,39 @@ class MimicGateway:
         agent on its host), and act on what breaks a behaviour rule
         (`endosec.core.behaviour`)."""
         interval = self.config.behaviour.interval
+        lost = 0
         while True:
             await asyncio.sleep(interval)
             samples = []
+            lags = self._data_plane.take_lags()
+            busy = self._load_sent >= self.config.behaviour.busy_above
             for name, runner in self.executors.items():
                 state = self.controller.state(name)
                 if state not in (ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
                     sample = await runner.sample()
                     if sample is not None:
+                        # a busy host delays whoever the CPU reaches last: no timing then
+                        count, lag = lags.get(name, (0, 0.0)) if not busy else (0, 0.0)
                         samples.append(replace(sample, voting=state is ExecutorState.ACTIVE,
-                                               idle=state is ExecutorState.SPARE))
+                                               idle=state is ExecutorState.SPARE,
+                                               lag_count=count, lag_us=lag))
             for report in self._judge.judge(samples, self.now):
+                self._behaviour(report)
+            self._sync()  # strict voting: who is flagged may have changed
+            if self._opens is not None and self._opens.lost > lost:
+                self.events.emit("alert", level="warning", message=(
+                    f"the kernel dropped file-open events {self._opens.lost - lost} time(s) "
+                    "(its queue was full): a file read outside may have gone unseen"))
+                lost = self._opens.lost
+
+    async def _baseline(self, name: str) -> None:
+        """A first sample as soon as a run is healthy, before it serves: its baseline holds
+        what it did to start, and nothing a request made it do."""
+        if self.config.behaviour.action == "off":
+            return
+        sample = await self.executors[name].sample()
+        if sample is not None:
+            for report in self._judge.judge([replace(sample, voting=False)], self.now):
                 self._behaviour(report)
 
     def _behaviour(self, report: BehaviourReport) -> None:
@@ -522,8 +573,9 @@ class MimicGateway:
 
     def load(self, utilisation: float) -> None:
         """The host's CPU utilisation, told to the controller when it moved by 0.05 or more
-        (a busy host defers optional rotations)."""
-        if abs(utilisation - self._load_sent) >= 0.05:
+        (a busy host defers optional rotations); before the controller starts, nothing is told
+        (the next sample after it is)."""
+        if self.controller.started and abs(utilisation - self._load_sent) >= 0.05:
             self._load_sent = utilisation
             self._dispatch(LoadChanged(utilisation, self.now))
 
@@ -553,6 +605,7 @@ class MimicGateway:
     def status(self) -> dict[str, Any]:
         trust = self.trust.snapshot()
         plane = self._data_plane.status()
+        flagged = self._judge.flagged
         executors = []
         for e in self.config.executors:
             runner = self.executors[e.name]
@@ -568,10 +621,12 @@ class MimicGateway:
                            and runner.spec.segmented else "host",
                 "address": "{}:{}".format(*runner.address),
                 "synced": plane["synced"].get(e.name, 0),
+                "flagged": e.name in flagged,
             })
         return {
             "active": list(self.controller.voters),
             "shadows": list(self.controller.shadows),
+            "discounted": list(self.discounted),
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,
             "threat": {"level": round(self.threat.level(self.now), 3), "band": self._band,

@@ -20,6 +20,7 @@ from typing import Any
 
 from endosec import _native
 from endosec.config import Config, checkpoints_possible
+from endosec.core.lag import window_lag
 from endosec.core.model import Outcome
 from endosec.gateway.checkpoint import Checkpoints
 from endosec.gateway.engine import CannotCatchUp, CatchUpError, MimicGateway, VerdictReport
@@ -123,7 +124,7 @@ class NativePlane:
         self.native.publish(build_snapshot(
             self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
             placements=self._placements,
-            weights=gw.trust.snapshot() if gw.weighted else None,
+            weights=gw.trust.snapshot() if gw.weighted else None, discounted=gw.discounted,
             refused_clients=gw.attribution.refused(gw.now)
             if gw.config.attribution.refuse else ()))
 
@@ -203,7 +204,8 @@ class NativePlane:
                 addresses = {v: (self._placements[v].host, self._placements[v].port)
                              for v in voters}
                 taken = await cps.take(seq, addresses, gw.strategy,
-                                       gw.trust.snapshot() if gw.weighted else None)
+                                       gw.trust.snapshot() if gw.weighted else None,
+                                       gw.discounted)
         except TimeoutError:
             gw.events.emit("alert", level="warning",
                            message=f"a checkpoint took longer than {hold:g}s and was abandoned")
@@ -237,6 +239,10 @@ class NativePlane:
                             "in_doubt": in_doubt},
                 "synced": self.native.synced(),
                 "recent_verdicts": self.native.recent()}
+
+    def take_lags(self) -> dict[str, tuple[int, float]]:
+        return {name: window_lag(counts, _native.LAG_BIN_US, _native.LAG_SIDE)
+                for name, counts in self.native.take_lags().items()}
 
     def figures(self) -> dict[str, Any]:
         """Every native counter and histogram, for the metrics endpoint."""

@@ -1,9 +1,9 @@
 """What the control plane publishes to the native data plane: one immutable snapshot.
 
-A snapshot says who votes (with trust weights), who shadows, who is kept level with the write
-journal, where every executor listens, the protocol served, and every rule and limit the
-request path applies (for DNS, the ``dns`` section too). The
-data plane swaps it in between requests (each request uses one snapshot throughout). Building
+A snapshot says who votes (with trust weights, and who lends no support), who shadows, who is
+kept level with the write journal, where every executor listens, the protocol served, and every
+rule and limit the request path applies (for DNS, the ``dns`` section too). The data plane
+swaps it in between requests (each request uses one snapshot throughout). Building
 it is pure: the gateway passes in the controller's sets and the runtimes' addresses.
 """
 
@@ -30,13 +30,13 @@ class Placement:
 
 def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[str],
                    keep_level: Sequence[str], placements: Mapping[str, Placement],
-                   weights: Mapping[str, float] | None,
+                   weights: Mapping[str, float] | None, discounted: Sequence[str] = (),
                    refused_clients: Sequence[str] = ()) -> str:
     """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
 
     Executors without a placement (never started) are left out; none of them may vote.
-    ``refused_clients`` are the addresses held responsible for repeated dissent (refused over
-    TCP).
+    ``discounted`` voters are heard without lending support (strict voting); ``refused_clients``
+    are the addresses held responsible for repeated dissent (refused over TCP).
     """
     limits = config.limits
     executors: list[dict[str, Any]] = []
@@ -87,6 +87,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "executors": executors,
         "voters": [n for n in voters if n in placed],
         "weights": dict(weights) if weights is not None else None,
+        "discounted": [n for n in discounted if n in voters],
         "refused_clients": list(refused_clients),
         "shadows": [n for n in shadows if n in placed],
         "keep_level": [n for n in keep_level if n in placed],

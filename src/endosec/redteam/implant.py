@@ -208,7 +208,9 @@ def _abort_with_reset(writer: asyncio.StreamWriter) -> None:
 async def _covert(w: Wrapper, implant: Implant) -> None:
     """Do something else while the reply stays right: call out (in the background, so the
     reply does not wait), leave a shell running, burn a core (in a process of the wrapper's
-    own program, so no new program shows), or keep 32 MiB more per request (to 512 MiB)."""
+    own program, so no new program shows), keep 32 MiB more per request (to 512 MiB), read
+    a file that is not the executor's, or work a few hundred microseconds (the whole wrapper
+    waits, as a process busy with something else would)."""
     match implant.kind:
         case "connect-out":
             spawn(_connect_out(implant.params["host"], implant.params["port"]),
@@ -221,6 +223,11 @@ async def _covert(w: Wrapper, implant: Implant) -> None:
                 sys.executable, "-c", "while True: pass", stdin=asyncio.subprocess.DEVNULL)
         case "leak-memory" if len(w.hoard) < _HOARD_CHUNKS:
             w.hoard.append(b"x" * (32 << 20))  # touched, so resident
+        case "read-outside-scratch":
+            with contextlib.suppress(OSError):
+                Path(implant.params["path"]).read_bytes()
+        case "micro-delay":
+            time.sleep(implant.params["us"] / 1e6)
 
 
 async def _connect_out(host: str, port: int) -> None:

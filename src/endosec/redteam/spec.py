@@ -55,9 +55,12 @@ KINDS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
     "spawn-shell": {},
     "cpu-burn": {},
     "leak-memory": {},
+    "read-outside-scratch": {"path": (str,)},
+    "micro-delay": {"us": (int,)},
 }
 #: Kinds that answer right while doing something else (behaviour, not output, shows them).
-COVERT = frozenset({"connect-out", "spawn-shell", "cpu-burn", "leak-memory"})
+COVERT = frozenset({"connect-out", "spawn-shell", "cpu-burn", "leak-memory",
+                    "read-outside-scratch", "micro-delay"})
 #: Kinds that answer with an altered version of the executor's real response.
 ALTERING = frozenset({"alter-json-field", "inject-header", "alter-status", "nudge-numbers"})
 _CONDITIONS = frozenset({"kind", "trigger", "after", "fraction", "paths", "methods", "note"})

@@ -33,6 +33,7 @@ from endosec.gateway.server import ServerState, serve, submitting
 from endosec.protocols.http import HttpLimits, Request, Response, encode_response
 from endosec.runtime.base import RuntimeDriverError
 from endosec.runtime.drivers import local_spec
+from endosec.runtime.opens import watch_opens
 from endosec.runtime.process import ProcessExecutor, reap_leftovers
 
 __all__ = ["AgentConfig", "AgentHandler", "load_agent_config", "serve_agent"]
@@ -160,7 +161,12 @@ async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Eve
     if stale:
         print(f"endosec agent: stopped executors an earlier run left: {'; '.join(stale)}",
               flush=True)
-    executors = {e.name: ProcessExecutor(local_spec(e, scratch_root=scratch, health_probe=None))
+    opens, unwatched = watch_opens()
+    if unwatched is not None:
+        print(f"endosec agent: {unwatched}: the rule read-outside does not apply here",
+              flush=True)
+    executors = {e.name: ProcessExecutor(local_spec(e, scratch_root=scratch, health_probe=None),
+                                         opens)
                  for e in config.executors}
     token = config.resolved_token()
     assert token is not None
@@ -176,3 +182,5 @@ async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Eve
     finally:
         server.close()
         await asyncio.gather(*(e.stop() for e in executors.values()), return_exceptions=True)
+        if opens is not None:
+            opens.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from endosec.config import ExecutorConfig
 from endosec.runtime.base import HealthProbe, RuntimeDriver
+from endosec.runtime.opens import Opens
 from endosec.runtime.process import ExecutorSpec, ProcessExecutor
 from endosec.runtime.remote import AgentExecutor
 from endosec.runtime.segment import segment_possible
@@ -34,8 +35,8 @@ def segmented(e: ExecutorConfig) -> bool:
     return e.network == "isolated"
 
 
-def driver_for(e: ExecutorConfig, *, scratch_root: Path,
-               health_probe: HealthProbe | None) -> RuntimeDriver:
+def driver_for(e: ExecutorConfig, *, scratch_root: Path, health_probe: HealthProbe | None,
+               opens: Opens | None = None) -> RuntimeDriver:
     if e.agent is not None:
         return AgentExecutor(e.name, e.agent, start_timeout=e.health.start_timeout,
                              health_timeout=e.health.timeout)
@@ -44,4 +45,4 @@ def driver_for(e: ExecutorConfig, *, scratch_root: Path,
                            health_probe=health_probe, health_timeout=e.health.timeout,
                            start_timeout=e.health.start_timeout)
     return ProcessExecutor(local_spec(e, scratch_root=scratch_root, health_probe=health_probe,
-                                      segmented=segmented(e)))
+                                      segmented=segmented(e)), opens)

@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from endosec.core.behaviour import Sample
+from endosec.core.behaviour import ALLOWED_PATHS, Sample
 from endosec.runtime.base import (
     CleanseError,
     HealthError,
@@ -50,7 +50,8 @@ from endosec.runtime.base import (
     RuntimeDriverError,
     StartError,
 )
-from endosec.runtime.sandbox import bwrap_argv, find_bwrap
+from endosec.runtime.opens import Opens
+from endosec.runtime.sandbox import bwrap_argv, find_bwrap, needed_paths
 from endosec.runtime.segment import Segment, SegmentError, remove_namespace, sweep
 from endosec.runtime.wire import WireError, exchange
 
@@ -145,8 +146,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ProcessExecutor:
     """A `RuntimeDriver` for one executor running as a local process group."""
 
-    def __init__(self, spec: ExecutorSpec) -> None:
+    def __init__(self, spec: ExecutorSpec, opens: Opens | None = None) -> None:
         self.spec = spec
+        self._opens = opens  # what sees the files it opens (None: nothing does)
         root = spec.scratch_root.resolve()
         self.scratch = root / spec.name
         self.log_path = root / _LOG_DIR / f"{spec.name}.log"
@@ -246,7 +248,7 @@ class ProcessExecutor:
             _signal_group(pgid, signal.SIGKILL)
             if not await _wait_gone(proc, pgid, _KILL_GRACE):
                 raise RuntimeDriverError(f"{self.name}: process group {pgid} survived SIGKILL")
-        self._pgid = None
+        self._forget(pgid)
         await self._unsegment()
         self.record_path.unlink(missing_ok=True)
         _cut(proc)
@@ -256,9 +258,16 @@ class ProcessExecutor:
         if segment is not None:
             await asyncio.to_thread(segment.remove)
 
+    def _forget(self, pgid: int) -> None:
+        self._pgid = None
+        if self._opens is not None:
+            self._opens.forget(pgid)
+
     async def sample(self) -> Sample | None:
         """What its process group does now (None when it does not run): the programs its
-        processes run and, segmented, the packets refused on their way out since this start."""
+        processes run, their CPU time and memory, the files they opened since the last sample
+        (watched: `endosec.runtime.opens`) and, segmented, the packets refused on their way
+        out since this start."""
         pgid, segment, started = self._pgid, self._segment, self._started_at
         if pgid is None or started is None or not self.running:
             return None
@@ -269,7 +278,9 @@ class ProcessExecutor:
             except SegmentError:
                 return None  # removed under our feet by a stop
         programs, cpu, rss = _usage(pgid)
-        return Sample(self.name, started, refused, programs, time.monotonic(), cpu, rss)
+        opened, unlisted = self._opens.take(pgid) if self._opens is not None else (None, 0)
+        return Sample(self.name, started, refused, programs, time.monotonic(), cpu, rss,
+                      opened, unlisted)
     async def health(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
 
@@ -328,6 +339,7 @@ class ProcessExecutor:
         """Start the process group; return the log offset where this run's output begins."""
         argv = [self._expand(arg) for arg in self.spec.argv]
         cwd = self.spec.cwd.resolve() if self.spec.cwd is not None else self.scratch
+        own = self._own(argv, cwd)
         if bwrap is not None:
             argv = bwrap_argv(bwrap, argv, self.scratch, cwd)
         if self._segment is not None:
@@ -350,10 +362,19 @@ class ProcessExecutor:
         except (OSError, subprocess.SubprocessError) as exc:
             raise StartError(f"{self.name}: cannot run {argv[0]!r}: {exc}") from exc
         self._pgid = self._proc.pid  # a new session's leader leads its own process group
+        if self._opens is not None:
+            self._opens.watch(self._pgid, (*own, *ALLOWED_PATHS))
         self._started_at = None  # until it is healthy: programs may still be exec'ing
         _record(self.record_path, self._proc.pid,
                 self._segment.namespace if self._segment is not None else None)
         return offset
+
+    def _own(self, argv: Sequence[str], cwd: Path) -> list[str]:
+        """The trees the executor may read at will: its scratch directory, its template, and
+        the directories of what its command needs (`needed_paths`)."""
+        trees = [self.scratch, *([self.spec.template.resolve()] if self.spec.template else [])]
+        trees += [p if p.is_dir() else p.parent for p in needed_paths(argv, cwd)]
+        return [f"{str(t).rstrip('/')}/" for t in trees if t.is_absolute() and t != t.parent]
 
     def _expand(self, text: str) -> str:
         for key, value in (("{port}", str(self._port)), ("{host}", self.spec.host),
@@ -474,10 +495,7 @@ def _usage(pgid: int) -> tuple[frozenset[str], float, int]:
     """What the live processes of group ``pgid`` run, the CPU seconds they used, and their
     resident bytes."""
     programs, ticks, pages = set(), 0, 0
-    for pid in _members(pgid):
-        fields = _stat(pid)
-        if fields is None:
-            continue  # gone while we looked
+    for pid, fields in _members(pgid).items():
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
         pages += int(fields[21])  # rss
         with contextlib.suppress(OSError):
@@ -485,13 +503,14 @@ def _usage(pgid: int) -> tuple[frozenset[str], float, int]:
     return frozenset(programs), ticks / _TICK, pages * _PAGE
 
 
-def _members(pgid: int) -> list[int]:
-    out = []
+def _members(pgid: int) -> dict[int, list[str]]:
+    """The live processes of group ``pgid``, with their `_stat` fields."""
+    out = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat(int(entry.name))
             if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-                out.append(int(entry.name))
+                out[int(entry.name)] = fields
     return out
 
 
@@ -511,7 +530,7 @@ def reap_leftovers(scratch_root: Path) -> list[str]:
         started = _started(pid)
         ours = record.get("boot") == _boot_id() and (
             started == record.get("started") if started is not None else True)
-        members = _members(pid) if ours else []
+        members = _members(pid) if ours else {}
         if members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["bwrap_argv", "find_bwrap"]
+__all__ = ["bwrap_argv", "find_bwrap", "needed_paths"]
 
 
 def find_bwrap() -> str | None:
@@ -31,17 +31,22 @@ def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
-def _under_tmp(argv: Sequence[str], scratch: Path, cwd: Path) -> list[Path]:
-    """Paths the executor needs that the private /tmp would hide: its working directory, the
-    files its command line names, and the installation its program lives in (a virtualenv's
-    ``bin/python`` needs the virtualenv beside it)."""
+def needed_paths(argv: Sequence[str], cwd: Path) -> list[Path]:
+    """What an executor's command needs besides its scratch directory: its working directory,
+    the files its command line names, and the installation its program lives in (a
+    virtualenv's ``bin/python`` needs the virtualenv beside it)."""
     wanted = [cwd, *(Path(a) for a in argv if a.startswith("/"))]
     program = shutil.which(argv[0]) if argv else None
     if program is not None:
         wanted.append(Path(program).parent.parent)
+    return wanted
+
+
+def _under_tmp(argv: Sequence[str], scratch: Path, cwd: Path) -> list[Path]:
+    """The `needed_paths` that the private /tmp would hide."""
     tmp = Path("/tmp")
     keep: list[Path] = []
-    for path in wanted:
+    for path in needed_paths(argv, cwd):
         if path.is_relative_to(tmp) and path != tmp and not path.is_relative_to(scratch) \
                 and path.exists() and path not in keep:
             keep.append(path)

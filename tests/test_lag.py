@@ -1,0 +1,98 @@
+"""The latency rule: each executor against its own baseline of lags behind its peers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from endosec import _native
+from endosec.core.behaviour import Judge, Sample
+from endosec.core.lag import LagPolicy, LagTrack, window_lag
+
+POLICY = LagPolicy(min_requests=30, first_windows=5, baseline_windows=60, floor_us=150.0,
+                   spread=1.0, windows=3)
+PROGRAMS = frozenset({"/usr/bin/node"})
+
+
+def test_the_window_median_is_read_from_the_bins() -> None:
+    side, width = _native.LAG_SIDE, _native.LAG_BIN_US
+    counts = [0] * (2 * side + 1)
+    assert window_lag(counts, width, side) == (0, 0.0)
+    counts[side] = 10  # lags in [0, 25) us
+    counts[side + 8] = 30  # lags in [200, 225) us
+    assert window_lag(counts, width, side) == (40, 212.5)
+    counts[side - 4] = 50  # [-100, -75) us: now the median
+    assert window_lag(counts, width, side) == (90, -87.5)
+
+
+def test_a_step_above_the_baseline_is_reported_after_windows_in_a_row() -> None:
+    track = LagTrack()
+    for lag in (10.0, 20.0, 0.0, 30.0, 10.0):  # the baseline: about 10 us
+        assert track.observe(1.0, 100, lag, POLICY) is None
+    assert track.observe(1.0, 100, 400.0, POLICY) is None
+    assert track.observe(1.0, 100, 400.0, POLICY) is None
+    assert track.observe(1.0, 5, 9000.0, POLICY) is None  # too few requests: no say
+    why = track.observe(1.0, 100, 400.0, POLICY)
+    assert why is not None and "400 µs" in why and "usually 10 µs" in why
+    # a quiet window clears the count
+    assert track.observe(1.0, 100, 10.0, POLICY) is None
+    assert track.observe(1.0, 100, 400.0, POLICY) is None
+
+
+def test_a_run_that_broke_a_rule_leaves_the_baseline() -> None:
+    track = LagTrack()
+    for lag in (0.0, 0.0, 0.0, 0.0):
+        track.observe(1.0, 100, lag, POLICY)
+    track.observe(2.0, 100, 900.0, POLICY)  # run 2 enters the baseline (only 4 were in)...
+    track.forget(2.0)  # ...and leaves it when run 2 is caught
+    assert [b for _, b in track.base] == [0.0] * 4
+
+
+@given(st.floats(-500, 500), st.lists(st.floats(-140, 140), min_size=5, max_size=80))
+def test_wobble_within_the_floor_is_never_reported(usual: float, wobble: list[float]) -> None:
+    track = LagTrack()
+    for _ in range(POLICY.first_windows):
+        track.observe(1.0, 100, usual, POLICY)
+    for w in wobble:
+        assert track.observe(1.0, 100, usual + w, POLICY) is None
+
+
+@given(st.floats(-500, 500), st.floats(160, 2000))
+def test_a_sustained_shift_past_the_floor_is_always_reported(usual: float, shift: float) -> None:
+    track = LagTrack()
+    for _ in range(POLICY.first_windows):
+        track.observe(1.0, 100, usual, POLICY)
+    said = [track.observe(1.0, 100, usual + shift, POLICY) for _ in range(POLICY.windows)]
+    assert said[:-1] == [None] * (POLICY.windows - 1) and said[-1] is not None
+
+
+def test_the_judge_holds_voters_to_their_baseline_across_runs() -> None:
+    judge = Judge()
+    at = 0.0
+
+    def window(lag: float, *, started: float = 1.0, voting: bool = True) -> list[str]:
+        nonlocal at
+        at += 1.0
+        sample = Sample("node", started, 0, PROGRAMS, at=at, lag_count=100, lag_us=lag,
+                        voting=voting)
+        return [r.rule for r in judge.judge([sample], at)]
+
+    for _ in range(6):
+        assert window(20.0) == []
+    # cleansed: a new run, held to the same baseline (the stack is as fast as before)
+    assert window(700.0, started=2.0) == [] and window(700.0, started=2.0) == []
+    assert window(700.0, started=2.0) == ["latency"]
+    assert "node" in judge.flagged
+    assert window(700.0, started=2.0) == []  # once per run
+    # a spare or an executor on probation is not judged on lags it does not have
+    assert window(900.0, started=3.0, voting=False) == []
+
+
+def test_a_bad_lag_policy_is_refused() -> None:
+    with pytest.raises(ValueError):
+        LagPolicy(windows=0)
+    with pytest.raises(ValueError):
+        LagPolicy(first_windows=10, baseline_windows=5)
+    with pytest.raises(ValueError):
+        LagPolicy(floor_us=float("nan"))
