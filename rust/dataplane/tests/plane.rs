@@ -237,6 +237,72 @@ fn a_dissenter_is_outvoted_and_reported() {
     assert_eq!(v.digests.len(), 3);
 }
 
+/// Lag counts per executor, taken (see ``Lags``).
+fn lags(plane: &Plane) -> std::collections::HashMap<String, Vec<u64>> {
+    plane.executor_stats().into_iter().map(|(n, s)| (n.to_string(), s.lags.take())).collect()
+}
+
+#[test]
+fn lags_come_from_unanimous_rounds_only_and_show_the_slow_voter() {
+    use endosec_dataplane::stats::LAG_SIDE;
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let slow = Behaviour { delay: Duration::from_millis(5), ..Behaviour::fixed("{}") };
+        let odd = Behaviour { body: Arc::new(|target, _| {
+            if target == "/odd" { r#"{"n":2}"#.to_owned() } else { "{}".to_owned() } }),
+            ..Behaviour::fixed("{}") };
+        vec![fake(Behaviour::fixed("{}")).await, fake(odd).await, fake(slow).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    for _ in 0..3 {
+        assert!(get(addr, "/odd").starts_with("HTTP/1.1 200"));  // b dissents: no lags
+    }
+    settle(|| (plane.recent().len() == 3).then_some(()));
+    assert!(lags(&plane).values().all(|bins| bins.iter().all(|&n| n == 0)));
+    for _ in 0..5 {
+        assert!(get(addr, "/x").starts_with("HTTP/1.1 200"));
+    }
+    // a round's lags land once its straggler is judged, just after the reply: add them up
+    let mut taken: std::collections::HashMap<String, Vec<u64>> = std::collections::HashMap::new();
+    settle(|| {
+        for (name, bins) in lags(&plane) {
+            let sum = taken.entry(name).or_insert_with(|| vec![0; bins.len()]);
+            sum.iter_mut().zip(bins).for_each(|(s, n)| *s += n);
+        }
+        taken.get("c").is_some_and(|b| b.iter().sum::<u64>() >= 3).then_some(())
+    });
+    // c answers 5 ms after the fastest of the others: beyond the last bin (2 ms); a and b
+    // never that far behind
+    let c: u64 = taken["c"].iter().sum();
+    assert_eq!(taken["c"][2 * LAG_SIDE], c, "{:?}", taken["c"]);
+    for fast in ["a", "b"] {
+        assert_eq!(taken[fast][2 * LAG_SIDE], 0, "{fast}: {:?}", taken[fast]);
+    }
+}
+
+#[test]
+fn a_discounted_voter_cannot_carry_an_answer() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        vec![fake(Behaviour::fixed(r#"{"n":"wrong"}"#)).await,
+             fake(Behaviour::fixed(r#"{"n":1}"#)).await,
+             fake(Behaviour::fixed(r#"{"n":"wrong"}"#)).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, "");
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    assert!(get(addr, "/x").ends_with(r#"{"n":"wrong"}"#), "two of three carry it");
+    plane.publish(&snapshot(&named, &["a", "b", "c"], 2, r#","discounted":["c"]"#)).unwrap();
+    let reply = get(addr, "/x");
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    let v = settle(|| verdicts(&plane).into_iter().find(|v| v.reason.contains("discounted")));
+    assert!(v.reason.ends_with("; discounted: c"), "{}", v.reason);
+}
+
 #[test]
 fn the_reply_goes_out_at_quorum_before_the_straggler() {
     let rt = runtime();

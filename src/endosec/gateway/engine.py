@@ -508,14 +508,15 @@ class MimicGateway:
             await asyncio.sleep(interval)
             samples = []
             lags = self._data_plane.take_lags()
-            busy = self._load_sent >= self.config.behaviour.busy_above
+            # a busy host delays whoever the CPU reaches last: no timing then (nor, off, ever)
+            b = self.config.behaviour
+            timed = b.latency != "off" and self._load_sent < b.busy_above
             for name, runner in self.executors.items():
                 state = self.controller.state(name)
                 if state not in (ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
                     sample = await runner.sample()
                     if sample is not None:
-                        # a busy host delays whoever the CPU reaches last: no timing then
-                        count, lag = lags.get(name, (0, 0.0)) if not busy else (0, 0.0)
+                        count, lag = lags.get(name, (0, 0.0)) if timed else (0, 0.0)
                         samples.append(replace(sample, voting=state is ExecutorState.ACTIVE,
                                                idle=state is ExecutorState.SPARE,
                                                lag_count=count, lag_us=lag))
@@ -544,7 +545,8 @@ class MimicGateway:
                          evidence=report.evidence)
         if report.rule == "connect-out":
             self.events.emit("outbound-refused", executor=name, packets=report.count)
-        act = self.config.behaviour.action == "quarantine"
+        b = self.config.behaviour
+        act = b.action == "quarantine" and (report.rule != "latency" or b.latency == "quarantine")
         self.events.emit("alert", level="warning", executor=name,
                          message=f"{name} broke the behaviour rule {report.rule}: "
                                  f"{report.evidence}" + ("; quarantined" if act else ""))

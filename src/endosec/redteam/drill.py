@@ -55,8 +55,12 @@ class CaseResult:
     acknowledged_writes: int | None = None
     lost_writes: int | None = None
     lost_writes_without_journal: int | None = None
-    # From the implant's first act to the victim's quarantine (a detected case).
+    # From the implant's first act to the victim's quarantine (a detected case), or to the
+    # behaviour alert naming it (a case detected by an alert).
     time_to_quarantine: float | None = None
+    time_to_alert: float | None = None
+    # Behaviour alerts naming executors without an implant.
+    false_warnings: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -68,6 +72,10 @@ class CaseResult:
         }
         if self.time_to_quarantine is not None:
             out["time_to_quarantine"] = round(self.time_to_quarantine, 3)
+        if self.time_to_alert is not None:
+            out["time_to_alert"] = round(self.time_to_alert, 3)
+        if self.cls == "covert":
+            out["false_warnings"] = self.false_warnings
         if self.lost_writes is not None:
             out.update(acknowledged_writes=self.acknowledged_writes,
                        lost_writes=self.lost_writes,
@@ -166,6 +174,25 @@ class Drill:
             return None
         return float(max(caught.values()) - min(acts))
 
+    def _time_to_alert(self, victims: list[str], since: float) -> float | None:
+        """From the first act of an implant to the last victim's behaviour alert."""
+        acts = [json.loads(line)["ts"] for name in victims
+                for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
+                if json.loads(line)["ts"] >= since]
+        alerted = self._alerted(victims, since)
+        if not acts or set(alerted) != set(victims):
+            return None
+        return float(max(alerted.values()) - min(acts))
+
+    def _alerted(self, victims: list[str], since: float) -> dict[str, float]:
+        """The first behaviour alert since ``since`` naming each victim that has one."""
+        out: dict[str, float] = {}
+        for e in self.gw.events():
+            if e.get("event") == "behaviour" and e.get("executor") in victims \
+                    and e["ts"] >= since:
+                out.setdefault(e["executor"], e["ts"])
+        return out
+
     def fired(self, names: list[str], since: float) -> int:
         total = 0
         for name in names:
@@ -230,7 +257,7 @@ class Drill:
             for name in victims:
                 self.plant(case, name)
             await self._probe(case, result)
-            result.detected = await self._await_quarantine(case, victims, before)
+            result.detected = await self._await_quarantine(case, victims, before, started)
             self.clear(names)
             await self.settle()
             # Benign traffic runs long enough for the availability figure to mean something.
@@ -243,7 +270,15 @@ class Drill:
         result.fired = self.fired(victims, started)
         if result.detected:
             result.time_to_quarantine = self._time_to_quarantine(victims, started)
+            if case.alert and result.time_to_quarantine is None:
+                result.time_to_alert = self._time_to_alert(victims, started)
         honest = [n for n in names if n not in victims]
+        warned = [e["executor"] for e in self.gw.events() if e.get("event") == "behaviour"
+                  and e.get("executor") in honest and e["ts"] >= started]
+        result.false_warnings = len(warned)
+        if warned:
+            result.notes.append(f"behaviour alerts named executors without an implant: "
+                                f"{', '.join(sorted(set(warned)))}")
         result.false_alarms = sum(
             _count(after, n, c) - _count(before, n, c)
             for n in honest for c in ("dissents", "quarantines"))
@@ -274,9 +309,10 @@ class Drill:
             client.close()
 
     async def _await_quarantine(self, case: Case, victims: list[str],
-                                before: dict[str, dict[str, Any]]) -> bool:
-        """Wait until every victim was quarantined; an image implant also until its
-        cleansing failed, after which the image is repaired (the implant removed)."""
+                                before: dict[str, dict[str, Any]], since: float) -> bool:
+        """Wait until every victim was quarantined (or, for a case detected by an alert, named
+        by a behaviour alert); an image implant also until its cleansing failed, after which
+        the image is repaired (the implant removed)."""
         health = 10.0
         limit = self.read_timeout * 2 + (60.0 if case.image else 8.0) + health
         if case.expected_suppressible is False:
@@ -287,6 +323,8 @@ class Drill:
             now = await self.gw.executors()
             done = all(_count(now, v, "quarantines") > _count(before, v, "quarantines")
                        for v in victims)
+            if case.alert and not done:
+                done = set(self._alerted(victims, since)) == set(victims)
             if done and case.image:
                 done = any(e.get("event") == "cleanse-failed" and e.get("executor") in victims
                            for e in self.gw.events())
@@ -294,5 +332,7 @@ class Drill:
                 return True
             await asyncio.sleep(_POLL)
         now = await self.gw.executors()
+        if case.alert and set(self._alerted(victims, since)) == set(victims):
+            return True
         return all(_count(now, v, "quarantines") > _count(before, v, "quarantines")
                    for v in victims)
