@@ -256,4 +256,4 @@ def test_a_flagged_executor_recovers_only_through_cleansing(trace) -> None:
         refused += refused_add
         sample = Sample("x", float(started), refused, frozenset({"a"}) | programs)
         reported = bool(judge.judge([sample], float(step))) or reported
-        assert ("x" in judge.flagged) == reported
+        assert ("x" in judge.flags) == reported

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from endosec import _native
+from endosec.config import load_config
 from endosec.core.behaviour import Judge, Sample
 from endosec.core.lag import LagPolicy, LagTrack, window_lag
+from endosec.gateway.engine import MimicGateway
+from endosec.observe.events import EventLog
+from tests.gatewayctl import DEMO
+from tests.test_isolation import Runtime
 
 POLICY = LagPolicy(min_requests=30, first_windows=5, baseline_windows=60, floor_us=150.0,
                    spread=1.0, windows=3)
@@ -83,10 +90,31 @@ def test_the_judge_holds_voters_to_their_baseline_across_runs() -> None:
     # cleansed: a new run, held to the same baseline (the stack is as fast as before)
     assert window(700.0, started=2.0) == [] and window(700.0, started=2.0) == []
     assert window(700.0, started=2.0) == ["latency"]
-    assert "node" in judge.flagged
+    assert judge.flags == {"node": frozenset({"latency"})}
     assert window(700.0, started=2.0) == []  # once per run
     # a spare or an executor on probation is not judged on lags it does not have
     assert window(900.0, started=3.0, voting=False) == []
+
+
+@pytest.mark.parametrize("latency", ["warn", "quarantine"])
+def test_strict_voting_discounts_on_latency_only_where_it_quarantines(
+        tmp_path: Path, latency: str) -> None:
+    """A latency warning may be a workload's move to a slow route: with behaviour.latency
+    warn, strict voting does not take that voter's support away; any other rule does."""
+    config = load_config(DEMO)
+    config = config.model_copy(update={
+        "arbiter": config.arbiter.model_copy(update={"strict": True}),
+        "behaviour": config.behaviour.model_copy(update={"latency": latency})})
+    gw = MimicGateway(config, scratch_root=tmp_path, events=EventLog())
+    Runtime(gw.controller)  # every executor activated, as a runtime that never fails would
+    voter = gw.controller.voters[0]
+    for at in range(1, 10):
+        gw._judge.judge([Sample(voter, 1.0, 0, PROGRAMS, at=float(at), lag_count=100,
+                                lag_us=20.0 if at < 7 else 900.0)], float(at))
+    assert gw._judge.flags == {voter: frozenset({"latency"})}
+    assert gw.discounted == ((voter,) if latency == "quarantine" else ())
+    gw._judge.judge([Sample(voter, 1.0, 0, PROGRAMS | {"/usr/bin/dash"}, at=10.0)], 10.0)
+    assert gw.discounted == (voter,)
 
 
 def test_a_bad_lag_policy_is_refused() -> None:

@@ -171,10 +171,10 @@ class Judge:
         self._allowed = PathSet(self.policy.allowed_paths)
 
     @property
-    def flagged(self) -> frozenset[str]:
-        """Executors that broke a rule in their current run: only a new run (a cleanse)
-        clears the flag."""
-        return frozenset(n for n, run in self._runs.items() if run.reported)
+    def flags(self) -> dict[str, frozenset[Rule]]:
+        """The rules each executor broke in its current run (executors that broke none are
+        left out): only a new run (a cleanse) clears them."""
+        return {n: frozenset(run.reported) for n, run in self._runs.items() if run.reported}
 
     def judge(self, samples: Sequence[Sample], now: float) -> list[BehaviourReport]:
         """One round: a sample of every executor that runs (voters are compared)."""

@@ -256,11 +256,15 @@ class MimicGateway:
     @property
     def discounted(self) -> tuple[str, ...]:
         """Voters heard without lending support: with ``arbiter.strict``, those that broke a
-        behaviour rule in their current run (only a cleanse clears that)."""
+        behaviour rule in their current run (only a cleanse clears that); the latency rule
+        counts only where it quarantines (``behaviour.latency``), since it may mistake a
+        workload's move to a slow route for an implant."""
         if not self.config.arbiter.strict:
             return ()
-        flagged = self._judge.flagged
-        return tuple(n for n in self.controller.voters if n in flagged)
+        latency = self.config.behaviour.latency == "quarantine"
+        flags = self._judge.flags
+        return tuple(n for n in self.controller.voters
+                     if any(r != "latency" or latency for r in flags.get(n, ())))
 
     @property
     def keep_level(self) -> tuple[str, ...]:
@@ -607,7 +611,7 @@ class MimicGateway:
     def status(self) -> dict[str, Any]:
         trust = self.trust.snapshot()
         plane = self._data_plane.status()
-        flagged = self._judge.flagged
+        flags = self._judge.flags
         executors = []
         for e in self.config.executors:
             runner = self.executors[e.name]
@@ -623,7 +627,7 @@ class MimicGateway:
                            and runner.spec.segmented else "host",
                 "address": "{}:{}".format(*runner.address),
                 "synced": plane["synced"].get(e.name, 0),
-                "flagged": e.name in flagged,
+                "flagged": sorted(flags.get(e.name, ())),
             })
         return {
             "active": list(self.controller.voters),
