@@ -164,25 +164,25 @@ class Drill:
 
     def _time_to_quarantine(self, victims: list[str], since: float) -> float | None:
         """From the first act of an implant to the last victim's quarantine."""
-        acts = [json.loads(line)["ts"] for name in victims
-                for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
-                if json.loads(line)["ts"] >= since]
         caught = {e["executor"]: e["ts"] for e in self.gw.events()
                   if e.get("event") == "quarantine" and e.get("executor") in victims
                   and e["ts"] >= since}
-        if not acts or set(caught) != set(victims):
-            return None
-        return float(max(caught.values()) - min(acts))
+        return self._after_first_act(victims, since, caught)
 
     def _time_to_alert(self, victims: list[str], since: float) -> float | None:
         """From the first act of an implant to the last victim's behaviour alert."""
+        return self._after_first_act(victims, since, self._alerted(victims, since))
+
+    def _after_first_act(self, victims: list[str], since: float,
+                         caught: dict[str, float]) -> float | None:
+        """From the implants' first act since ``since`` to the last of ``caught`` (None
+        unless every victim was caught and an implant acted)."""
         acts = [json.loads(line)["ts"] for name in victims
                 for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
                 if json.loads(line)["ts"] >= since]
-        alerted = self._alerted(victims, since)
-        if not acts or set(alerted) != set(victims):
+        if not acts or set(caught) != set(victims):
             return None
-        return float(max(alerted.values()) - min(acts))
+        return float(max(caught.values()) - min(acts))
 
     def _alerted(self, victims: list[str], since: float) -> dict[str, float]:
         """The first behaviour alert since ``since`` naming each victim that has one."""
