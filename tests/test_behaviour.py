@@ -147,6 +147,7 @@ async def test_a_process_is_sampled_here_or_by_its_agent(tmp_path: Path) -> None
     try:
         here = await executor.sample()
         assert here is not None and here.rss > 1 << 20 and here.cpu >= 0
+        assert here.processes >= 1 and here.fds >= 4  # stdio and its listening socket
         assert os.path.realpath(sys.executable) in {os.path.realpath(p) for p in here.programs}
         handler = AgentHandler({"x": executor}, "agent-token")
         auth = ((b"host", b"agent"), (b"authorization", b"Bearer agent-token"))
@@ -154,8 +155,8 @@ async def test_a_process_is_sampled_here_or_by_its_agent(tmp_path: Path) -> None
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         sent = Sample.from_dict("x", json.loads(body)["sample"])
-        assert (sent.started, sent.programs, sent.refused) == (
-            here.started, here.programs, here.refused)
+        assert (sent.started, sent.programs, sent.refused, sent.processes) == (
+            here.started, here.programs, here.refused, here.processes)
         assert sent.at >= here.at
     finally:
         await executor.stop()

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from endosec import _native
 from endosec.config import load_config
 from endosec.core.behaviour import Judge, Sample
-from endosec.core.lag import LagPolicy, LagTrack, window_lag
+from endosec.core.lag import LagPolicy, Lags, LagTrack, median_lag
 from endosec.gateway.engine import MimicGateway
+from endosec.gateway.native import NativePlane
 from endosec.observe.events import EventLog
 from tests.gatewayctl import DEMO
 from tests.test_isolation import Runtime
@@ -22,55 +23,91 @@ POLICY = LagPolicy(min_requests=30, first_windows=5, baseline_windows=60, floor_
 PROGRAMS = frozenset({"/usr/bin/node"})
 
 
-def test_the_window_median_is_read_from_the_bins() -> None:
+def window(lag: float, n: int = 100, route: str = "GET /") -> Lags:
+    return {route: {lag: n}}
+
+
+def test_the_window_median_is_read_from_the_counts() -> None:
+    assert median_lag({}) == 0.0
+    assert median_lag({12.5: 10, 212.5: 30}) == 212.5
+    assert median_lag({12.5: 10, 212.5: 30, -87.5: 50}) == -87.5
+
+
+def test_native_lags_arrive_as_counts_per_route_at_their_bins_middle() -> None:
     side, width = _native.LAG_SIDE, _native.LAG_BIN_US
-    counts = [0] * (2 * side + 1)
-    assert window_lag(counts, width, side) == (0, 0.0)
-    counts[side] = 10  # lags in [0, 25) us
-    counts[side + 8] = 30  # lags in [200, 225) us
-    assert window_lag(counts, width, side) == (40, 212.5)
-    counts[side - 4] = 50  # [-100, -75) us: now the median
-    assert window_lag(counts, width, side) == (90, -87.5)
+
+    class Plane:
+        def take_lags(self) -> dict[str, dict[str, list[int]]]:
+            counts = [0] * (2 * side + 1)
+            counts[side], counts[side + 8] = 10, 30
+            return {"node": {"GET /notes": counts}}
+
+    plane = object.__new__(NativePlane)
+    plane.native = Plane()  # type: ignore[assignment]
+    assert plane.take_lags() == {"node": {"GET /notes": {width / 2: 10, 8.5 * width: 30}}}
 
 
 def test_a_step_above_the_baseline_is_reported_after_windows_in_a_row() -> None:
     track = LagTrack()
     for lag in (10.0, 20.0, 0.0, 30.0, 10.0):  # the baseline: about 10 us
-        assert track.observe(1.0, 100, lag, POLICY) is None
-    assert track.observe(1.0, 100, 400.0, POLICY) is None
-    assert track.observe(1.0, 100, 400.0, POLICY) is None
-    assert track.observe(1.0, 5, 9000.0, POLICY) is None  # too few requests: no say
-    why = track.observe(1.0, 100, 400.0, POLICY)
-    assert why is not None and "400 µs" in why and "usually 10 µs" in why
+        assert track.observe(1.0, window(lag), POLICY) is None
+    assert track.observe(1.0, window(400.0), POLICY) is None
+    assert track.observe(1.0, window(400.0), POLICY) is None
+    assert track.observe(1.0, window(9000.0, n=5), POLICY) is None  # too few: no say yet
+    why = track.observe(1.0, window(400.0), POLICY)
+    assert why is not None and "GET /" in why and "400 µs" in why and "usually 10 µs" in why
     # a quiet window clears the count
-    assert track.observe(1.0, 100, 10.0, POLICY) is None
-    assert track.observe(1.0, 100, 400.0, POLICY) is None
+    assert track.observe(1.0, window(10.0), POLICY) is None
+    assert track.observe(1.0, window(400.0), POLICY) is None
+
+
+def test_few_requests_gather_into_one_window() -> None:
+    track = LagTrack()
+    for _ in range(POLICY.first_windows * 3):
+        assert track.observe(1.0, window(10.0, n=10), POLICY) is None
+    assert len(track.routes["GET /"].base) == POLICY.first_windows
+    said = [track.observe(1.0, window(400.0, n=10), POLICY) for _ in range(3 * POLICY.windows)]
+    assert said[:-1] == [None] * (len(said) - 1) and said[-1] is not None
+
+
+def test_each_route_has_its_own_baseline() -> None:
+    """A stack slow on one route is not slow when the workload moves there."""
+    track = LagTrack()
+    for _ in range(POLICY.first_windows):
+        assert track.observe(1.0, {"GET /fast": {10.0: 100}, "GET /slow": {900.0: 100}},
+                             POLICY) is None
+    for _ in range(2 * POLICY.windows):
+        assert track.observe(1.0, window(900.0, route="GET /slow"), POLICY) is None
+    for _ in range(POLICY.windows - 1):
+        assert track.observe(1.0, window(900.0, route="GET /fast"), POLICY) is None
+    why = track.observe(1.0, window(900.0, route="GET /fast"), POLICY)
+    assert why is not None and "GET /fast" in why
 
 
 def test_a_run_that_broke_a_rule_leaves_the_baseline() -> None:
     track = LagTrack()
     for lag in (0.0, 0.0, 0.0, 0.0):
-        track.observe(1.0, 100, lag, POLICY)
-    track.observe(2.0, 100, 900.0, POLICY)  # run 2 enters the baseline (only 4 were in)...
+        track.observe(1.0, window(lag), POLICY)
+    track.observe(2.0, window(900.0), POLICY)  # run 2 enters the baseline (only 4 were in)...
     track.forget(2.0)  # ...and leaves it when run 2 is caught
-    assert [b for _, b in track.base] == [0.0] * 4
+    assert [b for _, b in track.routes["GET /"].base] == [0.0] * 4
 
 
 @given(st.floats(-500, 500), st.lists(st.floats(-140, 140), min_size=5, max_size=80))
 def test_wobble_within_the_floor_is_never_reported(usual: float, wobble: list[float]) -> None:
     track = LagTrack()
     for _ in range(POLICY.first_windows):
-        track.observe(1.0, 100, usual, POLICY)
+        track.observe(1.0, window(usual), POLICY)
     for w in wobble:
-        assert track.observe(1.0, 100, usual + w, POLICY) is None
+        assert track.observe(1.0, window(usual + w), POLICY) is None
 
 
 @given(st.floats(-500, 500), st.floats(160, 2000))
 def test_a_sustained_shift_past_the_floor_is_always_reported(usual: float, shift: float) -> None:
     track = LagTrack()
     for _ in range(POLICY.first_windows):
-        track.observe(1.0, 100, usual, POLICY)
-    said = [track.observe(1.0, 100, usual + shift, POLICY) for _ in range(POLICY.windows)]
+        track.observe(1.0, window(usual), POLICY)
+    said = [track.observe(1.0, window(usual + shift), POLICY) for _ in range(POLICY.windows)]
     assert said[:-1] == [None] * (POLICY.windows - 1) and said[-1] is not None
 
 
@@ -78,22 +115,21 @@ def test_the_judge_holds_voters_to_their_baseline_across_runs() -> None:
     judge = Judge()
     at = 0.0
 
-    def window(lag: float, *, started: float = 1.0, voting: bool = True) -> list[str]:
+    def judged(lag: float, *, started: float = 1.0, voting: bool = True) -> list[str]:
         nonlocal at
         at += 1.0
-        sample = Sample("node", started, 0, PROGRAMS, at=at, lag_count=100, lag_us=lag,
-                        voting=voting)
+        sample = Sample("node", started, 0, PROGRAMS, at=at, lags=window(lag), voting=voting)
         return [r.rule for r in judge.judge([sample], at)]
 
     for _ in range(6):
-        assert window(20.0) == []
+        assert judged(20.0) == []
     # cleansed: a new run, held to the same baseline (the stack is as fast as before)
-    assert window(700.0, started=2.0) == [] and window(700.0, started=2.0) == []
-    assert window(700.0, started=2.0) == ["latency"]
+    assert judged(700.0, started=2.0) == [] and judged(700.0, started=2.0) == []
+    assert judged(700.0, started=2.0) == ["latency"]
     assert judge.flags == {"node": frozenset({"latency"})}
-    assert window(700.0, started=2.0) == []  # once per run
+    assert judged(700.0, started=2.0) == []  # once per run
     # a spare or an executor on probation is not judged on lags it does not have
-    assert window(900.0, started=3.0, voting=False) == []
+    assert judged(900.0, started=3.0, voting=False) == []
 
 
 @pytest.mark.parametrize("latency", ["warn", "quarantine"])
@@ -109,8 +145,8 @@ def test_strict_voting_discounts_on_latency_only_where_it_quarantines(
     Runtime(gw.controller)  # every executor activated, as a runtime that never fails would
     voter = gw.controller.voters[0]
     for at in range(1, 10):
-        gw._judge.judge([Sample(voter, 1.0, 0, PROGRAMS, at=float(at), lag_count=100,
-                                lag_us=20.0 if at < 7 else 900.0)], float(at))
+        gw._judge.judge([Sample(voter, 1.0, 0, PROGRAMS, at=float(at),
+                                lags=window(20.0 if at < 7 else 900.0))], float(at))
     assert gw._judge.flags == {voter: frozenset({"latency"})}
     assert gw.discounted == ((voter,) if latency == "quarantine" else ())
     gw._judge.judge([Sample(voter, 1.0, 0, PROGRAMS | {"/usr/bin/dash"}, at=10.0)], 10.0)

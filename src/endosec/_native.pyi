@@ -28,10 +28,11 @@ class DataPlane:
         """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused`` or ``in-doubt``)."""
     def take_agreements(self) -> dict[str, int]:
         """Clean agreements per executor since the last call."""
-    def take_lags(self) -> dict[str, list[int]]:
-        """Per executor, counts per bin of its lag behind the fastest of the others in unanimous
-        rounds of three voters or more (started with few rounds under way), since the last
-        call."""
+    def take_lags(self) -> dict[str, dict[str, list[int]]]:
+        """Per executor and route (the method and path, or question type and name, digits as
+        ``#``; past 64 routes, ``*``), counts per bin of its lag behind the fastest of the
+        others in unanimous rounds of three voters or more (started with few rounds under way),
+        since the last call."""
     def metrics(self) -> dict[str, Any]:
         """Every counter and histogram."""
     def recent(self) -> list[dict[str, Any]]:

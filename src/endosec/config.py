@@ -201,11 +201,10 @@ class BehaviourConfig(_Strict):
                                           "read outside its own): quarantine and cleanse, or "
                                           "only alert; off: no sampling")
     latency: Literal["quarantine", "warn", "off"] = Field(
-        default="warn", description="the latency rule (an executor much slower than its peers "
-                                    "on the same requests): quarantine (with action: "
-                                    "quarantine), only alert, or off. Alert by default: its "
-                                    "baseline is per executor, not per route, so a workload "
-                                    "that moves to a route one stack serves slowly can trip it")
+        default="quarantine", description="the latency rule (an executor much slower than its "
+                                          "peers on the same requests, against its own "
+                                          "baseline per route): quarantine (with action: "
+                                          "quarantine), only alert, or off")
     busy_above: float = Field(
         default=0.6, gt=0, le=1, description="host CPU utilisation from which the latency "
                                               "rule skips a window: a busy host delays whoever "

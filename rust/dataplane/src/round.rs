@@ -22,6 +22,7 @@ use crate::events::{Event, Evidence, VerdictEvent};
 use crate::model::{ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
 use crate::snapshot::{Executor, Snapshot};
+use crate::stats::lag_route;
 use crate::upstream::Asked;
 
 /// What one request carries through its phases, whatever the protocol.
@@ -238,13 +239,15 @@ impl<P: Phases> Round<P> {
             let outputs = self.ballot.outputs();
             // Against the fastest of the others, so one slow peer does not make the rest look
             // fast; and three voters or more: with two, a lag cannot say which one is slow.
+            let route = (outputs.len() >= 3 && self.quiet)
+                .then(|| lag_route(&self.ctx.label, &self.ctx.key));
             let fastest = |me: usize| outputs.iter().enumerate().filter(|(i, _)| *i != me)
                 .map(|(_, o)| o.latency).fold(f64::INFINITY, f64::min);
             for (i, o) in outputs.iter().enumerate() {
                 if let Some(e) = self.ctx.snapshot.executors.get(&o.executor) {
                     e.stats.agreed();
-                    if outputs.len() >= 3 && self.quiet {
-                        e.stats.lags.observe(o.latency - fastest(i));
+                    if let Some(route) = &route {
+                        e.stats.lags.observe(route, o.latency - fastest(i));
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! Everything is a relaxed atomic: the request path never locks for a figure, and a scrape
 //! sees each number as of some moment (Prometheus counters need no more).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -69,31 +69,71 @@ impl Histogram {
 pub const LAG_BIN_US: i64 = 25;
 /// Bins on each side of 0; lags beyond land in the outermost bin.
 pub const LAG_SIDE: usize = 80;
+/// Routes one executor's lags are kept apart for; later ones share [`OTHER_ROUTES`].
+pub const LAG_ROUTES: usize = 64;
+/// The route of requests beyond the first [`LAG_ROUTES`].
+pub const OTHER_ROUTES: &str = "*";
 
-/// How far behind the fastest of the others an executor answered, in unanimous rounds: bin ``i``
-/// holds lags in ``[(i - LAG_SIDE) * LAG_BIN_US, +LAG_BIN_US)`` microseconds. Counts since the
-/// control plane last took them (the behaviour judge reads one window at a time).
-#[derive(Debug)]
-pub struct Lags {
-    bins: Vec<AtomicU64>,
+/// What a request's lag is compared within: its kind (the HTTP method, the DNS question type)
+/// and its subject (the path, the name) with each run of digits as ``#`` (``/notes/17`` and
+/// ``/notes/18`` are one route), at most 120 bytes of it. A stack serves some routes slower
+/// than others, so a workload that moves between them must not look like a slowed executor.
+pub fn lag_route(label: &str, key: &str) -> String {
+    let mut route = String::with_capacity(label.len() + key.len() + 1);
+    route.push_str(label);
+    route.push(' ');
+    let mut digits = false;
+    for c in key.chars() {
+        if route.len() >= 120 {
+            break;
+        }
+        if c.is_ascii_digit() {
+            if !digits {
+                route.push('#');
+            }
+        } else {
+            route.push(c);
+        }
+        digits = c.is_ascii_digit();
+    }
+    route
 }
 
-impl Default for Lags {
-    fn default() -> Lags {
-        Lags { bins: (0..2 * LAG_SIDE + 1).map(|_| AtomicU64::new(0)).collect() }
-    }
+/// How far behind the fastest of the others an executor answered, in unanimous rounds, per
+/// route: bin ``i`` holds lags in ``[(i - LAG_SIDE) * LAG_BIN_US, +LAG_BIN_US)``
+/// microseconds. Counts since the control plane last took them (the behaviour judge reads one
+/// window at a time). The first [`LAG_ROUTES`] routes seen keep their place for good, so a
+/// route's counts always mean the same requests.
+#[derive(Debug, Default)]
+pub struct Lags {
+    routes: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 impl Lags {
-    pub fn observe(&self, lag_seconds: f64) {
+    pub fn observe(&self, route: &str, lag_seconds: f64) {
         let bin = (lag_seconds * 1e6 / LAG_BIN_US as f64).floor() as i64 + LAG_SIDE as i64;
-        let last = self.bins.len() as i64 - 1;
-        self.bins[bin.clamp(0, last) as usize].fetch_add(1, Relaxed);
+        let bin = bin.clamp(0, 2 * LAG_SIDE as i64) as usize;
+        let mut routes = self.routes.lock();
+        let key = if routes.contains_key(route) || routes.len() < LAG_ROUTES {
+            route
+        } else {
+            OTHER_ROUTES
+        };
+        if let Some(bins) = routes.get_mut(key) {
+            bins[bin] += 1;
+        } else {
+            let mut bins = vec![0; 2 * LAG_SIDE + 1];
+            bins[bin] = 1;
+            routes.insert(key.to_owned(), bins);
+        }
     }
 
-    /// The counts since the last take (all zero: none).
-    pub fn take(&self) -> Vec<u64> {
-        self.bins.iter().map(|b| b.swap(0, Relaxed)).collect()
+    /// The counts per route since the last take (routes with none are left out).
+    pub fn take(&self) -> Vec<(String, Vec<u64>)> {
+        let mut routes = self.routes.lock();
+        routes.iter_mut().filter(|(_, bins)| bins.iter().any(|&n| n > 0))
+            .map(|(route, bins)| (route.clone(), std::mem::replace(bins, vec![0; bins.len()])))
+            .collect()
     }
 }
 
@@ -209,16 +249,38 @@ mod tests {
     #[test]
     fn lags_land_in_their_bins_beyond_ones_in_the_last_and_are_taken_once() {
         let l = Lags::default();
-        l.observe(0.0);
-        l.observe(-0.000_001);
-        l.observe(0.000_210);
-        l.observe(5.0);
-        l.observe(-5.0);
-        let bins = l.take();
-        assert_eq!(bins.len(), 2 * LAG_SIDE + 1);
+        for lag in [0.0, -0.000_001, 0.000_210, 5.0, -5.0] {
+            l.observe("GET /", lag);
+        }
+        let taken = l.take();
+        assert_eq!(taken.len(), 1);
+        let (route, bins) = &taken[0];
+        assert_eq!((route.as_str(), bins.len()), ("GET /", 2 * LAG_SIDE + 1));
         let at = |us: i64| (us.div_euclid(LAG_BIN_US) + LAG_SIDE as i64) as usize;
         assert_eq!((bins[at(0)], bins[at(-1)], bins[at(210)]), (1, 1, 1));
         assert_eq!((bins[0], bins[2 * LAG_SIDE]), (1, 1));
-        assert!(l.take().iter().all(|&n| n == 0));
+        assert!(l.take().is_empty());
+    }
+
+    #[test]
+    fn routes_beyond_the_first_ones_share_one_for_good() {
+        let l = Lags::default();
+        for i in 0..LAG_ROUTES {
+            l.observe(&format!("GET /r{}", "x".repeat(i)), 0.0);
+        }
+        l.take();
+        l.observe("GET /late", 0.0);
+        l.observe("GET /r", 0.0);  // one of the first: still its own, though taken empty
+        let mut taken: Vec<String> = l.take().into_iter().map(|(r, _)| r).collect();
+        taken.sort();
+        assert_eq!(taken, [OTHER_ROUTES, "GET /r"]);
+    }
+
+    #[test]
+    fn a_route_is_the_kind_and_the_subject_with_digits_folded() {
+        assert_eq!(lag_route("GET", "/notes/17/x2y"), "GET /notes/#/x#y");
+        assert_eq!(lag_route("GET", "/notes/18/x335y"), "GET /notes/#/x#y");
+        assert_eq!(lag_route("A", "host42.example."), "A host#.example.");
+        assert_eq!(lag_route("GET", &"/a".repeat(200)).len(), 120);
     }
 }

@@ -112,14 +112,19 @@ impl DataPlane {
         Ok(d)
     }
 
-    /// Per executor, its lags behind the median of unanimous rounds since the last call, as
-    /// counts per bin (see ``LAG_BIN_US``); executors with none are left out.
+    /// Per executor and route, its lags behind the fastest of its peers in unanimous rounds
+    /// since the last call, as counts per bin (see ``LAG_BIN_US``); executors and routes with
+    /// none are left out.
     fn take_lags<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (name, stats) in self.plane()?.executor_stats() {
-            let counts = stats.lags.take();
-            if counts.iter().any(|&n| n > 0) {
-                d.set_item(&*name, counts)?;
+            let routes = stats.lags.take();
+            if !routes.is_empty() {
+                let r = PyDict::new(py);
+                for (route, counts) in routes {
+                    r.set_item(route, counts)?;
+                }
+                d.set_item(&*name, r)?;
             }
         }
         Ok(d)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from endosec.core.lag import LagPolicy, LagTrack
+from endosec.core.lag import LagPolicy, Lags, LagTrack
 
 __all__ = ["ALLOWED_PATHS", "BehaviourPolicy", "BehaviourReport", "Judge", "PathSet", "Rule",
            "Sample"]
@@ -69,11 +69,12 @@ class PathSet:
 class Sample:
     """One look at an executor at ``at`` (seconds): ``started`` tells its runs apart;
     ``refused`` counts packets refused since that start (None: not segmented); ``cpu`` is the
-    CPU seconds its live processes have used, ``rss`` their resident bytes; ``opened`` the
+    CPU seconds its live processes have used, ``rss`` their resident bytes, ``fds`` their open
+    descriptors, ``processes`` how many they are; ``opened`` the
     files it opened since the last sample outside its own directories (None: not watched),
-    ``unlisted`` how many more it opened than the driver keeps; ``lag_count`` unanimous
-    requests since the last sample and ``lag_us`` its median lag behind the fastest of its
-    peers on them (the gateway adds both, from the data plane); ``voting`` whether it serves
+    ``unlisted`` how many more it opened than the driver keeps; ``lags`` its lags behind the
+    fastest of its peers on unanimous requests since the last sample, per route (the gateway
+    adds them, from the data plane); ``voting`` whether it serves
     requests now, ``idle`` whether it does nothing at all (a spare; an executor catching up or
     on probation is neither)."""
 
@@ -86,16 +87,18 @@ class Sample:
     rss: int = 0
     opened: frozenset[str] | None = None
     unlisted: int = 0
-    lag_count: int = 0
-    lag_us: float = 0.0
+    lags: Lags = field(default_factory=dict)
     voting: bool = True
     idle: bool = False
+    fds: int = 0
+    processes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """What an agent sends (the gateway adds ``voting`` and ``idle``)."""
         return {"started": self.started, "refused": self.refused,
                 "programs": sorted(self.programs), "at": self.at, "cpu": self.cpu,
-                "rss": self.rss, "unlisted": self.unlisted,
+                "rss": self.rss, "unlisted": self.unlisted, "fds": self.fds,
+                "processes": self.processes,
                 "opened": None if self.opened is None else sorted(self.opened)}
 
     @classmethod
@@ -110,7 +113,8 @@ class Sample:
         return cls(executor, float(data["started"]),
                    None if refused is None else int(refused), frozenset(programs),
                    float(data["at"]), float(data["cpu"]), int(data["rss"]),
-                   None if opened is None else frozenset(opened), int(data.get("unlisted", 0)))
+                   None if opened is None else frozenset(opened), int(data.get("unlisted", 0)),
+                   fds=int(data.get("fds", 0)), processes=int(data.get("processes", 0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,7 @@ class _Run:
     cpu: float = 0.0  # at the last sample
     at: float = 0.0
     rate: float | None = None  # cores used since the last sample
+    last: Sample | None = None
     hot: int = 0  # samples in a row over the CPU rule
     reported: set[Rule] = field(default_factory=set)
 
@@ -176,6 +181,14 @@ class Judge:
         left out): only a new run (a cleanse) clears them."""
         return {n: frozenset(run.reported) for n, run in self._runs.items() if run.reported}
 
+    @property
+    def usage(self) -> dict[str, dict[str, float]]:
+        """What each executor used at its last sample: cores (since the one before), resident
+        bytes, open descriptors and processes."""
+        return {n: {"cores": round(run.rate or 0.0, 3), "rss": s.rss, "fds": s.fds,
+                    "processes": s.processes}
+                for n, run in self._runs.items() if (s := run.last) is not None}
+
     def judge(self, samples: Sequence[Sample], now: float) -> list[BehaviourReport]:
         """One round: a sample of every executor that runs (voters are compared)."""
         fresh = {s.executor for s in samples if self._measure(s)}
@@ -189,10 +202,10 @@ class Judge:
         run = self._runs.get(s.executor)
         if run is None or run.started != s.started:
             self._runs[s.executor] = _Run(s.started, s.programs, s.rss, set(s.opened or ()),
-                                          cpu=s.cpu, at=s.at)
+                                          cpu=s.cpu, at=s.at, last=s)
             return True
         run.rate = (s.cpu - run.cpu) / (s.at - run.at) if s.at > run.at else None
-        run.cpu, run.at = s.cpu, s.at
+        run.cpu, run.at, run.last = s.cpu, s.at, s
         return False
 
     def _rules(self, s: Sample, samples: Sequence[Sample], now: float, fresh: bool
@@ -212,9 +225,9 @@ class Judge:
         if read:
             found.append(("read-outside", read, 0))
         lag = self._lags.setdefault(s.executor, LagTrack())
-        if fresh:
-            lag.slow = 0
-        slow = lag.observe(s.started, s.lag_count, s.lag_us, p.lag) if s.voting else None
+        if fresh or not s.voting:
+            lag.restart()
+        slow = lag.observe(s.started, s.lags, p.lag) if s.voting else None
         if slow:
             found.append(("latency", slow, 0))
         if s.rss > run.rss * p.memory_ratio + p.memory_margin:

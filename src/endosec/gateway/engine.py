@@ -45,6 +45,7 @@ from endosec.core.controller_events import (
     Tick,
     VerdictReached,
 )
+from endosec.core.lag import Lags
 from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Band, Threat, ThreatPolicy, band_of
@@ -115,9 +116,9 @@ class DataPlane(Protocol):
         """``journal``, ``synced`` and ``recent_verdicts`` for the status page."""
         ...
 
-    def take_lags(self) -> dict[str, tuple[int, float]]:
-        """Per executor, unanimous requests since the last call and its median lag behind the
-        fastest of its peers on them (microseconds; `endosec.core.lag`)."""
+    def take_lags(self) -> dict[str, Lags]:
+        """Per executor, its lags behind the fastest of its peers on unanimous requests since
+        the last call, per route (`endosec.core.lag`)."""
         ...
 
 
@@ -520,10 +521,9 @@ class MimicGateway:
                 if state not in (ExecutorState.QUARANTINED, ExecutorState.CLEANSING):
                     sample = await runner.sample()
                     if sample is not None:
-                        count, lag = lags.get(name, (0, 0.0)) if timed else (0, 0.0)
                         samples.append(replace(sample, voting=state is ExecutorState.ACTIVE,
                                                idle=state is ExecutorState.SPARE,
-                                               lag_count=count, lag_us=lag))
+                                               lags=lags.get(name, {}) if timed else {}))
             for report in self._judge.judge(samples, self.now):
                 self._behaviour(report)
             self._sync()  # strict voting: who is flagged may have changed
@@ -611,7 +611,7 @@ class MimicGateway:
     def status(self) -> dict[str, Any]:
         trust = self.trust.snapshot()
         plane = self._data_plane.status()
-        flags = self._judge.flags
+        flags, usage = self._judge.flags, self._judge.usage
         executors = []
         for e in self.config.executors:
             runner = self.executors[e.name]
@@ -628,6 +628,7 @@ class MimicGateway:
                 "address": "{}:{}".format(*runner.address),
                 "synced": plane["synced"].get(e.name, 0),
                 "flagged": sorted(flags.get(e.name, ())),
+                "usage": usage.get(e.name),
             })
         return {
             "active": list(self.controller.voters),

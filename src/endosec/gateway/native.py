@@ -20,7 +20,7 @@ from typing import Any
 
 from endosec import _native
 from endosec.config import Config, checkpoints_possible
-from endosec.core.lag import window_lag
+from endosec.core.lag import Lags
 from endosec.core.model import Outcome
 from endosec.gateway.checkpoint import Checkpoints
 from endosec.gateway.engine import CannotCatchUp, CatchUpError, MimicGateway, VerdictReport
@@ -240,9 +240,11 @@ class NativePlane:
                 "synced": self.native.synced(),
                 "recent_verdicts": self.native.recent()}
 
-    def take_lags(self) -> dict[str, tuple[int, float]]:
-        return {name: window_lag(counts, _native.LAG_BIN_US, _native.LAG_SIDE)
-                for name, counts in self.native.take_lags().items()}
+    def take_lags(self) -> dict[str, Lags]:
+        width, side = _native.LAG_BIN_US, _native.LAG_SIDE
+        return {name: {route: {((i - side) + 0.5) * width: n for i, n in enumerate(counts) if n}
+                       for route, counts in routes.items()}
+                for name, routes in self.native.take_lags().items()}
 
     def figures(self) -> dict[str, Any]:
         """Every native counter and histogram, for the metrics endpoint."""

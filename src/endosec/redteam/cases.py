@@ -30,9 +30,7 @@ class Case:
 
     ``victims`` is "one", "majority" or "all" of the active executors; ``probe`` names the kind
     of read that exercises the implant ("json", "digits", "any"); ``image`` plants it in the
-    executor's image (cleansing does not remove it) instead of its scratch directory;
-    ``alert``: a behaviour alert naming each victim detects it (its rule only warns by
-    default), not only a quarantine.
+    executor's image (cleansing does not remove it) instead of its scratch directory.
     """
 
     name: str
@@ -46,7 +44,6 @@ class Case:
     image: bool = False
     expected_suppressible: bool = True
     tags: tuple[str, ...] = field(default=())
-    alert: bool = False
 
 
 def fill(value: Any, **subst: str) -> Any:
@@ -121,7 +118,7 @@ def catalogue(read_timeout: float) -> list[Case]:
              {"kind": "read-outside-scratch", "path": "/etc/shadow"},
              "reads /etc/shadow while every reply stays right", probe="any"),
         Case("micro-delay", COVERT, {"kind": "micro-delay", "us": 200},
-             "answers every request right, 200 µs late", probe="any", alert=True),
+             "answers every request right, 200 µs late", probe="any"),
         Case("never-healthy", f, {"kind": "never-healthy"},
              "a flaw in the image: health fails, and a cleansed instance never becomes healthy",
              probe="any", image=True, probes=0),

@@ -55,10 +55,8 @@ class CaseResult:
     acknowledged_writes: int | None = None
     lost_writes: int | None = None
     lost_writes_without_journal: int | None = None
-    # From the implant's first act to the victim's quarantine (a detected case), or to the
-    # behaviour alert naming it (a case detected by an alert).
+    # From the implant's first act to the victim's quarantine (a detected case).
     time_to_quarantine: float | None = None
-    time_to_alert: float | None = None
     # Behaviour alerts naming executors without an implant.
     false_warnings: int = 0
 
@@ -72,8 +70,6 @@ class CaseResult:
         }
         if self.time_to_quarantine is not None:
             out["time_to_quarantine"] = round(self.time_to_quarantine, 3)
-        if self.time_to_alert is not None:
-            out["time_to_alert"] = round(self.time_to_alert, 3)
         if self.cls == "covert":
             out["false_warnings"] = self.false_warnings
         if self.lost_writes is not None:
@@ -167,31 +163,12 @@ class Drill:
         caught = {e["executor"]: e["ts"] for e in self.gw.events()
                   if e.get("event") == "quarantine" and e.get("executor") in victims
                   and e["ts"] >= since}
-        return self._after_first_act(victims, since, caught)
-
-    def _time_to_alert(self, victims: list[str], since: float) -> float | None:
-        """From the first act of an implant to the last victim's behaviour alert."""
-        return self._after_first_act(victims, since, self._alerted(victims, since))
-
-    def _after_first_act(self, victims: list[str], since: float,
-                         caught: dict[str, float]) -> float | None:
-        """From the implants' first act since ``since`` to the last of ``caught`` (None
-        unless every victim was caught and an implant acted)."""
         acts = [json.loads(line)["ts"] for name in victims
                 for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
                 if json.loads(line)["ts"] >= since]
         if not acts or set(caught) != set(victims):
             return None
         return float(max(caught.values()) - min(acts))
-
-    def _alerted(self, victims: list[str], since: float) -> dict[str, float]:
-        """The first behaviour alert since ``since`` naming each victim that has one."""
-        out: dict[str, float] = {}
-        for e in self.gw.events():
-            if e.get("event") == "behaviour" and e.get("executor") in victims \
-                    and e["ts"] >= since:
-                out.setdefault(e["executor"], e["ts"])
-        return out
 
     def fired(self, names: list[str], since: float) -> int:
         total = 0
@@ -257,7 +234,7 @@ class Drill:
             for name in victims:
                 self.plant(case, name)
             await self._probe(case, result)
-            result.detected = await self._await_quarantine(case, victims, before, started)
+            result.detected = await self._await_quarantine(case, victims, before)
             self.clear(names)
             await self.settle()
             # Benign traffic runs long enough for the availability figure to mean something.
@@ -270,8 +247,6 @@ class Drill:
         result.fired = self.fired(victims, started)
         if result.detected:
             result.time_to_quarantine = self._time_to_quarantine(victims, started)
-            if case.alert and result.time_to_quarantine is None:
-                result.time_to_alert = self._time_to_alert(victims, started)
         honest = [n for n in names if n not in victims]
         warned = [e["executor"] for e in self.gw.events() if e.get("event") == "behaviour"
                   and e.get("executor") in honest and e["ts"] >= started]
@@ -309,10 +284,9 @@ class Drill:
             client.close()
 
     async def _await_quarantine(self, case: Case, victims: list[str],
-                                before: dict[str, dict[str, Any]], since: float) -> bool:
-        """Wait until every victim was quarantined (or, for a case detected by an alert, named
-        by a behaviour alert); an image implant also until its cleansing failed, after which
-        the image is repaired (the implant removed)."""
+                                before: dict[str, dict[str, Any]]) -> bool:
+        """Wait until every victim was quarantined; an image implant also until its cleansing
+        failed, after which the image is repaired (the implant removed)."""
         health = 10.0
         limit = self.read_timeout * 2 + (60.0 if case.image else 8.0) + health
         if case.expected_suppressible is False:
@@ -323,8 +297,6 @@ class Drill:
             now = await self.gw.executors()
             done = all(_count(now, v, "quarantines") > _count(before, v, "quarantines")
                        for v in victims)
-            if case.alert and not done:
-                done = set(self._alerted(victims, since)) == set(victims)
             if done and case.image:
                 done = any(e.get("event") == "cleanse-failed" and e.get("executor") in victims
                            for e in self.gw.events())
@@ -332,7 +304,5 @@ class Drill:
                 return True
             await asyncio.sleep(_POLL)
         now = await self.gw.executors()
-        if case.alert and set(self._alerted(victims, since)) == set(victims):
-            return True
         return all(_count(now, v, "quarantines") > _count(before, v, "quarantines")
                    for v in victims)

@@ -265,7 +265,8 @@ class ProcessExecutor:
 
     async def sample(self) -> Sample | None:
         """What its process group does now (None when it does not run): the programs its
-        processes run, their CPU time and memory, the files they opened since the last sample
+        processes run, their CPU time, memory and open descriptors, how many they are, the
+        files they opened since the last sample
         (watched: `endosec.runtime.opens`) and, segmented, the packets refused on their way
         out since this start."""
         pgid, segment, started = self._pgid, self._segment, self._started_at
@@ -277,10 +278,10 @@ class ProcessExecutor:
                 refused = await segment.refused()
             except SegmentError:
                 return None  # removed under our feet by a stop
-        programs, cpu, rss = _usage(pgid)
+        programs, cpu, rss, fds, processes = _usage(pgid)
         opened, unlisted = self._opens.take(pgid) if self._opens is not None else (None, 0)
         return Sample(self.name, started, refused, programs, time.monotonic(), cpu, rss,
-                      opened, unlisted)
+                      opened, unlisted, fds=fds, processes=processes)
     async def health(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
 
@@ -491,16 +492,18 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _usage(pgid: int) -> tuple[frozenset[str], float, int]:
-    """What the live processes of group ``pgid`` run, the CPU seconds they used, and their
-    resident bytes."""
-    programs, ticks, pages = set(), 0, 0
-    for pid, fields in _members(pgid).items():
+def _usage(pgid: int) -> tuple[frozenset[str], float, int, int, int]:
+    """What the live processes of group ``pgid`` run, the CPU seconds they used, their
+    resident bytes and open descriptors, and how many they are."""
+    programs, ticks, pages, fds = set(), 0, 0, 0
+    members = _members(pgid)
+    for pid, fields in members.items():
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
         pages += int(fields[21])  # rss
         with contextlib.suppress(OSError):
             programs.add(os.readlink(f"/proc/{pid}/exe"))
-    return frozenset(programs), ticks / _TICK, pages * _PAGE
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return frozenset(programs), ticks / _TICK, pages * _PAGE, fds, len(members)
 
 
 def _members(pgid: int) -> dict[int, list[str]]:
