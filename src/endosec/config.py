@@ -529,6 +529,12 @@ class FaceConfig(_Strict):
                                     "canonicalisation rules for the reply's status, or outside "
                                     "headers.allow) are not passed on, since they differ "
                                     "between stacks; Date and Content-Length stay")
+    json_bodies: Literal["canonical", "keep"] = Field(
+        default="canonical", description="canonical: a body under a JSON rule goes out "
+                                         "re-encoded (keys sorted, no spaces) as "
+                                         "application/json, since each stack formats JSON and "
+                                         "names its media type its own way; keep: as the "
+                                         "answering executor wrote it")
 
     @field_validator("remove")
     @classmethod

@@ -14,6 +14,7 @@ use crate::ballot::{Output, Verdict};
 use crate::canon::BodyRule;
 use crate::events::{Event, Evidence};
 use crate::idempotency::{Claim, Outcome as Keyed, MAX_KEY};
+use crate::http::clock::{rfc3339_micros, TIME_HEADER};
 use crate::http::{self, Request, Response};
 use crate::model::Outcome;
 use crate::plane::Shared;
@@ -39,15 +40,20 @@ pub struct Reply {
 }
 
 /// Answer one admitted request: the consensus reply, or a fail-closed refusal.
-pub async fn serve(shared: Arc<Shared>, request: Request,
+pub async fn serve(shared: Arc<Shared>, mut request: Request,
                    client: Option<std::net::SocketAddr>) -> Reply {
     let started = Instant::now();
+    let write = !SAFE_METHODS.contains(&request.method.as_ref());
+    request.headers.retain(|(name, _)| name.as_ref() != TIME_HEADER);
+    if write {
+        let now = rfc3339_micros(std::time::SystemTime::now());
+        request.headers.push((Bytes::from_static(TIME_HEADER), Bytes::from(now)));
+    }
     let payload = match http::upstream_request_bytes(&request, b"") {
         Ok(bytes) => Bytes::from(bytes),
         Err(why) => return Reply { status: 400, outcome: Outcome::AllFailed,
                                    bytes: http::error_response(400, &[("error", &why)], false) },
     };
-    let write = !SAFE_METHODS.contains(&request.method.as_ref());
     let keep_alive = request.keep_alive;
     let target = String::from_utf8_lossy(&request.target).into_owned();
     let path = target.split('?').next().unwrap_or("").to_owned();
@@ -299,8 +305,11 @@ impl Phases for Http {
         }
         let rule = snapshot.rules.headers();
         let voted = |name: &[u8]| rule.voted(response.status, name);
-        let shown = Response { headers: snapshot.face.apply(&response.headers, &voted),
-                               ..response.clone() };
+        let mut shown = Response { headers: snapshot.face.apply(&response.headers, &voted),
+                                   ..response.clone() };
+        let content_type = response.header(b"content-type").cloned().unwrap_or_default();
+        snapshot.face.body(&mut shown,
+                           snapshot.rules.body_rule(&ctx.key, &content_type, response.status));
         match http::encode_response(&shown, self.keep_alive, self.head_only, &extra) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },
             // Cannot happen for a reply the reader accepted; fail closed if it does.

@@ -2,8 +2,9 @@
 
 * ``fingerprint`` - benign requests, their replies searched for what tells the executors
   apart: a header naming a product (`Server`, `X-Powered-By`, `Via`) or an executor, verdict
-  headers naming executors, or one request answered with headers in different orders (each
-  server orders its own). Suppressed: none found.
+  headers naming executors, one request answered with headers in different orders (each
+  server orders its own), with different media types, or with one JSON value spelled in
+  different ways (each stack formats JSON its own way). Suppressed: none found.
 * ``admin-read`` - the admin listener's read endpoints asked without a token, as any process
   on the host (an executor included) could. Suppressed: every one refused; detected: each
   refusal logged as ``admin-denied``.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from endosec.redteam.client import Call, Client, ClientError
@@ -34,6 +36,8 @@ async def _fingerprint(drill: Drill, requests: int) -> CaseResult:
     names = {n.encode() for n in drill.gw.names}
     leaks: set[str] = set()
     orders: dict[tuple[str, str], set[tuple[bytes, ...]]] = {}
+    types: dict[tuple[str, str], set[bytes | None]] = {}
+    spellings: dict[tuple[str, str, str], set[bytes]] = {}  # per request and JSON value
     try:
         for _ in range(requests):
             probe = drill.workload.next(drill.rng)
@@ -45,20 +49,36 @@ async def _fingerprint(drill: Drill, requests: int) -> CaseResult:
             result.attack.judge(reply, probe.check(reply), b"")
             key = (probe.call.method, probe.call.target)
             orders.setdefault(key, set()).add(tuple(n for n, _ in reply.headers))
+            types.setdefault(key, set()).add(reply.header(b"content-type"))
+            value = _json_value(reply.body)
+            if value is not None:
+                spellings.setdefault((*key, value), set()).add(reply.body)
             leaks |= {n.decode() for n, v in reply.headers
                       if n in PRODUCT_HEADERS or any(x in v for x in names)}
     finally:
         client.close()
     varied = sorted(f"{m} {t}" for (m, t), seen in orders.items() if len(seen) > 1)
+    typed = sorted(f"{m} {t}" for (m, t), seen in types.items() if len(seen) > 1)
+    spelled = len({(m, t) for (m, t, _), seen in spellings.items() if len(seen) > 1})
     repeated = sum(1 for seen in orders.values() if seen)
     result.fired = requests
-    result.suppressed = not leaks and not varied
+    result.suppressed = not leaks and not varied and not typed and not spelled
     result.detected = result.suppressed  # nothing to detect: what is not shown is not learnt
     result.notes.append(f"{len(leaks)} identifying headers ({', '.join(sorted(leaks)) or '-'})"
                         f"; {len(varied)} of {repeated} requests answered in more than one "
-                        f"header order{' (' + ', '.join(varied[:3]) + ')' if varied else ''}")
+                        f"header order{' (' + ', '.join(varied[:3]) + ')' if varied else ''}, "
+                        f"{len(typed)} with more than one media type, {spelled} with one JSON "
+                        "value spelled in more than one way")
     result.seconds = time.monotonic() - clock
     return result
+
+
+def _json_value(body: bytes) -> str | None:
+    """``body``'s JSON value in one spelling (None: not JSON)."""
+    try:
+        return json.dumps(json.loads(body), sort_keys=True)
+    except (ValueError, RecursionError):
+        return None
 
 
 async def _admin_read(drill: Drill) -> CaseResult:

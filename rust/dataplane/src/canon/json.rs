@@ -83,6 +83,11 @@ impl JsonRule {
         }
     }
 
+    /// ``raw`` parsed and encoded again, nothing edited (None: it does not parse).
+    pub fn reencode(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        encode(&parse(raw, dialect(raw), true).ok()?).ok()
+    }
+
     fn edited(&self, raw: &[u8]) -> Result<(Vec<u8>, Value), Invalid> {
         let mut value = parse(raw, dialect(raw), true)?;
         match &self.pointers {

@@ -119,6 +119,16 @@ impl BodyRule {
         }
     }
 
+    /// ``raw`` spelled the one way JSON has here (keys sorted, no spaces), nothing edited out,
+    /// where this is a JSON rule and ``raw`` parses; None otherwise. Every stack formats its
+    /// JSON its own way, so a reply passed on as written would tell which one answered.
+    pub fn reencode(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        match &self.kind {
+            Kind::Json(rule) => rule.reencode(raw),
+            Kind::Exact | Kind::Text(_) | Kind::Dns(_) => None,
+        }
+    }
+
     /// Whether two canonical forms agree (equal keys, or within a tolerance).
     pub fn equivalent(&self, a: &Canonical, b: &Canonical) -> bool {
         match &self.kind {

@@ -8,12 +8,16 @@
 //! an `allow` list) is not passed on either: the canonicalisation rules exempt exactly the
 //! headers that differ between stacks (an ETag's format, an advertisement one server sends),
 //! so each would tell which executor answered. `Date` and `Content-Length` stay (framing).
+//! With `json`, a body under a JSON rule goes out in the one spelling the canonicaliser gives
+//! JSON (keys sorted, no spaces), as `application/json`: each stack formats JSON, and names
+//! its media type, its own way.
 
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::syntax::{is_field_value, is_token};
-use super::Headers;
+use super::{Headers, Response};
+use crate::canon::BodyRule;
 
 /// The `face` section of a snapshot, as the control plane sends it.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -25,6 +29,8 @@ pub struct Spec {
     pub set: Vec<(String, String)>,
     /// Drop the headers the vote did not look at.
     pub drop_unvoted: bool,
+    /// Send JSON bodies re-encoded.
+    pub json: bool,
 }
 
 /// Kept even when not voted on: the gateway frames the reply with them.
@@ -36,6 +42,7 @@ pub struct Face {
     remove: Vec<Bytes>,
     set: Vec<(Bytes, Bytes)>,
     drop_unvoted: bool,
+    json: bool,
 }
 
 impl Face {
@@ -57,7 +64,7 @@ impl Face {
             }
             set.push((name(n, "set")?, Bytes::copy_from_slice(v.as_bytes())));
         }
-        Ok(Face { remove, set, drop_unvoted: spec.drop_unvoted })
+        Ok(Face { remove, set, drop_unvoted: spec.drop_unvoted, json: spec.json })
     }
 
     /// ``headers`` as the client sees them (names in lower case); ``voted`` says whether the
@@ -74,6 +81,20 @@ impl Face {
         out.sort_by(|a, b| a.0.cmp(&b.0));  // stable: a repeated name keeps its order
         out
     }
+
+    /// ``response`` (as `apply` left it) with its body re-encoded by ``rule``, where the face
+    /// does that and the rule is a JSON one that reads the body.
+    pub fn body(&self, response: &mut Response, rule: &BodyRule) {
+        let Some(body) = self.json.then(|| rule.reencode(&response.body)).flatten() else {
+            return;
+        };
+        response.body = Bytes::from(body);
+        for (name, value) in &mut response.headers {
+            if name.as_ref() == b"content-type" {
+                *value = Bytes::from_static(b"application/json");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +110,7 @@ mod tests {
     fn identifying_headers_go_and_the_order_is_one() {
         let face = Face::compile(&Spec { remove: vec!["Server".into(), "x-powered-by".into()],
                                          set: vec![("Via".into(), "gateway".into())],
-                                         drop_unvoted: false }).unwrap();
+                                         drop_unvoted: false, json: false }).unwrap();
         let nginx = h(&[("server", "nginx"), ("content-type", "text/html"), ("set-cookie", "a"),
                         ("date", "d"), ("set-cookie", "b"), ("via", "1.1 nginx")]);
         let node = h(&[("x-powered-by", "Express"), ("date", "d"), ("set-cookie", "a"),
@@ -113,6 +134,34 @@ mod tests {
         assert_eq!(face.apply(&nginx, &voted), want);
         let keep = Face::compile(&Spec::default()).unwrap();
         assert_eq!(keep.apply(&nginx, &voted).len(), 4);
+    }
+
+    #[test]
+    fn json_goes_out_in_one_spelling_whoever_wrote_it() {
+        let rules = crate::canon::RuleSet::compile_json(
+            r#"{"bodies": [{"content_type": "application/json", "json": {}}]}"#).unwrap();
+        let reply = |body: &str, content_type: &str| Response {
+            status: 200, reason: Bytes::new(), headers: h(&[("content-type", content_type)]),
+            body: Bytes::from(body.to_owned()), keep_alive: true };
+        let face = Face::compile(&Spec { json: true, ..Spec::default() }).unwrap();
+        let shown = |mut r: Response| {
+            let content_type = r.header(b"content-type").cloned().unwrap_or_default();
+            face.body(&mut r, rules.body_rule("/", &content_type, 200));
+            r
+        };
+        let stdlib = shown(reply(r#"{"id": 1, "text": "aé"}"#, "application/json"));
+        let node = shown(reply(r#"{"text":"aé","id":1}"#, "application/json; charset=utf-8"));
+        assert_eq!(stdlib, node);
+        assert_eq!(stdlib.body, Bytes::from(r#"{"id":1,"text":"aé"}"#));
+        assert_eq!(stdlib.header(b"content-type").unwrap(), "application/json");
+        // not JSON after all: passed on as written
+        let broken = shown(reply("{oops", "application/json"));
+        assert_eq!((broken.body.as_ref(), broken.header(b"content-type").unwrap().as_ref()),
+                   (&b"{oops"[..], &b"application/json"[..]));
+        let keep = Face::default();
+        let mut r = reply(r#"{"id": 1}"#, "application/json");
+        keep.body(&mut r, rules.body_rule("/", b"application/json", 200));
+        assert_eq!(r.body, Bytes::from(r#"{"id": 1}"#));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::model::ErrorKind;
 
 mod admission;
 mod chunked;
+pub mod clock;
 pub mod contract;
 pub mod face;
 mod request;

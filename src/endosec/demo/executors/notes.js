@@ -91,7 +91,8 @@ function route(req, path, raw, active) {
   if (path === '/notes' && method === 'POST') {
     const parsed = parseNote(raw);
     if (parsed.error) return [400, { error: parsed.error }, {}];
-    const note = { id: notes.size + 1, text: parsed.text, created_at: new Date().toISOString() };
+    const created_at = req.headers['x-endosec-time'] || new Date().toISOString();
+    const note = { id: notes.size + 1, text: parsed.text, created_at };
     notes.set(note.id, note);
     return [201, show(note, active), {}];
   }

@@ -69,10 +69,12 @@ class Store:
         self.notes: dict[int, dict[str, Any]] = {}
         self.requests = 0
 
-    def add(self, text: str) -> dict[str, Any]:
+    def add(self, text: str, stamp: str | None) -> dict[str, Any]:
+        """``stamp``: the gateway's time for this write (X-Endosec-Time), else our clock's."""
         with self.lock:
             number = len(self.notes) + 1
-            note = {"id": number, "text": text, "created_at": datetime.now(UTC).isoformat()}
+            note = {"id": number, "text": text,
+                    "created_at": stamp or datetime.now(UTC).isoformat()}
             self.notes[number] = note
             return note
 
@@ -196,7 +198,8 @@ class Handler(BaseHTTPRequestHandler):
             return 400, {"error": "invalid JSON"}, {}
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
             return 400, {"error": "text must be a string"}, {}
-        return 201, self.present(STORE.add(data["text"]), fault), {}
+        stamp = self.headers.get("X-Endosec-Time")
+        return 201, self.present(STORE.add(data["text"], stamp), fault), {}
 
     def present(self, note: dict[str, Any], fault: str) -> dict[str, Any]:
         if fault != "alter-field":
