@@ -99,6 +99,14 @@ def test_simulate_takes_the_pool_from_a_config(config: Path) -> None:
     r = run_json("simulate", "--config", str(config), "--n", "3", "--lam", "1", "--mu", "1",
                  "--attacker", "shared-component", "--trials", "500", "--seed", "3")
     assert r["attacker"] == "shared-component" and r["mttsf"] > 0  # type: ignore[operator]
+    # the red team's threat-aware incremental phase, as docs/redteam.md gives it
+    aware = run_json("simulate", "--config", str(config), "--n", "3", "--lam", "0.5",
+                     "--rotate", "1", "--rotate-min", "0.4", "--dissent", "2",
+                     "--threat-half-life", "2", "--threat-scale", "1",
+                     "--quarantine-after", "1000000", "--no-isolation",
+                     "--attacker", "sequential", "--engine", "faithful", "--trials", "200",
+                     "--seed", "1", "--t", "4")
+    assert 0 < aware["p_defeat_by_t"] < 1 and aware["rotate_min"] == 0.4  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("args", [

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from endosec.core.model import Profile
 from endosec.quantify.errors import ParameterError
-from endosec.quantify.faithful import simulate_faithful
+from endosec.quantify.faithful import _Trial, simulate_faithful
 from endosec.quantify.markov import mttsf, p_defeat_by
 from endosec.quantify.scenario import Scenario, SimulationResult, synthetic_profiles
 from endosec.quantify.vectorised import simulate_vectorised
@@ -170,3 +171,13 @@ def test_engine_limits() -> None:
         simulate_faithful(Scenario(n=3, lam=1.0, policy="nope"), trials=10)
     with pytest.raises(ParameterError, match="trials"):
         simulate_vectorised(Scenario(n=3, lam=1.0), trials=1)
+
+
+def test_isolation_follows_the_gateways_setting() -> None:
+    """`--no-isolation` is `threat.isolate_at: null`: the simulated controller isolates no
+    component on dissent."""
+    pool = synthetic_profiles(4, 2)
+    for isolate_at in (0.5, None):
+        sc = Scenario(n=3, lam=1.0, rotate=1.0, attacker="sequential", profiles=pool,
+                      isolate_at=isolate_at)
+        assert _Trial(sc, sc.pool(), random.Random(1)).controller.policy.isolate_at == isolate_at

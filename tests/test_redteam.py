@@ -66,6 +66,12 @@ def run_suite(request: pytest.FixtureRequest, config: Path, report: Path) -> dic
         text += (f"\nincremental: majority compromised in {inc['majority_compromised']}/"
                  f"{inc['episodes']} episodes; predicted {inc['predicted_markov']:.2f} "
                  f"(Markov), {inc['predicted_faithful']:.2f} (faithful simulation)")
+        aware = inc.get("threat_aware")
+        if aware:
+            text += (f"\nthreat-aware: {aware['majority_compromised']}/{aware['episodes']} "
+                     f"{aware['observed_ci']}; predicted {aware['predicted_faithful']:.2f}; "
+                     f"{aware['rotations_per_second']} rotations/s against "
+                     f"{inc['rotations_per_second']} (agrees: {aware['agrees']})")
     show(request, text)
     assert proc.returncode in (0, 1), proc.stderr[-4000:]
     return data
@@ -84,6 +90,13 @@ def check_required_figures(data: dict) -> None:
     assert not failing, failing
     assert diff["suppressed"] == diff["cases"] and diff["detected"] == diff["cases"]
     assert diff["false_alarms"] == 0
+    # The informed attacker strikes only with a majority, if it can learn the active set: it
+    # cannot, so it acts blind and is caught as its uninformed twin is.
+    informed = {c["name"]: c for c in data["cases"]
+                if c["name"] in ("alter-json-field", "informed-alter-json-field")}
+    assert len(informed) == 2 and all(c["detected"] for c in informed.values()), informed
+    assert any(n.startswith("the implant read the active set before 0 of")
+               for n in informed["informed-alter-json-field"]["notes"]), informed
     # Covert implants keep every reply right; behaviour gives them away, within 5 s, and
     # nobody else is punished (a connection out shows only in a network segment, a file read
     # only to fanotify: as root).
@@ -120,6 +133,12 @@ def check_required_figures(data: dict) -> None:
         assert crash[0]["lost_writes"] == 0, crash[0]
         # The same count, with the journal deleted before the restart, sees every write lost.
         assert crash[0]["lost_writes_without_journal"] == crash[0]["acknowledged_writes"]
+    # Dissent raises the threat level, and threat-aware rotation moves faster in the gateway
+    # (whether the simulation agrees is reported, `agrees`: a 95% interval misses one time
+    # in twenty).
+    inc = data["incremental"]
+    assert inc and inc["threat_aware"]["dissents_sent"] > 0, inc
+    assert inc["threat_aware"]["rotations_per_second"] > 1.2 * inc["rotations_per_second"], inc
     assert data["verdict"]["passed"], data["verdict"]
 
 

@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,8 @@ JSON_REPLY = Response(200, b"OK", ((b"content-type", b"application/json"),),
 
 def test_every_catalogue_implant_parses_once_filled() -> None:
     for case in catalogue(3.0):
-        body = fill(case.implant, canary="c", field="text", json_path="/notes*")
+        body = fill(case.implant, canary="c", field="text", json_path="/notes*",
+                    admin="127.0.0.1:1", allies="a,b")
         assert parse_implant(body).kind == case.implant["kind"]
 
 
@@ -74,6 +77,8 @@ def test_every_catalogue_implant_parses_once_filled() -> None:
     ({"kind": "crash", "fraction": 0}, "'fraction'"),
     ({"kind": "crash", "extra": 1}, "unknown field"),
     ({"kind": "crash", "trigger": {"header": "x"}}, "missing 'value'"),
+    ({"kind": "crash", "informed": {"admin": "nowhere", "allies": "a"}}, "HOST:PORT"),
+    ({"kind": "crash", "informed": {"admin": "h:1"}}, "missing 'allies'"),
     ([], "JSON object"),
 ])
 def test_bad_implants_are_refused_naming_the_field(bad: object, needle: str) -> None:
@@ -106,6 +111,16 @@ def test_conditions_trigger_after_fraction_paths_methods() -> None:
     assert 800 < hits < 1200
     assert [frac.matches(request(), n) for n in range(1, 50)] == \
         [fraction_draw(n) < 0.25 for n in range(1, 50)]
+
+
+def test_an_informed_implant_strikes_only_with_a_majority_or_in_the_dark() -> None:
+    informed = parse_implant({"kind": "crash",
+                              "informed": {"admin": "127.0.0.1:9", "allies": "a,b"}})
+    assert informed.informed == (("127.0.0.1", 9), frozenset({"a", "b"}))
+    assert informed.strikes(["a", "b", "c"]) and not informed.strikes(["a", "c", "d"])
+    assert not informed.strikes(["a", "b", "c", "d"])  # half is not a majority
+    assert informed.strikes(None)  # it could not tell: as an uninformed implant
+    assert parse_implant({"kind": "crash"}).strikes(["c"])
 
 
 def test_alterations() -> None:
@@ -297,6 +312,44 @@ def test_wrapper_is_transparent_then_applies_and_drops_implants(wrapped) -> None
     assert kinds.count("exfiltrate-secret") == 1 and kinds.count("alter-status") == 2
     assert "never-healthy" in kinds
     assert proc.poll() is None
+
+
+def test_an_informed_implant_reads_the_active_set_where_it_is_shown(wrapped) -> None:
+    """Where the admin listener shows the active set to anyone, an implant holding a minority
+    stays quiet (and would never be caught); where it is refused, it must act blind."""
+    port, scratch, log, _ = wrapped
+    shown = {"active": ["t", "x", "y"]}
+
+    class Admin(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(shown).encode() if shown else b'{"error": "unauthorised"}'
+            self.send_response(200 if shown else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    admin = ThreadingHTTPServer(("127.0.0.1", 0), Admin)
+    threading.Thread(target=admin.serve_forever, daemon=True).start()
+    try:
+        plant(scratch, {"kind": "alter-status", "status": 418, "informed": {
+            "admin": f"127.0.0.1:{admin.server_address[1]}", "allies": "t"}})
+        assert get(port, "/health")[0] == 200
+        assert get(port, "/notes")[0] == 200  # t alone is a minority of t, x, y: quiet
+        plant(scratch, {"kind": "alter-status", "status": 418, "informed": {
+            "admin": f"127.0.0.1:{admin.server_address[1]}", "allies": "t,x"}})
+        time.sleep(1.0)  # it looks once a second
+        assert get(port, "/notes")[0] == 418  # t and x: a majority
+        shown = {}
+        time.sleep(1.0)
+        assert get(port, "/notes")[0] == 418  # refused: it cannot tell, it acts
+    finally:
+        admin.shutdown()
+        admin.server_close()
+    learned = [json.loads(line).get("learned") for line in log.read_text().splitlines()]
+    assert learned[-2:] == [True, False]
 
 
 def test_wrapper_crash_takes_the_executor_down(wrapped) -> None:

@@ -253,6 +253,9 @@ def _progress_bar(total: int) -> Iterator[Progress]:
               show_default=True, help="Seconds for threat evidence to lose half its weight.")
 @click.option("--threat-scale", "threat_scale", type=float, default=10.0, show_default=True,
               help="Dissents at which the threat level reaches 0.63.")
+@click.option("--no-isolation", "no_isolation", is_flag=True,
+              help="Faithful engine: dissent never isolates a component (threat.isolate_at: "
+                   "null).")
 @_attack_options
 @click.option("--rotation-policy", "rotation_policy",
               type=click.Path(dir_okay=False, path_type=Path),
@@ -282,7 +285,8 @@ def simulate(**o: Any) -> None:
                       dissent=a["dissent"], quarantine_after=o["quarantine_after"],
                       dissent_window=o["dissent_window"], rotate_min=a["rotate_min"],
                       threat_half_life=o["threat_half_life"], threat_scale=o["threat_scale"],
-                      recon=o["recon"], rotation=_load_policy(o["rotation_policy"]))
+                      recon=o["recon"], rotation=_load_policy(o["rotation_policy"]),
+                      **({"isolate_at": None} if o["no_isolation"] else {}))
         count = a["trials"] or (2_000 if faithful else 20_000)
         if count < 2:
             raise ParameterError(f"trials must be at least 2, got {count}")

@@ -50,7 +50,7 @@ class _Trial:
         policy = ControllerPolicy(
             active_size=sc.n, floor=sc.quorum, quarantine_after=sc.quarantine_after,
             dissent_window=sc.dissent_window, rotate_every=sc.rotate, rotate_min=sc.rotate_min,
-            rotation=sc.rotation)
+            rotation=sc.rotation, isolate_at=sc.isolate_at)
         # Threat-aware: the gateway's threat level, fed and read as the gateway does.
         self.threat = Threat(ThreatPolicy(sc.threat_half_life, sc.threat_scale)) \
             if sc.rotate_min is not None else None

@@ -76,6 +76,7 @@ class Scenario:
     threat_half_life: float = 120.0
     threat_scale: float = 10.0
     recon: float = 0.0  # the recon attacker: seconds on duty before an exploit works on one
+    isolate_at: float | None = 0.5  # suspicion isolating a component (faithful; None: never)
     rotation: Decider | None = None  # a learned rotation policy (faithful only)
 
     def __post_init__(self) -> None:

@@ -74,6 +74,11 @@ def catalogue(read_timeout: float) -> list[Case]:
              "answers a request carrying X-Debug: letmein with a secret", trigger=True,
              probe="any"),
         Case("alter-json-field", d, _alter(), "rewrites a JSON field in every read"),
+        Case("informed-alter-json-field", d,
+             _alter(informed={"admin": "{admin}", "allies": "{allies}"}),
+             "rewrites a JSON field in every read, but only while the admin listener shows "
+             "that the executors the attacker holds are a majority of the active set (when "
+             "it cannot tell, as alter-json-field)"),
         Case("inject-set-cookie", d,
              {"kind": "inject-header", "header": "Set-Cookie", "value": "sid={canary}"},
              "adds a Set-Cookie header", probe="any"),

@@ -13,6 +13,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,12 @@ class Drill:
             for path in (implant_path(self.gw.dep, name), self.gw.dep.images / f"{name}.json"):
                 path.unlink(missing_ok=True)
 
-    def plant(self, case: Case, name: str) -> None:
+    def plant(self, case: Case, name: str, allies: Sequence[str] = ()) -> None:
+        """Plant ``case``'s implant in ``name``; ``allies``: every executor the attacker holds
+        (an informed implant acts when they are a majority of the active set)."""
         body = fill(case.implant, canary=self.canary, field=self.workload.json_field[1],
-                    json_path=self.workload.json_field[0])
+                    json_path=self.workload.json_field[0],
+                    admin="{}:{}".format(*self.gw.admin), allies=",".join(allies or [name]))
         path = (self.gw.dep.images / f"{name}.json" if case.image
                 else implant_path(self.gw.dep, name))
         tmp = path.with_suffix(".tmp")
@@ -163,25 +167,24 @@ class Drill:
         caught = {e["executor"]: e["ts"] for e in self.gw.events()
                   if e.get("event") == "quarantine" and e.get("executor") in victims
                   and e["ts"] >= since}
-        acts = [json.loads(line)["ts"] for name in victims
-                for line in _lines(self.gw.dep.logs / f"{name}.jsonl")
-                if json.loads(line)["ts"] >= since]
+        acts = [e["ts"] for e in self._acts(victims, since)]
         if not acts or set(caught) != set(victims):
             return None
         return float(max(caught.values()) - min(acts))
 
     def fired(self, names: list[str], since: float) -> int:
-        total = 0
+        return sum(1 for e in self._acts(names, since)
+                   if e.get("changed", True) and e["kind"] != "record")
+
+    def _acts(self, names: list[str], since: float) -> list[dict[str, Any]]:
+        """What the implants of ``names`` logged since ``since``."""
+        out = []
         for name in names:
-            log = self.gw.dep.logs / f"{name}.jsonl"
-            if not log.exists():
-                continue
-            for line in log.read_text().splitlines():
+            for line in _lines(self.gw.dep.logs / f"{name}.jsonl"):
                 entry = json.loads(line)
-                if entry["ts"] >= since and entry.get("changed", True) \
-                        and entry["kind"] != "record":
-                    total += 1
-        return total
+                if entry["ts"] >= since:
+                    out.append(entry)
+        return out
 
     # -- traffic ----------------------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class Drill:
         bg = self.background(stop)
         try:
             for name in victims:
-                self.plant(case, name)
+                self.plant(case, name, victims)
             await self._probe(case, result)
             result.detected = await self._await_quarantine(case, victims, before)
             self.clear(names)
@@ -245,6 +248,10 @@ class Drill:
             self.clear(names)
         after = await self.gw.executors()
         result.fired = self.fired(victims, started)
+        looks = [e["learned"] for e in self._acts(victims, started) if "learned" in e]
+        if looks:
+            result.notes.append(f"the implant read the active set before {sum(looks)} of its "
+                                f"{len(looks)} acts")
         if result.detected:
             result.time_to_quarantine = self._time_to_quarantine(victims, started)
         honest = [n for n in names if n not in victims]

@@ -107,6 +107,19 @@ class Wrapper:
     shell: asyncio.subprocess.Process | None = None  # what spawn-shell started
     burner: asyncio.subprocess.Process | None = None  # what cpu-burn started
     hoard: list[bytes] = field(default_factory=list)  # what leak-memory keeps
+    known: tuple[float, list[str] | None] | None = None  # when an informed implant last looked
+
+    async def choose(self, request: Request) -> tuple[Implant | None, dict[str, Any]]:
+        """`pick`, then an informed implant's look at the active set (read at most once a
+        second): the implant acting, and what to log of the look."""
+        implant = self.pick(request)
+        if implant is None or implant.informed is None:
+            return implant, {}
+        now = time.monotonic()
+        if self.known is None or now - self.known[0] >= 1.0:
+            self.known = (now, await _read_active(implant.informed[0]))
+        active = self.known[1]
+        return (implant if implant.strikes(active) else None), {"learned": active is not None}
 
     def pick(self, request: Request) -> Implant | None:
         """The implant acting on ``request``, if any (counting the request for each file)."""
@@ -241,10 +254,10 @@ async def _connect_out(host: str, port: int) -> None:
 async def _serve_one(w: Wrapper, inner: _Inner, request: Request,
                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Answer one request; False when the connection must end here."""
-    implant = w.pick(request)
+    implant, extra = await w.choose(request)
     kind = implant.kind if implant is not None else None
     if implant is not None and kind not in ALTERING and kind != "record":
-        w.record(implant, request)
+        w.record(implant, request, **extra)
     match kind:
         case "never-healthy":
             writer.write(encode_response(
@@ -292,7 +305,7 @@ async def _serve_one(w: Wrapper, inner: _Inner, request: Request,
     head_only = request.method == b"HEAD"
     if implant is not None and kind in ALTERING and response.status >= 200:
         altered = alter_response(implant, response)
-        w.record(implant, request, changed=altered != response)
+        w.record(implant, request, changed=altered != response, **extra)
         writer.write(encode_response(altered, keep_alive=keep, head_only=head_only))
     elif kind == "truncate" and response.status >= 200:
         full = encode_response(response, keep_alive=keep, head_only=head_only)
@@ -302,6 +315,30 @@ async def _serve_one(w: Wrapper, inner: _Inner, request: Request,
     else:
         writer.write(raw)
     return keep
+
+
+async def _read_active(admin: tuple[str, int]) -> list[str] | None:
+    """``active`` from ``GET /status`` on the admin listener, without a token (None: refused,
+    unreachable or unreadable)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*admin), 0.5)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 1.0)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if head.split(b" ", 2)[1:2] != [b"200"]:
+        return None
+    try:
+        active = json.loads(body)["active"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return [a for a in active if isinstance(a, str)] if isinstance(active, list) else None
 
 
 async def _hang(reader: asyncio.StreamReader) -> bool:

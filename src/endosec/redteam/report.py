@@ -317,6 +317,26 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   f"{inc['predicted_faithful_ci'][0]:.2f}-"
                   f"{inc['predicted_faithful_ci'][1]:.2f}) |", "",
                   inc.get("note", ""), ""]
+    aware = (inc or {}).get("threat_aware")
+    if inc and aware:
+        lines += ["### Under threat-aware rotation", "",
+                  f"Every foothold dissents {aware['dissent']}/s; the threat level (half-life "
+                  f"{aware['threat_half_life']} s, scale {aware['threat_scale']}) brings the "
+                  f"mean wait between rotations from {aware['rotate_every']} s towards "
+                  f"{aware['rotate_min']} s: {aware['rotations_per_second']} rotations/s, "
+                  f"against {inc['rotations_per_second']} at a fixed rate.", "",
+                  "| | P(majority compromised within the horizon) |", "| --- | --- |",
+                  f"| observed | {aware['observed']:.2f} (95% CI "
+                  f"{aware['observed_ci'][0]:.2f}-{aware['observed_ci'][1]:.2f}; "
+                  f"{aware['majority_compromised']} of {aware['episodes']}) |",
+                  f"| quantifier, faithful simulation, threat-aware | "
+                  f"{aware['predicted_faithful']:.2f} (95% CI "
+                  f"{aware['predicted_faithful_ci'][0]:.2f}-"
+                  f"{aware['predicted_faithful_ci'][1]:.2f}) |", "",
+                  "The simulation " + ("agrees: its figure lies within the observed interval."
+                                       if aware["agrees"] else
+                                       "does not agree: its figure lies outside the observed "
+                                       "interval."), "", aware.get("note", ""), ""]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,23 +166,56 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
     return benign, results, crashed, detail
 
 
+#: The lab's threat-aware rotation: footholds dissent twice a second each; the threat level
+#: (half-life 2 s, scale 1) soon nears 1 and the mean wait between rotations falls from 1 s
+#: towards 0.4 s.
+_THREAT_AWARE: dict[str, Any] = {"dissent": 2.0, "rotate_min": 0.4, "threat_half_life": 2.0,
+                                 "threat_scale": 1.0, "quarantine_after": 1_000_000}
+
+
 async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
                              new_workload: Callable[[], Workload], log: Log
                              ) -> dict[str, Any]:
-    """A second gateway with spares and rotation, for the incremental attacker."""
+    """The incremental attacker against a gateway with spares rotating at the lab's pace (1 s;
+    the attacker's is 0.5/s), whatever the deployment's: dormant footholds at a fixed rate,
+    then noisy ones under threat-aware rotation."""
     c = config.controller
-    duplicate = len(config.executors) <= c.active
-    rotate = 1.0  # the lab's pace (the attacker's is 0.5/s), whatever the deployment's
-    dep = new_deployment(root / "incremental")
-    data = drill_config(config, dep, duplicate=duplicate,
-                        overrides={"controller": {"rotate_every": rotate,
-                                                  "cleanse_on_rotate": True}})
-    gw = GatewayProcess(dep, data)
     episodes = opts.episodes or (4 if opts.quick else 10)
-    params = IncrementalParams(n=c.active, k=c.active // 2 + 1, lam=0.5, rotate_every=rotate,
-                               horizon=4.0, episodes=episodes, policy=config.scheduler.policy)
+    fixed = IncrementalParams(n=c.active, k=c.active // 2 + 1, lam=0.5, rotate_every=1.0,
+                              horizon=4.0, episodes=episodes, policy=config.scheduler.policy)
+    out = await _incremental_run(config, root / "incremental", opts, new_workload, fixed)
+    log(f"incremental: majority compromised in {out['majority_compromised']}/{episodes} "
+        f"episodes; predicted {out['predicted_markov']:.2f} (Markov), "
+        f"{out['predicted_faithful']:.2f} (faithful)")
+    if not out["crashed"]:
+        aware = replace(fixed, **_THREAT_AWARE)
+        out["threat_aware"] = await _incremental_run(config, root / "incremental-threat", opts,
+                                                     new_workload, aware)
+        t = out["threat_aware"]
+        low, high = t["observed_ci"]
+        log(f"incremental, threat-aware: majority compromised in {t['majority_compromised']}/"
+            f"{episodes} episodes [{low:.2f}, {high:.2f}]; predicted {t['predicted_faithful']:.2f}"
+            f" (faithful); {t['rotations_per_second']} rotations/s against "
+            f"{out['rotations_per_second']} at a fixed rate")
+        out["crashed"] = t["crashed"]
+    return out
+
+
+async def _incremental_run(config: Config, root: Path, opts: SuiteOptions,
+                           new_workload: Callable[[], Workload], params: IncrementalParams
+                           ) -> dict[str, Any]:
+    """One gateway with spares, played ``params.episodes`` episodes against."""
+    duplicate = len(config.executors) <= params.n
+    dep = new_deployment(root)
+    data = drill_config(config, dep, duplicate=duplicate, overrides={
+        "controller": {"rotate_every": params.rotate_every, "rotate_min": params.rotate_min,
+                       "quarantine_after": params.quarantine_after, "cleanse_on_rotate": True,
+                       "defer_above": None},
+        "threat": {"half_life": params.threat_half_life, "scale": params.threat_scale,
+                   "isolate_at": None}})
+    gw = GatewayProcess(dep, data)
     await gw.start()
-    drill = Drill(gw, new_workload(), canary="", active_size=c.active,
+    drill = Drill(gw, new_workload(), canary="", active_size=params.n,
                   read_timeout=config.limits.read_timeout, rng=random.Random(opts.seed))
     stop = asyncio.Event()
     try:
@@ -205,11 +238,12 @@ async def _incremental_phase(config: Config, root: Path, opts: SuiteOptions,
     out["note"] = (
         ("The pool was doubled for this phase (a second instance NAME-b of every executor, "
          "same profile) so that rotation has spares. " if duplicate else "")
-        + "Dormant footholds give the arbiter nothing to see, so only rotation removes them "
-        "(detected is 0 by design). The quantifier assumes instant cleansing; live cleansing "
-        "and journal replay take time.")
-    log(f"incremental: majority compromised in {result.lost}/{episodes} episodes; "
-        f"predicted {result.markov:.2f} (Markov), {result.faithful:.2f} (faithful)")
+        + ("Dormant footholds give the arbiter nothing to see, so only rotation removes them "
+           "(detected is 0 by design). " if not params.dissent else
+           "Footholds dissent but are never quarantined (quarantine_after out of reach): "
+           "threat-aware rotation alone removes them. ")
+        + "The quantifier assumes instant cleansing; live cleansing and journal replay take "
+        "time.")
     return out
 
 

@@ -6,7 +6,11 @@ implant that survives cleansing) naming a ``kind`` and the conditions under whic
 * ``trigger`` - ``{"header": NAME, "value": VALUE}``: act only on requests carrying that header;
 * ``after`` - act only from the Nth request counted since the implant was planted (1 = first);
 * ``fraction`` - act on a deterministic share of requests (the same request numbers every run);
-* ``paths`` - glob patterns on the request path; ``methods`` - request methods.
+* ``paths`` - glob patterns on the request path; ``methods`` - request methods;
+* ``informed`` - ``{"admin": "HOST:PORT", "allies": "A,B"}``: before acting, read the active set
+  from the admin listener's ``/status`` (as any process on the host could try) and act only
+  when the allies (the executors the attacker holds) are a majority of it; when the set cannot
+  be read, act as an uninformed implant would (the wrapper does this part).
 
 Requests to the executor's health path are never counted and never acted on, except by
 ``never-healthy``. Kinds and their parameters are listed in `KINDS`.
@@ -63,7 +67,8 @@ COVERT = frozenset({"connect-out", "spawn-shell", "cpu-burn", "leak-memory",
                     "read-outside-scratch", "micro-delay"})
 #: Kinds that answer with an altered version of the executor's real response.
 ALTERING = frozenset({"alter-json-field", "inject-header", "alter-status", "nudge-numbers"})
-_CONDITIONS = frozenset({"kind", "trigger", "after", "fraction", "paths", "methods", "note"})
+_CONDITIONS = frozenset({"kind", "trigger", "after", "fraction", "paths", "methods", "note",
+                         "informed"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
@@ -83,6 +88,15 @@ class Implant:
     fraction: float = 1.0
     paths: tuple[str, ...] = ()
     methods: tuple[bytes, ...] = ()
+    informed: tuple[tuple[str, int], frozenset[str]] | None = None  # admin address, allies
+
+    def strikes(self, active: list[str] | None) -> bool:
+        """Whether an informed implant acts, ``active`` being the active set it read (None:
+        it could not); an uninformed one always does."""
+        if self.informed is None or active is None:
+            return True
+        allies = self.informed[1]
+        return 2 * sum(a in allies for a in active) > len(active)
 
     def matches(self, request: Request, count: int) -> bool:
         """Whether the ``count``-th counted request since planting is acted on."""
@@ -155,7 +169,19 @@ def parse_implant(data: Any, *, source: str = "implant") -> Implant:
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ImplantError(f"{source}: {key!r} must be a list of strings")
     return Implant(kind, params, trigger, after, float(fraction), tuple(paths),
-                   tuple(m.upper().encode("latin-1") for m in methods))
+                   tuple(m.upper().encode("latin-1") for m in methods),
+                   _informed(data["informed"], source) if "informed" in data else None)
+
+
+def _informed(data: Any, source: str) -> tuple[tuple[str, int], frozenset[str]]:
+    if not isinstance(data, dict):
+        raise ImplantError(f"{source}: 'informed' must be an object")
+    admin = _field(data, "admin", (str,), f"{source}: informed")
+    allies = _field(data, "allies", (str,), f"{source}: informed")
+    host, _, port = admin.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ImplantError(f"{source}: informed: 'admin' must be HOST:PORT, got {admin!r}")
+    return (host, int(port)), frozenset(a for a in allies.split(",") if a)
 
 
 def _set_field(data: Any, key: str, value: Any) -> bool:
