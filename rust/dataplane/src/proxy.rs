@@ -309,7 +309,8 @@ impl Phases for Http {
                                    ..response.clone() };
         let content_type = response.header(b"content-type").cloned().unwrap_or_default();
         snapshot.face.body(&mut shown,
-                           snapshot.rules.body_rule(&ctx.key, &content_type, response.status));
+                           snapshot.rules.body_rule(&ctx.key, &content_type, response.status),
+                           self.head_only);
         match http::encode_response(&shown, self.keep_alive, self.head_only, &extra) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },
             // Cannot happen for a reply the reader accepted; fail closed if it does.

@@ -129,6 +129,10 @@ impl BodyRule {
         }
     }
 
+    pub fn is_json(&self) -> bool {
+        matches!(self.kind, Kind::Json(_))
+    }
+
     /// Whether two canonical forms agree (equal keys, or within a tolerance).
     pub fn equivalent(&self, a: &Canonical, b: &Canonical) -> bool {
         match &self.kind {

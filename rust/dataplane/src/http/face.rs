@@ -10,7 +10,7 @@
 //! so each would tell which executor answered. `Date` and `Content-Length` stay (framing).
 //! With `json`, a body under a JSON rule goes out in the one spelling the canonicaliser gives
 //! JSON (keys sorted, no spaces), as `application/json`: each stack formats JSON, and names
-//! its media type, its own way.
+//! its media type, its own way (the answer to a HEAD goes without a Content-Length).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -83,12 +83,20 @@ impl Face {
     }
 
     /// ``response`` (as `apply` left it) with its body re-encoded by ``rule``, where the face
-    /// does that and the rule is a JSON one that reads the body.
-    pub fn body(&self, response: &mut Response, rule: &BodyRule) {
-        let Some(body) = self.json.then(|| rule.reencode(&response.body)).flatten() else {
+    /// does that and the rule is a JSON one that reads the body. The answer to a HEAD
+    /// (``head_only``: no body to re-encode) loses its Content-Length instead, which gives the
+    /// length of the executor's own spelling.
+    pub fn body(&self, response: &mut Response, rule: &BodyRule, head_only: bool) {
+        if !self.json || !rule.is_json() {
             return;
-        };
-        response.body = Bytes::from(body);
+        }
+        if head_only {
+            response.headers.retain(|(name, _)| name.as_ref() != b"content-length");
+        } else if let Some(body) = rule.reencode(&response.body) {
+            response.body = Bytes::from(body);
+        } else {
+            return;
+        }
         for (name, value) in &mut response.headers {
             if name.as_ref() == b"content-type" {
                 *value = Bytes::from_static(b"application/json");
@@ -146,7 +154,7 @@ mod tests {
         let face = Face::compile(&Spec { json: true, ..Spec::default() }).unwrap();
         let shown = |mut r: Response| {
             let content_type = r.header(b"content-type").cloned().unwrap_or_default();
-            face.body(&mut r, rules.body_rule("/", &content_type, 200));
+            face.body(&mut r, rules.body_rule("/", &content_type, 200), false);
             r
         };
         let stdlib = shown(reply(r#"{"id": 1, "text": "aé"}"#, "application/json"));
@@ -158,9 +166,14 @@ mod tests {
         let broken = shown(reply("{oops", "application/json"));
         assert_eq!((broken.body.as_ref(), broken.header(b"content-type").unwrap().as_ref()),
                    (&b"{oops"[..], &b"application/json"[..]));
+        // a HEAD: no body, and no length that would tell whose spelling it measured
+        let mut head = reply("", "application/json; charset=utf-8");
+        head.headers.push((Bytes::from_static(b"content-length"), Bytes::from_static(b"21")));
+        face.body(&mut head, rules.body_rule("/", b"application/json", 200), true);
+        assert_eq!(head.headers, h(&[("content-type", "application/json")]));
         let keep = Face::default();
         let mut r = reply(r#"{"id": 1}"#, "application/json");
-        keep.body(&mut r, rules.body_rule("/", b"application/json", 200));
+        keep.body(&mut r, rules.body_rule("/", b"application/json", 200), false);
         assert_eq!(r.body, Bytes::from(r#"{"id": 1}"#));
     }
 
