@@ -117,7 +117,7 @@ def check_required_figures(data: dict) -> None:
         and not (c["suppressed"] and c["detected"])]
     # What tells the executors apart, or the active set, stays hidden.
     recon = classes["reconnaissance"]
-    assert recon["cases"] == 2 and recon["suppressed"] == recon["detected"] == 2, [
+    assert recon["cases"] == 3 and recon["suppressed"] == recon["detected"] == 3, [
         c for c in data["cases"] if c["class"] == "reconnaissance"]
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
@@ -138,7 +138,7 @@ def check_required_figures(data: dict) -> None:
     # in twenty).
     inc = data["incremental"]
     assert inc and inc["threat_aware"]["dissents_sent"] > 0, inc
-    assert inc["threat_aware"]["rotations_per_second"] > 1.2 * inc["rotations_per_second"], inc
+    assert inc["threat_aware"]["rotations_per_second"] > 1.1 * inc["rotations_per_second"], inc
     assert data["verdict"]["passed"], data["verdict"]
 
 

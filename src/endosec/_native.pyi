@@ -33,6 +33,9 @@ class DataPlane:
         ``#``; past 64 routes, ``*``), counts per bin of its lag behind the fastest of the
         others in unanimous rounds of three voters or more (started with few rounds under way),
         since the last call."""
+    def take_client_errors(self) -> dict[str, int]:
+        """Error answers (HTTP 400 or more, a DNS rcode but NOERROR) per client address since
+        the last call; ``"*"``: clients beyond the data plane's bound."""
     def metrics(self) -> dict[str, Any]:
         """Every counter and histogram."""
     def recent(self) -> list[dict[str, Any]]:

@@ -206,7 +206,7 @@ class BehaviourConfig(_Strict):
                                           "baseline per route): quarantine (with action: "
                                           "quarantine), only alert, or off")
     busy_above: float = Field(
-        default=0.6, gt=0, le=1, description="host CPU utilisation from which the latency "
+        default=0.45, gt=0, le=1, description="host CPU utilisation from which the latency "
                                               "rule skips a window: a busy host delays whoever "
                                               "the CPU reaches last")
     allowed_paths: tuple[str, ...] = Field(
@@ -239,7 +239,7 @@ class AttributionConfig(_Strict):
 
 
 class ThreatConfig(_Strict):
-    """How dissent and refusals add up to a threat level, and how fast it fades."""
+    """How dissent, refusals and scans add up to a threat level, and how fast it fades."""
 
     half_life: float = Field(default=120.0, gt=0,
                              description="seconds for evidence to lose half its weight")
@@ -254,6 +254,12 @@ class ThreatConfig(_Strict):
     suspicion_half_life: float = Field(default=3600.0, gt=0,
                                        description="seconds for a component's suspicion to "
                                                    "halve")
+    scan_errors: int | None = Field(
+        default=200, ge=1, description="error answers (HTTP 400 or more, a DNS rcode but "
+                                       "NOERROR) to one client within scan_window that make a "
+                                       "scan, which weighs as one dissent (null: not watched)")
+    scan_window: float = Field(default=10.0, gt=0, description="seconds over which scan_errors "
+                                                               "are counted")
 
 
 class SchedulerConfig(_Strict):

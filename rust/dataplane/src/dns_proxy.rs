@@ -34,6 +34,13 @@ pub enum Transport {
 /// future ends once every executor was judged.
 pub async fn serve(shared: Arc<Shared>, query: Query, transport: Transport, client: SocketAddr,
                    respond: Respond<Vec<u8>>) {
+    let counted = shared.clone();
+    let respond: Respond<Vec<u8>> = Box::new(move |reply: Vec<u8>| {
+        if reply.get(3).is_some_and(|flags| flags & 0x0f != 0) {  // an rcode but NOERROR
+            counted.stats.client_errors.error(client.ip());
+        }
+        respond(reply);
+    });
     let snapshot = shared.snapshot.load_full();
     let settings = snapshot.dns.clone();
     let ctx = Context { id: shared.ids.next(), label: query.label(), key: query.key(),

@@ -187,6 +187,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: &Arc<Shared>, mut stre
                         (reply.status, reply.bytes, reply.outcome.as_str())
                     }
                 };
+                if status >= 400 {
+                    shared.stats.client_errors.error(peer.ip());
+                }
                 if let Some((method, path)) = logged {
                     log(shared, peer, &method, &path, status, bytes.len(), started, outcome);
                 }

@@ -4,6 +4,7 @@
 //! sees each number as of some moment (Prometheus counters need no more).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -137,6 +138,35 @@ impl Lags {
     }
 }
 
+/// Addresses whose error answers one window keeps apart; more share one count.
+pub const ERROR_CLIENTS: usize = 4096;
+
+/// Error answers (HTTP 400 or more, a DNS rcode other than NOERROR) per client since the
+/// control plane last took them: many from one client is a scan (`core/threat.py`).
+#[derive(Debug, Default)]
+pub struct ClientErrors {
+    counts: Mutex<HashMap<IpAddr, u64>>,
+    others: AtomicU64,
+}
+
+impl ClientErrors {
+    pub fn error(&self, client: IpAddr) {
+        let mut counts = self.counts.lock();
+        if counts.len() < ERROR_CLIENTS || counts.contains_key(&client) {
+            *counts.entry(client).or_insert(0) += 1;
+        } else {
+            self.others.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The counts since the last take, and how many errors went to clients beyond the first
+    /// [`ERROR_CLIENTS`].
+    pub fn take(&self) -> (Vec<(IpAddr, u64)>, u64) {
+        let counts = std::mem::take(&mut *self.counts.lock());
+        (counts.into_iter().collect(), self.others.swap(0, Relaxed))
+    }
+}
+
 /// What one executor did, across restarts (its name is the key, not its process).
 #[derive(Debug)]
 pub struct ExecutorStats {
@@ -177,6 +207,7 @@ pub struct PlaneStats {
     pub connections: AtomicU64,
     /// Rounds under way (a round counts itself from its start to its end).
     pub rounds: AtomicU64,
+    pub client_errors: ClientErrors,
 }
 
 impl Default for PlaneStats {
@@ -186,7 +217,7 @@ impl Default for PlaneStats {
                      arbiter: Histogram::new(&ARBITER_BUCKETS),
                      replay: Histogram::new(&REPLAY_BUCKETS),
                      events_dropped: AtomicU64::new(0), connections: AtomicU64::new(0),
-                     rounds: AtomicU64::new(0) }
+                     rounds: AtomicU64::new(0), client_errors: ClientErrors::default() }
     }
 }
 
@@ -274,6 +305,22 @@ mod tests {
         let mut taken: Vec<String> = l.take().into_iter().map(|(r, _)| r).collect();
         taken.sort();
         assert_eq!(taken, [OTHER_ROUTES, "GET /r"]);
+    }
+
+    #[test]
+    fn errors_are_counted_per_client_up_to_a_bound_and_taken_once() {
+        let e = ClientErrors::default();
+        let one: IpAddr = "127.0.0.2".parse().unwrap();
+        e.error(one);
+        e.error(one);
+        for i in 0..ERROR_CLIENTS as u32 {
+            e.error(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        let (counts, others) = e.take();
+        assert_eq!(counts.len(), ERROR_CLIENTS);
+        assert_eq!(counts.iter().find(|(ip, _)| *ip == one).map(|(_, n)| *n), Some(2));
+        assert_eq!(others, 1);
+        assert_eq!(e.take(), (Vec::new(), 0));
     }
 
     #[test]

@@ -130,6 +130,20 @@ impl DataPlane {
         Ok(d)
     }
 
+    /// Error answers per client address since the last call (clients beyond the data plane's
+    /// bound together under ``"*"``).
+    fn take_client_errors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let (counts, others) = self.plane()?.shared().stats.client_errors.take();
+        for (ip, n) in counts {
+            d.set_item(ip.to_string(), n)?;
+        }
+        if others > 0 {
+            d.set_item("*", others)?;
+        }
+        Ok(d)
+    }
+
     /// Every counter and histogram, for the metrics endpoint.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let plane = self.plane()?;

@@ -1,11 +1,12 @@
 """How threatened the boundary looks: a level θ in [0, 1] the scheduler moves faster under.
 
 Evidence of attack arrives as signals, each with a weight (`WEIGHTS`): a dissenting executor,
-a request the input agent refused. Their weight decays exponentially (``half_life``), and the
-measured level is ``1 - exp(-pressure / scale)``: 0 in calm, towards 1 as evidence piles up,
-back to 0 as it ages. The operator's word (a level, for a while) is a floor on it while it
-lasts. The level is read in bands (`band_of`); crossing one is the event the gateway logs and
-signs. Time is passed in; nothing here does I/O.
+a request the input agent refused, a client getting error after error (a scan). Their weight
+decays exponentially (``half_life``), and the measured level is ``1 - exp(-pressure /
+scale)``: 0 in calm, towards 1 as evidence piles up, back to 0 as it ages. The operator's
+word (a level, for a while) is a floor on it while it lasts. The level is read in bands
+(`band_of`); crossing one is the event the gateway logs and signs. Time is passed in; nothing
+here does I/O.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ HIGH = 2 / 3  # and from this, high
 
 THREAT_STEP = 0.05  # the controller hears of a level that moved this much (or fell to calm)
 
-WEIGHTS = {"dissent": 1.0, "refusal": 0.2}
-"""What one signal of each kind weighs: a dissenting executor, an input-agent refusal."""
+WEIGHTS = {"dissent": 1.0, "refusal": 0.2, "scan": 1.0}
+"""What one signal of each kind weighs: a dissenting executor, an input-agent refusal, a burst
+of error answers to one client (`endosec.core.scan`)."""
 
 
 def band_of(level: float) -> Band:

@@ -47,6 +47,7 @@ from endosec.core.controller_events import (
 )
 from endosec.core.lag import Lags
 from endosec.core.model import ExecutorState, Outcome, Verdict
+from endosec.core.scan import ScanPolicy, Scans
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Band, Threat, ThreatPolicy, band_of
 from endosec.core.trust import TrustBook
@@ -190,7 +191,10 @@ class MimicGateway:
         self._behaviour_task: asyncio.Task[None] | None = None
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
-        self.threat = Threat(ThreatPolicy(config.threat.half_life, config.threat.scale))
+        t = config.threat
+        self.threat = Threat(ThreatPolicy(t.half_life, t.scale))
+        self._scans = Scans(ScanPolicy(t.scan_errors, t.scan_window)) \
+            if t.scan_errors is not None else None
         self._threat_sent = 0.0  # the level the controller last heard
         self._load_sent = 0.0  # the CPU utilisation the controller last heard
         self._band: Band = "calm"
@@ -564,6 +568,15 @@ class MimicGateway:
         """The input agent refused ``count`` requests since the last report."""
         if count:
             self.threat.signal("refusal", self.now, count)
+
+    def client_errors(self, counts: Mapping[str, int]) -> None:
+        """Error answers per client since the last report: a burst from one is a scan."""
+        if self._scans is None:
+            return
+        for client, errors in self._scans.observe(counts, self.now):
+            self.threat.signal("scan", self.now)
+            self.events.emit("scan", client=client, errors=errors,
+                             seconds=self._scans.policy.window)
 
     def declare_threat(self, level: float, seconds: float,
                        components: frozenset[str] = frozenset()) -> None:

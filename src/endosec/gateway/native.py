@@ -288,6 +288,7 @@ class NativePlane:
             total = sum(self.figures()["rejected"].values())
             self.gateway.refusals(total - refused)
             refused = total
+            self.gateway.client_errors(self.native.take_client_errors())
             self.gateway.threat_update()  # evidence fades: the level falls back
             ticks += 1
             if ticks % _LOAD_EVERY == 0:

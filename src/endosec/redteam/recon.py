@@ -8,6 +8,9 @@
 * ``admin-read`` - the admin listener's read endpoints asked without a token, as any process
   on the host (an executor included) could. Suppressed: every one refused; detected: each
   refusal logged as ``admin-denied``.
+* ``scan`` - one client asks for paths that do not exist, ``threat.scan_errors`` and more
+  within a second or two, as a scanner does. Suppressed: every one answered (404), nothing
+  failed; detected: a ``scan`` event names the client and the threat level rose.
 """
 
 from __future__ import annotations
@@ -112,7 +115,44 @@ async def _admin_read(drill: Drill) -> CaseResult:
     return result
 
 
-async def run_reconnaissance(drill: Drill, *, quick: bool) -> list[CaseResult]:
-    """Both cases, on a settled pool."""
+async def _scan(drill: Drill, errors: int) -> CaseResult:
+    result = CaseResult("scan", RECONNAISSANCE, "one client asks for paths that do not exist, "
+                        "as a scanner does", [], True)
+    clock, since = time.monotonic(), time.time()
+    host, port = drill.gw.serve
+    client = Client(host, port, timeout=drill.client_timeout, source=drill.source)
+    try:
+        for i in range(errors + 10):
+            try:
+                reply = await client.request(Call("GET", f"/scan-{i}/admin.php"))
+            except ClientError as exc:
+                result.attack.failure(str(exc))
+                continue
+            result.attack.judge(reply, None if reply.status == 404 else
+                                f"a missing path answered {reply.status}", b"")
+    finally:
+        client.close()
+    deadline = time.monotonic() + 5.0  # the pump looks four times a second
+    while True:
+        named = [e for e in drill.gw.events() if e.get("event") == "scan"
+                 and e.get("client") == drill.source and e["ts"] >= since]
+        level = (await drill.gw.status())["threat"]["level"]
+        if (named and level > 0) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    result.fired = errors + 10
+    result.suppressed = result.attack.correct == result.fired
+    result.detected = bool(named) and level > 0
+    result.notes.append(f"{len(named)} scan event(s) naming the client; threat level "
+                        f"{level:.2f}")
+    result.seconds = time.monotonic() - clock
+    return result
+
+
+async def run_reconnaissance(drill: Drill, *, quick: bool, scan_errors: int | None
+                             ) -> list[CaseResult]:
+    """Every case, on a settled pool; ``scan_errors``: the configuration's bar for a scan
+    (None: not watched, so the scan case asks 200 and is not caught)."""
     await drill.settle()
-    return [await _fingerprint(drill, 100 if quick else 400), await _admin_read(drill)]
+    return [await _fingerprint(drill, 100 if quick else 400), await _admin_read(drill),
+            await _scan(drill, scan_errors or 200)]

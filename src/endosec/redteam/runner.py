@@ -138,7 +138,8 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
                 quick=opts.quick, log=log)
         if not opts.only or RECONNAISSANCE in opts.only:
             log(RECONNAISSANCE)
-            for r in await run_reconnaissance(drill, quick=opts.quick):
+            for r in await run_reconnaissance(drill, quick=opts.quick,
+                                              scan_errors=config.threat.scan_errors):
                 results.append(r)
                 log(f"  {r.name}: suppressed={r.suppressed} detected={r.detected} {r.notes[-1]}")
         if not opts.only or "input-agent" in opts.only:
