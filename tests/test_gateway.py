@@ -160,6 +160,9 @@ def test_below_quorum_the_client_gets_a_502(tmp_path: Path) -> None:
         assert not any(n in body.decode() for n in ("stdlib", "aiohttp", "node"))
         code, _, body = gw.request("GET", "/notes")
         assert code == 502 and json.loads(body)["error"] == "no quorum"
+        # the event is written once the pump drains it (four times a second)
+        gw.wait_for(lambda _: any(e.get("request") == payload["request"]
+                                  for e in gw.event_kinds()), what="the event", timeout=5)
         [event] = [e for e in gw.event_kinds() if e.get("request") == payload["request"]]
         assert event["event"] == "no-quorum" and "aiohttp" in event["reason"], event
     finally:
