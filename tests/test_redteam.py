@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from endosec.quantify.stats import wilson_ci
 from endosec.redteam.report import summary_table
 from endosec.runtime.opens import opens_possible
 from endosec.runtime.segment import segment_possible
@@ -133,12 +134,16 @@ def check_required_figures(data: dict) -> None:
         assert crash[0]["lost_writes"] == 0, crash[0]
         # The same count, with the journal deleted before the restart, sees every write lost.
         assert crash[0]["lost_writes_without_journal"] == crash[0]["acknowledged_writes"]
-    # Dissent raises the threat level, and threat-aware rotation moves faster in the gateway
-    # (whether the simulation agrees is reported, `agrees`: a 95% interval misses one time
-    # in twenty).
+    # Dissent raises the threat level, and threat-aware rotation moves faster in the gateway;
+    # the faithful simulation of the same threat-aware rotation agrees with what the gateway
+    # let happen. The report prints 95% intervals (`agrees`); over ten episodes a 95% interval
+    # misses one time in twenty, so the build holds the prediction to the 99% one.
     inc = data["incremental"]
-    assert inc and inc["threat_aware"]["dissents_sent"] > 0, inc
-    assert inc["threat_aware"]["rotations_per_second"] > 1.1 * inc["rotations_per_second"], inc
+    aware = inc["threat_aware"]
+    assert aware["dissents_sent"] > 0, inc
+    assert aware["rotations_per_second"] > 1.1 * inc["rotations_per_second"], inc
+    low, high = wilson_ci(aware["majority_compromised"], aware["episodes"], z=2.576)
+    assert low <= aware["predicted_faithful"] <= high, aware
     assert data["verdict"]["passed"], data["verdict"]
 
 

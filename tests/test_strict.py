@@ -4,24 +4,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from endosec.redteam.deploy import new_deployment, wrap
 from tests.gatewayctl import Gateway, demo_config
 
 CANARY = "PWNED-by-two"
-
-
-def _wrapped(data: dict) -> dict:
-    """Every executor behind the implant wrapper."""
-    for e in data["executors"]:
-        argv = [a.replace("{port}", "{inner_port}") for a in e["argv"]]
-        argv = [sys.executable if a == "{python}" else a for a in argv]
-        e["argv"] = [sys.executable, "-m", "endosec.redteam.implant", "--listen-port", "{port}",
-                     "--scratch", "{scratch}", "--", *argv]
-    return data
 
 
 def _plant(path: Path, implant: dict) -> None:
@@ -32,8 +22,11 @@ def _plant(path: Path, implant: dict) -> None:
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_a_flagged_voter_cannot_carry_a_wrong_answer(tmp_path: Path, strict: bool) -> None:
-    data = _wrapped(demo_config(behaviour={"action": "warn", "interval": 0.2},
-                                arbiter={"strategy": "majority", "strict": strict}))
+    data = demo_config(behaviour={"action": "warn", "interval": 0.2},
+                       arbiter={"strategy": "majority", "strict": strict})
+    dep = new_deployment(tmp_path / "drill")
+    dep.logs.mkdir(parents=True)
+    data["executors"] = [wrap(e, dep) for e in data["executors"]]
     gw = Gateway(tmp_path, data)
     try:
         gw.wait_for(lambda s: len(s["active"]) == 3, what="three voters")

@@ -92,8 +92,9 @@ impl Phases for Dns {
         self.settings.rule().clone()
     }
 
-    fn answer(&mut self, ctx: &Context, _verdict: &Verdict, winner: Option<&Reply>) -> Vec<u8> {
-        let Some(winner) = winner else {
+    fn answer(&mut self, ctx: &Context, _verdict: &Verdict, winner: Option<(&Reply, &BodyRule)>)
+              -> Vec<u8> {
+        let Some((winner, _)) = winner else {
             return dns::servfail(&self.query, &self.settings, &refusal_text(ctx.id));
         };
         let limit = match self.transport {

@@ -277,8 +277,9 @@ impl Phases for Http {
         ctx.snapshot.rules.body_rule(&ctx.key, b"", 0).clone()
     }
 
-    fn answer(&mut self, ctx: &Context, verdict: &Verdict, winner: Option<&Response>) -> Reply {
-        let Some(response) = winner else {
+    fn answer(&mut self, ctx: &Context, verdict: &Verdict, winner: Option<(&Response, &BodyRule)>)
+              -> Reply {
+        let Some((response, body_rule)) = winner else {
             return match self.turn.as_mut() {
                 Some(turn) => {
                     turn.in_doubt(502, &verdict.reason);
@@ -307,10 +308,7 @@ impl Phases for Http {
         let voted = |name: &[u8]| rule.voted(response.status, name);
         let mut shown = Response { headers: snapshot.face.apply(&response.headers, &voted),
                                    ..response.clone() };
-        let content_type = response.header(b"content-type").cloned().unwrap_or_default();
-        snapshot.face.body(&mut shown,
-                           snapshot.rules.body_rule(&ctx.key, &content_type, response.status),
-                           self.head_only);
+        snapshot.face.body(&mut shown, body_rule, self.head_only);
         match http::encode_response(&shown, self.keep_alive, self.head_only, &extra) {
             Ok(bytes) => Reply { status: response.status, bytes, outcome: verdict.outcome },
             // Cannot happen for a reply the reader accepted; fail closed if it does.

@@ -56,9 +56,10 @@ pub trait Phases: Send + 'static {
     /// The rule failures carry (they agree with nothing, whatever the rule).
     fn failure_rule(&self, ctx: &Context) -> Arc<BodyRule>;
 
-    /// The client's answer: the winner's reply re-encoded, or a fail-closed refusal.
-    fn answer(&mut self, ctx: &Context, verdict: &Verdict, winner: Option<&Self::Reply>)
-              -> Self::Answer;
+    /// The client's answer: the winner's reply (with the body rule it was judged by)
+    /// re-encoded, or a fail-closed refusal.
+    fn answer(&mut self, ctx: &Context, verdict: &Verdict,
+              winner: Option<(&Self::Reply, &BodyRule)>) -> Self::Answer;
 
     /// Every executor answered or timed out: release what the round held.
     fn settle(&mut self) {}
@@ -212,8 +213,10 @@ impl<P: Phases> Round<P> {
 
     fn respond(&mut self, verdict: &Verdict) {
         let Some(respond) = self.reply.take() else { return };
-        let winner = verdict.winner.as_ref()
-            .and_then(|w| self.replies.iter().find(|(n, _)| n == w)).map(|(_, r)| r);
+        let winner = verdict.winner.as_ref().and_then(|w| {
+            let (_, reply) = self.replies.iter().find(|(n, _)| n == w)?;
+            Some((reply, &*self.ballot.output(w)?.rule))
+        });
         let answer = self.phases.answer(&self.ctx, verdict, winner);
         self.shared.stats.latency.observe(self.ctx.started.elapsed());
         respond(answer);

@@ -27,7 +27,7 @@ from endosec.config import Config
 from endosec.redteam.client import Call, Client, get_json
 from endosec.redteam.implant import INNER_PORT
 
-__all__ = ["Deployment", "GatewayProcess", "drill_config", "implant_path"]
+__all__ = ["Deployment", "GatewayProcess", "drill_config", "implant_path", "wrap"]
 
 _BANNER = re.compile(r"serving http://(\S+):(\d+)\s+admin http://(\S+):(\d+)")
 
@@ -64,7 +64,8 @@ def implant_path(dep: Deployment, name: str) -> Path:
     return dep.scratch(name) / "implant.json"
 
 
-def _wrap(e: dict[str, Any], dep: Deployment) -> dict[str, Any]:
+def wrap(e: dict[str, Any], dep: Deployment) -> dict[str, Any]:
+    """Executor ``e`` (as configuration data) behind the implant wrapper."""
     argv = [str(a).replace("{port}", INNER_PORT) for a in e["argv"]]
     health = (e.get("health") or {}).get("path", "/health")
     wrapped = [sys.executable, "-m", "endosec.redteam.implant", "--listen-port", "{port}",
@@ -92,7 +93,7 @@ def drill_config(config: Config, dep: Deployment, *, overrides: dict[str, Any] |
     executors = data["executors"]
     if duplicate:
         executors = executors + [{**e, "name": f"{e['name']}-b"} for e in executors]
-    data["executors"] = [_wrap(e, dep) for e in executors]
+    data["executors"] = [wrap(e, dep) for e in executors]
     for key, value in (overrides or {}).items():
         data[key] = {**data.get(key, {}), **value}
     return data

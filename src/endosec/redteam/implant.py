@@ -45,6 +45,7 @@ from endosec.protocols.http import (
     encode_response,
     upstream_request_bytes,
 )
+from endosec.redteam.client import ClientError, get_json
 from endosec.redteam.spec import ALTERING, COVERT, Implant, alter_response, parse_implant
 from endosec.tasks import spawn
 
@@ -321,22 +322,8 @@ async def _read_active(admin: tuple[str, int]) -> list[str] | None:
     """``active`` from ``GET /status`` on the admin listener, without a token (None: refused,
     unreachable or unreadable)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*admin), 0.5)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        raw = await asyncio.wait_for(reader.read(), 1.0)
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    if head.split(b" ", 2)[1:2] != [b"200"]:
-        return None
-    try:
-        active = json.loads(body)["active"]
-    except (ValueError, KeyError, TypeError):
+        active = (await get_json(*admin, "/status", timeout=1.0))["active"]
+    except (ClientError, ValueError, KeyError, TypeError):
         return None
     return [a for a in active if isinstance(a, str)] if isinstance(active, list) else None
 
