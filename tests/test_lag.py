@@ -125,6 +125,18 @@ def test_a_sustained_shift_past_the_floor_is_always_reported(usual: float, shift
     assert said[:-1] == [None] * (POLICY.windows - 1) and said[-1] is not None
 
 
+@given(st.lists(st.one_of(st.floats(-100, 100), st.just(1000.0)), max_size=60))
+def test_a_baseline_never_learns_a_window_over_its_bar(windows: list[float]) -> None:
+    """Honest windows wobble; an implant's (1000 us) never enters the baseline, however it
+    interleaves with them (lags come only from unanimous rounds: the data plane's tests)."""
+    track = LagTrack()
+    for _ in range(POLICY.first_windows):
+        track.observe(1.0, window(0.0), POLICY)
+    for lag in windows:
+        track.observe(1.0, window(lag), POLICY)
+        assert all(b < 1000.0 for _, b in track.routes["GET /"].base)
+
+
 def test_the_judge_holds_voters_to_their_baseline_across_runs() -> None:
     judge = Judge()
     at = 0.0
