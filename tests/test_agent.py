@@ -1,15 +1,21 @@
-"""Executors on other hosts: `endosec agent` in network namespaces joined by veth pairs.
+"""Executors on other hosts: `endosec agent`, admitted by proof of its identity key.
 
-Three hosts and the test's own: the gateway runs in one namespace with two local executors,
-each agent in its own namespace with one executor. The DHR loop runs across them (dissent,
-quarantine, remote cleanse, journal replay, agreement again), and a cut link gets its executor
-replaced from the spares, then readmitted when the link returns. Needs root and iproute2.
+On loopback, a real agent and the gateway's driver admit each other (and refuse a key they do
+not know, a replayed proof, a session that expired). In network namespaces joined by veth
+pairs, three hosts and the test's own: the gateway runs in one namespace with two local
+executors, each agent in its own namespace with one executor. The DHR loop runs across them
+(dissent, quarantine, remote cleanse, journal replay, agreement again), and a cut link gets its
+executor replaced from the spares, then readmitted when the link returns. The namespaces need
+root and iproute2.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -24,15 +30,19 @@ from typing import Any
 import pytest
 import yaml
 
+from endosec.config import AgentRef
+from endosec.identity import Initiator, Trust, Verifier, load_identity, new_key, public_key
+from endosec.runtime.base import RuntimeDriverError, StartError
 from endosec.runtime.certs import self_signed
 from endosec.runtime.process import free_port
+from endosec.runtime.remote import AgentExecutor, pinned
+from endosec.runtime.wire import exchange
 from tests.gatewayctl import DEMO, Gateway
 
 pytestmark = pytest.mark.slow
 
 EXECUTORS = DEMO.parent / "executors"
 SECRET = DEMO.parent / "secret.txt"
-TOKEN = "agent-" + secrets.token_hex(8)
 
 
 def need_namespaces() -> None:
@@ -91,24 +101,47 @@ class Hosts:
             ip("link", "del", self.test_link)
 
 
+def identity(path: Path) -> str:
+    """A new identity key in ``path``; its public key, hex."""
+    return public_key(new_key(path)).hex()
+
+
 class Agent:
-    def __init__(self, tmp: Path, ns: str, address: str, executor: dict[str, Any]) -> None:
+    """A running ``endosec agent`` with a key of its own, admitting the given gateway keys."""
+
+    def __init__(self, tmp: Path, address: str, executor: dict[str, Any], *,
+                 gateways: list[str], ns: str | None = None, admit_for: float = 3600) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.tls = tmp / "tls"
         self_signed(self.tls, (address,))
+        self.key = identity(tmp / "agent-id.pem")
         config = {"listen": f"{address}:0", "tls": {"cert": "tls/cert.pem", "key": "tls/key.pem"},
+                  "identity": "agent-id.pem", "keys": gateways, "admit_for": admit_for,
                   "executors": [{**executor, "host": address, "cwd": str(EXECUTORS)}]}
         (tmp / "agent.yaml").write_text(yaml.safe_dump(config))
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "endosec.cli", "agent", "--config",
-             str(tmp / "agent.yaml"), "--state-dir", str(tmp / "state")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            env={**os.environ, "ENDOSEC_AGENT_TOKEN": TOKEN})
+        self.log = tmp / "agent.stderr"
+        prefix = ["ip", "netns", "exec", ns] if ns is not None else []
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "endosec.cli", "agent", "--config",
+                 str(tmp / "agent.yaml"), "--state-dir", str(tmp / "state")],
+                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "serving" not in line:
             self.proc.kill()
-            raise RuntimeError(f"agent did not start: {line!r} {self.proc.communicate()[1]}")
+            raise RuntimeError(f"agent did not start: {line!r} {self.log.read_text()}")
         self.url = line.split()[3]
+
+    def ref(self, gateway_key: Path, **more: Any) -> dict[str, Any]:
+        """How a gateway holding ``gateway_key`` finds and recognises this agent."""
+        return {"url": self.url, "ca": str(self.tls / "cert.pem"), "identity": str(gateway_key),
+                "keys": [self.key], **more}
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        lines = self.log.read_text().splitlines()
+        return [e for e in map(json.loads, filter(lambda x: x.startswith("{"), lines))
+                if e["event"] == kind]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -138,22 +171,164 @@ def state_of(gw: Gateway, name: str) -> str:
     return str(gw.executor(name)["state"])
 
 
+NOTES = notes_executor("stdlib", "stdlib_notes.py", ["http:stdlib-http.server"])
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent, Path]]:
+    """An agent on loopback, and the key of the one gateway it admits."""
+    tmp = tmp_path_factory.mktemp("loopback")
+    gateway_key = tmp / "gateway-id.pem"
+    agent = Agent(tmp / "agent", "127.0.0.1", NOTES, gateways=[identity(gateway_key)])
+    try:
+        yield agent, gateway_key
+    finally:
+        agent.stop()
+
+
+def driver(agent: Agent, gateway_key: Path, **more: Any) -> AgentExecutor:
+    clock = more.pop("clock", time.time)
+    rng = more.pop("rng", None)
+    return AgentExecutor("stdlib", AgentRef(**agent.ref(gateway_key, **more)),
+                         start_timeout=20, health_timeout=5, clock=clock, rng=rng)
+
+
+def where(agent: Agent) -> tuple[str, int]:
+    host, _, port = agent.url.removeprefix("https://").rpartition(":")
+    return host, int(port)
+
+
+async def test_a_gateway_admitted_by_proof_drives_the_agents_executor(
+        loopback: tuple[Agent, Path]) -> None:
+    agent, gateway_key = loopback
+    remote = driver(agent, gateway_key)
+    await remote.start()
+    try:
+        assert remote.running and remote.pid is not None and await remote.health()
+        reply = await exchange(*remote.address, "GET", "/notes")  # the data plane: direct
+        assert reply.status == 200
+        assert await remote.sample() is not None
+    finally:
+        await remote.stop()
+    assert not remote.running
+    gateway = load_identity(gateway_key, None).public.hex()
+    assert [e["key"] for e in agent.events("admitted")][-1:] == [gateway]
+
+
+async def test_the_gateway_proves_again_at_random_times_before_its_admission_ends(
+        loopback: tuple[Agent, Path]) -> None:
+    agent, gateway_key = loopback
+    now = [1_000.0]  # the driver's clock; the agent keeps its own
+    remote = driver(agent, gateway_key, reprove_every=30.0, clock=lambda: now[0],
+                    rng=random.Random(7))
+    delays = random.Random(7)
+    admitted = len(agent.events("admitted"))
+    await remote.stop()  # any call: admission first
+    await remote.stop()
+    assert len(agent.events("admitted")) == admitted + 1, "one admission serves both calls"
+    first = delays.expovariate(1 / 30.0)
+    now[0] += first - 0.01
+    await remote.stop()
+    assert len(agent.events("admitted")) == admitted + 1
+    now[0] += 0.02
+    await remote.stop()
+    assert len(agent.events("admitted")) == admitted + 2, "proved again when due"
+    second = delays.expovariate(1 / 30.0)
+    assert abs(first - second) > 0.02, "irregular intervals"
+    now[0] += second
+    await remote.stop()
+    assert len(agent.events("admitted")) == admitted + 3
+
+
+async def test_a_gateway_with_an_unknown_key_is_refused(
+        loopback: tuple[Agent, Path], tmp_path: Path) -> None:
+    agent, _ = loopback
+    intruder = identity(tmp_path / "intruder.pem")
+    remote = driver(agent, tmp_path / "intruder.pem")
+    with pytest.raises(StartError, match="the agent refused admission: refused: unknown-key"):
+        await remote.start()
+    assert not await remote.health()
+    host, port = where(agent)
+    reply = await exchange(host, port, "GET", "/executors", tls=pinned(str(agent.tls /
+                                                                           "cert.pem")))
+    assert reply.status == 401 and b"no-session" in reply.body
+    refused = agent.events("admission-refused")
+    assert any(e["reason"] == "unknown-key" and e["key"] == intruder for e in refused)
+    assert any(e["reason"] == "no-session" for e in refused)
+
+
+async def test_an_agent_that_does_not_prove_the_expected_key_is_not_driven(
+        loopback: tuple[Agent, Path], tmp_path: Path) -> None:
+    agent, gateway_key = loopback
+    remote = driver(agent, gateway_key, keys=[identity(tmp_path / "someone-else.pem")])
+    with pytest.raises(RuntimeDriverError,
+                       match="the agent did not prove its identity: unknown-key"):
+        await remote.stop()
+
+
+async def test_a_replayed_proof_is_refused(loopback: tuple[Agent, Path]) -> None:
+    agent, gateway_key = loopback
+    me = load_identity(gateway_key, None)
+    gateway = Initiator(me, Verifier(me.public, Trust(frozenset({bytes.fromhex(agent.key)})),
+                                     role="agent"))
+    host, port = where(agent)
+    tls = pinned(str(agent.tls / "cert.pem"))
+
+    async def post(path: str, message: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        reply = await exchange(host, port, "POST", path, body=json.dumps(message).encode(),
+                               tls=tls)
+        return reply.status, json.loads(reply.body)
+
+    status, answer = await post("/admission/nonce", gateway.hello(time.time()))
+    assert status == 200
+    message = gateway.proof(answer, time.time())
+    assert isinstance(message, dict)
+    status, welcome = await post("/admission/proof", message)
+    assert status == 200 and 3500 < welcome["for"] <= 3600
+    status, again = await post("/admission/proof", message)
+    assert status == 401 and again["error"].startswith("refused: replayed-nonce")
+    session = ((b"authorization", b"Session " + welcome["session"].encode()),)
+    assert (await exchange(host, port, "GET", "/executors", headers=session, tls=tls)).status \
+        == 200
+    status, _ = await post("/admission/proof", {"proof": "forged"})
+    assert status == 400
+
+
+async def test_an_expired_session_is_refused_and_the_gateway_proves_again(
+        tmp_path: Path) -> None:
+    gateway_key = tmp_path / "gateway-id.pem"
+    agent = Agent(tmp_path / "agent", "127.0.0.1", NOTES, gateways=[identity(gateway_key)],
+                  admit_for=0.5)
+    try:
+        frozen = time.time()  # the driver never renews by itself: the agent must ask
+        remote = driver(agent, gateway_key, clock=lambda: frozen)
+        await remote.stop()
+        await asyncio.sleep(0.55)
+        await remote.stop()  # 401, admitted again, the call repeated
+        assert [e["reason"] for e in agent.events("admission-refused")] == ["no-session"]
+        assert len(agent.events("admitted")) == 2
+    finally:
+        agent.stop()
+
+
 def test_the_dhr_loop_runs_across_hosts_and_survives_a_cut_link(
         tmp_path: Path, hosts: Hosts) -> None:
     a1, a2 = hosts.agents
+    gateway_key = tmp_path / "gateway-id.pem"
+    gateways = [identity(gateway_key)]
     backdoored = notes_executor("stdlib", "stdlib_notes.py", ["http:stdlib-http.server"],
                                 NOTES_BACKDOOR_SECRET=str(SECRET))
-    agents = [Agent(tmp_path / "a1", a1, hosts.address(a1), backdoored),
-              Agent(tmp_path / "a2", a2, hosts.address(a2),
-                    notes_executor("aiohttp", "aiohttp_notes.py", ["http:aiohttp"]))]
+    agents = [Agent(tmp_path / "a1", hosts.address(a1), backdoored, gateways=gateways, ns=a1),
+              Agent(tmp_path / "a2", hosts.address(a2),
+                    notes_executor("aiohttp", "aiohttp_notes.py", ["http:aiohttp"]),
+                    gateways=gateways, ns=a2)]
     data = yaml.safe_load(DEMO.read_text())
     remote = {"health": {"interval": 0.5}, "state": {"http": "/_endosec/state"},
               "connect_timeout": 0.5}
     data["executors"] = [
-        {"name": "stdlib", "agent": {"url": agents[0].url, "ca": str(agents[0].tls / "cert.pem")},
+        {"name": "stdlib", "agent": agents[0].ref(gateway_key),
          "profile": ["http:stdlib-http.server", "runtime:cpython-3"], **remote},
-        {"name": "aiohttp", "agent": {"url": agents[1].url,
-                                      "ca": str(agents[1].tls / "cert.pem")},
+        {"name": "aiohttp", "agent": agents[1].ref(gateway_key),
          "profile": ["http:aiohttp", "runtime:cpython-3"], **remote},
         {**notes_executor("node", "notes.js", ["http:node-http", "runtime:nodejs"]),
          "connect_timeout": 0.5},
@@ -164,7 +339,7 @@ def test_the_dhr_loop_runs_across_hosts_and_survives_a_cut_link(
     data["scheduler"] = {"policy": "max-dissimilarity", "seed": 3}
     listen = f"{hosts.net}.0.2:0"
     gw = Gateway(tmp_path / "gw", data, args=("--listen", listen, "--admin", listen),
-                 env={"ENDOSEC_AGENT_TOKEN": TOKEN}, prefix=("ip", "netns", "exec", hosts.gw))
+                 prefix=("ip", "netns", "exec", hosts.gw))
     try:
         gw.wait_for(lambda s: {"stdlib", "aiohttp"} <= set(s["active"]),
                     what="both remote executors voting")

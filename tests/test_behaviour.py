@@ -7,9 +7,11 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from endosec.core.controller_events import BehaviourObserved, Cleanse, Quarantin
 from endosec.core.model import ExecutorState, Profile
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.trust import TrustBook
+from endosec.identity import Admission, Identity, Initiator, Responder, Trust, Verifier, public_key
 from endosec.protocols.http import Request
 from endosec.runtime.agent import AgentHandler
 from endosec.runtime.opens import Opens, opens_possible
@@ -149,8 +152,17 @@ async def test_a_process_is_sampled_here_or_by_its_agent(tmp_path: Path) -> None
         assert here is not None and here.rss > 1 << 20 and here.cpu >= 0
         assert here.processes >= 1 and here.fds >= 4  # stdio and its listening socket
         assert os.path.realpath(sys.executable) in {os.path.realpath(p) for p in here.programs}
-        handler = AgentHandler({"x": executor}, "agent-token")
-        auth = ((b"host", b"agent"), (b"authorization", b"Bearer agent-token"))
+        gateway, agent = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        door = Responder(Identity(agent), Admission(Verifier(
+            public_key(agent), Trust(frozenset({public_key(gateway)})), role="gateway"),
+            admit_for=60))
+        visitor = Initiator(Identity(gateway), Verifier(
+            public_key(gateway), Trust(frozenset({public_key(agent)})), role="agent"))
+        now = time.time()
+        admitted = door.admit(visitor.proof(door.hello(visitor.hello(now), now), now), now)
+        handler = AgentHandler({"x": executor}, door)
+        auth = ((b"host", b"agent"),
+                (b"authorization", b"Session " + admitted.session.hex().encode()))
         reply = await handler(Request(b"GET", b"/executors/x/sample", auth), "peer")
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")

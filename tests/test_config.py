@@ -13,9 +13,11 @@ import yaml
 from click.testing import CliRunner
 
 from endosec.cli import main
-from endosec.config import ConfigError, load_config, parse_address
+from endosec.config import AgentRef, ConfigError, load_config, parse_address
 from endosec.configfile import read_yaml, validate
-from endosec.runtime.agent import AgentConfig
+from endosec.identity import new_key
+from endosec.runtime.agent import AgentConfig, load_agent_config
+from endosec.runtime.certs import self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src" / "endosec" / "demo" / "endosec.yaml"
@@ -234,6 +236,85 @@ def test_the_deployment_examples_follow_the_schema() -> None:
     data, locate = read_yaml(ROOT / "examples" / "deploy" / "agent.yaml")
     agent = validate(AgentConfig, data, "agent.yaml", locate)
     assert agent.executors[0].name == gateway.executors[1].name
+
+
+AGENT_KEY = "5e4d9f33b646149c7e1b0d49539a4808a024898e767288c847f35f95f31a4fe7"
+
+
+def with_agent(tmp_path: Path, **agent: object) -> dict:
+    (tmp_path / "agent-cert.pem").write_text("pinned\n")
+    if not (tmp_path / "gateway-id.pem").exists():
+        new_key(tmp_path / "gateway-id.pem")
+    data = demo_data()
+    data["executors"].append({"name": "far", "profile": ["x"], "agent": {
+        "url": "https://10.0.0.2:8443", "ca": str(tmp_path / "agent-cert.pem"),
+        "identity": str(tmp_path / "gateway-id.pem"), "keys": [AGENT_KEY], **agent}})
+    return data
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ({"identity": "/no/such/gateway-id.pem"},
+     r"executors\[3\] \(far\)\.agent\.identity: cannot read /no/such/gateway-id\.pem"),
+    ({"keys": ["abcd"]}, r"executors\[3\] \(far\)\.agent\.keys\[0\]: not an Ed25519 public key"),
+    ({"authority": "/no/such/ca.pem"}, r"\(far\)\.agent\.authority: cannot read"),
+    ({"keys": [], "authority": None}, r"executors\[3\]\.agent: give keys .* or authority"),
+    ({"token": "s3cret"}, r"executors\[3\]\.agent\.token: Extra inputs"),
+])
+def test_check_names_the_agent_setting_that_cannot_admit(tmp_path: Path, agent: dict,
+                                                         message: str) -> None:
+    ok = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, with_agent(
+        tmp_path)))])
+    assert ok.exit_code == 0, ok.output
+    result = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, with_agent(
+        tmp_path, **agent)))])
+    assert result.exit_code == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+def test_an_agent_references_files_relative_to_its_configuration() -> None:
+    ref = AgentRef(url="https://10.0.0.2:8443", ca=Path("tls/cert.pem"), identity=Path("id.pem"),
+                   authority=Path("ca.pem"))
+    moved = ref.relative_to(Path("/etc/endosec"))
+    assert (moved.ca, moved.identity, moved.certificate, moved.authority) == (
+        Path("/etc/endosec/tls/cert.pem"), Path("/etc/endosec/id.pem"), None,
+        Path("/etc/endosec/ca.pem"))
+
+
+def agent_file(tmp_path: Path, **changes: object) -> Path:
+    self_signed(tmp_path / "tls", ("127.0.0.1",))
+    if not (tmp_path / "agent-id.pem").exists():
+        new_key(tmp_path / "agent-id.pem")
+    data = {"listen": "127.0.0.1:0", "tls": {"cert": "tls/cert.pem", "key": "tls/key.pem"},
+            "identity": "agent-id.pem", "keys": [AGENT_KEY],
+            "executors": [{"name": "x", "argv": ["true", "{port}"], "profile": ["x"]}],
+            **changes}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}))
+    return path
+
+
+def test_the_agent_file_loads_its_identity_relative_to_itself(tmp_path: Path) -> None:
+    config = load_agent_config(agent_file(tmp_path))
+    assert config.identity == tmp_path / "agent-id.pem" and config.admit_for == 3600.0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"identity": "missing.pem"}, r"agent\.yaml: identity: cannot read .*missing\.pem"),
+    ({"identity": "tls/cert.pem"}, r"agent\.yaml: identity: .* not an unencrypted PEM"),
+    ({"keys": ["abcd"]}, r"agent\.yaml: keys\[0\]: not an Ed25519 public key"),
+    ({"certificate": "tls/cert.pem"}, r"agent\.yaml: certificate: .* for another key"),
+    ({"keys": None}, r"agent\.yaml:\d+: \(top level\): give keys .* or authority"),
+    ({"token_env": "ENDOSEC_AGENT_TOKEN"}, r"agent\.yaml:\d+: token_env: Extra inputs"),
+    ({"admit_for": 0}, r"agent\.yaml:\d+: admit_for: "),
+])
+def test_the_agent_names_the_setting_that_cannot_admit(tmp_path: Path, changes: dict,
+                                                       message: str) -> None:
+    path = agent_file(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=message):
+        load_agent_config(path)
+    result = CliRunner().invoke(main, ["agent", "--config", str(path)])
+    assert result.exit_code == 1 and re.search(message, result.output), result.output
+    assert "Traceback" not in result.output
 
 
 def test_check_speaks_of_executors_on_the_hosts_network(tmp_path: Path) -> None:

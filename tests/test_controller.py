@@ -18,6 +18,7 @@ from endosec.core.controller_events import (
     Deactivate,
     Event,
     HealthReport,
+    IdentityReport,
     ProbationResult,
     Quarantine,
     Reconfigure,
@@ -28,7 +29,7 @@ from endosec.core.controller_events import (
 )
 from endosec.core.model import ExecutorState, Outcome, Profile, Verdict
 from endosec.core.scheduler import RoundRobinScheduler, scheduler_from_config
-from endosec.core.trust import TrustBook
+from endosec.core.trust import Identity, Level, TrustBook
 
 S = ExecutorState
 NAMES = ["a", "b", "c", "d", "e"]
@@ -432,6 +433,44 @@ def test_probation_disagreement_sends_it_back() -> None:
     assert pb.controller.state("c") is S.PROBATION  # the streak restarted after the cleanse
 
 
+# -- Proof-of-Trust levels ---------------------------------------------------------------------
+
+
+def test_a_failed_attestation_quarantines_a_voter_at_once_even_below_the_floor() -> None:
+    pb, trust = started(["a", "b", "c"], floor=3)
+    ctrl = pb.controller
+    pb >> IdentityReport("a", True, "", 1.0)
+    assert ctrl.level("a", 1.0) is Level.L2 and trust.identity("a") is Identity.ATTESTED
+    (pb >> IdentityReport("b", False, "exe:/usr/sbin/nginx", 2.0)
+        << Quarantine("b", "attestation failed: exe:/usr/sbin/nginx") << Cleanse("b")
+        << AnyAlert("warning", "no spare left") << AnyAlert("critical"))
+    assert pb
+    assert ctrl.voters == ("a", "c") and ctrl.level("b", 2.0) is Level.L0
+    # cleansed but not re-attested: it stays L0 and never rejoins
+    pb >> pb.done(Cleanse("b"))
+    assert ctrl.state("b") is S.PROBATION and ctrl.level("b", 3.0) is Level.L0
+    pb >> AdminRequest("activate", "b", 3.0) << AnyAlert("warning", "below L2")
+    assert pb and "b" not in ctrl.voters
+
+
+def test_an_executor_below_l2_shadows_until_its_points_come_back() -> None:
+    pb, trust = started(quarantine_after=9)
+    ctrl = pb.controller
+    for t in range(3):
+        pb >> VerdictReached(verdict(agreed="ab", dissented="c"), float(t))
+    assert "c" in ctrl.voters and ctrl.level("c", 3.0) is Level.L2
+    (pb >> VerdictReached(verdict(agreed="ab", dissented="c"), 3.0)
+        << Quarantine("c", "trust fell to L1 (40 points)") << Cleanse("c") << Activate("d"))
+    pb >> pb.done(Cleanse("c"))
+    assert ctrl.state("c") is S.PROBATION and ctrl.shadows == ("c",)  # though no probation
+    for t in range(9):
+        pb >> ProbationResult("c", True, 4.0 + t)
+    assert ctrl.state("c") is S.PROBATION and trust.points("c") == 49
+    pb >> ProbationResult("c", True, 20.0)
+    assert ctrl.state("c") is S.SPARE and ctrl.level("c", 20.0) is Level.L2
+    assert pb
+
+
 # -- rotation ---------------------------------------------------------------------------------
 
 
@@ -647,6 +686,7 @@ def scenarios(draw):
                   pick),
         st.tuples(st.just("probation"), pick, st.booleans()),
         st.tuples(st.just("forged"), pick),
+        st.tuples(st.just("identity"), pick, st.booleans()),
     )
     steps = draw(st.lists(step, min_size=5, max_size=70))
     scheduler = draw(st.sampled_from(["random", "round-robin", "max-dissimilarity",
@@ -658,7 +698,8 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
     """Drive a controller through ``steps`` like a runtime would, checking invariants as it
     goes; return the log of every action."""
     names = [p.name for p in profiles]
-    ctrl = Controller(profiles, policy, scheduler_from_config(scheduler), TrustBook(names),
+    trust = TrustBook(names)
+    ctrl = Controller(profiles, policy, scheduler_from_config(scheduler), trust,
                       random.Random(seed))
     now = 0.0
     log: list[str] = []
@@ -694,8 +735,13 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
         assert list(states) == names  # the states partition the pool
         assert after == tuple(n for n in names if states[n] is S.ACTIVE)
         assert ctrl.shadows == tuple(n for n in names if states[n] is S.PROBATION)
-        if policy.probation_agreements == 0:
-            assert ctrl.shadows == ()
+        if policy.probation_agreements == 0:  # only executors below L2 shadow
+            assert all(not trust.may_vote(n) for n in ctrl.shadows)
+        for n in after:  # no executor below L2 ever votes
+            assert trust.may_vote(n) and ctrl.level(n, now) >= Level.L2, (n, trust.points(n))
+        for n in names:
+            if trust.identity(n) is Identity.FAILED:
+                assert ctrl.level(n, now) is Level.L0 and n not in after
         removed = set(before) - set(after)
         quarantined = {a.executor for a in actions if isinstance(a, Quarantine)}
         rotated = {a.executor for a in actions if isinstance(a, Deactivate)}
@@ -768,6 +814,8 @@ def run(profiles, policy, scheduler, steps, seed) -> list[str]:
             feed(HealthReport(names[step[1] % len(names)], step[2], now))
         elif kind == "admin":
             feed(AdminRequest(step[1], names[step[2] % len(names)], now))
+        elif kind == "identity":
+            feed(IdentityReport(names[step[1] % len(names)], step[2], "exe:/x", now))
         elif kind == "probation":
             shadows = ctrl.shadows
             pool = shadows if shadows and step[1] % 3 else names

@@ -86,6 +86,11 @@ def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: 
                              what="the read's verdict")
         last = status["recent_verdicts"][-1]
         assert "stdlib" in last["agreed"] and not last["dissented"], last
+        # Proof of trust: the dissent cost points, the cleanse did not restore them.
+        by_name = {e["name"]: e for e in status["executors"]}
+        assert by_name["stdlib"]["points"] < by_name["node"]["points"], by_name
+        assert by_name["stdlib"]["level"] == "L2" and by_name["stdlib"]["identity"]
+        assert set(status["levels"]) == {"L0", "L1", "L2", "L3"}
         kinds = [e["event"] for e in gw.event_kinds()]
         assert "dissent" in kinds and "quarantine" in kinds and "cleansed" in kinds
         assert SECRET not in gw.events.read_text()
@@ -101,7 +106,7 @@ def test_backdoor_is_suppressed_quarantined_cleansed_and_agrees_again(tmp_path: 
                             str(ledger_dir), "--executor", "stdlib", "--json"],
                            capture_output=True, text=True, check=True).stdout
     kinds = {json.loads(line)["payload"]["event"] for line in shown.splitlines()}
-    assert {"dissent", "quarantine", "cleansed"} <= kinds, kinds
+    assert {"dissent", "quarantine", "cleansed", "trust-level"} <= kinds, kinds
     assert SECRET not in shown
 
 

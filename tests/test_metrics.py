@@ -77,6 +77,8 @@ def test_exposition_parses_with_the_expected_families_and_types(gateway: Gateway
     assert value(samples, "endosec_active_executors") == 3
     for name in STACKS:
         assert 0.0 < value(samples, "endosec_executor_trust", executor=name) <= 1.0
+        assert value(samples, "endosec_executor_trust_level", executor=name) == 2  # votes
+        assert value(samples, "endosec_executor_trust_points", executor=name) >= 100
 
 
 def test_fifty_requests_move_the_request_and_latency_series_by_fifty(gateway: Gateway) -> None:
@@ -147,5 +149,7 @@ def test_backdoor_moves_dissent_and_quarantine_counters_of_that_executor(tmp_pat
         assert value(after, "endosec_requests_total", outcome="accepted") == 2
         assert value(after, "endosec_executor_trust", executor="stdlib") < value(
             after, "endosec_executor_trust", executor="node")
+        assert value(after, "endosec_executor_trust_points", executor="stdlib") < value(
+            after, "endosec_executor_trust_points", executor="node")
     finally:
         gw.stop()

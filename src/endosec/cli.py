@@ -172,10 +172,11 @@ def demo(listen: str | None, admin: str | None, backdoor: str | None,
 @main.command()
 @click.option("--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="The agent's YAML file (listen, tls, token, executors).")
+              help="The agent's YAML file (listen, tls, identity, keys, executors).")
 @state_dir_option
 def agent(config_path: Path, state_dir: Path | None) -> None:
-    """Run executors on this host for a gateway elsewhere (HTTPS API, token, pinned cert)."""
+    """Run executors on this host for a gateway elsewhere (HTTPS API, pinned certificate,
+    mutual admission by identity keys)."""
     import asyncio
     import signal
 
@@ -222,6 +223,8 @@ def cert(out: Path, addresses: tuple[str, ...], days: int) -> None:
 
 def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
+    from endosec.attest.cli import attest
+    from endosec.identity.cli import identity
     from endosec.learn_cli import learn
     from endosec.observe.evidence_cli import evidence
     from endosec.observe.ledger_cli import ledger
@@ -233,6 +236,8 @@ def _register_components() -> None:
     main.add_command(evidence)
     main.add_command(redteam)
     main.add_command(learn)
+    main.add_command(attest)
+    main.add_command(identity)
 
 
 _register_components()

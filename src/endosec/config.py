@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "AdminConfig",
     "AgentRef",
     "ArbiterConfig",
+    "AttestConfig",
     "AttributionConfig",
     "BehaviourConfig",
     "CheckpointConfig",
@@ -352,14 +354,26 @@ class CheckpointConfig(_Strict):
 
 
 class AgentRef(_Strict):
-    """An executor that `endosec agent` runs on another host; the gateway drives it there."""
+    """An executor that `endosec agent` runs on another host; the gateway drives it there.
+
+    The gateway and the agent admit each other by proving possession of their identity keys
+    (docs/identity.md); the channel is HTTPS with the agent's certificate pinned."""
 
     url: str = Field(description="the agent's API: https://HOST:PORT")
     executor: str | None = Field(default=None,
                                  description="its name on the agent (default: this name)")
     ca: Path = Field(description="the agent's certificate (PEM), pinned: nothing else is trusted")
-    token: str | None = None
-    token_env: str = "ENDOSEC_AGENT_TOKEN"
+    identity: Path = Field(description="the gateway's own Ed25519 identity key (PEM)")
+    certificate: Path | None = Field(
+        default=None, description="a certificate for the gateway's key, for an agent that "
+                                  "admits by authority")
+    keys: list[str] = Field(default_factory=list,
+                            description="the agent's public key(s): 64 hex digits or PEM")
+    authority: Path | None = Field(
+        default=None, description="a CA (PEM) whose certificate for the agent's key is trusted")
+    reprove_every: float = Field(
+        default=600.0, gt=0, description="mean seconds between proofs (exponentially "
+                                         "distributed; always before the admission ends)")
 
     @field_validator("url")
     @classmethod
@@ -371,8 +385,19 @@ class AgentRef(_Strict):
         parse_address(rest.rstrip("/"))
         return v
 
-    def resolved_token(self) -> str | None:
-        return self.token or os.environ.get(self.token_env) or None
+    @model_validator(mode="after")
+    def _trusted(self) -> AgentRef:
+        if not self.keys and self.authority is None:
+            raise ValueError("give keys (the agent's public keys) or authority (a CA that "
+                             "certifies the agent's key): nothing else admits an agent")
+        return self
+
+    def relative_to(self, here: Path) -> AgentRef:
+        """The same reference with its files relative to ``here`` (the config's directory)."""
+        return self.model_copy(update={
+            "ca": here / self.ca, "identity": here / self.identity,
+            "certificate": None if self.certificate is None else here / self.certificate,
+            "authority": None if self.authority is None else here / self.authority})
 
 
 class UnmanagedCleanse(_Strict):
@@ -638,6 +663,32 @@ class QuantifySection(_Strict):
         return v
 
 
+class AttestConfig(_Strict):
+    """How executors are attested: measured at launch and again at random times
+    (`endosec.attest`), against a signed manifest or their first launch."""
+
+    manifest: Path | None = Field(
+        default=None, description="the signed manifest (endosec attest manifest); null: the "
+                                  "first launch's measurement is the reference (trust on "
+                                  "first use)")
+    public_key: Path | None = Field(
+        default=None, description="the operator's public key the manifest must be signed by "
+                                  "(PEM, or 64 hex digits)")
+    remeasure_mean: float = Field(
+        default=300.0, gt=0, description="mean seconds between re-measurements of a running "
+                                         "executor (exponentially distributed)")
+    action: Literal["quarantine", "warn", "off"] = Field(
+        default="quarantine", description="on a difference: quarantine and cleanse, or only "
+                                          "alert; off: no measuring")
+
+    @model_validator(mode="after")
+    def _key(self) -> AttestConfig:
+        if self.manifest is not None and self.public_key is None:
+            raise ValueError("manifest needs public_key: a manifest is only as good as the "
+                             "key it must be signed by")
+        return self
+
+
 class Config(_Strict):
     protocol: Literal["http", "dns"] = "http"
     listen: str = "127.0.0.1:8080"
@@ -659,6 +710,7 @@ class Config(_Strict):
     quantify: QuantifySection = Field(default_factory=QuantifySection)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    attest: AttestConfig = Field(default_factory=AttestConfig)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
     @field_validator("listen")
@@ -708,7 +760,7 @@ def _resolve_paths(config: Config, here: Path) -> Config:
             update["cwd"] = (here / e.cwd) if e.cwd is not None else here
             update["template"] = (here / e.template) if e.template is not None else None
         if e.agent is not None:
-            update["agent"] = e.agent.model_copy(update={"ca": here / e.agent.ca})
+            update["agent"] = e.agent.relative_to(here)
         executors.append(e.model_copy(update=update))
     top: dict[str, Any] = {"executors": executors}
     if config.tls is not None:
@@ -725,6 +777,10 @@ def _resolve_paths(config: Config, here: Path) -> Config:
         gateway["access_log"] = here / config.gateway.access_log
     if gateway:
         top["gateway"] = config.gateway.model_copy(update=gateway)
+    a = config.attest
+    if a.manifest is not None and a.public_key is not None:
+        top["attest"] = a.model_copy(update={"manifest": here / a.manifest,
+                                             "public_key": here / a.public_key})
     return config.model_copy(update=top)
 
 
@@ -744,6 +800,13 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
         except (OSError, PolicyFileError) as exc:
             raise ConfigError(f"{source}: controller.rotation_policy: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    if config.attest.manifest is not None and config.attest.action != "off":
+        from endosec.attest.manifest import AttestError  # noqa: PLC0415 (a cycle otherwise)
+        from endosec.gateway.attestation import Attestor  # noqa: PLC0415
+        try:
+            Attestor.from_config(config.attest, random.Random())
+        except AttestError as exc:
+            raise ConfigError(f"{source}: attest.manifest: {exc}") from None
     return config
 
 

@@ -20,6 +20,7 @@ from endosec import _native
 from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.core.canonicalise import compile_rules
 from endosec.runtime.drivers import segmented
+from endosec.runtime.remote import credential_problems
 from endosec.runtime.segment import segment_possible
 
 __all__ = ["Problems", "problems"]
@@ -71,8 +72,9 @@ def _listeners(config: Config) -> list[str]:
 
 def _executor(e: ExecutorConfig) -> list[str]:
     if e.agent is not None:
-        return [] if os.access(e.agent.ca, os.R_OK) else [
+        readable = [] if os.access(e.agent.ca, os.R_OK) else [
             f"agent.ca: cannot read {e.agent.ca}"]
+        return readable + credential_problems(e.agent)
     if e.argv is None:
         return []
     out = []

@@ -61,6 +61,7 @@ from endosec.core.controller_events import (
     Deactivate,
     Event,
     HealthReport,
+    IdentityReport,
     Isolate,
     LoadChanged,
     MarkComponents,
@@ -78,7 +79,7 @@ from endosec.core.rotation_policy import BUDGETS, Decider, RotationState
 from endosec.core.scheduler import Scheduler
 from endosec.core.suspicion import Suspicion, SuspicionPolicy, implicated
 from endosec.core.threat import BANDS, CALM, band_of
-from endosec.core.trust import TrustBook
+from endosec.core.trust import Level, TrustBook
 
 __all__ = ["COUNTERS", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal"]
 
@@ -120,6 +121,10 @@ TRANSITIONS: Final[Mapping[tuple[ExecutorState, Signal], ExecutorState]] = Mappi
     (ACTIVATING, Signal.ACTIVATED): ACTIVE,
     (ACTIVE, Signal.ROTATE_OUT): SPARE,
 })
+
+#: The highest trust level each state allows (`Controller.level`).
+_STATE_LEVEL: Final = MappingProxyType({QUARANTINED: Level.L0, CLEANSING: Level.L0,
+                                        PROBATION: Level.L1})
 
 #: The per-executor counters kept for status pages, in display order.
 COUNTERS: Final = ("dissents", "quarantines", "cleanses", "rotations", "activations")
@@ -281,6 +286,13 @@ class Controller:
         self._known(name)
         return self._state[name]
 
+    def level(self, name: str, now: float) -> Level:
+        """``name``'s Proof-of-Trust level (`endosec.core.trust`), where its state caps it:
+        quarantined or cleansing is L0, on probation at most L1."""
+        self._known(name)
+        cap = _STATE_LEVEL.get(self._state[name], Level.L3)
+        return min(self._trust.level(name, now), cap)
+
     def counters(self, name: str) -> dict[str, int]:
         """``name``'s lifetime counts of `COUNTERS`, as plain data for status pages."""
         self._known(name)
@@ -335,6 +347,8 @@ class Controller:
                 self._trust.record(name, False)
                 if self._can(name, Signal.FAULT):
                     self._quarantine_and_cleanse(name, reason, out)
+            case IdentityReport():
+                self._on_identity(event, out)
             case _:
                 raise TypeError(f"not a controller event: {event!r}")
         self._review_isolation(event.now, out)
@@ -365,6 +379,19 @@ class Controller:
             self._bump(name, "dissents")
             if self._state[name] in (ACTIVE, ACTIVATING):
                 self._count_dissent(name, event.now, out, event.confirmed)
+            if not self._trust.may_vote(name) and self._can(name, Signal.FAULT):
+                self._quarantine_and_cleanse(  # below L2 it never votes, floor or not
+                    name, f"trust fell to L1 ({self._trust.points(name):g} points)", out)
+
+    def _on_identity(self, event: IdentityReport, out: list[Action]) -> None:
+        name = event.executor
+        self._known(name)
+        if event.ok:
+            self._trust.attested(name, event.now)
+            return
+        self._trust.attestation_failed(name)
+        if self._can(name, Signal.FAULT):
+            self._quarantine_and_cleanse(name, f"attestation failed: {event.detail}", out)
 
     def _count_dissent(self, name: str, now: float, out: list[Action],
                        confirmed: bool = False) -> None:
@@ -408,7 +435,8 @@ class Controller:
             self._quarantine_and_cleanse(name, "disagreed while on probation", out)
             return
         self._streak[name] += 1
-        if self._streak[name] >= self.policy.probation_agreements:
+        if self._streak[name] >= self.policy.probation_agreements \
+                and self._trust.may_vote(name):
             self._fire(name, Signal.PROBATION_PASSED, out)
 
     def _on_health(self, event: HealthReport, out: list[Action]) -> None:
@@ -497,7 +525,7 @@ class Controller:
                 out.append(Alert("warning", f"activating {name} failed{detail}"))
                 self._quarantine_and_cleanse(name, f"activation failed{detail}", out)
         elif event.ok:
-            probation = self.policy.probation_agreements > 0
+            probation = self.policy.probation_agreements > 0 or not self._trust.may_vote(name)
             self._fire(name, Signal.CLEANSED_ON_PROBATION if probation else Signal.CLEANSED, out)
         elif not event.retry:
             self._fire(name, Signal.CLEANSE_FAILED, out)
@@ -531,7 +559,11 @@ class Controller:
                 self._quarantine_and_cleanse(name, "operator order", out)
         elif self._can(name, Signal.ACTIVATE):
             clash = self._clash(name, self._keep())
-            if clash:
+            if not self._trust.may_vote(name):
+                out.append(Alert("warning", f"refused to activate {name}: its trust level is "
+                                            f"{self._trust.level(name, event.now).name}, below "
+                                            "L2"))
+            elif clash:
                 out.append(Alert("warning", f"refused to activate {name}: {clash} is isolated "
                                             "and an executor holding it votes"))
             else:
@@ -716,7 +748,7 @@ class Controller:
     def _join(self, keep: Sequence[Profile], count: int) -> list[str]:
         """Up to ``count`` spares to join ``keep``, never a second holder of an isolated
         component (then chosen one at a time, each pick part of the set the next one joins)."""
-        spares = self._in(SPARE)
+        spares = tuple(n for n in self._in(SPARE) if self._trust.may_vote(n))
         count = min(count, len(spares))
         trust = self._trust.snapshot()
         if not self._isolated:

@@ -28,6 +28,7 @@ __all__ = [
     "Deactivate",
     "Event",
     "HealthReport",
+    "IdentityReport",
     "Isolate",
     "LoadChanged",
     "MarkComponents",
@@ -279,5 +280,21 @@ class BehaviourObserved:
         check_time("now", self.now)
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityReport:
+    """A measurement of ``executor`` (`endosec.attest`) matched its reference (``ok``) or did
+    not: then ``detail`` names the files that differ, identity trust drops to L0 and the
+    executor is quarantined at once, even below the floor."""
+
+    executor: str
+    ok: bool
+    detail: str
+    now: float
+
+    def __post_init__(self) -> None:
+        check_time("now", self.now)
+
+
 Event = (VerdictReached | ProbationResult | HealthReport | Tick | ActionDone | AdminRequest
-         | Reconfigure | ThreatChanged | MarkComponents | LoadChanged | BehaviourObserved)
+         | Reconfigure | ThreatChanged | MarkComponents | LoadChanged | BehaviourObserved
+         | IdentityReport)

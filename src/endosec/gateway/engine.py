@@ -34,6 +34,7 @@ from endosec.core.controller_events import (
     Deactivate,
     Event,
     HealthReport,
+    IdentityReport,
     Isolate,
     LoadChanged,
     MarkComponents,
@@ -50,7 +51,8 @@ from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scan import ScanPolicy, Scans
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Band, Threat, ThreatPolicy, band_of
-from endosec.core.trust import TrustBook
+from endosec.core.trust import LEVEL_MEANINGS, Level, TrustBook
+from endosec.gateway.attestation import AttestationFailed, Attestor
 from endosec.observe.events import EventLog
 from endosec.observe.evidence import EvidenceStore
 from endosec.observe.metrics import GatewayMetrics
@@ -180,15 +182,19 @@ class MimicGateway:
         self._health_task: asyncio.Task[None] | None = None
         self._bound_loop: asyncio.AbstractEventLoop | None = None
         self.metrics.watch(voters=lambda: len(self.controller.voters),
-                           trust=self.trust.snapshot)
+                           trust=self._trust_figures)
         self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
         self._published: tuple[tuple[str, ...], ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
+        self._levels: dict[str, Level] = {}
         self._judge = Judge(BehaviourPolicy(
             allowed_paths=(*ALLOWED_PATHS, *config.behaviour.allowed_paths)))
         self._behaviour_task: asyncio.Task[None] | None = None
+        self._attest_task: asyncio.Task[None] | None = None
+        self._attestor = None if config.attest.action == "off" else Attestor.from_config(
+            config.attest, random.SystemRandom())
         a = config.attribution
         self.attribution = Attribution(AttributionPolicy(a.quarantines, a.window, a.block))
         t = config.threat
@@ -231,6 +237,11 @@ class MimicGateway:
                                    removed, self.now))
         for name in removed:
             self._data_plane.forget(name)
+            if self._attestor is not None:
+                self._attestor.forget(name)
+        if self._attestor is not None:  # measured first at a random time, then as the rest
+            for e in added:
+                self._attestor.schedule(e.name, self.now)
         self._data_plane.changed()
         await asyncio.gather(*(d.stop() for d in leaving), return_exceptions=True)
         return fixed
@@ -303,6 +314,8 @@ class MimicGateway:
         self._health_task = spawn(self._health_loop(), name="endosec-health")
         if self.config.behaviour.action != "off":
             self._behaviour_task = spawn(self._behaviour_loop(), name="endosec-behaviour")
+        if self._attestor is not None:
+            self._attest_task = spawn(self._attest_loop(self._attestor), name="endosec-attest")
         if self._unwatched is not None:
             self.events.emit("alert", level="info", message=f"{self._unwatched}: the rule "
                              "read-outside does not apply to the executors run here")
@@ -321,6 +334,7 @@ class MimicGateway:
     async def _start_one(self, name: str) -> None:
         runner = self.executors[name]
         await runner.start()
+        await self._attest(name, launch=True)
         await self._baseline(name)
         self._data_plane.placed(name, runner.address)
 
@@ -333,7 +347,7 @@ class MimicGateway:
     async def stop(self) -> None:
         for handle in self._wakeups:
             handle.cancel()
-        for task in (self._health_task, self._behaviour_task):
+        for task in (self._health_task, self._behaviour_task, self._attest_task):
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(r.stop() for r in self.executors.values()),
@@ -464,6 +478,7 @@ class MimicGateway:
         ok, detail, retry = True, "", True
         try:
             await self.executors[name].cleanse()
+            await self._attest(name, launch=True)
             await self._baseline(name)
             self._data_plane.placed(name, self.executors[name].address)
             await self._data_plane.catch_up(name)
@@ -475,7 +490,7 @@ class MimicGateway:
                 self.events.emit("alert", level="critical", executor=name, message=detail)
         except (RuntimeDriverError, CatchUpError) as exc:
             ok, detail = False, str(exc)
-            retry = not isinstance(exc, CannotCatchUp)
+            retry = not isinstance(exc, (CannotCatchUp, AttestationFailed))
         self.events.emit("cleansed" if ok else "cleanse-failed", executor=name, detail=detail)
         self._dispatch(ActionDone(action, ok, self.now, detail, retry))
 
@@ -536,6 +551,54 @@ class MimicGateway:
                     f"the kernel dropped file-open events {self._opens.lost - lost} time(s) "
                     "(its queue was full): a file read outside may have gone unseen"))
                 lost = self._opens.lost
+
+    async def _attest(self, name: str, *, launch: bool) -> None:
+        """Measure ``name`` and judge it against its reference (`endosec.gateway.attestation`);
+        a launch that differs is stopped and raises `AttestationFailed`."""
+        if self._attestor is None:
+            return
+        runner = self.executors[name]
+        seen = await runner.measure()
+        if seen is None:
+            return  # its driver cannot see it: its identity stays unmeasured
+        differ, learnt = self._attestor.judge(seen, launch=launch)
+        self._attestor.schedule(name, self.now)
+        when = "launch" if launch else "running"
+        if learnt:
+            self.events.emit("attestation", executor=name, ok=True, when=when,
+                             learnt=list(learnt))
+        quarantine = self.config.attest.action == "quarantine"
+        if differ:
+            self.events.emit("attestation", executor=name, ok=False, when=when,
+                             files=list(differ), action=self.config.attest.action)
+        if differ and not quarantine:
+            self.events.emit("alert", level="warning", executor=name,
+                             message=f"{name} is not as attested: {', '.join(differ)}")
+            return
+        report = IdentityReport(name, not differ, ", ".join(differ), self.now)
+        if self.controller.started:
+            self._dispatch(report)
+        elif report.ok:  # at the first start, before the controller: its trust book only
+            self.trust.attested(name, report.now)
+        else:
+            self.trust.attestation_failed(name)
+        if differ and launch:
+            await runner.stop()
+            raise AttestationFailed(f"{name}: not as attested: {report.detail}")
+
+    async def _attest_loop(self, attestor: Attestor) -> None:
+        """Measure each running executor again when its random time comes."""
+        while True:
+            due = min(attestor.due.values(), default=self.now + 1.0)
+            await asyncio.sleep(min(1.0, max(0.05, due - self.now)))
+            for name in list(self.executors):
+                if attestor.due.get(name, math.inf) > self.now:
+                    continue
+                if self.controller.state(name) in (ExecutorState.QUARANTINED,
+                                                   ExecutorState.CLEANSING):
+                    attestor.due.pop(name)  # measured again at its relaunch
+                    continue
+                await self._attest(name, launch=False)
 
     async def _baseline(self, name: str) -> None:
         """A first sample as soon as a run is healthy, before it serves: its baseline holds
@@ -598,6 +661,23 @@ class MimicGateway:
             self._load_sent = utilisation
             self._dispatch(LoadChanged(utilisation, self.now))
 
+    def _trust_figures(self) -> dict[str, tuple[float, int, float]]:
+        now = self.now
+        return {name: (self.trust.score(name), int(self.controller.level(name, now)),
+                       self.trust.points(name)) for name in self.executors}
+
+    def review_levels(self) -> None:
+        """Log and sign every change of an executor's trust level (`endosec.core.trust`)."""
+        now = self.now
+        for name in self.executors:
+            level = self.controller.level(name, now)
+            was = self._levels.get(name)
+            self._levels[name] = level
+            if was is not None and level != was:
+                self.events.emit("trust-level", executor=name, level=level.name, was=was.name,
+                                 points=round(self.trust.points(name), 1),
+                                 identity=self.trust.identity(name).value)
+
     def threat_update(self) -> None:
         """Tell the controller when the level moved (by 0.05 or more, or to calm), and log
         and sign every change of band."""
@@ -622,7 +702,7 @@ class MimicGateway:
         return self._dispatch(AdminRequest(kind, executor, self.now))  # type: ignore[arg-type]
 
     def status(self) -> dict[str, Any]:
-        trust = self.trust.snapshot()
+        trust, now = self.trust.snapshot(), self.now
         plane = self._data_plane.status()
         flags, usage = self._judge.flags, self._judge.usage
         executors = []
@@ -632,6 +712,10 @@ class MimicGateway:
                 "name": e.name,
                 "state": self.controller.state(e.name).value,
                 "trust": round(trust[e.name], 4),
+                "level": self.controller.level(e.name, now).name,
+                "points": round(self.trust.points(e.name), 1),
+                "identity": self.trust.identity(e.name).value,
+                "attested_at": self.trust.attested_at(e.name),
                 "profile": sorted(e.profile),
                 "counters": self.controller.counters(e.name),
                 "pid": runner.pid,
@@ -649,6 +733,7 @@ class MimicGateway:
             "discounted": list(self.discounted),
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,
+            "levels": {level.name: meaning for level, meaning in LEVEL_MEANINGS.items()},
             "threat": {"level": round(self.threat.level(self.now), 3), "band": self._band,
                        "rotate_mean": self.controller.rotation_mean(),
                        "isolated": sorted(self.controller.isolated),

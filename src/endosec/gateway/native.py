@@ -124,7 +124,7 @@ class NativePlane:
         self.native.publish(build_snapshot(
             self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
             placements=self._placements,
-            weights=gw.trust.snapshot() if gw.weighted else None, discounted=gw.discounted,
+            weights=gw.trust.weights(gw.now) if gw.weighted else None, discounted=gw.discounted,
             refused_clients=gw.attribution.refused(gw.now)
             if gw.config.attribution.refuse else ()))
 
@@ -204,7 +204,7 @@ class NativePlane:
                 addresses = {v: (self._placements[v].host, self._placements[v].port)
                              for v in voters}
                 taken = await cps.take(seq, addresses, gw.strategy,
-                                       gw.trust.snapshot() if gw.weighted else None,
+                                       gw.trust.weights(gw.now) if gw.weighted else None,
                                        gw.discounted)
         except TimeoutError:
             gw.events.emit("alert", level="warning",
@@ -290,6 +290,7 @@ class NativePlane:
             refused = total
             self.gateway.client_errors(self.native.take_client_errors())
             self.gateway.threat_update()  # evidence fades: the level falls back
+            self.gateway.review_levels()
             ticks += 1
             if ticks % _LOAD_EVERY == 0:
                 utilisation = cpu.sample()
@@ -298,7 +299,7 @@ class NativePlane:
             if self._checkpoint_due(loop.time()):
                 self._checkpointing = spawn(self._take_checkpoint(), name="endosec-checkpoint")
             if self.gateway.weighted:
-                current = self.gateway.trust.snapshot()
+                current = self.gateway.trust.weights(self.gateway.now)
                 if current != weights:
                     weights = current
                     self.changed()

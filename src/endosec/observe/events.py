@@ -44,6 +44,8 @@ LEDGER_KINDS = {
     "journal-opened": "config-load",
     "checkpoint": "checkpoint",
     "restored": "controller-action",
+    "trust-level": "controller-action",
+    "attestation": "attestation",
 }
 
 

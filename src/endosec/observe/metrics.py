@@ -33,16 +33,26 @@ _HELP = {
 }
 
 
+TrustFigures = Mapping[str, tuple[float, int, float]]
+"""Per executor: behaviour score in [0, 1], Proof-of-Trust level 0-3, points."""
+
+
 class _TrustCollector(Collector):
-    def __init__(self, trust: Callable[[], Mapping[str, float]]) -> None:
+    def __init__(self, trust: Callable[[], TrustFigures]) -> None:
         self._trust = trust
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("endosec_executor_trust", "Executor trust score in [0,1]",
-                                   labels=["executor"])
-        for name, score in self._trust().items():
-            family.add_metric([name], score)
-        yield family
+        families = (
+            GaugeMetricFamily("endosec_executor_trust", "Executor trust score in [0,1]",
+                              labels=["executor"]),
+            GaugeMetricFamily("endosec_executor_trust_level",
+                              "Executor Proof-of-Trust level (0 to 3)", labels=["executor"]),
+            GaugeMetricFamily("endosec_executor_trust_points",
+                              "Executor Proof-of-Trust points", labels=["executor"]))
+        for name, figures in self._trust().items():
+            for family, value in zip(families, figures, strict=True):
+                family.add_metric([name], float(value))
+        yield from families
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: Mapping[str, Any]) -> None:
@@ -110,7 +120,7 @@ class GatewayMetrics:
         self._actions.labels(executor, action).inc()
 
     def watch(self, *, voters: Callable[[], int],
-              trust: Callable[[], Mapping[str, float]]) -> None:
+              trust: Callable[[], TrustFigures]) -> None:
         """Read the current state at scrape time instead of on every change."""
         self.voters.set_function(lambda: float(voters()))
         self.registry.register(_TrustCollector(trust))

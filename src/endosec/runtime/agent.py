@@ -3,11 +3,16 @@
 The agent starts, stops, cleanses and health-checks local executors exactly as the gateway
 does for its own (`endosec.runtime.process`: templates, sandbox, supervisor), and offers that
 over HTTPS to the gateway's `endosec.runtime.remote` driver. It is only the control path:
-requests go from the gateway straight to each executor's address. Every call but ``/healthz``
-needs the bearer token; the gateway pins the agent's certificate. Executors die with the agent.
+requests go from the gateway straight to each executor's address. The gateway pins the
+agent's certificate; the two admit each other by proving possession of their identity keys
+(`endosec.identity.handshake`), and every call but ``/healthz`` and the admission itself
+carries the session the gateway was given (``Authorization: Session ID``). Every refusal is
+logged as an event. Executors die with the agent.
 
 API (JSON; ``NAME`` is an executor of this agent):
 
+* ``POST /admission/nonce``, then ``POST /admission/proof``: the two steps of admission (401
+  with the reason when refused);
 * ``GET /executors``: every executor's state; ``GET /executors/NAME``: one, with ``healthy``;
 * ``POST /executors/NAME/start|stop|cleanse``: do it, answer once done (start and cleanse once
   healthy) with the executor's ``host``, ``port``, ``running``, ``pid``;
@@ -17,19 +22,22 @@ API (JSON; ``NAME`` is an executor of this agent):
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import os
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from endosec.config import ExecutorConfig, TlsConfig, parse_address
 from endosec.configfile import ConfigError, expand, read_yaml, readable_tls, validate
 from endosec.gateway.server import ServerState, serve, submitting
+from endosec.identity.admission import Admission, Refusal, Verifier
+from endosec.identity.handshake import Responder
+from endosec.identity.keys import IdentityError, load_identity, load_trust
+from endosec.observe.events import EventLog
 from endosec.protocols.http import HttpLimits, Request, Response, encode_response
 from endosec.runtime.base import RuntimeDriverError
 from endosec.runtime.drivers import local_spec
@@ -40,14 +48,23 @@ __all__ = ["AgentConfig", "AgentHandler", "load_agent_config", "serve_agent"]
 
 
 class AgentConfig(BaseModel):
-    """The agent's file: where it listens, its certificate, its token, its executors."""
+    """The agent's file: where it listens, its certificate, its identity and whom it admits,
+    its executors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: str = "127.0.0.1:8443"
     tls: TlsConfig
-    token: str | None = None
-    token_env: str = "ENDOSEC_AGENT_TOKEN"
+    identity: Path = Field(description="the agent's own Ed25519 identity key (PEM)")
+    certificate: Path | None = Field(
+        default=None, description="a certificate for the agent's key, for a gateway that "
+                                  "admits by authority")
+    keys: list[str] = Field(default_factory=list,
+                            description="the gateways' public keys: 64 hex digits or PEM")
+    authority: Path | None = Field(
+        default=None, description="a CA (PEM) whose certificates for gateways' keys are trusted")
+    admit_for: float = Field(default=3600.0, gt=0,
+                             description="seconds a gateway stays admitted after its proof")
     executors: list[ExecutorConfig] = Field(min_length=1)
 
     @field_validator("listen")
@@ -67,8 +84,20 @@ class AgentConfig(BaseModel):
                 raise ValueError(f"executor names must be unique; repeated: {e.name}")
         return v
 
-    def resolved_token(self) -> str | None:
-        return self.token or os.environ.get(self.token_env) or None
+    @model_validator(mode="after")
+    def _trusted(self) -> AgentConfig:
+        if not self.keys and self.authority is None:
+            raise ValueError("give keys (the gateways' public keys) or authority (a CA that "
+                             "certifies gateways' keys): nothing else admits a gateway")
+        return self
+
+
+def _responder(config: AgentConfig) -> Responder:
+    """The agent's side of admission, from its settings (`IdentityError` naming the setting)."""
+    identity = load_identity(config.identity, config.certificate)
+    verifier = Verifier(identity.public, load_trust(config.keys, config.authority),
+                        role="gateway")
+    return Responder(identity, Admission(verifier, admit_for=config.admit_for))
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -81,9 +110,15 @@ def load_agent_config(path: Path) -> AgentConfig:
         config.executors]
     tls = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     readable_tls(tls, str(path))
-    if config.resolved_token() is None:
-        raise ConfigError(f"{path}: token: none given (token, or ${config.token_env})")
-    return config.model_copy(update={"executors": executors, "tls": tls})
+    config = config.model_copy(update={
+        "executors": executors, "tls": tls, "identity": here / config.identity,
+        "certificate": None if config.certificate is None else here / config.certificate,
+        "authority": None if config.authority is None else here / config.authority})
+    try:
+        _responder(config)
+    except IdentityError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
 
 
 def _json(status: int, payload: Any) -> bytes:
@@ -94,24 +129,63 @@ def _json(status: int, payload: Any) -> bytes:
 
 
 class AgentHandler:
-    """The API over this host's executors (one operation at a time per executor)."""
+    """The API over this host's executors (one operation at a time per executor), open to a
+    gateway once admitted. Admissions and refusals go to ``log`` (JSON-lines events)."""
 
-    def __init__(self, executors: dict[str, ProcessExecutor], token: str) -> None:
+    def __init__(self, executors: dict[str, ProcessExecutor], door: Responder, *,
+                 clock: Callable[[], float] = time.time,
+                 log: Callable[..., object] | None = None) -> None:
         self.executors = executors
-        self._token = token.encode()
+        self._door = door
+        self._clock = clock
+        self._log = log or EventLog().emit
         self._locks = {name: asyncio.Lock() for name in executors}
 
-    def _authorised(self, request: Request) -> bool:
-        given = request.header(b"authorization") or b""
-        scheme, _, value = given.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self._token)
+    def _refused(self, status: int, peer: str, step: str, refusal: Refusal) -> bytes:
+        self._log("admission-refused", peer=peer, step=step, reason=refusal.reason,
+                  detail=refusal.detail, key=refusal.key.hex() or None)
+        return _json(status, {"error": f"refused: {refusal}"})
+
+    def _admission(self, step: str, request: Request, peer: str) -> bytes:
+        """One step of admission: the nonce (and the agent's own proof), or the proof."""
+        now = self._clock()
+        try:
+            message = json.loads(request.body)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+            if step == "nonce":
+                answer = self._door.hello(message, now)
+                if isinstance(answer, Refusal):
+                    return self._refused(401, peer, step, answer)
+                return _json(200, answer)
+            admitted = self._door.admit(message, now)
+        except (ValueError, RecursionError) as exc:
+            return self._refused(400, peer, step, Refusal("malformed", str(exc), b""))
+        if isinstance(admitted, Refusal):
+            return self._refused(401, peer, step, admitted)
+        self._log("admitted", peer=peer, key=admitted.key.hex(), until=admitted.until)
+        return _json(200, Responder.welcome(admitted, now))
+
+    def _session(self, request: Request) -> bytes | None:
+        scheme, _, value = (request.header(b"authorization") or b"").partition(b" ")
+        try:
+            session = bytes.fromhex(value.strip().decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if scheme.lower() != b"session":
+            return None
+        return self._door.admission.session(session, self._clock())
 
     async def __call__(self, request: Request, peer: str) -> bytes:
         path = request.target.decode("latin-1").partition("?")[0].strip("/").split("/")
         if path == ["healthz"]:
             return _json(200, {"alive": True})
-        if not self._authorised(request):
-            return _json(401, {"error": "missing or wrong bearer token"})
+        if path[0] == "admission" and path[1:] in (["nonce"], ["proof"]) \
+                and request.method == b"POST":
+            return self._admission(path[1], request, peer)
+        if self._session(request) is None:
+            return self._refused(401, peer, "call", Refusal(
+                "no-session", "the session is unknown or expired: prove again", b""))
         if path == ["executors"] and request.method == b"GET":
             return _json(200, [self._state(e) for e in self.executors.values()])
         if len(path) < 2 or path[0] != "executors" or path[1] not in self.executors:
@@ -168,10 +242,9 @@ async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Eve
     executors = {e.name: ProcessExecutor(local_spec(e, scratch_root=scratch, health_probe=None),
                                          opens)
                  for e in config.executors}
-    token = config.resolved_token()
-    assert token is not None
-    state = ServerState(submit=submitting(AgentHandler(executors, token)), limits=HttpLimits(),
-                        header_timeout=10.0, idle_timeout=60.0, max_connections=64)
+    state = ServerState(submit=submitting(AgentHandler(executors, _responder(config))),
+                        limits=HttpLimits(), header_timeout=10.0, idle_timeout=60.0,
+                        max_connections=64)
     host, port = parse_address(config.listen)
     server = await serve(state, host, port, tls=server_tls(config.tls))
     try:

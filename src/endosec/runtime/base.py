@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from endosec.attest.measure import Measurement
     from endosec.core.behaviour import Sample
 
 __all__ = [
@@ -107,4 +108,9 @@ class RuntimeDriver(Protocol):
     async def sample(self) -> Sample | None:
         """What it does now besides answering (`endosec.core.behaviour`), where the driver
         can see it (None: it cannot, or the executor does not run); never raises."""
+        ...
+
+    async def measure(self) -> Measurement | None:
+        """What is running now (`endosec.attest.measure`), where the driver can see it (None:
+        it cannot, or the executor does not run); never raises."""
         ...

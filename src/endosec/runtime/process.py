@@ -13,6 +13,22 @@ so helpers and grandchildren it spawned go with it. Output goes to
 ``scratch_root/logs/<name>.log``, outside the scratch directory, so it survives a cleanse
 for forensics.
 
+The address the gateway connects to must belong to the process group started here: a process
+that grabbed the port (the executor's crashed server freed it, or never bound it) answers
+health checks as well as the executor would. So a health check that passes is followed by an
+owner check: the sockets listening where a connection to ``(host, port)`` lands (bound to that
+address, else to the wildcard) are looked up in ``/proc/PID/net/tcp`` and ``tcp6`` through a
+process of the executor, which reads the table of its own network namespace (a segment's
+forwards the segment's address to ``host``), and each must be among the descriptors
+(``socket:[INODE]``) of some process of the group. Usually the first process looked at holds
+it, so the check reads a few small files. `health` is False otherwise; a start whose port
+answers from a socket held elsewhere fails with a `StartError` naming the holder. Where
+``/proc`` cannot tell, the check fails closed.
+
+`ProcessExecutor.measure` measures what the executor runs (`endosec.attest.measure`): the
+processes of its group but the supervisor and bubblewrap, which are endosec's machinery around
+the executor, the same for every executor, and not what the executor is built from.
+
 Example::
 
     spec = ExecutorSpec(name="nginx-a", argv=["nginx", "-p", "{scratch}", "-g", "..."],
@@ -29,12 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -42,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from endosec.attest.measure import Measurement, take
 from endosec.core.behaviour import ALLOWED_PATHS, Sample
 from endosec.runtime.base import (
     CleanseError,
@@ -158,6 +177,7 @@ class ProcessExecutor:
         self._pgid: int | None = None  # set while the group may still hold processes
         self._segment: Segment | None = None  # its network namespace, while it runs
         self._started_at: float | None = None  # when the current run was spawned
+        self._run: tuple[tuple[str, ...], Path] | None = None  # its argv and cwd, expanded
 
     def __repr__(self) -> str:
         return f"ProcessExecutor({self.spec.name!r}, pid={self.pid}, running={self.running})"
@@ -282,7 +302,37 @@ class ProcessExecutor:
         opened, unlisted = self._opens.take(pgid) if self._opens is not None else (None, 0)
         return Sample(self.name, started, refused, programs, time.monotonic(), cpu, rss,
                       opened, unlisted, fds=fds, processes=processes)
+
+    async def measure(self) -> Measurement | None:
+        """What its processes run and what it is started from (`endosec.attest.measure`);
+        None when it does not run (or stopped while it was measured)."""
+        pgid, run = self._pgid, self._run
+        if pgid is None or run is None or not self.running:
+            return None
+        argv, cwd = run
+
+        def measured() -> Measurement:
+            pids = _executor_pids(pgid, self.spec.sandbox)
+            return take(self.spec, pids, argv=argv, cwd=cwd, scratch=self.scratch)
+
+        try:
+            measurement = await asyncio.to_thread(measured)
+        except OSError:
+            return None
+        return measurement if self.running and self._pgid == pgid else None
+
     async def health(self) -> bool:
+        """True when the executor answers its health check (`_answers`) from a listening
+        socket a process of its group holds (see the module's docstring)."""
+        return await self._answers() and self._foreign() == set()
+
+    def _foreign(self) -> set[str] | None:
+        """`_unheld` where connections land: ``(host, port)`` in its network namespace (a
+        segment forwards its own address there)."""
+        pgid, port = self._pgid, self._port
+        return None if pgid is None or port is None else _unheld(pgid, self.spec.host, port)
+
+    async def _answers(self) -> bool:
         """One ``GET health_path`` over a fresh HTTP/1.1 connection; True on a 2xx status.
 
         With a ``health_probe``, its verdict instead, within the same timeout."""
@@ -299,10 +349,11 @@ class ProcessExecutor:
         return 200 <= reply.status < 300
 
     async def wait_healthy(self, timeout: float) -> None:
-        """Poll `health` until it passes; `HealthError` on timeout or if the process exits."""
+        """Poll the health check until it passes; `HealthError` on timeout, if the process
+        exits, or if what answers is not the executor (a socket its group does not hold)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not await self.health():
+        while not await self._answers():
             if not self.running:
                 raise HealthError(
                     f"{self.name}: exited with status {self.returncode} before becoming healthy"
@@ -312,6 +363,11 @@ class ProcessExecutor:
                     f"{self.name}: not healthy at {self.spec.health_path} within {timeout} s"
                 )
             await asyncio.sleep(_POLL)
+        foreign = self._foreign()
+        if foreign != set():
+            host, port = self.address
+            raise HealthError(f"{self.name}: {host}:{port} answers, but not from this "
+                              f"executor: {_holder(foreign)}")
 
     async def cleanse(self) -> None:
         """Stop, wipe the scratch directory, restore the template, start and wait healthy."""
@@ -341,6 +397,7 @@ class ProcessExecutor:
         argv = [self._expand(arg) for arg in self.spec.argv]
         cwd = self.spec.cwd.resolve() if self.spec.cwd is not None else self.scratch
         own = self._own(argv, cwd)
+        self._run = (tuple(argv), cwd)
         if bwrap is not None:
             argv = bwrap_argv(bwrap, argv, self.scratch, cwd)
         if self._segment is not None:
@@ -515,6 +572,126 @@ def _members(pgid: int) -> dict[int, list[str]]:
             if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
                 out[int(entry.name)] = fields
     return out
+
+
+def _executor_pids(pgid: int, sandboxed: bool) -> list[int]:
+    """The executor's own live processes in group ``pgid``: not the supervisor (the leader)
+    nor, sandboxed, bubblewrap's (they run its program)."""
+    bwrap = find_bwrap() if sandboxed else None
+    skip = os.path.realpath(bwrap) if bwrap is not None else None
+    return [pid for pid in _members(pgid) if pid != pgid
+            and (skip is None or _program(pid) != skip)]
+
+
+def _program(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+# -- who holds the listening socket --------------------------------------------------------
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _unheld(pgid: int, host: str, port: int) -> set[str] | None:
+    """The sockets (``socket:[INODE]``) that take connections to ``(host, port)`` and that no
+    process of group ``pgid`` holds: empty when the group holds them all; None when none
+    listens there in the executor's network namespace (or ``/proc`` cannot say)."""
+    # The supervisor's child lives in the executor's namespace; before the child is there,
+    # the supervisor (in that namespace unless segmented, and a segment answers only then).
+    inside = _children(pgid)
+    sockets = _listening(inside[0] if inside else pgid, host, port)
+    if not sockets:
+        return None
+    missing = set(sockets)
+    while inside and missing:  # the supervisor's descendants first: cheap, and usually enough
+        pid = inside.pop(0)
+        missing -= _holds(pid, missing)
+        inside += _children(pid)
+    for pid in _members(pgid) if missing else ():  # then the group's other processes
+        missing -= _holds(pid, missing)
+    return missing
+
+
+def _children(pid: int) -> list[int]:
+    """The children its main thread forked (those of other threads are not listed here)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _listening(pid: int, host: str, port: int) -> set[str]:
+    """The listening sockets where a connection to ``(host, port)`` lands, as the network
+    namespace of ``pid`` has them: those bound to that address, else the wildcard ones (a
+    host name matches any address)."""
+    try:
+        wanted: _IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        wanted = None
+    best, found = 0, set[str]()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue  # gone, or no IPv6
+        for line in lines:
+            fields = line.split()  # sl local_address rem_address st ... uid timeout inode
+            address, _, bound_port = fields[1].partition(":")
+            if fields[3] != _LISTEN or int(bound_port, 16) != port:
+                continue
+            rank = _rank(_address(address), wanted)
+            if rank > best:
+                best, found = rank, set()
+            if rank == best and rank:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def _address(text: str) -> _IPAddress:
+    """An address as ``/proc/net/tcp`` prints it: 32-bit words in host byte order."""
+    words = [int(text[i:i + 8], 16) for i in range(0, len(text), 8)]
+    return ipaddress.ip_address(struct.pack(f"={len(words)}I", *words))
+
+
+def _rank(bound: _IPAddress, wanted: _IPAddress | None) -> int:
+    """2: bound to the address connected to; 1: to a wildcard that takes it; 0: neither."""
+    if bound.is_unspecified:
+        return 1 if wanted is None or bound.version >= wanted.version else 0
+    mapped = bound.ipv4_mapped if isinstance(bound, ipaddress.IPv6Address) else None
+    return 2 if wanted is None or wanted in (bound, mapped) else 0
+
+
+def _holds(pid: int, sockets: set[str]) -> set[str]:
+    """Which of ``sockets`` process ``pid`` has among its descriptors."""
+    held = set[str]()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return held
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link in sockets:
+                held.add(link)
+    return held
+
+
+def _holder(sockets: set[str] | None) -> str:
+    """Why what answers is not the executor, naming who holds one of ``sockets`` (looks at
+    every process: only after a check failed)."""
+    if not sockets:
+        return "nothing listens there in its network namespace"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _holds(int(entry.name), sockets):
+            with contextlib.suppress(OSError):
+                return (f"the listening socket is held by pid {entry.name} "
+                        f"({(entry / 'comm').read_text().strip()})")
+            return f"the listening socket is held by pid {entry.name}"
+    return "the listening socket is held by a process out of sight"
 
 
 def reap_leftovers(scratch_root: Path) -> list[str]:

@@ -14,6 +14,7 @@ import contextlib
 import ssl
 from urllib.parse import urlsplit
 
+from endosec.attest.measure import Measurement
 from endosec.config import UnmanagedCleanse, parse_address
 from endosec.core.behaviour import Sample
 from endosec.runtime.base import CleanseError, HealthError, HealthProbe, HumanNeeded, StartError
@@ -74,6 +75,10 @@ class UrlExecutor:
 
     async def sample(self) -> Sample | None:
         """Nothing: its processes are not endosec's to look at."""
+        return None
+
+    async def measure(self) -> Measurement | None:
+        """Nothing: what it runs is not endosec's to look at."""
         return None
 
     async def health(self) -> bool:

@@ -188,6 +188,7 @@ function makeCard(name) {
   bar.append(fill);
   const trustValue = el("b");
   trust.append(el("span", "label", "trust"), bar, trustValue);
+  const level = el("div", "level");
 
   const profile = el("ul", "chips profile");
   const counters = el("dl", "counters");
@@ -200,8 +201,8 @@ function makeCard(name) {
 
   const history = el("ol", "history");
   const foot = el("footer", "card-foot");
-  card.append(head, trust, profile, counters, spark, history, foot);
-  const refs = { card, badge, fill, trustValue, profile, counters, sparkSvg, sparkLabel,
+  card.append(head, trust, level, profile, counters, spark, history, foot);
+  const refs = { card, badge, fill, trustValue, level, profile, counters, sparkSvg, sparkLabel,
     history, foot, actions: null, profileKey: "" };
   st.cards.set(name, refs);
   $("cards").append(card);
@@ -295,6 +296,9 @@ function renderCard(e, active, shared, series) {
   refs.fill.style.width = `${Math.round(e.trust * 100)}%`;
   refs.fill.className = e.trust < 0.5 ? "low" : e.trust < 0.7 ? "mid" : "";
   refs.trustValue.textContent = e.trust.toFixed(2);
+  refs.level.textContent = `${e.level} \u00b7 ${Math.round(e.points)} points \u00b7 identity ${e.identity}`;
+  refs.level.className = `level level-${e.level}`;
+  refs.level.title = (st.status.levels && st.status.levels[e.level]) || "";
   renderProfile(refs, e, shared);
   renderCounters(refs, e.counters || {});
   renderSpark(refs, series && series.latency ? series.latency[e.name] : null);
