@@ -22,8 +22,8 @@ L0      must not serve: attestation failed (the controller also counts quarantin
         cleansing executors as L0)
 L1      probation: fewer than ``vote_at`` points; asked as a shadow, never counted
 L2      votes
-L3      votes, ``lead_at`` points or more *and* attested within ``fresh_for`` seconds: chosen
-        first, and its weight breaks ties in trust-weighted voting
+L3      votes, ``lead_at`` points or more *and* attested within ``fresh_for`` seconds: its
+        weight breaks ties in trust-weighted voting
 ======  ==================================================================================
 
 Cleansing does **not** erase points or behaviour. A cleanse restores the pristine image, so
@@ -62,7 +62,7 @@ LEVEL_MEANINGS: Final[Mapping[Level, str]] = MappingProxyType({
     Level.L0: "must not serve (attestation failed, quarantined or cleansing)",
     Level.L1: "probation: shadows only",
     Level.L2: "votes",
-    Level.L3: "votes, chosen first, breaks ties",
+    Level.L3: "votes, and breaks ties in trust-weighted voting",
 })
 
 
