@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from endosec.attest.manifest import sign_manifest, write_manifest
+from endosec.attest.measure import Measurement
 from endosec.cli import main
 from endosec.config import AgentRef, ConfigError, load_config, parse_address
 from endosec.configfile import read_yaml, validate
 from endosec.identity import new_key
+from endosec.observe.ledger_format import raw_public
 from endosec.runtime.agent import AgentConfig, load_agent_config
 from endosec.runtime.certs import self_signed
 
@@ -329,3 +333,19 @@ def test_check_speaks_of_executors_on_the_hosts_network(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", "--config", str(write(tmp_path, data))])
     assert "network: isolated needs an IPv4 loopback host, not ::1" in result.output
     assert result.exit_code != 0
+
+
+def test_a_manifest_that_cannot_be_trusted_is_a_config_error(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    write_manifest(tmp_path / "attest.json", sign_manifest([Measurement("a", {"entry": "0" * 64})],
+                                                           key))
+    data = yaml.safe_load(DEMO.read_text())
+    data["attest"] = {"manifest": "attest.json", "public_key": "operator.pub"}
+    with pytest.raises(ConfigError, match=r"attest: public_key: .*operator.pub: cannot read"):
+        load_config(write(tmp_path, data))
+    (tmp_path / "operator.pub").write_text(raw_public(key.public_key()).hex())
+    load_config(write(tmp_path, data))  # relative to the file, signed by that key: fine
+    (tmp_path / "operator.pub").write_text(
+        raw_public(Ed25519PrivateKey.generate().public_key()).hex())
+    with pytest.raises(ConfigError, match="not by the operator key"):
+        load_config(write(tmp_path, data))

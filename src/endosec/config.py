@@ -806,7 +806,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str, here: Path,
         try:
             Attestor.from_config(config.attest, random.Random())
         except AttestError as exc:
-            raise ConfigError(f"{source}: attest.manifest: {exc}") from None
+            raise ConfigError(f"{source}: attest: {exc}") from None
     return config
 
 

@@ -49,8 +49,11 @@ class Attestor:
         assert config.public_key is not None  # the configuration requires it
         try:
             key = load_public_key(config.public_key)
+        except OSError as exc:
+            raise AttestError(f"public_key: {config.public_key}: cannot read it: "
+                              f"{exc.strerror or exc}") from exc
         except LedgerError as exc:
-            raise AttestError(f"attest.public_key: {exc}") from exc
+            raise AttestError(f"public_key: {exc}") from exc
         manifest = load_manifest(config.manifest, key)
         return cls({n: dict(d) for n, d in manifest.executors.items()}, True,
                    config.remeasure_mean, rng)
