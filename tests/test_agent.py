@@ -1,12 +1,13 @@
 """Executors on other hosts: `endosec agent`, admitted by proof of its identity key.
 
 On loopback, a real agent and the gateway's driver admit each other (and refuse a key they do
-not know, a replayed proof, a session that expired). In network namespaces joined by veth
-pairs, three hosts and the test's own: the gateway runs in one namespace with two local
-executors, each agent in its own namespace with one executor. The DHR loop runs across them
-(dissent, quarantine, remote cleanse, journal replay, agreement again), and a cut link gets its
-executor replaced from the spares, then readmitted when the link returns. The namespaces need
-root and iproute2.
+not know, a replayed proof, a session that expired), and the agent measures its executor for
+the gateway as the gateway would measure it (a malformed measurement is not trusted). In
+network namespaces joined by veth pairs, three hosts and the test's own: the gateway runs in
+one namespace with two local executors, each agent in its own namespace with one executor. The
+DHR loop runs across them (dissent, quarantine, remote cleanse, journal replay, agreement
+again), and a cut link gets its executor replaced from the spares, then readmitted when the
+link returns. The namespaces need root and iproute2.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ from typing import Any
 import pytest
 import yaml
 
-from endosec.config import AgentRef
+from endosec.attest.measure import Measurement, differences
+from endosec.config import AgentRef, ExecutorConfig
+from endosec.configfile import expand
 from endosec.identity import Initiator, Trust, Verifier, load_identity, new_key, public_key
+from endosec.protocols.http import Response
 from endosec.runtime.base import RuntimeDriverError, StartError
 from endosec.runtime.certs import self_signed
-from endosec.runtime.process import free_port
+from endosec.runtime.drivers import local_spec
+from endosec.runtime.process import ProcessExecutor, free_port
 from endosec.runtime.remote import AgentExecutor, pinned
 from endosec.runtime.wire import exchange
 from tests.gatewayctl import DEMO, Gateway
@@ -309,6 +314,87 @@ async def test_an_expired_session_is_refused_and_the_gateway_proves_again(
         assert len(agent.events("admitted")) == 2
     finally:
         agent.stop()
+
+
+async def test_the_agent_measures_its_executor_and_a_changed_script_shows(
+        tmp_path: Path) -> None:
+    here = Path(os.path.realpath(tmp_path))
+    script = here / "notes.py"
+    shutil.copy(EXECUTORS / "stdlib_notes.py", script)
+    executor = {**NOTES, "argv": ["{python}", str(script), "--port", "{port}", "--host",
+                                  "{host}"]}
+    gateway_key = here / "gateway-id.pem"
+    agent = Agent(here / "agent", "127.0.0.1", executor, gateways=[identity(gateway_key)])
+    as_agent_reads_it = expand({**executor, "host": "127.0.0.1", "cwd": str(EXECUTORS)}, here)
+    local = ProcessExecutor(local_spec(ExecutorConfig(**as_agent_reads_it),
+                                       scratch_root=here / "local", health_probe=None))
+    remote = driver(agent, gateway_key)
+    try:
+        assert await remote.measure() is None, "nothing runs: nothing measured"
+        await remote.start()
+        await local.start()
+        first, mine = await remote.measure(), await local.measure()
+        assert first is not None and mine is not None and first.executor == "stdlib"
+        label = f"config:{script}"
+        assert label in first.digests and "entry" in first.digests
+        assert any(x.startswith("exe:") for x in first.digests)
+        assert any(x.startswith("lib:") for x in first.digests)
+
+        def shape(m: Measurement) -> dict[str, str]:  # lib: labels depend on what was imported
+            return {x: d for x, d in m.digests.items() if not x.startswith("lib:")}
+
+        assert shape(first) == shape(mine), "the same spec measured here and on the agent"
+        again = await remote.measure()
+        assert again is not None and again.digests == first.digests
+
+        with script.open("a") as f:
+            f.write("# edited while it runs\n")
+        changed = await remote.measure()
+        assert changed is not None
+        assert differences(first.digests, changed.digests) == (label,)
+    finally:
+        await local.stop()
+        await remote.stop()
+        agent.stop()
+
+
+GOOD = {"executor": "stdlib", "digests": {"entry": "ab" * 32, "exe:/usr/bin/x": "0" * 64}}
+
+
+@pytest.mark.parametrize(("status", "measurement"), [
+    (404, GOOD),
+    (200, [GOOD]),
+    (200, {**GOOD, "executor": "another"}),
+    (200, {**GOOD, "executor": "here"}),
+    (200, {"executor": "stdlib"}),
+    (200, {**GOOD, "digests": [["entry", "ab" * 32]]}),
+    (200, {**GOOD, "digests": {"entry": "AB" * 32}}),
+    (200, {**GOOD, "digests": {"entry": "ab" * 31}}),
+    (200, {**GOOD, "digests": {"entry": "ab" * 32 + "\n"}}),
+    (200, {**GOOD, "digests": {"entry": int("ab" * 32, 16)}}),
+    (200, {**GOOD, "digests": {"entry": None}}),
+], ids=["refused", "not-an-object", "another-executor", "the-gateways-name", "no-digests",
+        "digests-not-a-mapping", "upper-case", "short", "trailing-newline", "a-number", "null"])
+async def test_a_malformed_measurement_from_the_agent_is_not_trusted(
+        loopback: tuple[Agent, Path], monkeypatch: pytest.MonkeyPatch, status: int,
+        measurement: Any) -> None:
+    agent, gateway_key = loopback
+    remote = AgentExecutor("here", AgentRef(**agent.ref(gateway_key, executor="stdlib")),
+                           start_timeout=5, health_timeout=5)
+
+    def answering(payload: Any, status: int = 200) -> Any:
+        async def answer(method: str, path: str) -> Response:
+            assert (method, path) == ("GET", "/executors/stdlib/measure")
+            return Response(status, b"", (), json.dumps(
+                {"host": "127.0.0.1", "port": 1, "running": True, "pid": 2,
+                 "measurement": payload}).encode())
+        return answer
+
+    monkeypatch.setattr(remote, "_exchange", answering(GOOD))
+    good = await remote.measure()
+    assert good == Measurement("here", GOOD["digests"]), "under the gateway's name"
+    monkeypatch.setattr(remote, "_exchange", answering(measurement, status))
+    assert await remote.measure() is None
 
 
 def test_the_dhr_loop_runs_across_hosts_and_survives_a_cut_link(

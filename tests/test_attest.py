@@ -4,6 +4,7 @@ check that the socket the gateway reaches belongs to the executor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -438,3 +439,17 @@ async def test_a_segmented_executor_holds_the_socket_its_segment_forwards_to(
     assert executor.address[0] != "127.0.0.1"
     assert await executor.health()
     assert world.label("exe") in (await measured(executor)).digests
+
+
+async def test_a_child_that_left_the_group_does_not_hold_the_port_for_it(
+    world: World, launch: Callable[[ExecutorSpec], Any], tmp_path: Path,
+) -> None:
+    """A process the executor started in a session of its own is outside what cleansing stops
+    and sampling sees: the socket it holds is not the executor's, parent or not."""
+    port = free_port()
+    shell = ("setsid {python} {scratch}/server.py {port} 0 server.conf & echo $! > "
+             "{scratch}/pid; sleep 300").replace("{python}", str(world.python))
+    with pytest.raises(StartError, match="answers, but not from this executor"):
+        await launch(world.spec(argv=["/bin/sh", "-c", shell], port=port))
+    with contextlib.suppress(OSError, ValueError):  # the server outlived the group it left
+        os.kill(int(next(tmp_path.rglob("pid")).read_text()), signal.SIGKILL)

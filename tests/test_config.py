@@ -12,11 +12,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from endosec.attest.manifest import sign_manifest, write_manifest
 from endosec.attest.measure import Measurement
 from endosec.cli import main
-from endosec.config import AgentRef, ConfigError, load_config, parse_address
+from endosec.config import Admitting, AgentRef, ConfigError, load_config, parse_address
 from endosec.configfile import read_yaml, validate
 from endosec.identity import new_key
 from endosec.observe.ledger_format import raw_public
@@ -261,7 +262,9 @@ def with_agent(tmp_path: Path, **agent: object) -> dict:
      r"executors\[3\] \(far\)\.agent\.identity: cannot read /no/such/gateway-id\.pem"),
     ({"keys": ["abcd"]}, r"executors\[3\] \(far\)\.agent\.keys\[0\]: not an Ed25519 public key"),
     ({"authority": "/no/such/ca.pem"}, r"\(far\)\.agent\.authority: cannot read"),
-    ({"keys": [], "authority": None}, r"executors\[3\]\.agent: give keys .* or authority"),
+    ({"keys": [], "authority": None},
+     r"executors\[3\]\.agent: give keys \(the agent's public keys\) or authority .* admits an "
+     r"agent"),
     ({"token": "s3cret"}, r"executors\[3\]\.agent\.token: Extra inputs"),
 ])
 def test_check_names_the_agent_setting_that_cannot_admit(tmp_path: Path, agent: dict,
@@ -300,6 +303,17 @@ def agent_file(tmp_path: Path, **changes: object) -> Path:
 def test_the_agent_file_loads_its_identity_relative_to_itself(tmp_path: Path) -> None:
     config = load_agent_config(agent_file(tmp_path))
     assert config.identity == tmp_path / "agent-id.pem" and config.admit_for == 3600.0
+    assert config.certificate is None and config.authority is None
+    (tmp_path / "ca.pem").write_bytes((tmp_path / "tls" / "cert.pem").read_bytes())
+    config = load_agent_config(agent_file(tmp_path, keys=None, authority="ca.pem"))
+    assert (config.keys, config.authority) == ([], tmp_path / "ca.pem")
+
+
+def test_the_gateway_and_the_agent_read_their_identity_settings_alike(tmp_path: Path) -> None:
+    config = load_agent_config(agent_file(tmp_path))
+    assert isinstance(config, Admitting) and issubclass(AgentRef, Admitting)
+    with pytest.raises(ValidationError, match="frozen"):
+        config.keys = []  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -307,7 +321,8 @@ def test_the_agent_file_loads_its_identity_relative_to_itself(tmp_path: Path) ->
     ({"identity": "tls/cert.pem"}, r"agent\.yaml: identity: .* not an unencrypted PEM"),
     ({"keys": ["abcd"]}, r"agent\.yaml: keys\[0\]: not an Ed25519 public key"),
     ({"certificate": "tls/cert.pem"}, r"agent\.yaml: certificate: .* for another key"),
-    ({"keys": None}, r"agent\.yaml:\d+: \(top level\): give keys .* or authority"),
+    ({"keys": None}, r"agent\.yaml:\d+: \(top level\): give keys \(the gateways' public keys\) "
+                     r"or authority .* admits a gateway"),
     ({"token_env": "ENDOSEC_AGENT_TOKEN"}, r"agent\.yaml:\d+: token_env: Extra inputs"),
     ({"admit_for": 0}, r"agent\.yaml:\d+: admit_for: "),
 ])

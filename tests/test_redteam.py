@@ -120,6 +120,11 @@ def check_required_figures(data: dict) -> None:
     recon = classes["reconnaissance"]
     assert recon["cases"] == 3 and recon["suppressed"] == recon["detected"] == 3, [
         c for c in data["cases"] if c["class"] == "reconnaissance"]
+    # A squatter on an executor's port and a file planted in its image: both caught (health's
+    # owner check; a re-measurement), neither by a dissent.
+    identity = classes["identity"]
+    assert identity["cases"] == 2 and identity["suppressed"] == identity["detected"] == 2, [
+        c for c in data["cases"] if c["class"] == "identity"]
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
             c["benign"] for c in data["cases"] if c["class"] == name])
@@ -170,6 +175,31 @@ def test_redteam_against_the_web_example(request: pytest.FixtureRequest,
     data = run_suite(request, config, report_dir)
     assert data["workload"] == "static"
     check_required_figures(data)
+
+
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="node is needed for the three-stack demo "
+                           "(scripts/install-system-deps.sh installs it)")
+def test_without_attestation_the_identity_cases_go_unseen(tmp_path: Path,
+                                                          report_dir: Path) -> None:
+    """What catches them is attestation: with ``attest.action: off`` neither case is caught,
+    though every answer stays right."""
+    demo = tmp_path / "demo"
+    shutil.copytree(ROOT / "src/endosec/demo", demo,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with (demo / "endosec.yaml").open("a") as f:
+        f.write('\nattest:\n  action: "off"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(demo / "endosec.yaml"),
+         "--report", str(report_dir), "--only", "identity", "--no-incremental",
+         "--benign-requests", "200"],
+        capture_output=True, text=True, timeout=300, check=False)
+    data = json.loads((report_dir / "report.json").read_text())
+    cases = {c["name"]: c for c in data["cases"] if c["class"] == "identity"}
+    assert set(cases) == {"port-squat", "tampered-image"}, proc.stdout + proc.stderr
+    for case in cases.values():
+        assert not case["detected"] and not case["suppressed"], case
+        assert case["fired"] == 1 and case["benign"]["wrong"] == 0, case
 
 
 SOAK = 100_000

@@ -26,6 +26,7 @@ from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
 from endosec.redteam.deploy import drill_config, new_deployment
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
+from endosec.redteam.identity import IDENTITY
 from endosec.redteam.implant import INNER_PORT
 from endosec.redteam.recon import RECONNAISSANCE
 from endosec.redteam.report import (
@@ -174,7 +175,8 @@ def result(name: str, cls: str, *, suppressed: bool = True, detected: bool = Tru
 
 def report(results: list[CaseResult], *, benign: int = 10_000, alarms: int = 0,
            crashed: bool = False) -> dict:
-    for cls, name in ((BENIGN_DIVERGENCE, "options"), (RECONNAISSANCE, "fingerprint")):
+    for cls, name in ((BENIGN_DIVERGENCE, "options"), (RECONNAISSANCE, "fingerprint"),
+                      (IDENTITY, "tampered-image")):
         if not any(r.cls == cls for r in results):
             results = [result(name, cls), *results]
     return build_report(config="c.yaml", workload="notes", quick=False, seconds=1.0,
@@ -213,6 +215,8 @@ def test_report_has_the_stable_keys_and_passes_when_every_figure_holds() -> None
      "availability"),
     ({"results": [result("x", DIFFERENTIAL), result("f", RECONNAISSANCE, suppressed=False)]},
      "reconnaissance"),
+    ({"results": [result("x", DIFFERENTIAL), result("t", IDENTITY, detected=False)]},
+     "identity"),
 ])
 def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str) -> None:
     rep = report(**kwargs)
@@ -251,10 +255,10 @@ def wrapped(tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = tmp_path / "log.jsonl"
+    log = tmp_path / "t.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "endosec.redteam.implant", "--listen-port", str(port),
-         "--scratch", str(tmp_path), "--name", "t", "--log", str(log),
+         "--scratch", str(tmp_path), "--name", "t", "--log-dir", str(tmp_path),
          "--image-implant", str(tmp_path / "image.json"), "--",
          sys.executable, "executors/stdlib_notes.py", "--port", INNER_PORT],
         cwd=DEMO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

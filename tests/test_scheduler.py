@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter
 from itertools import combinations
 
 import pytest
@@ -16,6 +18,7 @@ from endosec.core.scheduler import (
     majority_shared,
     scheduler_from_config,
 )
+from endosec.core.trust import TrustBook
 
 POLICIES = ["random", "round-robin", "max-dissimilarity", "credibility-weighted"]
 
@@ -104,6 +107,103 @@ def test_random_depends_on_the_generator() -> None:
     picks = {tuple(s.choose(pool, [], 3, trust_of(pool), random.Random(seed)))
              for seed in range(20)}
     assert len(picks) > 1
+
+
+def activations(trust: dict[str, float], count: int, draws: int, seed: int = 0) -> Counter[str]:
+    """How often each name joins, over ``draws`` choices of ``count`` from all of ``trust``."""
+    pool = [prof(name, f"c:{name}") for name in trust]
+    rng, s, seen = random.Random(seed), RandomScheduler(), Counter[str]()
+    for _ in range(draws):
+        seen.update(s.choose(pool, [], count, trust, rng))
+    return seen
+
+
+def binomial(hits: int, draws: int, p: float) -> bool:
+    """``hits`` in ``draws`` is what probability ``p`` gives, within 4.5 binomial standard
+    deviations (a chance under 1e-5 to fail by bad luck, per assertion)."""
+    return abs(hits - draws * p) <= 4.5 * math.sqrt(draws * p * (1 - p))
+
+
+def test_random_activates_in_proportion_to_credibility() -> None:
+    """More points (and a better record), more activations: each spare joins with probability
+    its score over the sum of scores, and a uniform pick would not pass the same bound."""
+    book = TrustBook(["fresh", "veteran", "elder"], decay=1.0)
+    book.record_agreements("veteran", 100)
+    book.record_agreements("elder", 300)
+    trust = book.snapshot()
+    assert book.points("fresh") < book.points("veteran") < book.points("elder")
+    draws = 4000
+    seen = activations(trust, 1, draws)
+    total = sum(trust.values())
+    for name, w in trust.items():
+        assert binomial(seen[name], draws, w / total), (name, seen)
+    assert seen["fresh"] < seen["veteran"] < seen["elder"]
+    assert not binomial(seen["fresh"], draws, 1 / 3)
+
+
+def test_random_draws_without_replacement_in_proportion() -> None:
+    """Choosing two: each draw is proportional among those left, so a name is in the pair with
+    probability p_i + sum over j != i of p_j p_i / (1 - p_j)."""
+    trust = {"a": 0.1, "b": 0.3, "c": 0.6}
+    draws = 4000
+    seen = activations(trust, 2, draws)
+    assert sum(seen.values()) == 2 * draws
+    for name, p in trust.items():
+        inclusion = p + sum(q * p / (1 - q) for other, q in trust.items() if other != name)
+        assert binomial(seen[name], draws, inclusion), (name, seen)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.3, 1.0])
+def test_random_with_equal_credibility_is_uniform(value: float) -> None:
+    trust = dict.fromkeys(["a", "b", "c", "d"], value)
+    draws = 4000
+    seen = activations(trust, 1, draws)
+    assert all(binomial(seen[name], draws, 1 / 4) for name in trust), seen
+
+
+def test_random_takes_no_credibility_0_while_others_remain() -> None:
+    """Zero comes only after every positive one, and then uniformly: what the controller offers
+    may vote, so the seats are filled."""
+    trust = {"z1": 0.0, "p1": 0.2, "z2": 0.0, "p2": 0.9, "p3": 0.01}
+    positive = {n for n, w in trust.items() if w > 0}
+    draws = 2000
+    assert activations(trust, 3, draws) == dict.fromkeys(positive, draws)
+    seen = activations(trust, 4, draws)
+    assert all(seen[n] == draws for n in positive)
+    assert seen["z1"] + seen["z2"] == draws and binomial(seen["z1"], draws, 1 / 2)
+
+
+def test_random_activation_replays_from_the_seed() -> None:
+    trust = {"a": 0.05, "b": 0.4, "c": 0.41, "d": 0.9, "e": 0.0}
+    pool = [prof(n, f"c:{n}") for n in trust]
+
+    def picks(seed: int) -> list[list[str]]:
+        rng = random.Random(seed)
+        return [RandomScheduler().choose(pool, [], 2, trust, rng) for _ in range(30)]
+
+    assert picks(7) == picks(7)
+    assert len({tuple(map(tuple, picks(seed))) for seed in range(5)}) == 5
+
+
+def test_random_retires_whatever_the_credibility() -> None:
+    """Rotation wipes footholds, and a quiet foothold keeps its trust: retirement ignores it."""
+    pool = [prof(f"e{i}", f"c{i}") for i in range(6)]
+    low = {p.name: 0.01 * (i + 1) for i, p in enumerate(pool)}
+    high = {p.name: 1.0 - 0.1 * i for i, p in enumerate(pool)}
+    for seed in range(50):
+        assert RandomScheduler().retire(pool, 2, low, random.Random(seed)) == \
+            RandomScheduler().retire(pool, 2, high, random.Random(seed))
+
+
+@pytest.mark.parametrize(("trust", "match"), [
+    ({"a": 0.5}, "no trust score for executor 'b'"),
+    ({"a": 0.5, "b": -0.1}, "'b'.*>= 0"),
+    ({"a": 0.5, "b": float("nan")}, "'b'.*finite"),
+])
+def test_random_refuses_missing_or_bad_credibility(trust: dict[str, float], match: str) -> None:
+    pool = [prof("a", "x"), prof("b", "y")]
+    with pytest.raises(ValueError, match=match):
+        RandomScheduler().choose(pool, [], 1, trust, random.Random(0))
 
 
 def test_round_robin_gives_everyone_a_turn() -> None:
@@ -212,6 +312,19 @@ def test_credibility_retires_the_least_credible() -> None:
     active = [prof(f"e{i}", f"c{i}") for i in range(4)]
     trust = {"e0": 0.9, "e1": 0.05, "e2": 0.8, "e3": 0.7}
     assert CredibilityWeightedScheduler().retire(active, 1, trust, random.Random(0)) == ["e1"]
+
+
+def test_credibility_reads_points_from_the_trust_book() -> None:
+    """At equal distances, the executors with the longer record of agreement join, and the one
+    with the shortest is retired."""
+    pool = [prof(f"e{i}", f"c{i}") for i in range(4)]
+    book = TrustBook([p.name for p in pool])
+    for i, p in enumerate(pool):
+        book.record_agreements(p.name, 100 * i)
+    trust = book.snapshot()
+    s = CredibilityWeightedScheduler()
+    assert sorted(s.choose(pool, [], 2, trust, random.Random(0))) == ["e2", "e3"]
+    assert s.retire(pool, 1, trust, random.Random(0)) == ["e0"]
 
 
 def test_credibility_needs_every_trust_score() -> None:

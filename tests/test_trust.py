@@ -10,8 +10,9 @@ from endosec.core.trust import Identity, Level, PointRules, TrustBook
 def test_uniform_prior_starts_at_half() -> None:
     book = TrustBook(["a", "b"])
     assert book.behaviour("a") == pytest.approx(0.5)
-    assert book.score("a") == pytest.approx(0.5)
-    assert book.snapshot() == {"a": pytest.approx(0.5), "b": pytest.approx(0.5)}
+    fresh = 0.5 * 100 / 1000  # behaviour x starting points / cap
+    assert book.score("a") == pytest.approx(fresh)
+    assert book.snapshot() == {"a": pytest.approx(fresh), "b": pytest.approx(fresh)}
 
 
 def test_agreement_raises_and_dissent_lowers() -> None:
@@ -42,11 +43,13 @@ def test_a_failed_attestation_zeroes_the_score_and_the_points() -> None:
     assert book.identity("a") is Identity.UNMEASURED
     book.attested("a", 10.0)
     assert book.identity("a") is Identity.ATTESTED and book.attested_at("a") == 10.0
-    assert book.score("a") == pytest.approx(book.behaviour("a"))
+    assert book.score("a") == pytest.approx(book.behaviour("a") * 101 / 1000)
     book.attestation_failed("a")
     assert book.identity("a") is Identity.FAILED and book.attested_at("a") is None
     assert book.score("a") == 0.0 and book.points("a") == 0.0
     assert book.level("a", 10.0) is Level.L0 and not book.may_vote("a")
+    book.record_agreements("a", 200)  # points come back; credibility does not
+    assert book.points("a") == 200 and book.score("a") == 0.0
 
 
 def test_reset_is_a_clean_slate_for_a_new_build() -> None:
@@ -54,7 +57,7 @@ def test_reset_is_a_clean_slate_for_a_new_build() -> None:
     book.record("a", False)
     book.attestation_failed("a")
     book.reset("a")
-    assert book.score("a") == pytest.approx(0.5)
+    assert book.score("a") == pytest.approx(0.5 * 100 / 1000)
     assert book.evidence("a") == (0.0, 0.0)
     assert book.points("a") == book.rules.start and book.identity("a") is Identity.UNMEASURED
 
@@ -108,10 +111,33 @@ def test_score_stays_in_unit_interval_and_orders_agreement_above_dissent(votes, 
             book.record(name, agreed)
         assert 0.0 < book.behaviour("a") < 1.0
         assert 0.0 <= book.score("a") <= 1.0
+        assert book.score("a") == (0.0 if failed else pytest.approx(
+            book.behaviour("a") * book.points("a") / book.rules.cap))
     # from the same history, one more agreement leaves more trust than one more dissent
     book.record("yes", True)
     book.record("no", False)
     assert book.behaviour("yes") > book.behaviour("no")
+
+
+def test_credibility_rises_with_points_and_with_behaviour() -> None:
+    """The schedulers' credibility is behaviour x points / cap: at equal behaviour it is in
+    proportion to points, at equal points it follows behaviour."""
+    low, high = (TrustBook(["x"], rules=PointRules(start=start)) for start in (100.0, 400.0))
+    assert low.behaviour("x") == high.behaviour("x")
+    assert high.score("x") == pytest.approx(4 * low.score("x")) and high.score("x") > 0
+    book = TrustBook(["good", "bad"], decay=1.0)
+    book.record_agreements("good", 20)
+    book.record("bad", False)  # one dissent costs as much as 15 agreements earn
+    book.record_agreements("bad", 35)
+    assert book.points("good") == book.points("bad") == 120
+    assert book.behaviour("good") > book.behaviour("bad")
+    assert book.score("good") > book.score("bad")
+
+
+def test_with_no_point_scale_credibility_is_the_behaviour() -> None:
+    book = TrustBook(["x"], rules=PointRules(start=0, vote_at=0, lead_at=0, cap=0))
+    book.record("x", True)
+    assert book.points("x") == 0.0 and book.score("x") == pytest.approx(book.behaviour("x"))
 
 
 @given(st.floats(0.5, 1.0), st.integers(0, 300), st.lists(st.booleans(), max_size=20))

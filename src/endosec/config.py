@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import dns.exception
 import dns.name
@@ -42,6 +42,7 @@ from endosec.core.rotation_policy import PolicyFileError, RotationPolicy
 
 __all__ = [
     "AdminConfig",
+    "Admitting",
     "AgentRef",
     "ArbiterConfig",
     "AttestConfig",
@@ -353,24 +354,51 @@ class CheckpointConfig(_Strict):
         default_factory=dict, description="one body rule (json, text or exact) for exports")
 
 
-class AgentRef(_Strict):
+class Admitting(_Strict):
+    """One side of an admission (docs/identity.md): its own identity key, and the peers' keys
+    or a CA that certifies them. The gateway's `AgentRef` and the agent's file both say this,
+    with the same keys and the same checks."""
+
+    nobody_admitted: ClassVar[str]
+    """Why neither ``keys`` nor ``authority`` will do, in the words of the side that reads it."""
+
+    identity: Path = Field(description="this side's own Ed25519 identity key (PEM)")
+    certificate: Path | None = Field(
+        default=None, description="a certificate for this side's key, for peers that admit by "
+                                  "authority")
+    keys: list[str] = Field(default_factory=list,
+                            description="the peers' public keys: 64 hex digits or PEM")
+    authority: Path | None = Field(
+        default=None, description="a CA (PEM) whose certificates for peers' keys are trusted")
+
+    @model_validator(mode="after")
+    def _trusted(self) -> Admitting:
+        if not self.keys and self.authority is None:
+            raise ValueError(self.nobody_admitted)
+        return self
+
+    def files_under(self, here: Path) -> dict[str, Path | None]:
+        """The identity settings' files relative to ``here`` (the config's directory), as a
+        `model_copy` update."""
+        return {"identity": here / self.identity,
+                "certificate": None if self.certificate is None else here / self.certificate,
+                "authority": None if self.authority is None else here / self.authority}
+
+
+class AgentRef(Admitting):
     """An executor that `endosec agent` runs on another host; the gateway drives it there.
 
     The gateway and the agent admit each other by proving possession of their identity keys
-    (docs/identity.md); the channel is HTTPS with the agent's certificate pinned."""
+    (docs/identity.md): ``identity`` is the gateway's key, ``keys`` or ``authority`` say which
+    agent it drives; the channel is HTTPS with the agent's certificate pinned."""
+
+    nobody_admitted = ("give keys (the agent's public keys) or authority (a CA that certifies "
+                       "the agent's key): nothing else admits an agent")
 
     url: str = Field(description="the agent's API: https://HOST:PORT")
     executor: str | None = Field(default=None,
                                  description="its name on the agent (default: this name)")
     ca: Path = Field(description="the agent's certificate (PEM), pinned: nothing else is trusted")
-    identity: Path = Field(description="the gateway's own Ed25519 identity key (PEM)")
-    certificate: Path | None = Field(
-        default=None, description="a certificate for the gateway's key, for an agent that "
-                                  "admits by authority")
-    keys: list[str] = Field(default_factory=list,
-                            description="the agent's public key(s): 64 hex digits or PEM")
-    authority: Path | None = Field(
-        default=None, description="a CA (PEM) whose certificate for the agent's key is trusted")
     reprove_every: float = Field(
         default=600.0, gt=0, description="mean seconds between proofs (exponentially "
                                          "distributed; always before the admission ends)")
@@ -385,19 +413,9 @@ class AgentRef(_Strict):
         parse_address(rest.rstrip("/"))
         return v
 
-    @model_validator(mode="after")
-    def _trusted(self) -> AgentRef:
-        if not self.keys and self.authority is None:
-            raise ValueError("give keys (the agent's public keys) or authority (a CA that "
-                             "certifies the agent's key): nothing else admits an agent")
-        return self
-
     def relative_to(self, here: Path) -> AgentRef:
         """The same reference with its files relative to ``here`` (the config's directory)."""
-        return self.model_copy(update={
-            "ca": here / self.ca, "identity": here / self.identity,
-            "certificate": None if self.certificate is None else here / self.certificate,
-            "authority": None if self.authority is None else here / self.authority})
+        return self.model_copy(update={"ca": here / self.ca, **self.files_under(here)})
 
 
 class UnmanagedCleanse(_Strict):

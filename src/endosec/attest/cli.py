@@ -1,4 +1,5 @@
-"""``endosec attest manifest``: measure each local executor once and sign what was measured."""
+"""``endosec attest manifest``: measure each executor endosec runs once and sign what was
+measured."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from endosec.observe.ledger_format import LedgerError, fingerprint, load_or_crea
 from endosec.runtime.base import RuntimeDriverError
 from endosec.runtime.drivers import local_spec, segmented
 from endosec.runtime.process import ProcessExecutor
+from endosec.runtime.remote import AgentExecutor
 
 __all__ = ["attest"]
 
@@ -64,11 +66,14 @@ def manifest_command(config_path: Path, key_path: Path | None, out: Path | None)
 
 
 async def _measure_all(config: Config) -> list[Measurement]:
-    """One measurement per local executor, each started alone in a fresh scratch root."""
+    """One measurement per executor endosec runs: each local one started alone in a fresh
+    scratch root, each of an agent started, measured and stopped by its agent."""
     measurements = []
     for e in config.executors:
         if e.agent is not None:
-            click.echo(f"{e.name}: skipped: `endosec agent` runs it on another host")
+            measurement = await _measure_remote(e)
+            click.echo(f"{e.name}: {measurement.files} files measured by its agent")
+            measurements.append(measurement)
         elif e.url is not None:
             click.echo(f"{e.name}: skipped: a service endosec does not run ({e.url})")
         else:
@@ -76,6 +81,22 @@ async def _measure_all(config: Config) -> list[Measurement]:
             click.echo(f"{e.name}: {measurement.files} files measured")
             measurements.append(measurement)
     return measurements
+
+
+async def _measure_remote(e: ExecutorConfig) -> Measurement:
+    assert e.agent is not None
+    executor = AgentExecutor(e.name, e.agent, start_timeout=e.health.start_timeout,
+                             health_timeout=e.health.timeout)
+    try:
+        await executor.start()
+        measurement = await executor.measure()
+    except RuntimeDriverError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        await executor.stop()
+    if measurement is None:
+        raise click.ClickException(f"{e.name}: its agent sent no measurement")
+    return measurement
 
 
 async def _measure_one(config: Config, e: ExecutorConfig) -> Measurement:

@@ -1,8 +1,9 @@
 """Schedulers: which spares join the active set, and which actives a rotation retires.
 
-A scheduler is pure policy. The controller hands it profiles, trust scores and its own
-``random.Random``; the same inputs and the same generator state always give the same answer, so
-a seeded run replays exactly (in the gateway, the tests and the quantifier's simulator alike).
+A scheduler is pure policy. The controller hands it profiles, trust (each executor's
+credibility, `TrustBook.score`) and its own ``random.Random``; the same inputs and the same
+generator state always give the same answer, so a seeded run replays exactly (in the gateway,
+the tests and the quantifier's simulator alike).
 
 The set-based policies score a whole candidate active set, lexicographically:
 
@@ -18,6 +19,7 @@ the number of combinations exceeds `EXHAUSTIVE_LIMIT` a greedy search is used in
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -70,14 +72,42 @@ def majority_shared(members: Sequence[Profile]) -> int:
     return sum(k - n // 2 for k in held.values() if k >= 2 and 2 * k > n)
 
 
+def _trust(trust: Mapping[str, float], name: str) -> float:
+    try:
+        return trust[name]
+    except KeyError:
+        raise ValueError(f"no trust score for executor {name!r}") from None
+
+
+def _weighted_sample(candidates: Sequence[Profile], count: int, trust: Mapping[str, float],
+                     rng: random.Random) -> list[str]:
+    """``count`` names drawn one at a time without replacement, each draw picking among those
+    left with probability proportional to trust (equal trust: a uniform pick). Names with trust
+    0 come only once every positive one is taken, uniformly among themselves: the controller
+    offers only executors that may vote, so all-zero trust is no reason to leave seats empty."""
+    weights = {p.name: _trust(trust, p.name) for p in candidates}
+    for name, w in weights.items():
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"trust for executor {name!r}: must be finite and >= 0, got {w!r}")
+    left = [(name, w) for name, w in weights.items() if w > 0]
+    chosen: list[str] = []
+    while left and len(chosen) < count:
+        (i,) = rng.choices(range(len(left)), weights=[w for _, w in left])
+        chosen.append(left.pop(i)[0])
+    zero = [name for name, w in weights.items() if w == 0]
+    return chosen + rng.sample(zero, count - len(chosen))
+
+
 @dataclass(frozen=True, slots=True)
 class RandomScheduler:
-    """Uniformly random choices from the generator: the baseline moving target."""
+    """The baseline moving target. A spare joins with probability proportional to its trust
+    (the more credible, the likelier to vote); a rotation retires uniformly at random, since
+    rotating is about wiping footholds, and a quiet foothold keeps its trust."""
 
     def choose(self, candidates: Sequence[Profile], keep: Sequence[Profile], count: int,
                trust: Mapping[str, float], rng: random.Random) -> list[str]:
         _check_count(count, len(candidates))
-        return rng.sample([p.name for p in candidates], count)
+        return _weighted_sample(candidates, count, trust, rng)
 
     def retire(self, active: Sequence[Profile], count: int, trust: Mapping[str, float],
                rng: random.Random) -> list[str]:
@@ -187,13 +217,6 @@ def _credibility(distance: _Distances, trust: Mapping[str, float]) -> Spread:
             total += _trust(trust, p.name) * (sum(others) / len(others) if others else 1.0)
         return total
     return spread
-
-
-def _trust(trust: Mapping[str, float], name: str) -> float:
-    try:
-        return trust[name]
-    except KeyError:
-        raise ValueError(f"no trust score for executor {name!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

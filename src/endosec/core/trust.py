@@ -9,11 +9,13 @@ attestation (`endosec.attest`) and a *behaviour* record from every vote combine 
   `Identity.UNMEASURED` (attestation off, or a driver that cannot see the process) or
   `Identity.FAILED` (a measurement differed from the reference).
 - **behaviour** is the mean of a Beta posterior over "this executor agrees with the verdict",
-  with exponentially decaying evidence, so recent conduct weighs most; the schedulers read it as
-  credibility (`score`).
+  with exponentially decaying evidence, so recent conduct weighs most.
 - **points** accumulate by the table `POINTS`: an agreement earns ``gain``, a dissent, failure
   or behaviour report costs ``penalty`` (points never rise on one), a failed attestation takes
   them all; they stay within ``[0, cap]``, so old credit cannot grow without bound.
+- **credibility** (`score`, what the schedulers read) is behaviour x points / cap, in [0, 1]:
+  the paper's "accounting right", a node more likely to be chosen the higher its standing,
+  rising with both the long record (points) and recent conduct (behaviour).
 
 The final level (`TrustBook.level`, rules in `PointRules`):
 
@@ -238,8 +240,13 @@ class TrustBook:
         return Level.L2
 
     def score(self, name: str) -> float:
-        """Credibility for the schedulers: the behaviour score, 0 once identity failed."""
-        return 0.0 if self.identity(name) is Identity.FAILED else self.behaviour(name)
+        """Credibility for the schedulers, in [0, 1]: ``behaviour x points / cap``, so it rises
+        with each and an executor with no points has none; 0 once identity failed, whatever it
+        earned since. With ``cap`` 0 points say nothing and it is the behaviour alone."""
+        if self.identity(name) is Identity.FAILED:
+            return 0.0
+        cap = self.rules.cap
+        return self.behaviour(name) * (self._points[name] / cap if cap > 0 else 1.0)
 
     def weights(self, now: float) -> dict[str, float]:
         """Trust-weighted voting's weights by level: nothing below L2, 1 at L2, and at L3 a
@@ -268,5 +275,5 @@ class TrustBook:
         self._attested_at.pop(name, None)
 
     def snapshot(self) -> dict[str, float]:
-        """Every executor's current score, in pool order."""
+        """Every executor's credibility (`score`), in pool order: the schedulers' ``trust``."""
         return {name: self.score(name) for name in self._identity}

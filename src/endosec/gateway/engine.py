@@ -512,6 +512,11 @@ class MimicGateway:
                 state = self.controller.state(name)
                 if state not in (ExecutorState.ACTIVE, ExecutorState.SPARE):
                     continue
+                impostor = runner.impostor() if self._attestor is not None else None
+                if impostor is not None:  # not busy: someone else answers in its place
+                    self._identity_failed(name, "running", f"its address is not its own: "
+                                                           f"{impostor}", address=impostor)
+                    continue
                 healthy = runner.running and await runner.health()
                 # An executor that agreed with its peers since the last round is serving: a
                 # failed probe then means it is busy (its vote judges it, not the probe).
@@ -567,24 +572,34 @@ class MimicGateway:
         if learnt:
             self.events.emit("attestation", executor=name, ok=True, when=when,
                              learnt=list(learnt))
-        quarantine = self.config.attest.action == "quarantine"
-        if differ:
-            self.events.emit("attestation", executor=name, ok=False, when=when,
-                             files=list(differ), action=self.config.attest.action)
-        if differ and not quarantine:
-            self.events.emit("alert", level="warning", executor=name,
-                             message=f"{name} is not as attested: {', '.join(differ)}")
+        if not differ:
+            self._identity_report(IdentityReport(name, True, "", self.now))
             return
-        report = IdentityReport(name, not differ, ", ".join(differ), self.now)
+        detail = ", ".join(differ)
+        if self._identity_failed(name, when, detail, files=list(differ)) and launch:
+            await runner.stop()
+            raise AttestationFailed(f"{name}: not as attested: {detail}")
+
+    def _identity_failed(self, name: str, when: str, detail: str, **fields: Any) -> bool:
+        """Log and sign an identity failure; with ``attest.action: quarantine`` drop ``name``
+        to L0 (quarantined at once) and return True, else only alert."""
+        action = self.config.attest.action
+        self.events.emit("attestation", executor=name, ok=False, when=when, detail=detail,
+                         action=action, **fields)
+        if action != "quarantine":
+            self.events.emit("alert", level="warning", executor=name,
+                             message=f"{name} is not as attested: {detail}")
+            return False
+        self._identity_report(IdentityReport(name, False, detail, self.now))
+        return True
+
+    def _identity_report(self, report: IdentityReport) -> None:
         if self.controller.started:
             self._dispatch(report)
         elif report.ok:  # at the first start, before the controller: its trust book only
-            self.trust.attested(name, report.now)
+            self.trust.attested(report.executor, report.now)
         else:
-            self.trust.attestation_failed(name)
-        if differ and launch:
-            await runner.stop()
-            raise AttestationFailed(f"{name}: not as attested: {report.detail}")
+            self.trust.attestation_failed(report.executor)
 
     async def _attest_loop(self, attestor: Attestor) -> None:
         """Measure each running executor again when its random time comes."""

@@ -34,21 +34,29 @@ _HELP = {
 
 
 TrustFigures = Mapping[str, tuple[float, int, float]]
-"""Per executor: behaviour score in [0, 1], Proof-of-Trust level 0-3, points."""
+"""Per executor: credibility in [0, 1] (`TrustBook.score`), Proof-of-Trust level 0-3, points."""
 
 
 class _TrustCollector(Collector):
     def __init__(self, trust: Callable[[], TrustFigures]) -> None:
         self._trust = trust
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families = (
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
             GaugeMetricFamily("endosec_executor_trust", "Executor trust score in [0,1]",
                               labels=["executor"]),
             GaugeMetricFamily("endosec_executor_trust_level",
                               "Executor Proof-of-Trust level (0 to 3)", labels=["executor"]),
             GaugeMetricFamily("endosec_executor_trust_points",
                               "Executor Proof-of-Trust points", labels=["executor"]))
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without values: registering reads this, not the gateway's state."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = self._families()
         for name, figures in self._trust().items():
             for family, value in zip(families, figures, strict=True):
                 family.add_metric([name], float(value))

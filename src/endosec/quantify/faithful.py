@@ -33,7 +33,7 @@ from endosec.core.controller_events import (
 from endosec.core.model import Outcome, Profile, Verdict
 from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Threat, ThreatPolicy
-from endosec.core.trust import TrustBook
+from endosec.core.trust import PointRules, TrustBook
 from endosec.quantify.errors import ParameterError, check_rate
 from endosec.quantify.scenario import Progress, Scenario, SimulationResult, summarise
 from endosec.quantify.stats import wilson_ci
@@ -60,7 +60,11 @@ class _Trial:
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         names = [p.name for p in pool]
-        self.controller = Controller(pool, policy, scheduler, TrustBook(names), rng)
+        # No honest traffic is simulated, only attacks: in a gateway, the agreements on it earn
+        # back what a dissent costs long before four dissents could put an executor on
+        # probation. Here nothing could earn them back, so dissent costs no points.
+        self.controller = Controller(pool, policy, scheduler,
+                                     TrustBook(names, rules=PointRules(penalty=0.0)), rng)
         self.compromised: set[str] = set()
         self.rotations = 0
         self.wakeups: list[float] = []

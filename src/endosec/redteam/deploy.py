@@ -71,7 +71,7 @@ def wrap(e: dict[str, Any], dep: Deployment) -> dict[str, Any]:
     wrapped = [sys.executable, "-m", "endosec.redteam.implant", "--listen-port", "{port}",
                "--scratch", "{scratch}", "--name", "{name}", "--health-path", health,
                "--image-implant", str(dep.images / "{name}.json"),
-               "--log", str(dep.logs / "{name}.jsonl"), "--", *argv]
+               "--log-dir", str(dep.logs), "--", *argv]
     env = {k: str(v).replace("{port}", INNER_PORT) for k, v in (e.get("env") or {}).items()}
     return {**e, "argv": wrapped, "env": env}
 

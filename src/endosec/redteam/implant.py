@@ -13,7 +13,8 @@ An attacker with write access to the executor's scratch directory plants an impl
 implant.json; cleansing wipes the scratch directory, so a cleanse removes it. An image implant
 models a flaw in the pristine image itself: cleansing does not remove it.
 
-Every time an implant acts, one JSON line goes to ``--log`` (if given), so a drill can tell
+Every time an implant acts, one JSON line goes to ``NAME.jsonl`` in ``--log-dir`` (if given; a
+directory, which attestation does not measure, not the file, which changes), so a drill can tell
 whether an attack fired. ``{inner_port}`` is also replaced in the child's environment.
 """
 
@@ -109,6 +110,9 @@ class Wrapper:
     burner: asyncio.subprocess.Process | None = None  # what cpu-burn started
     hoard: list[bytes] = field(default_factory=list)  # what leak-memory keeps
     known: tuple[float, list[str] | None] | None = None  # when an informed implant last looked
+    listen: tuple[str, int] | None = None  # where the wrapper listens
+    server: asyncio.Server | None = None  # its listener, freed by hand-over-port
+    squatter: asyncio.subprocess.Process | None = None  # what hand-over-port started
 
     async def choose(self, request: Request) -> tuple[Implant | None, dict[str, Any]]:
         """`pick`, then an informed implant's look at the active set (read at most once a
@@ -223,8 +227,10 @@ async def _covert(w: Wrapper, implant: Implant) -> None:
     """Do something else while the reply stays right: call out (in the background, so the
     reply does not wait), leave a shell running, burn a core (in a process of the wrapper's
     own program, so no new program shows), keep 32 MiB more per request (to 512 MiB), read
-    a file that is not the executor's, or work a few hundred microseconds (the whole wrapper
-    waits, as a process busy with something else would)."""
+    a file that is not the executor's, work a few hundred microseconds (the whole wrapper
+    waits, as a process busy with something else would), or free the listening port for a
+    squatter outside the process group that relays to the executor (`endosec.redteam.squat`;
+    the wrapper keeps running, so the executor looks alive)."""
     match implant.kind:
         case "connect-out":
             spawn(_connect_out(implant.params["host"], implant.params["port"]),
@@ -242,6 +248,20 @@ async def _covert(w: Wrapper, implant: Implant) -> None:
                 Path(implant.params["path"]).read_bytes()
         case "micro-delay":
             time.sleep(implant.params["us"] / 1e6)
+        case "hand-over-port" if w.squatter is None and w.server is not None \
+                and w.log is not None:
+            assert w.listen is not None
+            pidfile = w.log.with_name(f"{w.name}.squat.pid")
+            w.squatter = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "endosec.redteam.squat",
+                "--listen", "{}:{}".format(*w.listen), "--to", "{}:{}".format(*w.inner),
+                "--seconds", "120", "--pidfile", str(pidfile),
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+            for _ in range(100):  # both listen a moment (SO_REUSEPORT): no client is refused
+                if pidfile.exists():
+                    break
+                await asyncio.sleep(0.05)
+            w.server.close()  # connections open now go on; new ones reach the squatter
 
 
 async def _connect_out(host: str, port: int) -> None:
@@ -386,9 +406,10 @@ async def _main(args: argparse.Namespace) -> int:
     scratch = args.scratch.resolve()
     files = (ImplantFile(scratch / IMPLANT_NAME), ImplantFile(args.image_implant))
     child = await asyncio.create_subprocess_exec(*argv, env=env)
-    wrapper = Wrapper(name=args.name or scratch.name, inner=(host, inner_port),
-                      health_path=args.health_path.encode(), files=files, log=args.log,
-                      child=child)
+    name = args.name or scratch.name
+    wrapper = Wrapper(name=name, inner=(host, inner_port), health_path=args.health_path.encode(),
+                      files=files, child=child,
+                      log=None if args.log_dir is None else args.log_dir / f"{name}.jsonl")
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -400,7 +421,9 @@ async def _main(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):  # cancelled at shutdown
             await _client(wrapper, reader, writer)
 
-    server = await asyncio.start_server(handle, host, args.listen_port, reuse_address=True)
+    server = await asyncio.start_server(handle, host, args.listen_port, reuse_address=True,
+                                        reuse_port=True)
+    wrapper.listen, wrapper.server = (host, args.listen_port), server
     print(f"endosec implant wrapper for {wrapper.name} listening on http://{host}:"
           f"{args.listen_port} (executor on port {inner_port})", flush=True)
     exited = asyncio.ensure_future(child.wait())
@@ -430,8 +453,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="never counted; only never-healthy acts on it")
     parser.add_argument("--image-implant", type=Path, default=None,
                         help="an implant file outside the scratch dir (survives cleansing)")
-    parser.add_argument("--log", type=Path, default=None,
-                        help="append one JSON line per implant action to this file")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="append one JSON line per implant action to NAME.jsonl here")
     parser.add_argument("argv", nargs=argparse.REMAINDER,
                         help="-- then the executor's command line, {inner_port} for its port")
     args = parser.parse_args(argv)

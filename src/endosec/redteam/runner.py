@@ -28,6 +28,7 @@ from endosec.redteam.divergence import (
     run_divergence,
 )
 from endosec.redteam.drill import CaseResult, Drill, DrillError
+from endosec.redteam.identity import IDENTITY, run_identity
 from endosec.redteam.incremental import IncrementalParams, run_incremental
 from endosec.redteam.inputagent import run_input_agent
 from endosec.redteam.recon import RECONNAISSANCE, run_reconnaissance
@@ -167,6 +168,9 @@ async def _main_phase(config: Config, root: Path, opts: SuiteOptions,
     return benign, results, crashed, detail
 
 
+#: Mean seconds between re-measurements in the identity phase (a deployment's are minutes).
+_REMEASURE = 1.0
+
 #: The lab's threat-aware rotation: footholds dissent twice a second each; the threat level
 #: (half-life 2 s, scale 1) soon nears 1 and the mean wait between rotations falls from 1 s
 #: towards 0.4 s.
@@ -289,6 +293,15 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
                             requirements=requirements or Requirements(), soak=soak,
                             mode="soak")
     benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
+    if not crashed and (not opts.only or IDENTITY in opts.only or "tampered-image" in opts.only):
+        log(IDENTITY)
+        found, crashed = await run_identity(config, root / IDENTITY, new_workload,
+                                            seed=opts.seed, remeasure_mean=_REMEASURE)
+        for r in found:
+            log(f"  {r.name}: suppressed={r.suppressed} detected={r.detected} {r.notes[-1]}")
+        results += found
+        if crashed:
+            detail = "the gateway process exited during the identity phase"
     incremental = None
     if opts.incremental and not crashed and (not opts.only or "incremental" in opts.only):
         incremental = await _incremental_phase(config, root, opts, new_workload, log)

@@ -61,10 +61,11 @@ KINDS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
     "leak-memory": {},
     "read-outside-scratch": {"path": (str,)},
     "micro-delay": {"us": (int,)},
+    "hand-over-port": {},
 }
 #: Kinds that answer right while doing something else (behaviour, not output, shows them).
 COVERT = frozenset({"connect-out", "spawn-shell", "cpu-burn", "leak-memory",
-                    "read-outside-scratch", "micro-delay"})
+                    "read-outside-scratch", "micro-delay", "hand-over-port"})
 #: Kinds that answer with an altered version of the executor's real response.
 ALTERING = frozenset({"alter-json-field", "inject-header", "alter-status", "nudge-numbers"})
 _CONDITIONS = frozenset({"kind", "trigger", "after", "fraction", "paths", "methods", "note",

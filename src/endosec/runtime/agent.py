@@ -1,11 +1,11 @@
 """`endosec agent`: runs executors on its own host for a gateway elsewhere.
 
-The agent starts, stops, cleanses and health-checks local executors exactly as the gateway
-does for its own (`endosec.runtime.process`: templates, sandbox, supervisor), and offers that
-over HTTPS to the gateway's `endosec.runtime.remote` driver. It is only the control path:
-requests go from the gateway straight to each executor's address. The gateway pins the
-agent's certificate; the two admit each other by proving possession of their identity keys
-(`endosec.identity.handshake`), and every call but ``/healthz`` and the admission itself
+The agent starts, stops, cleanses, health-checks, samples and measures local executors exactly
+as the gateway does for its own (`endosec.runtime.process`: templates, sandbox, supervisor),
+and offers that over HTTPS to the gateway's `endosec.runtime.remote` driver. It is only the
+control path: requests go from the gateway straight to each executor's address. The gateway
+pins the agent's certificate; the two admit each other by proving possession of their identity
+keys (`endosec.identity.handshake`), and every call but ``/healthz`` and the admission itself
 carries the session the gateway was given (``Authorization: Session ID``). Every refusal is
 logged as an event. Executors die with the agent.
 
@@ -14,6 +14,10 @@ API (JSON; ``NAME`` is an executor of this agent):
 * ``POST /admission/nonce``, then ``POST /admission/proof``: the two steps of admission (401
   with the reason when refused);
 * ``GET /executors``: every executor's state; ``GET /executors/NAME``: one, with ``healthy``;
+* ``GET /executors/NAME/sample`` and ``/measure``: its state with what it does now
+  (``sample``, `endosec.core.behaviour`) or what it runs (``measurement``: ``{"executor",
+  "digests": {label: digest}}``, `endosec.attest.measure`), measured on this host; null when
+  it does not run;
 * ``POST /executors/NAME/start|stop|cleanse``: do it, answer once done (start and cleanse once
   healthy) with the executor's ``host``, ``port``, ``running``, ``pid``;
 * ``GET /healthz``: the agent is alive.
@@ -29,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from endosec.config import ExecutorConfig, TlsConfig, parse_address
+from endosec.config import Admitting, ExecutorConfig, TlsConfig, parse_address
 from endosec.configfile import ConfigError, expand, read_yaml, readable_tls, validate
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.identity.admission import Admission, Refusal, Verifier
@@ -47,22 +51,16 @@ from endosec.runtime.process import ProcessExecutor, reap_leftovers
 __all__ = ["AgentConfig", "AgentHandler", "load_agent_config", "serve_agent"]
 
 
-class AgentConfig(BaseModel):
-    """The agent's file: where it listens, its certificate, its identity and whom it admits,
-    its executors."""
+class AgentConfig(Admitting):
+    """The agent's file: where it listens, its certificate, its identity and whom it admits
+    (``identity`` is the agent's key, ``keys`` or ``authority`` say which gateways), its
+    executors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    nobody_admitted = ("give keys (the gateways' public keys) or authority (a CA that "
+                       "certifies gateways' keys): nothing else admits a gateway")
 
     listen: str = "127.0.0.1:8443"
     tls: TlsConfig
-    identity: Path = Field(description="the agent's own Ed25519 identity key (PEM)")
-    certificate: Path | None = Field(
-        default=None, description="a certificate for the agent's key, for a gateway that "
-                                  "admits by authority")
-    keys: list[str] = Field(default_factory=list,
-                            description="the gateways' public keys: 64 hex digits or PEM")
-    authority: Path | None = Field(
-        default=None, description="a CA (PEM) whose certificates for gateways' keys are trusted")
     admit_for: float = Field(default=3600.0, gt=0,
                              description="seconds a gateway stays admitted after its proof")
     executors: list[ExecutorConfig] = Field(min_length=1)
@@ -84,13 +82,6 @@ class AgentConfig(BaseModel):
                 raise ValueError(f"executor names must be unique; repeated: {e.name}")
         return v
 
-    @model_validator(mode="after")
-    def _trusted(self) -> AgentConfig:
-        if not self.keys and self.authority is None:
-            raise ValueError("give keys (the gateways' public keys) or authority (a CA that "
-                             "certifies gateways' keys): nothing else admits a gateway")
-        return self
-
 
 def _responder(config: AgentConfig) -> Responder:
     """The agent's side of admission, from its settings (`IdentityError` naming the setting)."""
@@ -110,10 +101,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         config.executors]
     tls = TlsConfig(cert=here / config.tls.cert, key=here / config.tls.key)
     readable_tls(tls, str(path))
-    config = config.model_copy(update={
-        "executors": executors, "tls": tls, "identity": here / config.identity,
-        "certificate": None if config.certificate is None else here / config.certificate,
-        "authority": None if config.authority is None else here / config.authority})
+    config = config.model_copy(update={"executors": executors, "tls": tls,
+                                       **config.files_under(here)})
     try:
         _responder(config)
     except IdentityError as exc:
@@ -197,6 +186,11 @@ class AgentHandler:
             sample = await executor.sample()
             return _json(200, {**self._state(executor),
                                "sample": None if sample is None else sample.as_dict()})
+        if path[2:] == ["measure"] and request.method == b"GET":
+            measured = await executor.measure()
+            return _json(200, {**self._state(executor), "measurement": None if measured is None
+                               else {"executor": measured.executor,
+                                     "digests": dict(measured.digests)}})
         actions: dict[str, Callable[[], Any]] = {
             "start": executor.start, "stop": executor.stop, "cleanse": executor.cleanse}
         if len(path) != 3 or path[2] not in actions or request.method != b"POST":

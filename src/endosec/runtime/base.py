@@ -114,3 +114,9 @@ class RuntimeDriver(Protocol):
         """What is running now (`endosec.attest.measure`), where the driver can see it (None:
         it cannot, or the executor does not run); never raises."""
         ...
+
+    def impostor(self) -> str | None:
+        """Who else holds the address requests go to, in words (None: nobody, or the driver
+        cannot tell); never raises. Whatever took the executor's port is not the executor,
+        however right its answers."""
+        ...

@@ -326,6 +326,10 @@ class ProcessExecutor:
         socket a process of its group holds (see the module's docstring)."""
         return await self._answers() and self._foreign() == set()
 
+    def impostor(self) -> str | None:
+        foreign = self._foreign() if self.running else None
+        return _holder(foreign) if foreign else None
+
     def _foreign(self) -> set[str] | None:
         """`_unheld` where connections land: ``(host, port)`` in its network namespace (a
         segment forwards its own address there)."""
@@ -609,11 +613,20 @@ def _unheld(pgid: int, host: str, port: int) -> set[str] | None:
     missing = set(sockets)
     while inside and missing:  # the supervisor's descendants first: cheap, and usually enough
         pid = inside.pop(0)
+        if _group_of(pid) != pgid:
+            continue  # it left the group (a session of its own): cleansing would not stop it
         missing -= _holds(pid, missing)
         inside += _children(pid)
     for pid in _members(pgid) if missing else ():  # then the group's other processes
         missing -= _holds(pid, missing)
     return missing
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None  # gone
 
 
 def _children(pid: int) -> list[int]:

@@ -1,12 +1,13 @@
 """An executor that `endosec agent` runs on another host, driven over the agent's API.
 
-Only the control path goes through the agent (start, stop, cleanse, health): requests go from
-the data plane straight to the address the agent reports. The API is HTTPS with the agent's
-certificate pinned (the configured PEM is the only one trusted; host names are not checked,
-since agents are usually reached by address); never plain text. Before any call the gateway
-and the agent admit each other (`endosec.identity.handshake`): each proves it holds its
-identity key, the gateway gets a session, and proves itself again at random times before the
-admission ends, or at once when the agent no longer knows the session.
+Only the control path goes through the agent (start, stop, cleanse, health, and the samples and
+measurements the agent takes of the executor on its host): requests go from the data plane
+straight to the address the agent reports. The API is HTTPS with the agent's certificate
+pinned (the configured PEM is the only one trusted; host names are not checked, since agents
+are usually reached by address); never plain text. Before any call the gateway and the agent
+admit each other (`endosec.identity.handshake`): each proves it holds its identity key, the
+gateway gets a session, and proves itself again at random times before the admission ends, or
+at once when the agent no longer knows the session.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
+from endosec.attest.measure import Measurement
 from endosec.config import AgentRef, parse_address
 from endosec.core.behaviour import Sample
 from endosec.identity.admission import Refusal, Verifier
@@ -32,6 +35,7 @@ __all__ = ["AgentExecutor", "credential_problems", "pinned"]
 
 _POLL = 0.2  # seconds between health polls while waiting
 _RENEW_BEFORE = 0.9  # prove again at the latest this far into the admission
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # as `endosec.attest.measure` writes them
 
 
 def pinned(ca: str) -> ssl.SSLContext:
@@ -206,9 +210,32 @@ class AgentExecutor:
         except (WireError, TimeoutError, RuntimeDriverError, ValueError, KeyError, TypeError):
             return None
 
-    async def measure(self) -> None:
-        """Nothing: what runs on the agent's host is measured there, not from here."""
+    def impostor(self) -> str | None:
+        """Nothing: the agent checks whose socket it is when it starts the executor."""
         return None
+
+    async def measure(self) -> Measurement | None:
+        """The agent's measurement of the executor on its host, under this executor's name
+        (None: none, out of reach, or not a well-formed measurement of it)."""
+        try:
+            # the agent hashes every file the executor runs from: allow what a start may take
+            info = await self._call("GET", "measure", self._start_timeout)
+            return None if info.get("measurement") is None \
+                else self._measurement(info["measurement"])
+        except (WireError, TimeoutError, RuntimeDriverError, ValueError, KeyError, TypeError):
+            return None
+
+    def _measurement(self, data: Any) -> Measurement:
+        """The agent's ``{"executor", "digests"}`` as a `Measurement` (ValueError when it is
+        not one of this executor: what the gateway judges must be well-formed)."""
+        if not isinstance(data, dict) or data.get("executor") != self._remote:
+            raise ValueError("not a measurement of this executor")
+        digests = data.get("digests")
+        if not isinstance(digests, dict) or not all(
+                isinstance(label, str) and isinstance(digest, str) and _DIGEST.fullmatch(digest)
+                for label, digest in digests.items()):
+            raise ValueError("digests must map labels to SHA-256 hex digests")
+        return Measurement(self._name, dict(digests))
 
     async def wait_healthy(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()

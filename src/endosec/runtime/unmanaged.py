@@ -81,6 +81,10 @@ class UrlExecutor:
         """Nothing: what it runs is not endosec's to look at."""
         return None
 
+    def impostor(self) -> str | None:
+        """Nothing: whose socket it is cannot be seen from here."""
+        return None
+
     async def health(self) -> bool:
         host, port = self._address
         try:

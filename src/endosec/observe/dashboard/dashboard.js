@@ -294,7 +294,7 @@ function renderCard(e, active, shared, series) {
   refs.badge.textContent = e.state;
   refs.badge.className = `badge state-${e.state}`;
   refs.fill.style.width = `${Math.round(e.trust * 100)}%`;
-  refs.fill.className = e.trust < 0.5 ? "low" : e.trust < 0.7 ? "mid" : "";
+  refs.fill.className = e.level === "L0" || e.level === "L1" ? "low" : "";
   refs.trustValue.textContent = e.trust.toFixed(2);
   refs.level.textContent = `${e.level} \u00b7 ${Math.round(e.points)} points \u00b7 identity ${e.identity}`;
   refs.level.className = `level level-${e.level}`;
