@@ -30,7 +30,9 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from endosec.attest.cli import attest
 from endosec.attest.measure import Measurement, differences
 from endosec.config import AgentRef, ExecutorConfig
 from endosec.configfile import expand
@@ -511,3 +513,21 @@ def test_an_unmanaged_executor_that_dissents_needs_a_human(tmp_path: Path) -> No
         gw.stop()
         service.kill()
         service.wait(timeout=10)
+
+
+def test_the_manifest_asks_the_agent_to_measure_its_executor(
+        loopback: tuple[Agent, Path], tmp_path: Path) -> None:
+    """`endosec attest manifest` starts, measures and stops a remote executor through its
+    agent, as it does a local one here."""
+    agent, gateway_key = loopback
+    config = tmp_path / "endosec.yaml"
+    config.write_text(yaml.safe_dump({"controller": {"active": 1}, "executors": [
+        {"name": "far", "agent": agent.ref(gateway_key, executor="stdlib"),
+         "profile": ["http:stdlib-http.server"]}]}))
+    result = CliRunner().invoke(attest, ["manifest", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "far: " in result.output and "measured by its agent" in result.output
+    manifest = json.loads((tmp_path / "attest.json").read_text())
+    far = manifest["executors"]["far"]
+    assert any(label.startswith("exe:") for label in far) and "entry" in far, far
+    assert any(label.endswith("/stdlib_notes.py") for label in far), far

@@ -31,6 +31,7 @@ def test_a_changed_program_is_caught_running_quarantined_and_held(tmp_path: Path
                              what="stdlib quarantined and its relaunch refused")
         stdlib = _by_name(status, "stdlib")
         assert stdlib["level"] == "L0" and stdlib["identity"] == "failed", stdlib
+        assert stdlib["level_history"][-1]["level"] == "L0", stdlib  # the change, with its time
         assert stdlib["points"] == 0 and "stdlib" not in status["active"]
         for other in ("aiohttp", "node"):
             assert _by_name(status, other)["level"] == "L2"

@@ -121,9 +121,10 @@ def check_required_figures(data: dict) -> None:
     assert recon["cases"] == 3 and recon["suppressed"] == recon["detected"] == 3, [
         c for c in data["cases"] if c["class"] == "reconnaissance"]
     # A squatter on an executor's port and a file planted in its image: both caught (health's
-    # owner check; a re-measurement), neither by a dissent.
+    # owner check; a re-measurement), neither by a dissent; and an agent's admission refuses
+    # replayed, foreign and forged proofs and calls without a session, logging each.
     identity = classes["identity"]
-    assert identity["cases"] == 2 and identity["suppressed"] == identity["detected"] == 2, [
+    assert identity["cases"] == 3 and identity["suppressed"] == identity["detected"] == 3, [
         c for c in data["cases"] if c["class"] == "identity"]
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
@@ -196,10 +197,11 @@ def test_without_attestation_the_identity_cases_go_unseen(tmp_path: Path,
         capture_output=True, text=True, timeout=300, check=False)
     data = json.loads((report_dir / "report.json").read_text())
     cases = {c["name"]: c for c in data["cases"] if c["class"] == "identity"}
-    assert set(cases) == {"port-squat", "tampered-image"}, proc.stdout + proc.stderr
-    for case in cases.values():
-        assert not case["detected"] and not case["suppressed"], case
-        assert case["fired"] == 1 and case["benign"]["wrong"] == 0, case
+    assert set(cases) == {"admission", "port-squat", "tampered-image"}, proc.stdout + proc.stderr
+    for name in ("port-squat", "tampered-image"):
+        assert not cases[name]["detected"] and not cases[name]["suppressed"], cases[name]
+        assert cases[name]["fired"] == 1 and cases[name]["benign"]["wrong"] == 0, cases[name]
+    assert cases["admission"]["suppressed"], cases["admission"]  # not attestation's doing
 
 
 SOAK = 100_000

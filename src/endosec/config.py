@@ -39,6 +39,7 @@ from endosec.core.canonical_json import JsonRule
 from endosec.core.canonicalise import TextRule, compile_rules
 from endosec.core.model import Profile
 from endosec.core.rotation_policy import PolicyFileError, RotationPolicy
+from endosec.core.trust import PointRules
 
 __all__ = [
     "AdminConfig",
@@ -62,6 +63,7 @@ __all__ = [
     "StateConfig",
     "ThreatConfig",
     "TlsConfig",
+    "TrustConfig",
     "UnmanagedCleanse",
     "checkpoints_possible",
     "load_config",
@@ -239,6 +241,29 @@ class AttributionConfig(_Strict):
                                    "is closed). Off by default: many users may stand behind one "
                                    "address (a load balancer, a NAT), and a flaky executor "
                                    "dissenting on a hot request looks like a lever")
+
+
+class TrustConfig(_Strict):
+    """Proof-of-Trust points (`endosec.core.trust.PointRules`, docs/identity.md)."""
+
+    start: float = Field(default=100.0, ge=0, description="points of a new executor")
+    gain: float = Field(default=1.0, ge=0, description="points per agreement")
+    penalty: float = Field(default=15.0, ge=0, description="points lost per dissent, failure "
+                                                           "or behaviour report")
+    cap: float = Field(default=1000.0, ge=0, description="most points an executor keeps")
+    vote_at: float = Field(default=50.0, ge=0, description="points to vote (L2)")
+    lead_at: float = Field(default=500.0, ge=0, description="points for L3 (with a recent "
+                                                            "attestation)")
+    fresh_for: float = Field(default=900.0, ge=0, description="seconds an attestation counts "
+                                                              "as recent for L3")
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrustConfig:
+        self.rules()  # ValueError names what is wrong
+        return self
+
+    def rules(self) -> PointRules:
+        return PointRules(**self.model_dump())
 
 
 class ThreatConfig(_Strict):
@@ -717,6 +742,7 @@ class Config(_Strict):
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
     behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

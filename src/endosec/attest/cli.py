@@ -15,7 +15,7 @@ from endosec.attest.measure import Measurement
 from endosec.config import Config, ConfigError, ExecutorConfig, load_config
 from endosec.gateway.dns import dns_health_probe
 from endosec.observe.ledger_format import LedgerError, fingerprint, load_or_create_key
-from endosec.runtime.base import RuntimeDriverError
+from endosec.runtime.base import RuntimeDriver, RuntimeDriverError
 from endosec.runtime.drivers import local_spec, segmented
 from endosec.runtime.process import ProcessExecutor
 from endosec.runtime.remote import AgentExecutor
@@ -85,8 +85,23 @@ async def _measure_all(config: Config) -> list[Measurement]:
 
 async def _measure_remote(e: ExecutorConfig) -> Measurement:
     assert e.agent is not None
-    executor = AgentExecutor(e.name, e.agent, start_timeout=e.health.start_timeout,
-                             health_timeout=e.health.timeout)
+    return await _measured(AgentExecutor(e.name, e.agent, start_timeout=e.health.start_timeout,
+                                         health_timeout=e.health.timeout),
+                           f"{e.name}: its agent sent no measurement")
+
+
+async def _measure_one(config: Config, e: ExecutorConfig) -> Measurement:
+    probe = dns_health_probe(e.health.dns_query or "") if config.protocol == "dns" else None
+    with tempfile.TemporaryDirectory(prefix="endosec-attest-") as root:
+        os.chmod(root, 0o711)  # workers that drop privileges must reach their scratch directory
+        return await _measured(
+            ProcessExecutor(local_spec(e, scratch_root=Path(root), health_probe=probe,
+                                       segmented=segmented(e))),
+            f"{e.name}: it stopped before it was measured")
+
+
+async def _measured(executor: RuntimeDriver, missing: str) -> Measurement:
+    """Start ``executor``, measure it, stop it; `click.ClickException` when that fails."""
     try:
         await executor.start()
         measurement = await executor.measure()
@@ -95,23 +110,5 @@ async def _measure_remote(e: ExecutorConfig) -> Measurement:
     finally:
         await executor.stop()
     if measurement is None:
-        raise click.ClickException(f"{e.name}: its agent sent no measurement")
-    return measurement
-
-
-async def _measure_one(config: Config, e: ExecutorConfig) -> Measurement:
-    probe = dns_health_probe(e.health.dns_query or "") if config.protocol == "dns" else None
-    with tempfile.TemporaryDirectory(prefix="endosec-attest-") as root:
-        os.chmod(root, 0o711)  # workers that drop privileges must reach their scratch directory
-        executor = ProcessExecutor(local_spec(e, scratch_root=Path(root), health_probe=probe,
-                                              segmented=segmented(e)))
-        try:
-            await executor.start()
-            measurement = await executor.measure()
-        except RuntimeDriverError as exc:
-            raise click.ClickException(str(exc)) from exc
-        finally:
-            await executor.stop()
-    if measurement is None:
-        raise click.ClickException(f"{e.name}: it stopped before it was measured")
+        raise click.ClickException(missing)
     return measurement

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,6 +126,9 @@ class DataPlane(Protocol):
         ...
 
 
+#: Changes of trust level kept per executor for /status (the ledger keeps them all).
+_LEVEL_HISTORY = 20
+
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
 _RESTART_ONLY = ("protocol", "listen", "tls", "admin.listen", "state_dir", "gateway.threads",
                  "gateway.events", "journal.segment_bytes", "journal.sync_interval",
@@ -165,7 +169,7 @@ class MimicGateway:
         self.metrics = metrics or GatewayMetrics()
         self._arbiter(config)
         names = [e.name for e in config.executors]
-        self.trust = TrustBook(names)
+        self.trust = TrustBook(names, rules=config.trust.rules())
         self.controller = Controller(
             [e.as_profile() for e in config.executors], _policy(config),
             scheduler_from_config(config.scheduler.policy), self.trust,
@@ -189,6 +193,8 @@ class MimicGateway:
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
         self._levels: dict[str, Level] = {}
+        self._level_history: defaultdict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=_LEVEL_HISTORY))
         self._judge = Judge(BehaviourPolicy(
             allowed_paths=(*ALLOWED_PATHS, *config.behaviour.allowed_paths)))
         self._behaviour_task: asyncio.Task[None] | None = None
@@ -228,6 +234,7 @@ class MimicGateway:
             raise
         self.config = config
         self._arbiter(config)
+        self.trust.rules = config.trust.rules()
         leaving = [self.executors.pop(n) for n in removed]
         self.executors.update(started)
         for e in added:
@@ -689,9 +696,10 @@ class MimicGateway:
             was = self._levels.get(name)
             self._levels[name] = level
             if was is not None and level != was:
-                self.events.emit("trust-level", executor=name, level=level.name, was=was.name,
-                                 points=round(self.trust.points(name), 1),
-                                 identity=self.trust.identity(name).value)
+                self._level_history[name].append(self.events.emit(
+                    "trust-level", executor=name, level=level.name, was=was.name,
+                    points=round(self.trust.points(name), 1),
+                    identity=self.trust.identity(name).value))
 
     def threat_update(self) -> None:
         """Tell the controller when the level moved (by 0.05 or more, or to calm), and log
@@ -731,6 +739,8 @@ class MimicGateway:
                 "points": round(self.trust.points(e.name), 1),
                 "identity": self.trust.identity(e.name).value,
                 "attested_at": self.trust.attested_at(e.name),
+                "level_history": [{k: v for k, v in change.items() if k != "executor"}
+                                  for change in self._level_history[e.name]],
                 "profile": sorted(e.profile),
                 "counters": self.controller.counters(e.name),
                 "pid": runner.pid,

@@ -217,7 +217,10 @@ async def _incremental_run(config: Config, root: Path, opts: SuiteOptions,
                        "quarantine_after": params.quarantine_after, "cleanse_on_rotate": True,
                        "defer_above": None},
         "threat": {"half_life": params.threat_half_life, "scale": params.threat_scale,
-                   "isolate_at": None}})
+                   "isolate_at": None},
+        # Only rotation removes a foothold here, as in the faithful simulation it is compared
+        # with: dissent costs no Proof-of-Trust points, so none falls to probation for it.
+        "trust": {"penalty": 0.0}})
     gw = GatewayProcess(dep, data)
     await gw.start()
     drill = Drill(gw, new_workload(), canary="", active_size=params.n,
@@ -245,8 +248,8 @@ async def _incremental_run(config: Config, root: Path, opts: SuiteOptions,
          "same profile) so that rotation has spares. " if duplicate else "")
         + ("Dormant footholds give the arbiter nothing to see, so only rotation removes them "
            "(detected is 0 by design). " if not params.dissent else
-           "Footholds dissent but are never quarantined (quarantine_after out of reach): "
-           "threat-aware rotation alone removes them. ")
+           "Footholds dissent but are never quarantined (quarantine_after out of reach, and "
+           "dissent costs no trust points): threat-aware rotation alone removes them. ")
         + "The quantifier assumes instant cleansing; live cleansing and journal replay take "
         "time.")
     return out
