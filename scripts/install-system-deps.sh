@@ -4,11 +4,11 @@
 # executors), apache2 and lighttpd (with nginx, the three web servers of examples/web),
 # chromium (the dashboard's browser test, driven by Playwright), BIND 9, NSD and Knot (the three
 # servers of examples/dns), dnsperf and dnsdist (the DNS benchmark's load generator and
-# baseline proxy), iproute2 and nftables (each executor's network segment). Idempotent; needs
-# root.
+# baseline proxy), iproute2 and nftables (each executor's network segment), etcd (the
+# control-state store of a cluster of gateways). Idempotent; needs root.
 set -euo pipefail
 packages=(nodejs wrk nginx-light bubblewrap apache2 lighttpd chromium bind9 nsd knot bind9-dnsutils
-          dnsperf dnsdist iproute2 nftables)
+          dnsperf dnsdist iproute2 nftables etcd-server etcd-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -64,6 +64,9 @@ def test_shipped_configs_are_valid() -> None:
     (lambda d: d["controller"].update(defer_above=1.5), r"controller\.defer_above"),
     (lambda d: d["threat"].update(isolate_at=0) if "threat" in d else d.update(
         threat={"isolate_at": 0}), r"threat\.isolate_at"),
+    (lambda d: d.update(cluster={"store": "etcd://nowhere"}), r"cluster\.store: .*HOST:PORT"),
+    (lambda d: d.update(cluster={"boundary": "a/b"}), r"cluster\.boundary"),
+    (lambda d: d.update(cluster={"lease_ttl": 1}), r"cluster\.lease_ttl"),
 ])
 def test_bad_config_names_the_field(tmp_path: Path, mutate, field: str) -> None:
     data = demo_data()

@@ -26,6 +26,7 @@ from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
 from endosec.redteam.deploy import drill_config, new_deployment
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
+from endosec.redteam.evidence import EVIDENCE
 from endosec.redteam.identity import IDENTITY
 from endosec.redteam.implant import INNER_PORT
 from endosec.redteam.recon import RECONNAISSANCE
@@ -176,7 +177,7 @@ def result(name: str, cls: str, *, suppressed: bool = True, detected: bool = Tru
 def report(results: list[CaseResult], *, benign: int = 10_000, alarms: int = 0,
            crashed: bool = False) -> dict:
     for cls, name in ((BENIGN_DIVERGENCE, "options"), (RECONNAISSANCE, "fingerprint"),
-                      (IDENTITY, "tampered-image")):
+                      (IDENTITY, "tampered-image"), (EVIDENCE, "tail-cut")):
         if not any(r.cls == cls for r in results):
             results = [result(name, cls), *results]
     return build_report(config="c.yaml", workload="notes", quick=False, seconds=1.0,
@@ -217,6 +218,8 @@ def test_report_has_the_stable_keys_and_passes_when_every_figure_holds() -> None
      "reconnaissance"),
     ({"results": [result("x", DIFFERENTIAL), result("t", IDENTITY, detected=False)]},
      "identity"),
+    ({"results": [result("x", DIFFERENTIAL), result("c", EVIDENCE, detected=False)]},
+     "evidence"),
 ])
 def test_report_fails_when_a_required_figure_regresses(kwargs: dict, needle: str) -> None:
     rep = report(**kwargs)

@@ -52,6 +52,16 @@ def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
+def _store_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from endosec.cluster.store import parse_store_url
+        try:
+            parse_store_url(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Directory for executor scratch space and records (default: a per-user state dir).")
@@ -82,13 +92,17 @@ def check(config_path: Path) -> None:
               help="Client listener (overrides listen in the file).")
 @click.option("--admin", callback=_address, default=None, metavar="HOST:PORT",
               help="Admin listener (overrides admin.listen in the file).")
+@click.option("--cluster", "store_url", callback=_store_url, default=None, metavar="URL",
+              help="The control-state store: etcd://HOST:PORT[,HOST:PORT...] or 'embedded' "
+                   "(overrides cluster.store in the file).")
 @state_dir_option
-def run(config_path: Path, listen: str | None, admin: str | None,
+def run(config_path: Path, listen: str | None, admin: str | None, store_url: str | None,
         state_dir: Path | None) -> None:
     """Serve the mimic gateway described by a configuration file."""
     from endosec.gateway.app import default_state_dir
 
     config, warnings = _load(config_path, listen=listen, admin=admin)
+    config = _with_store(config, store_url)
     for warning in warnings:
         click.echo(f"{config_path}: warning: {warning}", err=True)
 
@@ -98,7 +112,16 @@ def run(config_path: Path, listen: str | None, admin: str | None,
         sys.stdout.flush()
 
     _serve(config, state_dir or default_state_dir(), ready,
-           reload=lambda: _read(config_path, listen=listen, admin=admin)[0])
+           reload=lambda: _with_store(_read(config_path, listen=listen, admin=admin)[0],
+                                      store_url))
+
+
+def _with_store(config: Config, store_url: str | None) -> Config:
+    """The configuration with the command line's store, if it named one."""
+    if store_url is None:
+        return config
+    return config.model_copy(update={"cluster": config.cluster.model_copy(
+        update={"store": store_url})})
 
 
 def _serve(config: Config, state_dir: Path, ready: Any,
@@ -224,6 +247,7 @@ def cert(out: Path, addresses: tuple[str, ...], days: int) -> None:
 def _register_components() -> None:
     """Each component declares its own commands; the shell only collects them."""
     from endosec.attest.cli import attest
+    from endosec.cluster.cli import cluster
     from endosec.identity.cli import identity
     from endosec.learn_cli import learn
     from endosec.observe.evidence_cli import evidence
@@ -238,6 +262,7 @@ def _register_components() -> None:
     main.add_command(learn)
     main.add_command(attest)
     main.add_command(identity)
+    main.add_command(cluster)
 
 
 _register_components()

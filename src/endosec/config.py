@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from endosec import _native
+from endosec.cluster.store import parse_store_url
 from endosec.configfile import (
     ConfigError,
     Locate,
@@ -50,6 +51,7 @@ __all__ = [
     "AttributionConfig",
     "BehaviourConfig",
     "CheckpointConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "ControllerConfig",
@@ -732,6 +734,32 @@ class AttestConfig(_Strict):
         return self
 
 
+class ClusterConfig(_Strict):
+    """Where the control state lives and how this gateway takes part in its boundary
+    (docs/cluster.md)."""
+
+    store: str = Field(default="embedded", description="'embedded' (in the state directory) "
+                       "or etcd://HOST:PORT[,HOST:PORT...]")
+    boundary: str = Field(default="endosec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                          description="the boundary's name: every key lives under "
+                                      "/endosec/BOUNDARY/")
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+                             description="this gateway's name in the boundary (default: "
+                                         "host name and admin port)")
+    lease_ttl: int = Field(default=3, ge=2, le=60, description="seconds a gateway stays a "
+                           "member (and leader) after its last renewal")
+    anchor_every: float = Field(default=1.0, ge=0.1, le=3600, description="seconds between "
+                                "ledger anchors, while the ledger grows")
+    timeout: float = Field(default=2.0, gt=0, le=60, description="seconds one call to the "
+                           "store may take, tries on other members included")
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        parse_store_url(v)  # ValueError names what is wrong
+        return v
+
+
 class Config(_Strict):
     protocol: Literal["http", "dns"] = "http"
     listen: str = "127.0.0.1:8080"
@@ -755,6 +783,7 @@ class Config(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     attest: AttestConfig = Field(default_factory=AttestConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     executors: list[ExecutorConfig] = Field(min_length=1)
 
     @field_validator("listen")

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from endosec.cluster.member import Keys, Member, MemberError, default_name
+from endosec.cluster.store import StoreError, open_store
 from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.dns import dns_health_probe
-from endosec.gateway.engine import MimicGateway
+from endosec.gateway.engine import MimicGateway, StartupError
 from endosec.gateway.native import NativePlane
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.observe.events import EventLog
@@ -81,7 +83,9 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         redaction=Redaction(frozenset(ev.redact.headers), ev.redact.fields, ev.redact.patterns))
     native: NativePlane | None = None
     servers: list[asyncio.Server] = []
+    member: Member | None = None
     try:
+        member = await _member(config, state_dir, ledger, events)
         events.emit("config-loaded", executors=[e.name for e in config.executors],
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
         spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
@@ -106,6 +110,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.controller.voters))
+        await _join(member, gateway, serve=serve_url, admin=_url(servers[-1]))
         on_ready(Listening(serve_url, _url(servers[-1]), gateway.controller.voters))
         if reload is not None and hangup is not None:
             spawn(_reloading(gateway, handler, reload, hangup), name="endosec-reload")
@@ -119,6 +124,35 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         await gateway.stop()
         events.emit("stopped")
         events.close()
+        if member is not None:
+            await member.leave()
+
+
+async def _member(config: Config, state_dir: Path, ledger: Ledger,
+                  events: EventLog) -> Member:
+    """This gateway's membership of its boundary, its ledger checked against its anchor."""
+    c = config.cluster
+    store = open_store(c.store, state_dir, timeout=c.timeout)
+    member = Member(store, Keys(c.boundary), c.name or "", ledger=ledger, events=events, card={},
+                    lease_ttl=c.lease_ttl, anchor_every=c.anchor_every)
+    try:
+        await member.check()
+    except (MemberError, StoreError) as exc:
+        await store.close()
+        raise StartupError(f"cluster: {exc}") from exc
+    return member
+
+
+async def _join(member: Member, gateway: MimicGateway, *, serve: str, admin: str) -> None:
+    """Take this gateway's place (named, by default, after the admin port it got)."""
+    member.name = member.name or default_name(int(admin.rsplit(":", 1)[1]))
+    member.card.update(serve=serve, admin=admin, pid=os.getpid())
+    try:
+        await member.join()
+    except StoreError as exc:
+        raise StartupError(f"cluster: {exc}") from exc
+    gateway.cluster = member.status
+    spawn(member.run(), name="endosec-cluster")
 
 
 def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:

@@ -132,7 +132,7 @@ _LEVEL_HISTORY = 20
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
 _RESTART_ONLY = ("protocol", "listen", "tls", "admin.listen", "state_dir", "gateway.threads",
                  "gateway.events", "journal.segment_bytes", "journal.sync_interval",
-                 "checkpoint", "behaviour.interval", "behaviour.allowed_paths")
+                 "checkpoint", "behaviour.interval", "behaviour.allowed_paths", "cluster")
 
 
 def _setting(config: Config, dotted: str) -> Any:
@@ -211,6 +211,7 @@ class MimicGateway:
         self._load_sent = 0.0  # the CPU utilisation the controller last heard
         self._band: Band = "calm"
         self.evidence: EvidenceStore | None = None
+        self.cluster: Callable[[], dict[str, Any]] | None = None  # this gateway's membership
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
         """Apply a reloaded configuration without dropping a client connection: executors
@@ -767,4 +768,5 @@ class MimicGateway:
             "journal": plane["journal"],
             "executors": executors,
             "recent_verdicts": plane["recent_verdicts"],
+            "cluster": None if self.cluster is None else self.cluster(),
         }

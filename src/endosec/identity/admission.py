@@ -91,9 +91,13 @@ def certificate_problem(certificate: x509.Certificate, key: bytes,
 
 
 class Verifier:
-    """Nonces and proof checks for one verifier key (single-use nonces, bounded in number)."""
+    """Nonces and proof checks for one verifier key (single-use nonces, bounded in number).
 
-    __slots__ = ("_nonces", "key", "nonce_ttl", "outstanding", "role", "trust")
+    Nonces are kept in the order they were issued, which is the order they expire in, so
+    forgetting the expired ones looks only at the oldest: a check costs the same however many
+    identities were admitted before it."""
+
+    __slots__ = ("_issued", "_spent", "key", "nonce_ttl", "outstanding", "role", "trust")
 
     def __init__(self, key: bytes, trust: Trust, *, role: Role, nonce_ttl: float = 30.0,
                  outstanding: int = 256) -> None:
@@ -102,16 +106,16 @@ class Verifier:
         self.role = role
         self.nonce_ttl = nonce_ttl
         self.outstanding = outstanding
-        self._nonces: dict[bytes, tuple[float, bool]] = {}  # nonce -> (expiry, used)
+        self._issued: dict[bytes, float] = {}  # unused nonce -> expiry, oldest first
+        self._spent: dict[bytes, float] = {}  # used nonce -> expiry, kept until it expires
 
     def challenge(self, now: float, nonce: bytes | None = None) -> Challenge:
         """A fresh nonce; the oldest unused one is forgotten when too many are out."""
         self._prune(now)
-        unused = [n for n, (_, used) in self._nonces.items() if not used]
-        if len(unused) >= self.outstanding:
-            del self._nonces[unused[0]]
+        if len(self._issued) >= self.outstanding:
+            del self._issued[next(iter(self._issued))]
         issued = Challenge(os.urandom(32) if nonce is None else nonce, now + self.nonce_ttl)
-        self._nonces[issued.nonce] = (issued.expiry, False)
+        self._issued[issued.nonce] = issued.expiry
         return issued
 
     def admissible(self, key: bytes, certificate: x509.Certificate | None,
@@ -138,13 +142,13 @@ class Verifier:
             return Refusal("wrong-role", f"a proof as {proof.role!r}, where {self.role!r} "
                            "proves", proof.key)
         self._prune(now)
-        issued = self._nonces.get(proof.nonce)
-        if issued is None:
+        if self._spent.get(proof.nonce, -math.inf) >= now:
+            return Refusal("replayed-nonce", "the nonce was used before", proof.key)
+        expiry = self._issued.pop(proof.nonce, -math.inf)
+        if expiry < now:
             return Refusal("unknown-nonce", "the nonce was not issued here, or expired",
                            proof.key)
-        if issued[1]:
-            return Refusal("replayed-nonce", "the nonce was used before", proof.key)
-        self._nonces[proof.nonce] = (issued[0], True)
+        self._spent[proof.nonce] = expiry
         if proof.expiry < now:
             return Refusal("expired-proof", f"valid until {proof.expiry:.3f}, now {now:.3f}",
                            proof.key)
@@ -156,14 +160,18 @@ class Verifier:
         return trusted
 
     def _prune(self, now: float) -> None:
-        for nonce in [n for n, (expiry, _) in self._nonces.items() if expiry < now]:
-            del self._nonces[nonce]
+        for nonces in (self._issued, self._spent):
+            while nonces and next(iter(nonces.values())) < now:
+                del nonces[next(iter(nonces))]
 
 
 class Admission:
-    """A verifier with a whitelist: each admitted key under a session id, until an expiry."""
+    """A verifier with a whitelist: each admitted key under a session id, until an expiry.
 
-    __slots__ = ("_sessions", "admit_for", "sessions_per_key", "verifier")
+    Sessions are indexed by key as well, and expired ones are forgotten oldest first, so
+    admitting one more identity or finding a session costs the same with 1 or 5000 admitted."""
+
+    __slots__ = ("_by_key", "_sessions", "admit_for", "sessions_per_key", "verifier")
 
     def __init__(self, verifier: Verifier, *, admit_for: float,
                  sessions_per_key: int = 8) -> None:
@@ -173,6 +181,7 @@ class Admission:
         self.admit_for = admit_for
         self.sessions_per_key = sessions_per_key
         self._sessions: dict[bytes, tuple[bytes, float]] = {}  # session -> (key, until)
+        self._by_key: dict[bytes, dict[bytes, float]] = {}  # key -> {session: until}, oldest first
 
     def admit(self, proof: Proof, certificate: x509.Certificate | None, now: float,
               session: bytes | None = None) -> Admitted | Refusal:
@@ -181,21 +190,35 @@ class Admission:
         verdict = self.verifier.check(proof, certificate, now)
         if isinstance(verdict, Refusal):
             return verdict
-        self._sessions = {s: e for s, e in self._sessions.items() if now < e[1]}
-        held = [s for s, (key, _) in self._sessions.items() if key == verdict.key]
-        for oldest in held[:max(0, len(held) + 1 - self.sessions_per_key)]:
-            del self._sessions[oldest]  # (a dict keeps the order sessions were opened in)
+        self._prune(now)
+        held = self._by_key.setdefault(verdict.key, {})
+        for oldest in list(held)[:max(0, len(held) + 1 - self.sessions_per_key)]:
+            del held[oldest], self._sessions[oldest]
         admitted = Admitted(verdict.key, os.urandom(32) if session is None else session,
                             min(now + self.admit_for, verdict.until))
         self._sessions[admitted.session] = (admitted.key, admitted.until)
+        held[admitted.session] = admitted.until
         return admitted
 
     def admitted(self, key: bytes, now: float) -> float | None:
         """Until when ``key`` is whitelisted (None: it is not, or no longer)."""
-        until = max((u for k, u in self._sessions.values() if k == key), default=0.0)
+        until = max(self._by_key.get(key, {}).values(), default=0.0)
         return until if now < until else None
 
     def session(self, session: bytes, now: float) -> bytes | None:
         """The admitted key behind a live session id (None: unknown or expired)."""
         key, until = self._sessions.get(session, (b"", 0.0))
         return key if now < until else None
+
+    def _prune(self, now: float) -> None:
+        """Forget expired sessions from the oldest; one cut short by its certificate may
+        linger behind a longer one, but `session` and `admitted` check every expiry."""
+        while self._sessions:
+            oldest, (key, until) = next(iter(self._sessions.items()))
+            if now < until:
+                return
+            del self._sessions[oldest]
+            held = self._by_key[key]
+            del held[oldest]
+            if not held:
+                del self._by_key[key]

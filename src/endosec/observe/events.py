@@ -46,6 +46,11 @@ LEDGER_KINDS = {
     "restored": "controller-action",
     "trust-level": "controller-action",
     "attestation": "attestation",
+    "cluster-joined": "cluster",
+    "cluster-leader": "cluster",
+    "cluster-follower": "cluster",
+    "cluster-store-lost": "cluster",
+    "cluster-store-back": "cluster",
 }
 
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from endosec.observe.anchor import Anchor, sign_anchor
 from endosec.observe.ledger_format import (
     DOMAIN,
     GENESIS,
@@ -147,8 +148,9 @@ class Ledger:
     * **max_field_chars**, **max_record_bytes** - bounds on payload strings and whole records.
     """
 
-    __slots__ = ("_batch_records", "_batch_seconds", "_broken", "_buffer", "_fd", "_file_no",
-                 "_head", "_key", "_key_hex", "_lock_fd", "_max_field_chars", "_max_file_bytes",
+    __slots__ = ("_batch_records", "_batch_seconds", "_broken", "_buffer", "_durable", "_fd",
+                 "_file_no", "_head", "_key", "_key_hex", "_lock_fd", "_max_field_chars",
+                 "_max_file_bytes",
                  "_max_record_bytes", "_oldest", "_pending_note", "_seq", "_size", "directory",
                  "recovered")
 
@@ -202,6 +204,7 @@ class Ledger:
         """Find where the chain ends; cut off a torn last line; reopen the last file."""
         files = ledger_files(self.directory)
         self._seq, self._head = 0, GENESIS
+        self._durable = (0, GENESIS)
         if not files:
             self._start_file(1)
             return
@@ -231,6 +234,7 @@ class Ledger:
             record = None
         if record is not None:
             self._seq, self._head = record.seq, record.digest()
+        self._durable = (self._seq, self._head)
         if data and record is not None and record.kind == ROTATE:
             if record.payload.get("next") != file_name(number + 1):
                 raise LedgerError(f"{last.name} ends by naming an unexpected next file")
@@ -274,6 +278,17 @@ class Ledger:
         return self._head
 
     @property
+    def durable(self) -> tuple[int, str]:
+        """The sequence number and hash of the newest record written and fsynced."""
+        return self._durable
+
+    def anchor(self, gateway: str, now: float) -> Anchor:
+        """A signed anchor of the durable head, to keep away from the ledger (a crash can
+        lose what is buffered, so only what is on disk is anchored)."""
+        seq, head = self._durable
+        return sign_anchor(self._key, gateway=gateway, seq=seq, head=head, ts=now)
+
+    @property
     def public_key(self) -> Ed25519PublicKey:
         return self._key.public_key()
 
@@ -314,6 +329,7 @@ class Ledger:
             raise LedgerError(f"writing {self.path} failed: {exc}") from exc
         self._buffer.clear()
         self._oldest = None
+        self._durable = (self._seq, self._head)
 
     def close(self) -> None:
         """Flush, then release the file and the lock; safe to call twice."""

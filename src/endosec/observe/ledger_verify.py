@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from endosec.observe.anchor import Anchor, AnchorError
 from endosec.observe.ledger_format import (
     GENESIS,
     PUBLIC_KEY_FILE,
@@ -121,11 +122,14 @@ def read_records(path: Path) -> Iterator[Entry]:
             yield Entry(line.file, line.number, None, str(exc))
 
 
-def verify(path: Path, *, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+def verify(path: Path, *, public_key: Ed25519PublicKey | None = None,
+           anchor: Anchor | None = None) -> VerifyReport:
     """Check the whole chain and every signature of a ledger directory or a single file.
 
     The records are checked against ``public_key``, else the directory's ``ledger.pub``, else
     the key of the first record. The first bad record is reported with the likeliest reason.
+    With an ``anchor`` (signed by that same key), the ledger must also reach the anchored
+    record with the anchored hash: a ledger whose last records were cut off fails.
     """
     files, directory, whole = _targets(path)
     expected: str | None = None
@@ -133,15 +137,18 @@ def verify(path: Path, *, public_key: Ed25519PublicKey | None = None) -> VerifyR
         expected = raw_public(public_key).hex()
     elif (directory / PUBLIC_KEY_FILE).is_file():
         expected = raw_public(load_public_key(directory / PUBLIC_KEY_FILE)).hex()
-    return _Verifier(files, whole, expected).run()
+    return _Verifier(files, whole, expected, anchor).run()
 
 
 class _Verifier:
-    __slots__ = ("anchored", "count", "expected", "files", "last_hash", "last_seq", "next_file",
-                 "whole")
+    __slots__ = ("anchor", "anchored", "at_anchor", "count", "expected", "files", "last_hash",
+                 "last_seq", "next_file", "whole")
 
-    def __init__(self, files: list[Path], whole: bool, expected: str | None) -> None:
+    def __init__(self, files: list[Path], whole: bool, expected: str | None,
+                 anchor: Anchor | None = None) -> None:
         self.files, self.expected, self.whole = files, expected, whole
+        self.anchor = anchor
+        self.at_anchor: str | None = None  # the hash of the record the anchor names
         # a single file other than the first starts mid-chain: its first record is the anchor
         self.anchored = whole or file_number(files[0]) == 1
         self.count, self.last_seq, self.last_hash = 0, 0, GENESIS
@@ -159,7 +166,32 @@ class _Verifier:
             return self._report(self._fail(Path(self.next_file), 1, Reason.TRUNCATED,
                                            f"{self.next_file} is missing (the previous file "
                                            "ends with a rotation record)"))
-        return self._report(None)
+        return self._report(self._against_anchor())
+
+    def _against_anchor(self) -> Failure | None:
+        """Whether the verified chain reaches the anchored record, with its hash."""
+        anchor = self.anchor
+        if anchor is None:
+            return None
+        where = self.files[-1]
+        end = len(where.read_bytes().splitlines()) + 1  # where the next record would be
+        try:
+            anchor.check()
+        except AnchorError as exc:
+            return self._fail(where, end, Reason.WRONG_KEY, str(exc))
+        if self.expected is not None and anchor.key != self.expected:
+            return self._fail(where, end, Reason.WRONG_KEY,
+                              f"the anchor is signed by {fingerprint(anchor.key)}, the ledger by "
+                              f"{fingerprint(self.expected)}")
+        if self.last_seq < anchor.seq:
+            return Failure(self.last_seq + 1, where, end, Reason.TRUNCATED,
+                           f"the ledger ends at #{self.last_seq}, but {anchor.gateway} anchored "
+                           f"#{anchor.seq} at {anchor.ts:.0f}: records "
+                           f"#{self.last_seq + 1}..#{anchor.seq} are gone")
+        if anchor.seq > 0 and self.at_anchor != anchor.head:
+            return Failure(anchor.seq, where, end, Reason.MODIFIED,
+                           f"record #{anchor.seq} is not the one {anchor.gateway} anchored")
+        return None
 
     def _report(self, failure: Failure | None) -> VerifyReport:
         key = fingerprint(self.expected) if self.expected is not None else None
@@ -183,6 +215,8 @@ class _Verifier:
         if failure is None:
             self.count += 1
             self.last_seq, self.last_hash = record.seq, sha256_hex(line.raw)
+            if self.anchor is not None and record.seq == self.anchor.seq:
+                self.at_anchor = self.last_hash
             self.next_file = str(record.payload.get("next")) if record.kind == ROTATE else None
         return failure
 

@@ -23,11 +23,17 @@ from typing import Any
 
 import yaml
 
+from endosec.cluster.store import EMBEDDED
 from endosec.config import Config
 from endosec.redteam.client import Call, Client, get_json
 from endosec.redteam.implant import INNER_PORT
 
-__all__ = ["Deployment", "GatewayProcess", "drill_config", "implant_path", "wrap"]
+__all__ = ["DRILL_BOUNDARY", "Deployment", "GatewayProcess", "drill_config", "implant_path",
+           "wrap"]
+
+DRILL_BOUNDARY = "redteam"
+"""The boundary of every gateway the drill starts, each on the embedded store of its own state
+directory: never a member of a real boundary."""
 
 _BANNER = re.compile(r"serving http://(\S+):(\d+)\s+admin http://(\S+):(\d+)")
 
@@ -90,6 +96,8 @@ def drill_config(config: Config, dep: Deployment, *, overrides: dict[str, Any] |
     # Cases judge the victim they planted: the set moves only where a class sets rotation.
     data.setdefault("controller", {})["rotate_every"] = None
     data.setdefault("gateway", {})["events"] = str(dep.events)
+    # The drill's control state stays in its own state directory, out of any real boundary.
+    data["cluster"] = {"store": EMBEDDED, "boundary": DRILL_BOUNDARY}
     executors = data["executors"]
     if duplicate:
         executors = executors + [{**e, "name": f"{e['name']}-b"} for e in executors]

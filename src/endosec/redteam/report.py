@@ -18,6 +18,7 @@ from typing import Any
 from endosec.redteam.cases import CLASSES, DIFFERENTIAL, FAULTS
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult
+from endosec.redteam.evidence import EVIDENCE
 from endosec.redteam.identity import IDENTITY
 from endosec.redteam.recon import RECONNAISSANCE
 
@@ -53,7 +54,8 @@ class Requirements:
     min_benign_requests: int = 10_000
     min_availability: float = 0.999
     availability_classes: tuple[str, ...] = (DIFFERENTIAL, FAULTS, BENIGN_DIVERGENCE)
-    full_classes: tuple[str, ...] = (DIFFERENTIAL, BENIGN_DIVERGENCE, RECONNAISSANCE, IDENTITY)
+    full_classes: tuple[str, ...] = (DIFFERENTIAL, BENIGN_DIVERGENCE, RECONNAISSANCE, IDENTITY,
+                                     EVIDENCE)
 
 
 @dataclass(slots=True)

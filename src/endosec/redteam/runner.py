@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from endosec.cluster.store import EMBEDDED
 from endosec.config import Config
 from endosec.redteam.cases import FAULTS, catalogue
 from endosec.redteam.crash import GATEWAY_CRASH, run_gateway_crash
-from endosec.redteam.deploy import GatewayProcess, drill_config, new_deployment
+from endosec.redteam.deploy import DRILL_BOUNDARY, GatewayProcess, drill_config, new_deployment
 from endosec.redteam.divergence import (
     BENIGN_DIVERGENCE,
     DivergenceLimits,
@@ -28,6 +29,7 @@ from endosec.redteam.divergence import (
     run_divergence,
 )
 from endosec.redteam.drill import CaseResult, Drill, DrillError
+from endosec.redteam.evidence import EVIDENCE, tail_cut
 from endosec.redteam.identity import IDENTITY, run_identity
 from endosec.redteam.incremental import IncrementalParams, run_incremental
 from endosec.redteam.inputagent import run_input_agent
@@ -296,6 +298,12 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
                             requirements=requirements or Requirements(), soak=soak,
                             mode="soak")
     benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
+    if not crashed and (not opts.only or EVIDENCE in opts.only or "tail-cut" in opts.only):
+        cut = await tail_cut(root / "main" / "state", root / EVIDENCE, store_url=EMBEDDED,
+                             boundary=DRILL_BOUNDARY)
+        log(f"{EVIDENCE}/{cut.name}: suppressed={cut.suppressed} detected={cut.detected} "
+            f"{cut.notes[-1]}")
+        results.append(cut)
     if not crashed and (not opts.only or IDENTITY in opts.only or "tampered-image" in opts.only):
         log(IDENTITY)
         found, crashed = await run_identity(config, root / IDENTITY, new_workload,

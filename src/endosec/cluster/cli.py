@@ -1,0 +1,107 @@
+"""``endosec cluster status``: the store's health, the boundary's members and its leader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from endosec.cluster.member import Keys
+from endosec.cluster.store import EMBEDDED, StoreError, open_store
+from endosec.config import ConfigError, load_config
+from endosec.gateway.app import default_state_dir
+from endosec.observe.anchor import Anchor, AnchorError
+
+__all__ = ["cluster"]
+
+
+@click.group(name="cluster", context_settings={"help_option_names": ["-h", "--help"]})
+def cluster() -> None:
+    """The gateways of a boundary and the control-state store they share."""
+
+
+async def _status(url: str, state_dir: Path, boundary: str, timeout: float) -> dict[str, Any]:
+    store = open_store(url, state_dir, timeout=timeout)
+    try:
+        health = await store.health()
+        keys = Keys(boundary)
+        cards = [json.loads(item.value) for item in await store.prefix(keys.members)]
+        leading = await store.get(keys.leader)
+        anchors: dict[str, Anchor] = {}
+        for item in await store.prefix(keys.anchors):
+            try:
+                anchor = Anchor.decode(item.value)
+            except AnchorError:
+                continue
+            anchors[anchor.key] = anchor
+    finally:
+        await store.close()
+    now = time.time()
+    members = []
+    for card in sorted(cards, key=lambda c: str(c.get("gateway"))):
+        kept = anchors.get(str(card.get("ledger_key")))
+        members.append({**card, "seen_ago": round(now - float(card.get("at", now)), 3),
+                        "anchored": None if kept is None else kept.seq})
+    return {"store": {"url": store.url, "kind": health.kind, "ok": health.ok,
+                      "leader": health.leader, "index": health.index,
+                      "members": [{"name": n, "endpoint": e, "answering": a}
+                                  for n, e, a in health.members]},
+            "boundary": boundary,
+            "leader": None if leading is None else leading.value.decode(errors="replace"),
+            "members": members}
+
+
+def _print(report: dict[str, Any]) -> None:
+    store = report["store"]
+    state = "healthy" if store["ok"] else "NO LEADER"
+    click.echo(f"store {store['url']}: {state} (leader {store['leader']}, index {store['index']})")
+    for m in store["members"]:
+        click.echo(f"  {m['name']:<12} {m['endpoint']:<28} "
+                   f"{'answering' if m['answering'] else 'NOT ANSWERING'}")
+    click.echo(f"boundary {report['boundary']}: {len(report['members'])} gateway(s), "
+               f"leader {report['leader'] or 'none'}")
+    for m in report["members"]:
+        anchored = "-" if m["anchored"] is None else f"#{m['anchored']}"
+        click.echo(f"  {m.get('gateway', '?'):<24} {m.get('role', '?'):<9} ledger "
+                   f"#{m.get('ledger_seq', 0)} anchored {anchored}  seen {m['seen_ago']:.1f} s "
+                   f"ago  serve {m.get('serve', '-')}  admin {m.get('admin', '-')}")
+
+
+@cluster.command(name="status")
+@click.option("--cluster", "store_url", default=None, metavar="URL",
+              help="The store: etcd://HOST:PORT[,HOST:PORT...] or 'embedded' (default: the "
+                   "configuration's cluster.store, else embedded).")
+@click.option("--config", "config_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Take the store, boundary and timeout from this configuration.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the embedded store is (default: the per-user state directory).")
+@click.option("--boundary", default=None, help="The boundary (default: the configuration's, "
+                                               "else 'endosec').")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def status_command(store_url: str | None, config_path: Path | None, state_dir: Path | None,
+                   boundary: str | None, as_json: bool) -> None:
+    """Show the store's members and health, the boundary's gateways, its leader, and how far
+    each gateway's ledger is anchored (exit status 1 when the store does not answer)."""
+    url, name, timeout = EMBEDDED, "endosec", 2.0
+    if config_path is not None:
+        try:
+            c = load_config(config_path).cluster
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        url, name, timeout = c.store, c.boundary, c.timeout
+    try:
+        report = asyncio.run(_status(store_url or url, state_dir or default_state_dir(),
+                                     boundary or name, timeout))
+    except (StoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print(report)
+    if not report["store"]["ok"]:
+        click.get_current_context().exit(1)

@@ -1,0 +1,129 @@
+"""The control-state store on etcd (v3 API, through the asyncio client ``aetcd``).
+
+One gRPC channel over every endpoint given (gRPC's ``ipv4:``/``ipv6:`` address list with its
+default pick-first balancing): when the member in use dies, the next call that fails is tried
+again on the next member, within the timeout, so a boundary rides out the loss of any minority
+of etcd members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aetcd
+import aetcd.exceptions
+
+from endosec.cluster.store import Health, Item, StoreError
+
+__all__ = ["EtcdStore"]
+
+T = TypeVar("T")
+
+
+def _target(endpoints: tuple[tuple[str, int], ...]) -> tuple[str, int]:
+    """aetcd dials ``f"{host}:{port}"``: a host of ``ipv4:A:P,B:P,C`` and the last port
+    make gRPC's multi-address target ``ipv4:A:P,B:P,C:P``."""
+    family = "ipv6" if any(":" in host for host, _ in endpoints) else "ipv4"
+    spelled = [f"[{h}]" if ":" in h else h for h, _ in endpoints]
+    head = [f"{h}:{p}" for h, (_, p) in zip(spelled[:-1], endpoints[:-1], strict=True)]
+    return f"{family}:{','.join([*head, spelled[-1]])}", endpoints[-1][1]
+
+
+class EtcdStore:
+    """A `ControlStore` on an etcd cluster."""
+
+    def __init__(self, endpoints: tuple[tuple[str, int], ...], *, timeout: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("etcd: at least one endpoint")
+        self.endpoints = endpoints
+        self.url = "etcd://" + ",".join(f"{h}:{p}" for h, p in endpoints)
+        self.timeout = timeout
+        host, port = _target(endpoints)
+        self._client = aetcd.Client(host=host, port=port, timeout=max(1, round(timeout)))
+
+    async def _call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """``action``, tried again on a failed connection until the timeout has passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return await asyncio.wait_for(action(), max(0.1, deadline - time.monotonic()))
+            except (aetcd.exceptions.ClientError, TimeoutError) as exc:
+                if time.monotonic() + 0.1 >= deadline:
+                    raise StoreError(f"{self.url}: {what} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(0.1)
+
+    async def get(self, key: bytes) -> Item | None:
+        found = await self._call("get", lambda: self._client.get(key))
+        return None if found is None else Item(key, found.value, found.mod_revision)
+
+    async def prefix(self, prefix: bytes) -> list[Item]:
+        found = await self._call("get", lambda: self._client.get_prefix(prefix))
+        return [Item(kv.key, kv.value, kv.mod_revision) for kv in found]
+
+    async def put(self, key: bytes, value: bytes, *, lease: int | None = None) -> int:
+        done = await self._call("put", lambda: self._client.put(key, value, lease=lease))
+        return int(done.header.revision)
+
+    async def create(self, key: bytes, value: bytes, *, lease: int | None = None) -> Item:
+        ops = self._client.transactions
+
+        async def transaction() -> tuple[bool, list[Any]]:
+            result: tuple[bool, list[Any]] = await self._client.transaction(
+                compare=[ops.create(key) == 0], success=[ops.put(key, value, lease=lease)],
+                failure=[ops.get(key)])
+            return result
+
+        created, responses = await self._call("create", transaction)
+        if created:
+            return Item(key, value, int(responses[0].response_put.header.revision))
+        existing, meta = responses[0][0]
+        return Item(key, existing, int(meta.mod_revision))
+
+    async def delete(self, key: bytes) -> None:
+        await self._call("delete", lambda: self._client.delete(key))
+
+    async def grant(self, ttl: int) -> int:
+        lease = await self._call("lease", lambda: self._client.lease(ttl))
+        return int(lease.id)
+
+    async def refresh(self, lease: int) -> bool:
+        reply = await self._call("refresh", lambda: self._client.refresh_lease(lease))
+        return reply is not None and int(reply.TTL) > 0
+
+    async def revoke(self, lease: int) -> None:
+        try:
+            await self._call("revoke", lambda: self._client.revoke_lease(lease))
+        except StoreError as exc:
+            if "not found" not in str(exc):
+                raise
+
+    async def health(self) -> Health:
+        """Each member asked on its own, so one that is down shows as not answering."""
+        async def members() -> list[Any]:
+            return [m async for m in self._client.members()]
+
+        listed = await self._call("member list", members)
+        answers: list[tuple[str, str, bool]] = []
+        leader: str | None = None
+        index = 0
+        for member in sorted(listed, key=lambda m: m.name):
+            url = member.client_urls[0] if member.client_urls else ""
+            host, _, port = url.removeprefix("http://").rpartition(":")
+            one = aetcd.Client(host=host.strip("[]"), port=int(port or 0), timeout=1)
+            try:
+                status = await asyncio.wait_for(one.status(), 1.5)
+                leader = status.leader.name if status.leader is not None else leader
+                answers.append((member.name, url, True))
+                index = max(index, int(status.raft_index))
+            except (aetcd.exceptions.ClientError, TimeoutError, ValueError):
+                answers.append((member.name, url, False))
+            finally:
+                await one.close()
+        return Health("etcd", tuple(answers), leader, index)
+
+    async def close(self) -> None:
+        await self._client.close()

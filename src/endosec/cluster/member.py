@@ -1,0 +1,196 @@
+"""One gateway's place in its boundary: membership, leadership and ledger anchors.
+
+Keys, under ``/endosec/BOUNDARY/``:
+
+    members/NAME     this gateway's card (JSON), under its lease: gone when it stops renewing
+    leader           the leading gateway's name, under the leader's lease
+    anchors/KEY      the newest anchor of the ledger signed by KEY (hex public key), kept
+
+Every ``lease_ttl / 3`` seconds a member renews its lease, tries to become leader (a create
+that succeeds only when no one leads), refreshes its card and, when its ledger has grown and
+``anchor_every`` has passed, writes an anchor of the ledger's durable head. A leader whose
+lease lapses (it was cut off from the store for a whole ttl) is no longer leader, and learns
+so at its next renewal; another member takes over within ``lease_ttl + lease_ttl / 3``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from endosec.cluster.store import ControlStore, StoreError
+from endosec.observe.anchor import Anchor, AnchorError
+from endosec.observe.events import EventLog
+from endosec.observe.ledger import Ledger
+from endosec.observe.ledger_format import raw_public
+
+__all__ = ["Keys", "Member", "MemberError", "Role", "default_name"]
+
+Role = Literal["joining", "leader", "follower", "cut-off"]
+
+
+class MemberError(Exception):
+    """This gateway cannot take its place (its ledger falls short of its anchor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Where a boundary's control state lives in the store."""
+
+    boundary: str
+
+    @property
+    def top(self) -> bytes:
+        return f"/endosec/{self.boundary}/".encode()
+
+    @property
+    def members(self) -> bytes:
+        return self.top + b"members/"
+
+    @property
+    def leader(self) -> bytes:
+        return self.top + b"leader"
+
+    @property
+    def anchors(self) -> bytes:
+        return self.top + b"anchors/"
+
+    def member(self, name: str) -> bytes:
+        return self.members + name.encode()
+
+    def anchor(self, key_hex: str) -> bytes:
+        return self.anchors + key_hex.encode()
+
+
+def default_name(admin_port: int) -> str:
+    return f"{socket.gethostname()}:{admin_port}"
+
+
+async def anchor_of(store: ControlStore, keys: Keys, key_hex: str) -> Anchor | None:
+    """The anchor kept for the ledger signed by ``key_hex`` (None: none yet)."""
+    found = await store.get(keys.anchor(key_hex))
+    return None if found is None else Anchor.decode(found.value)
+
+
+class Member:
+    """The membership task of one gateway (driven by `run`, ended by `leave`)."""
+
+    def __init__(self, store: ControlStore, keys: Keys, name: str, *, ledger: Ledger,
+                 events: EventLog, card: dict[str, Any], lease_ttl: int,
+                 anchor_every: float) -> None:
+        self.store, self.keys, self.name = store, keys, name
+        self.ledger, self.events, self.card = ledger, events, card
+        self.lease_ttl, self.anchor_every = lease_ttl, anchor_every
+        self.role: Role = "joining"
+        self.leader: str | None = None
+        self.anchored = 0  # seq of the newest anchor written
+        self._lease: int | None = None
+        self._anchored_at = -float("inf")
+        self._lost_at: float | None = None  # monotonic time the store stopped answering
+        self.key_hex = raw_public(ledger.public_key).hex()
+
+    async def check(self) -> None:
+        """Raise `MemberError` when the ledger falls short of its anchor in the store (records
+        were removed since it was anchored), `StoreError` when the store does not answer."""
+        try:
+            anchor = await anchor_of(self.store, self.keys, self.key_hex)
+        except AnchorError as exc:
+            raise MemberError(f"{self.store.url}: the ledger's anchor is unreadable: "
+                              f"{exc}") from exc
+        seq, head = self.ledger.durable
+        if anchor is not None:
+            if anchor.seq > seq or (anchor.seq == seq and anchor.head != head):
+                raise MemberError(
+                    f"the ledger in {self.ledger.directory} ends at #{seq}, but "
+                    f"{self.store.url} holds an anchor of #{anchor.seq} written by "
+                    f"{anchor.gateway} at {anchor.ts:.0f}: records were removed. "
+                    f"`endosec ledger verify --anchor` names them; to start a new ledger "
+                    f"on purpose, delete {self.keys.anchor(self.key_hex).decode()} from the "
+                    "store")
+            self.anchored = anchor.seq
+
+    async def join(self) -> None:
+        """Register and campaign once (`StoreError` when the store does not answer)."""
+        await self._register()
+        self.events.emit("cluster-joined", store=self.store.url, boundary=self.keys.boundary,
+                         gateway=self.name, anchored=self.anchored)
+        await self._campaign()
+
+    async def run(self) -> None:
+        """Renew, campaign and anchor every ttl/3 seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                await self.round()
+            except StoreError as exc:
+                self._cut_off(str(exc))
+
+    async def round(self) -> None:
+        """One renewal: lease, leadership, card, anchor."""
+        if self._lease is None or not await self.store.refresh(self._lease):
+            await self._register()  # the lease lapsed: a new one, and no longer leader
+        await self._campaign()
+        await self._anchor()
+        if self._lost_at is not None:
+            self.events.emit("cluster-store-back", store=self.store.url,
+                             seconds=round(time.monotonic() - self._lost_at, 3))
+            self._lost_at = None
+
+    async def leave(self) -> None:
+        """A last anchor (the ledger is closed, so everything is on disk), then give up the
+        lease: the card and the leadership go at once, not a ttl later."""
+        try:
+            await self._anchor(force=True)
+            if self._lease is not None:
+                await self.store.revoke(self._lease)
+        except StoreError:
+            pass  # the lease lapses by itself
+        finally:
+            await self.store.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"store": self.store.url, "boundary": self.keys.boundary, "gateway": self.name,
+                "role": self.role, "leader": self.leader, "anchored": self.anchored,
+                "store_lost_for": None if self._lost_at is None
+                else round(time.monotonic() - self._lost_at, 3)}
+
+    async def _register(self) -> None:
+        self._lease = await self.store.grant(self.lease_ttl)
+        await self._card()
+
+    async def _card(self) -> None:
+        seq, _ = self.ledger.durable
+        card = {**self.card, "gateway": self.name, "role": self.role, "ledger_key": self.key_hex,
+                "ledger_seq": seq, "at": round(time.time(), 3)}
+        await self.store.put(self.keys.member(self.name), json.dumps(card).encode(),
+                             lease=self._lease)
+
+    async def _campaign(self) -> None:
+        held = await self.store.create(self.keys.leader, self.name.encode(), lease=self._lease)
+        self.leader = held.value.decode(errors="replace")
+        role: Role = "leader" if self.leader == self.name else "follower"
+        if role != self.role:
+            self.role = role
+            self.events.emit(f"cluster-{role}", store=self.store.url, gateway=self.name,
+                             leader=self.leader)
+        await self._card()
+
+    async def _anchor(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        seq, _ = self.ledger.durable
+        if seq > self.anchored and (force or now - self._anchored_at >= self.anchor_every):
+            anchor = self.ledger.anchor(self.name, time.time())
+            await self.store.put(self.keys.anchor(self.key_hex), anchor.encode())
+            self.anchored, self._anchored_at = anchor.seq, now
+
+    def _cut_off(self, reason: str) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            self.events.emit("cluster-store-lost", level="warning", store=self.store.url,
+                             message=reason)
+        if self.role != "leader" or time.monotonic() - self._lost_at >= self.lease_ttl:
+            self.role = "cut-off"  # a leader's lease has lapsed: someone else may lead

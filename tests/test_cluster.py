@@ -1,0 +1,204 @@
+"""The control-state store (embedded and a real three-member etcd on loopback), membership and
+leader election, and ledger anchors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from endosec.cluster.embedded import EmbeddedStore
+from endosec.cluster.etcd import EtcdStore
+from endosec.cluster.member import Keys, Member, MemberError
+from endosec.cluster.store import ControlStore, StoreError, open_store, parse_store_url
+from endosec.observe.events import EventLog
+from endosec.observe.ledger import Ledger
+from tests.etcd_cluster import EtcdCluster
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["embedded", "etcd"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ControlStore]:
+    if request.param == "embedded":
+        opened: ControlStore = EmbeddedStore(tmp_path / "control.json")
+    else:
+        opened = open_store(request.getfixturevalue("etcd").url, tmp_path)
+    yield opened
+    await opened.close()
+
+
+def test_store_urls_are_parsed_or_refused_with_the_reason() -> None:
+    assert parse_store_url("embedded") == ("embedded", ())
+    assert parse_store_url("etcd://127.0.0.1:2379,[::1]:2380") == (
+        "etcd", (("127.0.0.1", 2379), ("::1", 2380)))
+    for bad in ("etcd://", "etcd://host", "etcd://h:0", "http://h:1", "etcd://h:1/x", "e"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_store_url(bad)
+
+
+async def test_the_store_creates_once_puts_lists_and_deletes(store: ControlStore) -> None:
+    prefix = f"/t/{time.monotonic_ns()}/".encode()
+    first = await store.create(prefix + b"leader", b"a")
+    again = await store.create(prefix + b"leader", b"b")
+    assert (first.value, again.value) == (b"a", b"a")  # the second create finds the first
+    assert again.revision == first.revision
+    later = await store.put(prefix + b"x", b"1")
+    assert later > first.revision
+    await store.put(prefix + b"y", b"2")
+    assert [(i.key, i.value) for i in await store.prefix(prefix)] == [
+        (prefix + b"leader", b"a"), (prefix + b"x", b"1"), (prefix + b"y", b"2")]
+    await store.delete(prefix + b"x")
+    assert await store.get(prefix + b"x") is None
+    health = await store.health()
+    assert health.ok and all(answered for _, _, answered in health.members)
+
+
+async def test_a_revoked_lease_takes_its_keys_and_cannot_be_renewed(store: ControlStore) -> None:
+    key = f"/t/{time.monotonic_ns()}/member".encode()
+    lease = await store.grant(5)
+    await store.put(key, b"here", lease=lease)
+    assert await store.refresh(lease)
+    await store.revoke(lease)
+    assert await store.get(key) is None
+    assert not await store.refresh(lease)
+
+
+async def test_an_etcd_lease_left_to_lapse_deletes_its_keys(etcd: EtcdCluster,
+                                                          tmp_path: Path) -> None:
+    store = open_store(etcd.url, tmp_path)
+    try:
+        lease = await store.grant(2)
+        await store.put(b"/t/lapse", b"1", lease=lease)
+        deadline = time.monotonic() + 10
+        while await store.get(b"/t/lapse") is not None:
+            assert time.monotonic() < deadline, "the lease never lapsed"
+            await asyncio.sleep(0.2)
+        assert not await store.refresh(lease)
+    finally:
+        await store.close()
+
+
+async def test_the_embedded_store_keeps_what_is_not_leased_across_a_restart(
+        tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "control.json"
+    store = EmbeddedStore(path, clock=lambda: now[0])
+    lease = await store.grant(3)
+    await store.put(b"/kept", b"1")
+    await store.put(b"/leased", b"2", lease=lease)
+    now[0] = 2.9
+    assert await store.get(b"/leased") is not None
+    now[0] = 3.0
+    assert await store.get(b"/leased") is None  # lapsed
+    reopened = EmbeddedStore(path)
+    kept = await reopened.get(b"/kept")
+    assert kept is not None and kept.value == b"1"
+    path.write_text("{not json")
+    with pytest.raises(StoreError, match=r"control\.json"):
+        EmbeddedStore(path)
+
+
+async def test_an_unreachable_etcd_is_a_store_error_within_the_timeout(tmp_path: Path) -> None:
+    store = EtcdStore((("127.0.0.1", 9),), timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"etcd://127\.0\.0\.1:9"):
+        await store.get(b"/x")
+    assert time.monotonic() - started < 5
+    await store.close()
+
+
+def _member(store: ControlStore, root: Path, name: str, boundary: str,
+            ttl: int = 2) -> Member:
+    ledger = Ledger(root / name / "ledger", batch_records=1)
+    events = EventLog(root / name / "events.jsonl", ledger=ledger)
+    return Member(store, Keys(boundary), name, ledger=ledger, events=events,
+                  card={"serve": f"http://{name}"}, lease_ttl=ttl, anchor_every=0.1)
+
+
+async def _leader(store: ControlStore, keys: Keys) -> str | None:
+    found = await store.get(keys.leader)
+    return None if found is None else found.value.decode()
+
+
+async def test_one_member_leads_and_another_takes_over_when_its_lease_lapses(
+        etcd: EtcdCluster, tmp_path: Path) -> None:
+    boundary = f"b{time.monotonic_ns()}"
+    members = [_member(open_store(etcd.url, tmp_path), tmp_path, f"gw-{c}", boundary)
+               for c in "abc"]
+    for m in members:
+        await m.check()
+        await m.join()
+    assert [m.role for m in members] == ["leader", "follower", "follower"]
+    tasks = [asyncio.ensure_future(m.run()) for m in members]
+    try:
+        # The leader stops renewing without a word (as after kill -9): its lease lapses.
+        tasks[0].cancel()
+        started = time.monotonic()
+        keys = Keys(boundary)
+        while (leader := await _leader(members[1].store, keys)) in (None, "gw-a"):
+            assert time.monotonic() - started < 10, "no one took over"
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+        assert took <= 2 + 2 / 3 + 1.0, took  # lease_ttl + a round, and some slack
+        await asyncio.sleep(1.0)
+        roles = {m.name: m.role for m in members[1:]}
+        assert sorted(roles.values()) == ["follower", "leader"] and roles[leader] == "leader"
+        cards = {json.loads(i.value)["gateway"] for i in await members[1].store.prefix(
+            keys.members)}
+        assert cards == {"gw-b", "gw-c"}  # gw-a's card went with its lease
+    finally:
+        for t in tasks:
+            t.cancel()
+        for m in members:
+            m.events.close()
+            await m.leave()
+
+
+async def test_members_ride_out_the_loss_of_one_etcd_member(tmp_path: Path) -> None:
+    etcd = EtcdCluster(tmp_path / "etcd")
+    try:
+        store = open_store(etcd.url, tmp_path)
+        member = _member(store, tmp_path, "gw-a", "kill-one")
+        await member.check()
+        await member.join()
+        etcd.kill(0)  # the member the client was talking to (gRPC picks the first)
+        for _ in range(3):
+            await member.round()
+        assert member.role == "leader" and member.status()["store_lost_for"] is None
+        health = await store.health()
+        assert health.ok
+        assert [a for _, _, a in health.members].count(False) == 1
+        member.events.close()
+        await member.leave()
+    finally:
+        etcd.stop()
+
+
+async def test_a_ledger_cut_below_its_anchor_is_refused_at_join(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "control.json")
+    member = _member(store, tmp_path, "gw-a", "cut")
+    await member.check()
+    await member.join()
+    for i in range(5):
+        member.events.emit("alert", message=f"m{i}")
+    await member.round()
+    assert member.anchored == member.ledger.durable[0] >= 5
+    member.events.close()
+    await member.leave()
+    ledger_file = tmp_path / "gw-a" / "ledger" / "ledger-000001.jsonl"
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    ledger_file.write_bytes(b"".join(lines[:-2]))
+    again = _member(EmbeddedStore(tmp_path / "control.json"), tmp_path, "gw-a", "cut")
+    with pytest.raises(MemberError, match=r"ends at #\d+, but .* holds an anchor"):
+        await again.check()
+    again.events.close()
