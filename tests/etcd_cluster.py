@@ -38,7 +38,8 @@ def _free_ports(n: int) -> list[int]:
 class EtcdCluster:
     """``members`` etcd processes forming one cluster; `url` is the endosec store URL."""
 
-    def __init__(self, root: Path, members: int = 3) -> None:
+    def __init__(self, root: Path, members: int = 3, *, also: tuple[str, ...] = ()) -> None:
+        """``also``: more host addresses every member listens on (a namespace's way in)."""
         binary = need_etcd()
         root.mkdir(parents=True, exist_ok=True)
         ports = _free_ports(2 * members)
@@ -46,20 +47,21 @@ class EtcdCluster:
         peers = ports[members:]
         names = [f"m{i + 1}" for i in range(members)]
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peers, strict=True))
+        self.root = root
+        self.argvs: list[list[str]] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         for name, client, peer in zip(names, self.clients, peers, strict=True):
-            log = (root / f"{name}.log").open("wb")
-            self.procs.append(subprocess.Popen(
+            self.argvs.append(
                 [binary, "--name", name, "--data-dir", str(root / name),
-                 "--listen-client-urls", f"http://127.0.0.1:{client}",
+                 "--listen-client-urls", ",".join(f"http://{h}:{client}"
+                                                  for h in ("127.0.0.1", *also)),
                  "--advertise-client-urls", f"http://127.0.0.1:{client}",
                  "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                  "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--initial-cluster-token", root.name],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            log.close()
-        self.url = "etcd://" + ",".join(f"127.0.0.1:{p}" for p in self.clients)
+                 "--initial-cluster-token", root.name])
+            self.procs.append(self._spawn(len(self.argvs) - 1))
+        self.url = self.url_on("127.0.0.1")
         self._wait_healthy(root)
 
     def _wait_healthy(self, root: Path) -> None:
@@ -76,6 +78,19 @@ class EtcdCluster:
                          for i in range(len(self.procs)))
         self.stop()
         raise RuntimeError(f"etcd cluster did not become healthy:\n{logs}")
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        with (self.root / f"m{index + 1}.log").open("ab") as log:
+            return subprocess.Popen(self.argvs[index], stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def restart(self, index: int) -> None:
+        """Start a killed member again, on its data directory."""
+        self.procs[index] = self._spawn(index)
+
+    def url_on(self, host: str) -> str:
+        """The store URL with every member reached at ``host``."""
+        return "etcd://" + ",".join(f"{host}:{p}" for p in self.clients)
 
     def kill(self, index: int) -> None:
         """kill -9 one member."""

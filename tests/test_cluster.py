@@ -167,7 +167,8 @@ async def test_one_member_leads_and_another_takes_over_when_its_lease_lapses(
 async def test_members_ride_out_the_loss_of_one_etcd_member(tmp_path: Path) -> None:
     etcd = EtcdCluster(tmp_path / "etcd")
     try:
-        store = open_store(etcd.url, tmp_path)
+        # Room for a raft election: the member killed may be etcd's leader (about 1 s).
+        store = open_store(etcd.url, tmp_path, timeout=5.0)
         member = _member(store, tmp_path, "gw-a", "kill-one")
         await member.check()
         await member.join()

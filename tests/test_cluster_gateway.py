@@ -121,3 +121,35 @@ def test_a_bad_store_url_is_refused_before_anything_starts(tmp_path: Path) -> No
     unreachable = endosec("run", "--config", str(tmp_path / "endosec.yaml"), "--cluster",
                           "etcd://127.0.0.1:9", "--state-dir", str(tmp_path / "s"))
     assert unreachable.returncode == 1 and "cluster: etcd://127.0.0.1:9" in unreachable.stderr
+
+
+def test_a_store_without_quorum_stops_no_serving(tmp_path: Path) -> None:
+    """Two of three etcd members gone: the one left answers but cannot decide, so the gateway
+    is not cut off: it serves on past stale_after, and resumes its rounds when they return."""
+    etcd = EtcdCluster(tmp_path / "etcd")
+    gw: Gateway | None = None
+    try:
+        data = demo_config(cluster={"name": "gw-q", "boundary": "quorum", "lease_ttl": 2,
+                                    "stale_after": 2, "timeout": 1})
+        gw = Gateway(tmp_path / "gw", data, args=("--cluster", etcd.url))
+        gw.wait_for(lambda s: s["cluster"]["role"] == "leader", "the gateway to lead")
+        etcd.kill(1)
+        etcd.kill(2)
+        gw.wait_for(lambda s: s["cluster"]["store_lost_for"] is not None, "the loss to show",
+                    timeout=20)
+        until = time.monotonic() + 8  # well past stale_after
+        while time.monotonic() < until:
+            assert gw.request("GET", "/notes")[0] == 200
+            cluster = gw.status()["cluster"]
+            assert cluster["store_reachable"] and not cluster["stale"], cluster
+            time.sleep(0.2)
+        lost = next(e for e in gw.event_kinds() if e["event"] == "cluster-store-lost")
+        assert lost["reachable"] is True
+        etcd.restart(1)
+        etcd.restart(2)
+        gw.wait_for(lambda s: s["cluster"]["store_lost_for"] is None
+                    and s["cluster"]["role"] == "leader", "the rounds to resume", timeout=30)
+    finally:
+        if gw is not None:
+            gw.stop()
+        etcd.stop()

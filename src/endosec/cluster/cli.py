@@ -15,6 +15,7 @@ from endosec.cluster.store import EMBEDDED, StoreError, open_store
 from endosec.config import ConfigError, load_config
 from endosec.gateway.app import default_state_dir
 from endosec.observe.anchor import Anchor, AnchorError
+from endosec.observe.ledger_format import fingerprint
 
 __all__ = ["cluster"]
 
@@ -52,7 +53,9 @@ async def _status(url: str, state_dir: Path, boundary: str, timeout: float) -> d
                                   for n, e, a in health.members]},
             "boundary": boundary,
             "leader": None if leading is None else leading.value.decode(errors="replace"),
-            "members": members}
+            "members": members,
+            "anchors": [{"gateway": a.gateway, "seq": a.seq, "ts": a.ts,
+                         "key": fingerprint(a.key)} for a in anchors.values()]}
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -62,6 +65,9 @@ def _print(report: dict[str, Any]) -> None:
     for m in store["members"]:
         click.echo(f"  {m['name']:<12} {m['endpoint']:<28} "
                    f"{'answering' if m['answering'] else 'NOT ANSWERING'}")
+    if store["kind"] == EMBEDDED:
+        click.echo("  (members and leader live in the gateway's own process: its /status "
+                   "shows them; the file keeps the anchors)")
     click.echo(f"boundary {report['boundary']}: {len(report['members'])} gateway(s), "
                f"leader {report['leader'] or 'none'}")
     for m in report["members"]:
@@ -69,6 +75,9 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"  {m.get('gateway', '?'):<24} {m.get('role', '?'):<9} ledger "
                    f"#{m.get('ledger_seq', 0)} anchored {anchored}  seen {m['seen_ago']:.1f} s "
                    f"ago  serve {m.get('serve', '-')}  admin {m.get('admin', '-')}")
+    for a in report["anchors"]:
+        click.echo(f"  anchor of ledger {a['key']}: #{a['seq']} by {a['gateway']} at "
+                   f"{a['ts']:.0f}")
 
 
 @cluster.command(name="status")

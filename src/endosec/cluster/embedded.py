@@ -132,5 +132,8 @@ class EmbeddedStore:
         return Health(EMBEDDED, (("embedded", str(self.path), True),), "embedded",
                       self._revision)
 
+    async def reachable(self) -> bool:
+        return True
+
     async def close(self) -> None:
         return None

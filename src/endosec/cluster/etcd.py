@@ -42,7 +42,9 @@ class EtcdStore:
         self.url = "etcd://" + ",".join(f"{h}:{p}" for h, p in endpoints)
         self.timeout = timeout
         host, port = _target(endpoints)
-        self._client = aetcd.Client(host=host, port=port, timeout=max(1, round(timeout)))
+        # A member back after a cut is dialled again within a second, not gRPC's default 2 min.
+        self._client = aetcd.Client(host=host, port=port, timeout=max(1, round(timeout)),
+                                    options={"grpc.max_reconnect_backoff_ms": 1000})
 
     async def _call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """``action``, tried again on a failed connection until the timeout has passed."""
@@ -124,6 +126,19 @@ class EtcdStore:
             finally:
                 await one.close()
         return Health("etcd", tuple(answers), leader, index)
+
+    async def reachable(self) -> bool:
+        async def answers(host: str, port: int) -> bool:
+            one = aetcd.Client(host=host, port=port, timeout=1)
+            try:
+                await asyncio.wait_for(one.status(), 1.5)
+                return True
+            except (aetcd.exceptions.ClientError, TimeoutError, ValueError):
+                return False
+            finally:
+                await one.close()
+
+        return any(await asyncio.gather(*(answers(h, p) for h, p in self.endpoints)))
 
     async def close(self) -> None:
         await self._client.close()

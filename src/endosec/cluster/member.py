@@ -1,4 +1,5 @@
-"""One gateway's place in its boundary: membership, leadership and ledger anchors.
+"""One gateway's place in its boundary: membership, leadership, ledger anchors, and what it
+does when the store is lost.
 
 Keys, under ``/endosec/BOUNDARY/``:
 
@@ -11,6 +12,12 @@ that succeeds only when no one leads), refreshes its card and, when its ledger h
 ``anchor_every`` has passed, writes an anchor of the ledger's durable head. A leader whose
 lease lapses (it was cut off from the store for a whole ttl) is no longer leader, and learns
 so at its next renewal; another member takes over within ``lease_ttl + lease_ttl / 3``.
+
+When a renewal fails, the member asks whether any store member answers at all. One that
+answers but cannot decide means the store lost its quorum: the gateway keeps serving (no
+control change can be made meanwhile). None answering means this gateway is cut off: it keeps
+serving on what it knew for ``stale_after`` seconds, then fails closed (``on_stale(True)``)
+until the store answers again and it has renewed, campaigned and anchored (``on_stale(False)``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,16 +89,20 @@ class Member:
 
     def __init__(self, store: ControlStore, keys: Keys, name: str, *, ledger: Ledger,
                  events: EventLog, card: dict[str, Any], lease_ttl: int,
-                 anchor_every: float) -> None:
+                 anchor_every: float, stale_after: float | None = None,
+                 on_stale: Callable[[bool], None] = lambda stale: None) -> None:
         self.store, self.keys, self.name = store, keys, name
         self.ledger, self.events, self.card = ledger, events, card
         self.lease_ttl, self.anchor_every = lease_ttl, anchor_every
+        self.stale_after, self.on_stale = stale_after, on_stale
         self.role: Role = "joining"
         self.leader: str | None = None
         self.anchored = 0  # seq of the newest anchor written
+        self.stale = False  # failed closed: cut off from the store for stale_after
         self._lease: int | None = None
         self._anchored_at = -float("inf")
         self._lost_at: float | None = None  # monotonic time the store stopped answering
+        self._unreachable_since: float | None = None  # ... and no member answered at all
         self.key_hex = raw_public(ledger.public_key).hex()
 
     async def check(self) -> None:
@@ -127,7 +139,7 @@ class Member:
             try:
                 await self.round()
             except StoreError as exc:
-                self._cut_off(str(exc))
+                await self._lost(str(exc))
 
     async def round(self) -> None:
         """One renewal: lease, leadership, card, anchor."""
@@ -137,8 +149,12 @@ class Member:
         await self._anchor()
         if self._lost_at is not None:
             self.events.emit("cluster-store-back", store=self.store.url,
-                             seconds=round(time.monotonic() - self._lost_at, 3))
-            self._lost_at = None
+                             seconds=round(time.monotonic() - self._lost_at, 3),
+                             failed_closed=self.stale)
+            self._lost_at = self._unreachable_since = None
+        if self.stale:  # caught up: renewed, campaigned, anchored
+            self.stale = False
+            self.on_stale(False)
 
     async def leave(self) -> None:
         """A last anchor (the ledger is closed, so everything is on disk), then give up the
@@ -156,7 +172,8 @@ class Member:
         return {"store": self.store.url, "boundary": self.keys.boundary, "gateway": self.name,
                 "role": self.role, "leader": self.leader, "anchored": self.anchored,
                 "store_lost_for": None if self._lost_at is None
-                else round(time.monotonic() - self._lost_at, 3)}
+                else round(time.monotonic() - self._lost_at, 3),
+                "store_reachable": self._unreachable_since is None, "stale": self.stale}
 
     async def _register(self) -> None:
         self._lease = await self.store.grant(self.lease_ttl)
@@ -187,10 +204,23 @@ class Member:
             await self.store.put(self.keys.anchor(self.key_hex), anchor.encode())
             self.anchored, self._anchored_at = anchor.seq, now
 
-    def _cut_off(self, reason: str) -> None:
+    async def _lost(self, reason: str) -> None:
+        """A round failed: tell a store without quorum from one out of reach, and fail
+        closed once out of reach for ``stale_after``."""
+        reachable = await self.store.reachable()
+        now = time.monotonic()
         if self._lost_at is None:
-            self._lost_at = time.monotonic()
+            self._lost_at = now
             self.events.emit("cluster-store-lost", level="warning", store=self.store.url,
-                             message=reason)
-        if self.role != "leader" or time.monotonic() - self._lost_at >= self.lease_ttl:
+                             reachable=reachable, message=reason)
+        self._unreachable_since = None if reachable else (self._unreachable_since or now)
+        if self.role != "leader" or now - self._lost_at >= self.lease_ttl:
             self.role = "cut-off"  # a leader's lease has lapsed: someone else may lead
+        if (self.stale_after is not None and not self.stale
+                and self._unreachable_since is not None
+                and now - self._unreachable_since >= self.stale_after):
+            self.stale = True
+            self.events.emit("cluster-stale", level="error", store=self.store.url,
+                             seconds=round(now - self._unreachable_since, 3),
+                             message="cut off from the store: failing closed")
+            self.on_stale(True)

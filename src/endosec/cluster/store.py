@@ -79,6 +79,10 @@ class ControlStore(Protocol):
 
     async def health(self) -> Health: ...
 
+    async def reachable(self) -> bool:
+        """Whether any member answers at all: after a failed call, True means the store lost
+        its quorum (a member answers but cannot decide), False that it is out of reach."""
+
     async def close(self) -> None: ...
 
 

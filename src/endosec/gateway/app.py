@@ -110,7 +110,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.controller.voters))
-        await _join(member, gateway, serve=serve_url, admin=_url(servers[-1]))
+        await _join(member, gateway, native, serve=serve_url, admin=_url(servers[-1]))
         on_ready(Listening(serve_url, _url(servers[-1]), gateway.controller.voters))
         if reload is not None and hangup is not None:
             spawn(_reloading(gateway, handler, reload, hangup), name="endosec-reload")
@@ -134,7 +134,8 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
     c = config.cluster
     store = open_store(c.store, state_dir, timeout=c.timeout)
     member = Member(store, Keys(c.boundary), c.name or "", ledger=ledger, events=events, card={},
-                    lease_ttl=c.lease_ttl, anchor_every=c.anchor_every)
+                    lease_ttl=c.lease_ttl, anchor_every=c.anchor_every,
+                    stale_after=c.stale_after)
     try:
         await member.check()
     except (MemberError, StoreError) as exc:
@@ -143,7 +144,8 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
     return member
 
 
-async def _join(member: Member, gateway: MimicGateway, *, serve: str, admin: str) -> None:
+async def _join(member: Member, gateway: MimicGateway, plane: NativePlane, *, serve: str,
+                admin: str) -> None:
     """Take this gateway's place (named, by default, after the admin port it got)."""
     member.name = member.name or default_name(int(admin.rsplit(":", 1)[1]))
     member.card.update(serve=serve, admin=admin, pid=os.getpid())
@@ -152,6 +154,7 @@ async def _join(member: Member, gateway: MimicGateway, *, serve: str, admin: str
     except StoreError as exc:
         raise StartupError(f"cluster: {exc}") from exc
     gateway.cluster = member.status
+    member.on_stale = plane.hold
     spawn(member.run(), name="endosec-cluster")
 
 

@@ -60,6 +60,7 @@ class NativePlane:
         self._last_checkpoint = 0.0
         self._catching_up: Counter[str] = Counter()
         self._stuck: dict[str, int] = {}  # executor -> where its last catch-up failed
+        self._held = False  # failed closed (`hold`)
 
     @property
     def config(self) -> Config:
@@ -118,11 +119,18 @@ class NativePlane:
     def forget(self, name: str) -> None:
         self._placements.pop(name, None)
 
+    def hold(self, held: bool) -> None:
+        """Fail closed (no executor votes, so every request gets the fail-closed answer) while
+        ``held``: the gateway no longer knows that what it would ask is still the boundary's."""
+        self._held = held
+        self.changed()
+
     def changed(self) -> None:
         gw = self.gateway
         c = gw.controller
+        voters, shadows = ((), ()) if self._held else (c.voters, c.shadows)
         self.native.publish(build_snapshot(
-            self.config, voters=c.voters, shadows=c.shadows, keep_level=gw.keep_level,
+            self.config, voters=voters, shadows=shadows, keep_level=gw.keep_level,
             placements=self._placements,
             weights=gw.trust.weights(gw.now) if gw.weighted else None, discounted=gw.discounted,
             refused_clients=gw.attribution.refused(gw.now)

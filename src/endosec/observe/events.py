@@ -51,6 +51,7 @@ LEDGER_KINDS = {
     "cluster-follower": "cluster",
     "cluster-store-lost": "cluster",
     "cluster-store-back": "cluster",
+    "cluster-stale": "cluster",
 }
 
 
