@@ -339,6 +339,32 @@ def test_admission_ends_with_the_certificate_and_sessions_per_key_are_bounded() 
         None, public_key(GATEWAY), public_key(GATEWAY)]
 
 
+def test_sessions_ended_early_are_not_counted_and_a_reused_id_starts_afresh() -> None:
+    admission = Admission(verifier((OTHER,), authorities=(authority(CA),)),
+                          admit_for=100.0, sessions_per_key=2)
+    cert, short = certificate(GATEWAY, CA), certificate(GATEWAY, CA, end=10.0)
+
+    def admit(prover: Ed25519PrivateKey, now: float, session: bytes,
+              by: x509.Certificate | None = cert) -> Admitted:
+        done = admission.admit(a_proof(prover, nonce=admission.verifier.challenge(now).nonce,
+                                       expiry=now + 30), by if prover is GATEWAY else None,
+                               now, session=session)
+        assert isinstance(done, Admitted), done
+        return done
+
+    admit(GATEWAY, 0.0, b"long")  # until 100
+    admit(GATEWAY, 1.0, b"short", short)  # until 10, behind the longer one
+    admit(GATEWAY, 20.0, b"new")  # "short" has ended: "long" is kept
+    assert admission.session(b"long", 21.0) == public_key(GATEWAY)
+    assert admission.session(b"new", 21.0) == public_key(GATEWAY)
+    admit(OTHER, 22.0, b"new")  # the same id for another key: it is that key's now
+    assert admission.session(b"new", 23.0) == public_key(OTHER)
+    assert admission.admitted(public_key(GATEWAY), 23.0) == 100.0
+    for i in range(3):  # evictions after the id moved do not trip over it
+        admit(GATEWAY, 30.0 + i, bytes([i]))
+    assert admission.session(b"new", 40.0) == public_key(OTHER)
+
+
 def test_a_refused_proof_whitelists_nothing() -> None:
     admission = Admission(verifier(), admit_for=100.0)
     refused = admission.admit(a_proof(OTHER, nonce=admission.verifier.challenge(0.0).nonce,

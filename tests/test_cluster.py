@@ -200,6 +200,68 @@ async def test_a_ledger_cut_below_its_anchor_is_refused_at_join(tmp_path: Path) 
     lines = ledger_file.read_bytes().splitlines(keepends=True)
     ledger_file.write_bytes(b"".join(lines[:-2]))
     again = _member(EmbeddedStore(tmp_path / "control.json"), tmp_path, "gw-a", "cut")
-    with pytest.raises(MemberError, match=r"ends at #\d+, but .* holds an anchor"):
+    with pytest.raises(MemberError, match=r"does not hold what .* anchored .* truncated"):
         await again.check()
     again.events.close()
+
+
+async def test_a_tail_cut_then_written_over_is_refused_at_join(tmp_path: Path) -> None:
+    """Cut below the anchor, then more records than were cut, signed with the ledger's own
+    key: longer than the anchor, but the anchored record is not there."""
+    store = EmbeddedStore(tmp_path / "control.json")
+    member = _member(store, tmp_path, "gw-a", "rewrite")
+    await member.check()
+    await member.join()
+    for i in range(6):
+        member.events.emit("alert", message=f"m{i}")
+    await member.round()
+    anchored = member.anchored
+    member.events.close()
+    await member.leave()
+    ledger_file = tmp_path / "gw-a" / "ledger" / "ledger-000001.jsonl"
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    ledger_file.write_bytes(b"".join(lines[:-3]))
+    with Ledger(tmp_path / "gw-a" / "ledger") as forged:
+        for i in range(10):
+            forged.append("verdict", {"forged": i}, now=time.time())
+        forged.flush()
+        assert forged.durable[0] > anchored
+    again = _member(EmbeddedStore(tmp_path / "control.json"), tmp_path, "gw-a", "rewrite")
+    with pytest.raises(MemberError, match=rf"#{anchored} is not the one gw-a anchored"):
+        await again.check()
+    again.events.close()
+
+
+async def test_a_live_namesake_is_refused_and_a_ledger_without_anchor_raises_an_alert(
+        etcd: EtcdCluster, tmp_path: Path) -> None:
+    boundary = f"n{time.monotonic_ns()}"
+    first = _member(open_store(etcd.url, tmp_path), tmp_path / "1", "gw-a", boundary)
+    first.events.emit("alert", message="before any anchor")
+    first.ledger.flush()
+    await first.check()
+    await first.join()
+    alerts = [e for e in first.events.recent if e["event"] == "alert"]
+    assert any("no anchor" in e["message"] for e in alerts), alerts
+    second = _member(open_store(etcd.url, tmp_path), tmp_path / "2", "gw-a", boundary)
+    await second.check()
+    task = asyncio.ensure_future(first.run())  # it stays alive: its card never lapses
+    try:
+        with pytest.raises(MemberError, match="another gateway is a member"):
+            await second.join()
+    finally:
+        task.cancel()
+        for m in (first, second):
+            m.events.close()
+            await m.leave()
+
+
+async def test_etcd_endpoints_may_be_names_of_one_address_family(etcd: EtcdCluster) -> None:
+    named = EtcdStore(tuple(("localhost", p) for p in etcd.clients))
+    try:
+        await named.put(b"/t/named", b"1")
+        found = await named.get(b"/t/named")
+        assert found is not None and found.value == b"1"
+    finally:
+        await named.close()
+    with pytest.raises(StoreError, match="one family"):
+        EtcdStore((("127.0.0.1", 1), ("::1", 2)))

@@ -17,8 +17,14 @@ from endosec.cluster.member import Keys
 from endosec.observe.anchor import Anchor, AnchorError, sign_anchor
 from endosec.observe.ledger import Ledger
 from endosec.observe.ledger_cli import ledger as ledger_group
-from endosec.observe.ledger_format import ledger_files
-from endosec.observe.ledger_verify import Reason, verify
+from endosec.observe.ledger_format import (
+    key_path,
+    ledger_files,
+    load_or_create_key,
+    load_public_key,
+    sha256_hex,
+)
+from endosec.observe.ledger_verify import Reason, read_records, verify, verify_since
 from endosec.redteam.evidence import tail_cut
 
 T0 = 1_700_000_000.0
@@ -139,3 +145,44 @@ def test_the_red_team_tail_cut_is_caught_only_with_an_anchor(tmp_path: Path) -> 
     assert "cut from #3 (alert, cleanse, cleansed, quarantine)" in caught.notes[-1]
     assert "the chain alone: ok" in caught.notes[-1] and "truncated" in caught.notes[-1]
     assert verify(state / "ledger", anchor=anchor).ok  # the original was left alone
+
+
+def test_a_check_from_the_anchored_file_on_sees_a_cut_across_rotated_files(
+        tmp_path: Path) -> None:
+    directory = tmp_path / "ledger"
+    with Ledger(directory, max_file_bytes=4096, max_record_bytes=1024) as led:
+        for i in range(60):
+            led.append("verdict", {"i": i, "pad": "x" * 100}, now=T0 + i)
+        led.flush()
+        last = led.anchor("gw", T0 + 99)
+    files = ledger_files(directory)
+    assert len(files) >= 3
+    thirtieth = next(e for e in read_records(directory)
+                     if e.record is not None and e.record.seq == 30)
+    raw = thirtieth.file.read_bytes().splitlines()[thirtieth.line - 1]
+    middle = sign_anchor(load_or_create_key(key_path(directory)), gateway="gw", seq=30,
+                         head=sha256_hex(raw), ts=T0 + 30)
+    public = load_public_key(directory / "ledger.pub")
+    assert verify_since(directory, middle, public_key=public).ok
+    assert verify_since(directory, last, public_key=public).ok
+    files[-1].unlink()  # the newest file gone: the one before it names it as next
+    report = verify_since(directory, last, public_key=public)
+    assert report.failure is not None and report.failure.reason == Reason.TRUNCATED
+    one_file = CliRunner().invoke(ledger_group, ["verify", str(files[0]), "--anchor"])
+    assert one_file.exit_code == 1 and "give its directory" in one_file.output
+
+
+def test_the_red_team_tail_rewrite_is_caught_by_the_anchor(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with Ledger(state / "ledger") as led:
+        for i, event in enumerate(["config-loaded", "quarantine", "cleanse", "alert"]):
+            led.append("controller-action", {"event": event}, now=T0 + i)
+        led.flush()
+        anchor = led.anchor("gw", T0 + 9)
+    asyncio.run(EmbeddedStore(state / "control.json").put(
+        Keys("redteam").anchor(anchor.key), anchor.encode()))
+    case = asyncio.run(tail_cut(state, tmp_path / "case", store_url="embedded",
+                                boundary="redteam", rewrite=True))
+    assert case.name == "tail-rewrite" and case.detected and case.suppressed, case.notes
+    assert "8 records written over it" in case.notes[-1]  # #2..#9: past the anchor's #4
+    assert "the chain alone: ok" in case.notes[-1] and "modified" in case.notes[-1]

@@ -86,12 +86,11 @@ class EmbeddedStore:
     async def get(self, key: bytes) -> Item | None:
         self._expire()
         found = self._items.get(key)
-        return None if found is None else Item(key, found[0], found[1])
+        return None if found is None else Item(key, *found)
 
     async def prefix(self, prefix: bytes) -> list[Item]:
         self._expire()
-        return [Item(k, v, r) for k, (v, r, _) in sorted(self._items.items())
-                if k.startswith(prefix)]
+        return [Item(k, *e) for k, e in sorted(self._items.items()) if k.startswith(prefix)]
 
     async def put(self, key: bytes, value: bytes, *, lease: int | None = None) -> int:
         return self._write(key, value, lease)
@@ -100,8 +99,8 @@ class EmbeddedStore:
         self._expire()
         found = self._items.get(key)
         if found is not None:
-            return Item(key, found[0], found[1])
-        return Item(key, value, self._write(key, value, lease))
+            return Item(key, *found)
+        return Item(key, value, self._write(key, value, lease), lease or 0)
 
     async def delete(self, key: bytes) -> None:
         self._expire()

@@ -9,6 +9,8 @@ of etcd members.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,10 +25,30 @@ __all__ = ["EtcdStore"]
 T = TypeVar("T")
 
 
+def _resolved(endpoints: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """Every endpoint as an IP address (a name is looked up once, here): gRPC's address-list
+    target takes only addresses, all of one family."""
+    out = []
+    for host, port in endpoints:
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            try:
+                found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise StoreError(f"etcd endpoint {host}:{port}: {exc}") from exc
+            ipv4 = [a for a in found if a[0] == socket.AF_INET]  # localhost: 127.0.0.1
+            address = str((ipv4 or found)[0][4][0])
+        out.append((address, port))
+    if len({":" in host for host, _ in out}) > 1:
+        raise StoreError("etcd endpoints: give addresses of one family (all IPv4 or all IPv6)")
+    return tuple(out)
+
+
 def _target(endpoints: tuple[tuple[str, int], ...]) -> tuple[str, int]:
     """aetcd dials ``f"{host}:{port}"``: a host of ``ipv4:A:P,B:P,C`` and the last port
     make gRPC's multi-address target ``ipv4:A:P,B:P,C:P``."""
-    family = "ipv6" if any(":" in host for host, _ in endpoints) else "ipv4"
+    family = "ipv6" if ":" in endpoints[0][0] else "ipv4"
     spelled = [f"[{h}]" if ":" in h else h for h, _ in endpoints]
     head = [f"{h}:{p}" for h, (_, p) in zip(spelled[:-1], endpoints[:-1], strict=True)]
     return f"{family}:{','.join([*head, spelled[-1]])}", endpoints[-1][1]
@@ -38,10 +60,10 @@ class EtcdStore:
     def __init__(self, endpoints: tuple[tuple[str, int], ...], *, timeout: float = 2.0) -> None:
         if not endpoints:
             raise ValueError("etcd: at least one endpoint")
-        self.endpoints = endpoints
         self.url = "etcd://" + ",".join(f"{h}:{p}" for h, p in endpoints)
+        self.endpoints = _resolved(endpoints)
         self.timeout = timeout
-        host, port = _target(endpoints)
+        host, port = _target(self.endpoints)
         # A member back after a cut is dialled again within a second, not gRPC's default 2 min.
         self._client = aetcd.Client(host=host, port=port, timeout=max(1, round(timeout)),
                                     options={"grpc.max_reconnect_backoff_ms": 1000})
@@ -60,11 +82,12 @@ class EtcdStore:
 
     async def get(self, key: bytes) -> Item | None:
         found = await self._call("get", lambda: self._client.get(key))
-        return None if found is None else Item(key, found.value, found.mod_revision)
+        return None if found is None else Item(key, found.value, found.mod_revision,
+                                               found.lease)
 
     async def prefix(self, prefix: bytes) -> list[Item]:
         found = await self._call("get", lambda: self._client.get_prefix(prefix))
-        return [Item(kv.key, kv.value, kv.mod_revision) for kv in found]
+        return [Item(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in found]
 
     async def put(self, key: bytes, value: bytes, *, lease: int | None = None) -> int:
         done = await self._call("put", lambda: self._client.put(key, value, lease=lease))
@@ -81,9 +104,9 @@ class EtcdStore:
 
         created, responses = await self._call("create", transaction)
         if created:
-            return Item(key, value, int(responses[0].response_put.header.revision))
+            return Item(key, value, int(responses[0].response_put.header.revision), lease or 0)
         existing, meta = responses[0][0]
-        return Item(key, existing, int(meta.mod_revision))
+        return Item(key, existing, int(meta.mod_revision), int(meta.lease))
 
     async def delete(self, key: bytes) -> None:
         await self._call("delete", lambda: self._client.delete(key))

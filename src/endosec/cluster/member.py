@@ -35,6 +35,7 @@ from endosec.observe.anchor import Anchor, AnchorError
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
 from endosec.observe.ledger_format import raw_public
+from endosec.observe.ledger_verify import verify_since
 
 __all__ = ["Keys", "Member", "MemberError", "Role", "default_name"]
 
@@ -103,33 +104,48 @@ class Member:
         self._anchored_at = -float("inf")
         self._lost_at: float | None = None  # monotonic time the store stopped answering
         self._unreachable_since: float | None = None  # ... and no member answered at all
+        self._renewed_at = -float("inf")  # monotonic time of the last renewal sent
         self.key_hex = raw_public(ledger.public_key).hex()
+        self.unanchored = 0  # records the ledger held at start with no anchor in the store
 
     async def check(self) -> None:
-        """Raise `MemberError` when the ledger falls short of its anchor in the store (records
-        were removed since it was anchored), `StoreError` when the store does not answer."""
+        """Raise `MemberError` unless the ledger still holds, with its hash, the record the
+        store's anchor names, and its chain from there on is intact (records were removed or
+        rewritten since it was anchored); `StoreError` when the store does not answer."""
         try:
             anchor = await anchor_of(self.store, self.keys, self.key_hex)
         except AnchorError as exc:
             raise MemberError(f"{self.store.url}: the ledger's anchor is unreadable: "
                               f"{exc}") from exc
-        seq, head = self.ledger.durable
-        if anchor is not None:
-            if anchor.seq > seq or (anchor.seq == seq and anchor.head != head):
-                raise MemberError(
-                    f"the ledger in {self.ledger.directory} ends at #{seq}, but "
-                    f"{self.store.url} holds an anchor of #{anchor.seq} written by "
-                    f"{anchor.gateway} at {anchor.ts:.0f}: records were removed. "
-                    f"`endosec ledger verify --anchor` names them; to start a new ledger "
-                    f"on purpose, delete {self.keys.anchor(self.key_hex).decode()} from the "
-                    "store")
-            self.anchored = anchor.seq
+        if anchor is None:
+            self.unanchored = self.ledger.durable[0]
+            return
+        report = verify_since(self.ledger.directory, anchor, public_key=self.ledger.public_key)
+        if not report.ok:
+            raise MemberError(
+                f"the ledger in {self.ledger.directory} does not hold what {self.store.url} "
+                f"anchored (#{anchor.seq}, written by {anchor.gateway} at {anchor.ts:.0f}): "
+                f"{report.summary()}. `endosec ledger verify --anchor` says the same; to start "
+                f"a new ledger on purpose, delete {self.keys.anchor(self.key_hex).decode()} "
+                "from the store")
+        self.anchored = anchor.seq
 
     async def join(self) -> None:
-        """Register and campaign once (`StoreError` when the store does not answer)."""
+        """Register and campaign once (`StoreError` when the store does not answer;
+        `MemberError` when another live gateway is a member under this name)."""
+        deadline = time.monotonic() + self.lease_ttl + 1
+        while (card := await self.store.get(self.keys.member(self.name))) is not None:
+            if time.monotonic() > deadline:  # not a previous life's card, lapsing: a namesake
+                raise MemberError(f"another gateway is a member of {self.keys.boundary!r} as "
+                                  f"{self.name!r} (lease {card.lease}); set cluster.name")
+            await asyncio.sleep(0.2)
         await self._register()
         self.events.emit("cluster-joined", store=self.store.url, boundary=self.keys.boundary,
                          gateway=self.name, anchored=self.anchored)
+        if self.unanchored:
+            self.events.emit("alert", level="warning", message=(
+                f"the ledger's {self.unanchored} records have no anchor in {self.store.url}: "
+                "this store is new to it, or its anchor was removed"))
         await self._campaign()
 
     async def run(self) -> None:
@@ -140,11 +156,16 @@ class Member:
                 await self.round()
             except StoreError as exc:
                 await self._lost(str(exc))
+            except Exception as exc:  # a fault must not end renewals (and fail-closed) silently
+                self.events.emit("alert", level="error", message=f"cluster round: {exc!r}")
+                await self._lost(repr(exc))
 
     async def round(self) -> None:
         """One renewal: lease, leadership, card, anchor."""
+        started = time.monotonic()
         if self._lease is None or not await self.store.refresh(self._lease):
             await self._register()  # the lease lapsed: a new one, and no longer leader
+        self._renewed_at = started
         await self._campaign()
         await self._anchor()
         if self._lost_at is not None:
@@ -176,6 +197,7 @@ class Member:
                 "store_reachable": self._unreachable_since is None, "stale": self.stale}
 
     async def _register(self) -> None:
+        self._renewed_at = time.monotonic()
         self._lease = await self.store.grant(self.lease_ttl)
         await self._card()
 
@@ -188,8 +210,15 @@ class Member:
 
     async def _campaign(self) -> None:
         held = await self.store.create(self.keys.leader, self.name.encode(), lease=self._lease)
+        if held.value == self.name.encode() and held.lease != self._lease:
+            # Our name under another lease: this gateway's previous life (killed, its lease
+            # not yet lapsed). Take over now rather than a ttl later.
+            await self.store.delete(self.keys.leader)
+            held = await self.store.create(self.keys.leader, self.name.encode(),
+                                           lease=self._lease)
         self.leader = held.value.decode(errors="replace")
-        role: Role = "leader" if self.leader == self.name else "follower"
+        mine = self.leader == self.name and held.lease == self._lease
+        role: Role = "leader" if mine else "follower"
         if role != self.role:
             self.role = role
             self.events.emit(f"cluster-{role}", store=self.store.url, gateway=self.name,
@@ -214,7 +243,7 @@ class Member:
             self.events.emit("cluster-store-lost", level="warning", store=self.store.url,
                              reachable=reachable, message=reason)
         self._unreachable_since = None if reachable else (self._unreachable_since or now)
-        if self.role != "leader" or now - self._lost_at >= self.lease_ttl:
+        if self.role != "leader" or now - self._renewed_at >= self.lease_ttl:
             self.role = "cut-off"  # a leader's lease has lapsed: someone else may lead
         if (self.stale_after is not None and not self.stale
                 and self._unreachable_since is not None

@@ -26,11 +26,13 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A key's value and its revision (the store's counter when it was last written)."""
+    """A key's value, its revision (the store's counter when it was last written) and the
+    lease it is under (0: none)."""
 
     key: bytes
     value: bytes
     revision: int
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,10 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
                   events: EventLog) -> Member:
     """This gateway's membership of its boundary, its ledger checked against its anchor."""
     c = config.cluster
-    store = open_store(c.store, state_dir, timeout=c.timeout)
+    try:
+        store = open_store(c.store, state_dir, timeout=c.timeout)
+    except StoreError as exc:
+        raise StartupError(f"cluster: {exc}") from exc
     member = Member(store, Keys(c.boundary), c.name or "", ledger=ledger, events=events, card={},
                     lease_ttl=c.lease_ttl, anchor_every=c.anchor_every,
                     stale_after=c.stale_after)

@@ -191,13 +191,16 @@ class Admission:
         if isinstance(verdict, Refusal):
             return verdict
         self._prune(now)
-        held = self._by_key.setdefault(verdict.key, {})
-        for oldest in list(held)[:max(0, len(held) + 1 - self.sessions_per_key)]:
-            del held[oldest], self._sessions[oldest]
         admitted = Admitted(verdict.key, os.urandom(32) if session is None else session,
                             min(now + self.admit_for, verdict.until))
+        self._drop(admitted.session)  # a session id given again starts afresh
+        held = self._by_key.setdefault(verdict.key, {})
+        for gone in [s for s, until in held.items() if until <= now]:
+            self._drop(gone)  # expired early (a certificate's end): not counted as held
+        for oldest in list(held)[:max(0, len(held) + 1 - self.sessions_per_key)]:
+            self._drop(oldest)
         self._sessions[admitted.session] = (admitted.key, admitted.until)
-        held[admitted.session] = admitted.until
+        self._by_key.setdefault(verdict.key, {})[admitted.session] = admitted.until
         return admitted
 
     def admitted(self, key: bytes, now: float) -> float | None:
@@ -214,11 +217,16 @@ class Admission:
         """Forget expired sessions from the oldest; one cut short by its certificate may
         linger behind a longer one, but `session` and `admitted` check every expiry."""
         while self._sessions:
-            oldest, (key, until) = next(iter(self._sessions.items()))
+            oldest, (_, until) = next(iter(self._sessions.items()))
             if now < until:
                 return
-            del self._sessions[oldest]
-            held = self._by_key[key]
-            del held[oldest]
+            self._drop(oldest)
+
+    def _drop(self, session: bytes) -> None:
+        """Forget one session, from both indexes."""
+        key, _ = self._sessions.pop(session, (b"", 0.0))
+        held = self._by_key.get(key)
+        if held is not None:
+            held.pop(session, None)
             if not held:
                 del self._by_key[key]

@@ -72,7 +72,9 @@ def verify_command(path: Path, public_key_path: Path | None, anchor: bool,
 async def _anchor(path: Path, key: Ed25519PublicKey | None, store_url: str | None,
                   boundary: str) -> Anchor:
     """The anchor the store keeps for this ledger's key; an error when there is none."""
-    directory = path if path.is_dir() else path.parent
+    if not path.is_dir():
+        raise LedgerError(f"{path}: --anchor checks a whole ledger: give its directory")
+    directory = path
     if key is None and (directory / PUBLIC_KEY_FILE).is_file():
         key = load_public_key(directory / PUBLIC_KEY_FILE)
     if key is not None:

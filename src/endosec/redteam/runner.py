@@ -298,9 +298,12 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
                             requirements=requirements or Requirements(), soak=soak,
                             mode="soak")
     benign, results, crashed, detail = await _main_phase(config, root, opts, new_workload, log)
-    if not crashed and (not opts.only or EVIDENCE in opts.only or "tail-cut" in opts.only):
-        cut = await tail_cut(root / "main" / "state", root / EVIDENCE, store_url=EMBEDDED,
-                             boundary=DRILL_BOUNDARY)
+    for rewrite in (False, True):
+        name = "tail-rewrite" if rewrite else "tail-cut"
+        if crashed or (opts.only and EVIDENCE not in opts.only and name not in opts.only):
+            continue
+        cut = await tail_cut(root / "main" / "state", root / EVIDENCE / name,
+                             store_url=EMBEDDED, boundary=DRILL_BOUNDARY, rewrite=rewrite)
         log(f"{EVIDENCE}/{cut.name}: suppressed={cut.suppressed} detected={cut.detected} "
             f"{cut.notes[-1]}")
         results.append(cut)
