@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -148,14 +148,6 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return World(Path(os.path.realpath(tmp_path)))
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ProcessExecutor]]:
-    made: list[ProcessExecutor] = []
-    yield made
-    for executor in made:
-        await executor.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,6 @@ def template(tmp_path: Path) -> Path:
     (image / "server.py").write_text(SERVER)
     (image / "pristine.txt").write_text("pristine")
     return image
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ProcessExecutor]]:
-    made: list[ProcessExecutor] = []
-    yield made
-    for executor in made:
-        await executor.stop()
 
 
 @pytest.fixture

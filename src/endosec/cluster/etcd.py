@@ -54,6 +54,17 @@ def _target(endpoints: tuple[tuple[str, int], ...]) -> tuple[str, int]:
     return f"{family}:{','.join([*head, spelled[-1]])}", endpoints[-1][1]
 
 
+async def _status(host: str, port: int) -> Any:
+    """One member's own status, asked on a connection of its own (None: no answer)."""
+    one = aetcd.Client(host=host, port=port, timeout=1)
+    try:
+        return await asyncio.wait_for(one.status(), 1.5)
+    except (aetcd.exceptions.ClientError, TimeoutError, ValueError):
+        return None
+    finally:
+        await one.close()
+
+
 class EtcdStore:
     """A `ControlStore` on an etcd cluster."""
 
@@ -138,30 +149,16 @@ class EtcdStore:
         for member in sorted(listed, key=lambda m: m.name):
             url = member.client_urls[0] if member.client_urls else ""
             host, _, port = url.removeprefix("http://").rpartition(":")
-            one = aetcd.Client(host=host.strip("[]"), port=int(port or 0), timeout=1)
-            try:
-                status = await asyncio.wait_for(one.status(), 1.5)
+            status = await _status(host.strip("[]"), int(port or 0))
+            answers.append((member.name, url, status is not None))
+            if status is not None:
                 leader = status.leader.name if status.leader is not None else leader
-                answers.append((member.name, url, True))
                 index = max(index, int(status.raft_index))
-            except (aetcd.exceptions.ClientError, TimeoutError, ValueError):
-                answers.append((member.name, url, False))
-            finally:
-                await one.close()
         return Health("etcd", tuple(answers), leader, index)
 
     async def reachable(self) -> bool:
-        async def answers(host: str, port: int) -> bool:
-            one = aetcd.Client(host=host, port=port, timeout=1)
-            try:
-                await asyncio.wait_for(one.status(), 1.5)
-                return True
-            except (aetcd.exceptions.ClientError, TimeoutError, ValueError):
-                return False
-            finally:
-                await one.close()
-
-        return any(await asyncio.gather(*(answers(h, p) for h, p in self.endpoints)))
+        statuses = await asyncio.gather(*(_status(h, p) for h, p in self.endpoints))
+        return any(status is not None for status in statuses)
 
     async def close(self) -> None:
         await self._client.close()

@@ -198,8 +198,7 @@ class Member:
 
     async def _register(self) -> None:
         self._renewed_at = time.monotonic()
-        self._lease = await self.store.grant(self.lease_ttl)
-        await self._card()
+        self._lease = await self.store.grant(self.lease_ttl)  # the card follows in _campaign
 
     async def _card(self) -> None:
         seq, _ = self.ledger.durable
