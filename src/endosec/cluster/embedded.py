@@ -79,8 +79,10 @@ class EmbeddedStore:
         if lease is not None and lease not in self._leases:
             raise StoreError(f"lease {lease} has expired or was never granted")
         self._revision += 1
+        replaced = self._items.get(key)
         self._items[key] = (value, self._revision, lease or 0)
-        self._save()
+        if not lease or (replaced is not None and replaced[2] == 0):
+            self._save()  # a leased key is not kept on disk: writing one changes no file
         return self._revision
 
     async def get(self, key: bytes) -> Item | None:
