@@ -752,6 +752,9 @@ class ClusterConfig(_Strict):
                                 "ledger anchors, while the ledger grows")
     timeout: float = Field(default=2.0, gt=0, le=60, description="seconds one call to the "
                            "store may take, tries on other members included")
+    poll: float = Field(default=0.25, ge=0.02, le=10, description="seconds between a "
+                        "gateway's exchanges of control state with the store: a follower "
+                        "applies the leader's decisions within about twice this")
     stale_after: float | None = Field(default=10.0, gt=0, description="seconds a gateway cut "
                                       "off from the store keeps serving on what it knew before "
                                       "it fails closed (null: never)")

@@ -1,12 +1,14 @@
 """The default store: in the gateway's own process, persisted in its state directory.
 
 One gateway needs no external service: its control state and its ledger anchors live in
-``control.json``, rewritten atomically (write, fsync, rename) on every change. Keys under a
-lease are not persisted: a lease is liveness, and a restarted gateway is a new holder.
+``control.json``, rewritten atomically (write, fsync, rename) on every change, in a worker
+thread so that the gateway's event loop never waits on the disk. Keys under a lease are not
+persisted: a lease is liveness, and a restarted gateway is a new holder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -36,6 +38,8 @@ class EmbeddedStore:
         self._items: dict[bytes, tuple[bytes, int, int]] = {}  # key -> (value, revision, lease)
         self._leases: dict[int, tuple[int, float]] = {}  # lease -> (ttl, expiry)
         self._revision = 0
+        self._saved = 0  # the revision control.json holds
+        self._saving = asyncio.Lock()
         self._next_lease = 1
         try:
             self._load()
@@ -50,10 +54,20 @@ class EmbeddedStore:
         for key, (value, revision) in data["items"].items():
             self._items[base64.b64decode(key)] = (base64.b64decode(value), int(revision), 0)
 
-    def _save(self) -> None:
-        data = {"revision": self._revision,
+    async def _save(self) -> None:
+        """Write the unleased keys out, unless a later write already has; returns once the
+        file holds this revision or a newer one."""
+        revision = self._revision
+        data = {"revision": revision,
                 "items": {_b64(k): [_b64(v), r] for k, (v, r, lease) in sorted(
                     self._items.items()) if lease == 0}}
+        async with self._saving:
+            if self._saved >= revision:
+                return
+            await asyncio.to_thread(self._write_file, data)
+            self._saved = revision
+
+    def _write_file(self, data: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +88,7 @@ class EmbeddedStore:
                 del self._leases[lease]
             self._items = {k: e for k, e in self._items.items() if e[2] not in gone}
 
-    def _write(self, key: bytes, value: bytes, lease: int | None) -> int:
+    async def _write(self, key: bytes, value: bytes, lease: int | None) -> int:
         self._expire()
         if lease is not None and lease not in self._leases:
             raise StoreError(f"lease {lease} has expired or was never granted")
@@ -82,7 +96,9 @@ class EmbeddedStore:
         replaced = self._items.get(key)
         self._items[key] = (value, self._revision, lease or 0)
         if not lease or (replaced is not None and replaced[2] == 0):
-            self._save()  # a leased key is not kept on disk: writing one changes no file
+            revision = self._revision
+            await self._save()  # a leased key is not kept on disk: writing one changes no file
+            return revision
         return self._revision
 
     async def get(self, key: bytes) -> Item | None:
@@ -95,20 +111,20 @@ class EmbeddedStore:
         return [Item(k, *e) for k, e in sorted(self._items.items()) if k.startswith(prefix)]
 
     async def put(self, key: bytes, value: bytes, *, lease: int | None = None) -> int:
-        return self._write(key, value, lease)
+        return await self._write(key, value, lease)
 
     async def create(self, key: bytes, value: bytes, *, lease: int | None = None) -> Item:
         self._expire()
         found = self._items.get(key)
         if found is not None:
             return Item(key, *found)
-        return Item(key, value, self._write(key, value, lease), lease or 0)
+        return Item(key, value, await self._write(key, value, lease), lease or 0)
 
     async def delete(self, key: bytes) -> None:
         self._expire()
         if self._items.pop(key, None) is not None:
             self._revision += 1
-            self._save()
+            await self._save()
 
     async def grant(self, ttl: int) -> int:
         if ttl < 1:

@@ -6,6 +6,7 @@ Keys, under ``/endosec/BOUNDARY/``:
     members/NAME     this gateway's card (JSON), under its lease: gone when it stops renewing
     leader           the leading gateway's name, under the leader's lease
     anchors/KEY      the newest anchor of the ledger signed by KEY (hex public key), kept
+    control, reports/   what the leader decided and what followers tell it (`steward`)
 
 Every ``lease_ttl / 3`` seconds a member renews its lease, tries to become leader (a create
 that succeeds only when no one leads), refreshes its card and, when its ledger has grown and
@@ -68,6 +69,17 @@ class Keys:
     def anchors(self) -> bytes:
         return self.top + b"anchors/"
 
+    @property
+    def control(self) -> bytes:
+        return self.top + b"control"
+
+    @property
+    def reports(self) -> bytes:
+        return self.top + b"reports/"
+
+    def report(self, gateway: str, report_id: str) -> bytes:
+        return self.reports + f"{gateway}/{report_id}".encode()
+
     def member(self, name: str) -> bytes:
         return self.members + name.encode()
 
@@ -107,6 +119,11 @@ class Member:
         self._renewed_at = -float("inf")  # monotonic time of the last renewal sent
         self.key_hex = raw_public(ledger.public_key).hex()
         self.unanchored = 0  # records the ledger held at start with no anchor in the store
+
+    @property
+    def lease(self) -> int | None:
+        """The lease this gateway is a member (and leads) under: a leader's term."""
+        return self._lease
 
     async def check(self) -> None:
         """Raise `MemberError` unless the ledger still holds, with its hash, the record the

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
@@ -81,7 +81,8 @@ from endosec.core.suspicion import Suspicion, SuspicionPolicy, implicated
 from endosec.core.threat import BANDS, CALM, band_of
 from endosec.core.trust import Level, TrustBook
 
-__all__ = ["COUNTERS", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal"]
+__all__ = ["COUNTERS", "RESUMED", "TRANSITIONS", "Controller", "ControllerPolicy", "Signal",
+           "state_level"]
 
 ACTIVE, ACTIVATING, SPARE = ExecutorState.ACTIVE, ExecutorState.ACTIVATING, ExecutorState.SPARE
 QUARANTINED, CLEANSING = ExecutorState.QUARANTINED, ExecutorState.CLEANSING
@@ -122,9 +123,20 @@ TRANSITIONS: Final[Mapping[tuple[ExecutorState, Signal], ExecutorState]] = Mappi
     (ACTIVE, Signal.ROTATE_OUT): SPARE,
 })
 
+#: The state a resuming controller gives each state its predecessor left: what was under way
+#: (an activation, a cleanse) died with the order's sender, so it starts again from before it.
+RESUMED: Final[Mapping[ExecutorState, ExecutorState]] = MappingProxyType({
+    ACTIVE: ACTIVE, SPARE: SPARE, PROBATION: PROBATION, QUARANTINED: QUARANTINED,
+    ACTIVATING: SPARE, CLEANSING: QUARANTINED})
+
 #: The highest trust level each state allows (`Controller.level`).
 _STATE_LEVEL: Final = MappingProxyType({QUARANTINED: Level.L0, CLEANSING: Level.L0,
                                         PROBATION: Level.L1})
+
+def state_level(level: Level, state: ExecutorState) -> Level:
+    """A trust level as an executor's state caps it."""
+    return min(level, _STATE_LEVEL.get(state, Level.L3))
+
 
 #: The per-executor counters kept for status pages, in display order.
 COUNTERS: Final = ("dissents", "quarantines", "cleanses", "rotations", "activations")
@@ -290,8 +302,7 @@ class Controller:
         """``name``'s Proof-of-Trust level (`endosec.core.trust`), where its state caps it:
         quarantined or cleansing is L0, on probation at most L1."""
         self._known(name)
-        cap = _STATE_LEVEL.get(self._state[name], Level.L3)
-        return min(self._trust.level(name, now), cap)
+        return state_level(self._trust.level(name, now), self._state[name])
 
     def counters(self, name: str) -> dict[str, int]:
         """``name``'s lifetime counts of `COUNTERS`, as plain data for status pages."""
@@ -300,13 +311,26 @@ class Controller:
 
     # -- driving -----------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Action]:
-        """Choose the first active set from the pool (all SPARE) and start the rotation timer."""
+    def start(self, now: float, resume: Mapping[str, ExecutorState] | None = None,
+              held: Collection[str] = ()) -> list[Action]:
+        """Choose the first active set from the pool (all SPARE) and start the rotation timer.
+
+        With ``resume``, the states another controller left (a leader that went, `endosec.
+        cluster.control`) are taken over first, through `RESUMED`: whatever that controller
+        had ordered and not seen done is redone (an activation by the scheduler's choice
+        again, a cleanse at once), except for the ``held`` quarantined, which stay held."""
         check_time("now", now)
         if self._started:
             raise RuntimeError("the controller has already started")
         self._started = True
         out: list[Action] = []
+        for name, state in (resume or {}).items():
+            if name in self._state:  # one the pool no longer has is let go
+                self._state[name] = RESUMED[state]
+        self._voters, self._shadows = self._in(ACTIVE), self._in(PROBATION)
+        for name in self._in(QUARANTINED):
+            if name not in held:
+                self._fire(name, Signal.CLEANSE, out)
         self._settle(out)
         self._schedule_rotation(now, out)
         self._budget_at = now

@@ -35,7 +35,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from endosec.gateway.engine import MimicGateway
+from endosec.gateway.engine import MimicGateway, NotLeading
 from endosec.observe.dashboard import SeriesSampler, asset, defeat_estimate
 from endosec.observe.evidence import diff, find
 from endosec.protocols.http import Request, Response, encode_response
@@ -136,6 +136,10 @@ class AdminHandler:
             actions = self.gateway.admin(parts[2], parts[1])
         except KeyError:
             return _json(404, {"error": f"no executor named {parts[1]!r}"}, ka)
+        except NotLeading as exc:
+            return _json(409, {"error": f"this gateway follows {exc.args[0]}: only the "
+                                        "boundary's leader takes orders", "leader": exc.args[0]},
+                         ka)
         return _json(202, {"accepted": parts[2], "executor": parts[1],
                            "actions": [repr(a) for a in actions]}, ka)
 
@@ -176,7 +180,7 @@ class AdminHandler:
         if path == "/healthz":
             return _reply(200, b"ok\n", b"text/plain", ka, ((b"cache-control", b"no-store"),))
         if path == "/readyz":
-            ready = len(gw.controller.voters) >= gw.floor
+            ready = len(gw.voters) >= gw.floor
             return _reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n",
                           b"text/plain", ka, ((b"cache-control", b"no-store"),))
         if path == "/auth":
@@ -210,7 +214,7 @@ class AdminHandler:
             return _json(200, self.series.as_dict(), ka)
         if path == "/quantify":
             p = _number(query, "p")
-            voters = set(gw.controller.voters)
+            voters = set(gw.voters)
             profiles = [e.as_profile() for e in gw.config.executors if e.name in voters]
             a = gw.config.arbiter
             return _json(200, defeat_estimate(

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from endosec.cluster.control import ControlError
 from endosec.cluster.member import Keys, Member, MemberError, default_name
-from endosec.cluster.store import StoreError, open_store
+from endosec.cluster.steward import Steward
+from endosec.cluster.store import EMBEDDED, StoreError, open_store
 from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.dns import dns_health_probe
@@ -96,11 +98,6 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
             events.emit("journal-opened", **recovered)
         native.attach()
         metrics.serve_native(native.figures)
-        await gateway.start(native)
-        host, port = native.listen(*parse_address(config.listen))
-        scheme = ("dns" if config.protocol == "dns"
-                  else "https" if config.tls is not None else "http")
-        serve_url = f"{scheme}://{_host(host)}:{port}"
         handler = AdminHandler(gateway, config.admin.resolved_token(),
                                read_token=config.admin.resolved_read_token(),
                                public_read=config.admin.public_read)
@@ -108,10 +105,16 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                             limits=http_limits, header_timeout=limits.client_header_timeout,
                             idle_timeout=limits.client_idle_timeout, max_connections=64)
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
+        steward = await _join(member, gateway, native, admin=_url(servers[-1]))
+        await _start(gateway, native, steward)
+        host, port = native.listen(*parse_address(config.listen))
+        scheme = ("dns" if config.protocol == "dns"
+                  else "https" if config.tls is not None else "http")
+        serve_url = f"{scheme}://{_host(host)}:{port}"
+        member.card["serve"] = serve_url
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
-                    active=list(gateway.controller.voters))
-        await _join(member, gateway, native, serve=serve_url, admin=_url(servers[-1]))
-        on_ready(Listening(serve_url, _url(servers[-1]), gateway.controller.voters))
+                    active=list(gateway.voters))
+        on_ready(Listening(serve_url, _url(servers[-1]), gateway.voters))
         if reload is not None and hangup is not None:
             spawn(_reloading(gateway, handler, reload, hangup), name="endosec-reload")
         await stop.wait()
@@ -147,18 +150,42 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
     return member
 
 
-async def _join(member: Member, gateway: MimicGateway, plane: NativePlane, *, serve: str,
-                admin: str) -> None:
-    """Take this gateway's place (named, by default, after the admin port it got)."""
+async def _join(member: Member, gateway: MimicGateway, plane: NativePlane, *,
+                admin: str) -> Steward:
+    """Take this gateway's place (named, by default, after the admin port it got), before it
+    starts its executors: a follower must not decide anything about them."""
     member.name = member.name or default_name(int(admin.rsplit(":", 1)[1]))
-    member.card.update(serve=serve, admin=admin, pid=os.getpid())
+    member.card.update(admin=admin, pid=os.getpid())
     try:
         await member.join()
     except StoreError as exc:
         raise StartupError(f"cluster: {exc}") from exc
-    gateway.cluster = member.status
+    steward = Steward(member.store, member.keys, member, gateway,
+                      poll=gateway.config.cluster.poll, events=gateway.events)
+    gateway.cluster = lambda: {**member.status(), **steward.status()}
     member.on_stale = plane.hold
     spawn(member.run(), name="endosec-cluster")
+    return steward
+
+
+async def _start(gateway: MimicGateway, plane: NativePlane, steward: Steward) -> None:
+    """Start the executors: as the boundary's leader, resuming from the control state its
+    previous leader left in a shared store; as a follower, by its leader's."""
+    leader = steward.member.role == "leader"
+    shared = steward.store.url != EMBEDDED  # the embedded store holds only this gateway's
+    view = None
+    if shared or not leader:
+        wait = max(e.health.start_timeout for e in gateway.config.executors) + 5.0
+        try:
+            view = await steward.published(wait)
+        except (StoreError, ControlError) as exc:
+            raise StartupError(f"cluster: the control state: {exc}") from exc
+        if view is None and not leader:
+            raise StartupError(f"cluster: {steward.member.leader} leads the boundary but "
+                               f"published no control state within {wait:g} s")
+    await gateway.start(plane, leader=leader, view=view)
+    gateway.on_control = steward.changed
+    spawn(steward.run(), name="endosec-control")
 
 
 def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from endosec.cluster.control import ControlView, Forwarded
 from endosec.config import Config, ExecutorConfig, load_rotation_policy
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.attribution import Attribution, AttributionPolicy
 from endosec.core.behaviour import ALLOWED_PATHS, BehaviourPolicy, BehaviourReport, Judge
-from endosec.core.controller import Controller, ControllerPolicy
+from endosec.core.controller import Controller, ControllerPolicy, state_level
 from endosec.core.controller_events import (
     Action,
     ActionDone,
@@ -64,12 +65,17 @@ from endosec.runtime.process import ProcessExecutor, reap_leftovers
 from endosec.runtime.unmanaged import UrlExecutor
 from endosec.tasks import spawn
 
-__all__ = ["CannotCatchUp", "CatchUpError", "DataPlane", "MimicGateway", "StartupError",
-           "VerdictReport"]
+__all__ = ["CannotCatchUp", "CatchUpError", "DataPlane", "MimicGateway", "NotLeading",
+           "StartupError", "VerdictReport"]
 
 
 class StartupError(Exception):
     """Too few executors came up to serve; the message says which failed and why."""
+
+
+class NotLeading(Exception):
+    """This gateway follows the leader its argument names: only the leader's controller takes
+    orders."""
 
 
 class CatchUpError(Exception):
@@ -129,6 +135,16 @@ class DataPlane(Protocol):
 #: Changes of trust level kept per executor for /status (the ledger keeps them all).
 _LEVEL_HISTORY = 20
 
+#: Events a follower keeps for the leader while the store is out of reach (oldest dropped).
+_OUTBOX = 1000
+
+
+def _named(event: Forwarded) -> tuple[str, ...]:
+    if isinstance(event, VerdictReached):
+        v = event.verdict
+        return (*v.agreed, *v.dissented, *v.failed)
+    return (event.executor,)
+
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
 _RESTART_ONLY = ("protocol", "listen", "tls", "admin.listen", "state_dir", "gateway.threads",
                  "gateway.events", "journal.segment_bytes", "journal.sync_interval",
@@ -170,13 +186,12 @@ class MimicGateway:
         self._arbiter(config)
         names = [e.name for e in config.executors]
         self.trust = TrustBook(names, rules=config.trust.rules())
-        self.controller = Controller(
-            [e.as_profile() for e in config.executors], _policy(config),
-            scheduler_from_config(config.scheduler.policy), self.trust,
-            # A seed is for tests and simulation: a served schedule draws on the OS's entropy.
-            random.Random(config.scheduler.seed) if config.scheduler.seed is not None
-            else random.SystemRandom(),
-        )
+        self.controller = self._controller()
+        # While another gateway of the boundary leads: its view, applied here; the events
+        # this gateway's controller would have handled wait in the outbox for the leader.
+        self.follows: ControlView | None = None
+        self.outbox: deque[Forwarded] = deque()
+        self.on_control: Callable[[], None] = lambda: None  # the controller acted
         # The files executors open: watched when behaviour is judged and the host allows it.
         self._opens, self._unwatched = watch_opens() if config.behaviour.action != "off" \
             else (None, None)
@@ -185,7 +200,7 @@ class MimicGateway:
         self.plane: DataPlane | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._bound_loop: asyncio.AbstractEventLoop | None = None
-        self.metrics.watch(voters=lambda: len(self.controller.voters),
+        self.metrics.watch(voters=lambda: len(self.voters),
                            trust=self._trust_figures)
         self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
@@ -254,6 +269,16 @@ class MimicGateway:
         await asyncio.gather(*(d.stop() for d in leaving), return_exceptions=True)
         return fixed
 
+    def _controller(self) -> Controller:
+        config = self.config
+        return Controller(
+            [e.as_profile() for e in config.executors], _policy(config),
+            scheduler_from_config(config.scheduler.policy), self.trust,
+            # A seed is for tests and simulation: a served schedule draws on the OS's entropy.
+            random.Random(config.scheduler.seed) if config.scheduler.seed is not None
+            else random.SystemRandom(),
+        )
+
     def _arbiter(self, config: Config) -> None:
         a = config.arbiter
         self.strategy = strategy_from_config(a.strategy, k=a.k, min_support=a.min_support)
@@ -277,6 +302,66 @@ class MimicGateway:
             loop = self._bound_loop = asyncio.get_running_loop()
         return loop
 
+    # -- who decides: this gateway's controller, or the boundary's leader ----------------------
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self.controller.voters if self.follows is None else self.follows.voters
+
+    @property
+    def shadows(self) -> tuple[str, ...]:
+        return self.controller.shadows if self.follows is None else self.follows.shadows
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        return self.controller.held if self.follows is None else self.follows.held
+
+    def state(self, name: str) -> ExecutorState:
+        if self.follows is None:
+            return self.controller.state(name)
+        return self.follows.states.get(name, ExecutorState.SPARE)
+
+    def level(self, name: str, now: float) -> Level:
+        return state_level(self.trust.level(name, now), self.state(name))
+
+    def follow(self, view: ControlView) -> None:
+        """Another gateway leads: serve by its ``view``; this controller decides nothing."""
+        if self.follows is None:
+            for handle in self._wakeups:
+                handle.cancel()
+            self._wakeups = []
+        self.follows = view
+        self._sync()
+
+    def lead(self, view: ControlView | None) -> None:
+        """This gateway leads: a controller of its own resumes from ``view``, the last one
+        published (None: none was, it chooses afresh)."""
+        following = self.follows is not None
+        if not following and self.controller.started:
+            return
+        self.follows = None
+        self.outbox.clear()
+        if self.controller.started or following:  # what it knew (the pool, included) is old
+            self.controller = self._controller()
+        self._execute(self.controller.start(self.now) if view is None else
+                      self.controller.start(self.now, view.states, view.held))
+
+    def control_view(self, leader: str, term: int, seq: int) -> ControlView:
+        """What this gateway's controller decided, for the boundary's other gateways."""
+        c = self.controller
+        return ControlView(leader, term, seq, dict(c.states), c.voters, c.shadows,
+                           self.keep_level, self.discounted, c.held)
+
+    def reported(self, way: str, count: int) -> None:
+        self.metrics.reports.labels(way).inc(count)
+
+    def forwarded(self, event: Forwarded) -> None:
+        """An event another gateway's data plane reported, for this leader's controller."""
+        for name in _named(event):
+            if name not in self.executors:
+                raise ValueError(f"names {name!r}, which this gateway does not know")
+        self._dispatch(event)
+
     @property
     def discounted(self) -> tuple[str, ...]:
         """Voters heard without lending support: with ``arbiter.strict``, those that broke a
@@ -287,6 +372,8 @@ class MimicGateway:
             return ()
         latency = self.config.behaviour.latency == "quarantine"
         flags = self._judge.flags
+        if self.follows is not None:
+            return self.follows.discounted
         return tuple(n for n in self.controller.voters
                      if any(r != "latency" or latency for r in flags.get(n, ())))
 
@@ -296,10 +383,14 @@ class MimicGateway:
         being brought level to do so."""
         states = (ExecutorState.ACTIVE, ExecutorState.ACTIVATING, ExecutorState.PROBATION,
                   ExecutorState.CLEANSING)
+        if self.follows is not None:
+            return self.follows.keep_level
         return tuple(n for n, s in self.controller.states.items() if s in states)
 
-    async def start(self, plane: DataPlane) -> None:
-        """Start every executor, let the controller choose the active set, wait until it votes.
+    async def start(self, plane: DataPlane, *, leader: bool = True,
+                    view: ControlView | None = None) -> None:
+        """Start every executor, let the controller choose the active set (the ``leader``'s,
+        resuming from ``view``; a follower applies ``view``), wait until it votes.
 
         An executor that fails to start is quarantined and retried by cleansing; serving starts
         once the active set is full, or, at the latest, one start timeout later with at least
@@ -314,7 +405,10 @@ class MimicGateway:
         ready_timeout = max(e.health.start_timeout for e in self.config.executors) + 5.0
         results = await asyncio.gather(
             *(self._start_one(name) for name in self.executors), return_exceptions=True)
-        self._execute(self.controller.start(self.now))
+        if leader:
+            self.lead(view)
+        elif view is not None:
+            self.follow(view)
         for name, result in zip(self.executors, results, strict=True):
             if isinstance(result, BaseException):  # quarantined and retried by cleansing
                 self.events.emit("start-failed", executor=name, detail=str(result))
@@ -328,15 +422,15 @@ class MimicGateway:
             self.events.emit("alert", level="info", message=f"{self._unwatched}: the rule "
                              "read-outside does not apply to the executors run here")
         deadline = self.now + ready_timeout
-        c = self.controller
-        while len(c.voters) < min(self.config.controller.active, len(self.executors)) \
-                and self.now < deadline and not set(self.executors) <= {*c.voters, *c.held}:
+        while len(self.voters) < min(self.config.controller.active, len(self.executors)) \
+                and self.now < deadline and not set(self.executors) <= {*self.voters,
+                                                                          *self.held}:
             await asyncio.sleep(0.05)
-        if len(self.controller.voters) < self.floor:
+        if len(self.voters) < self.floor:
             failed = [e["executor"] + ": " + e["detail"] for e in self.events.recent
                       if e["event"] in ("start-failed", "activate-failed", "cleanse-failed")]
             raise StartupError(
-                f"only {len(self.controller.voters)} executors became active; the floor is "
+                f"only {len(self.voters)} executors became active; the floor is "
                 f"{self.floor}" + "".join(f"\n  {line}" for line in failed))
 
     async def _start_one(self, name: str) -> None:
@@ -432,6 +526,14 @@ class MimicGateway:
     # -- the controller's actions ----------------------------------------------------------
 
     def _dispatch(self, event: Event) -> list[Action]:
+        if self.follows is not None:  # the leader decides, on what it is told
+            if isinstance(event, (VerdictReached, ProbationResult, BehaviourObserved,
+                                  IdentityReport)):
+                if len(self.outbox) >= _OUTBOX:
+                    self.outbox.popleft()
+                    self.reported("dropped", 1)
+                self.outbox.append(event)
+            return []
         actions = self.controller.handle(event)
         self._execute(actions)
         return actions
@@ -467,13 +569,13 @@ class MimicGateway:
                 case _:
                     raise RuntimeError(f"unknown controller action {action!r}")
         self._sync()
+        self.on_control()
 
     def _sync(self, force: bool = False) -> None:
         """Tell the data plane who votes (and who lends no support), shadows and is kept
         level, when that changed (an event can change them without any action, e.g. an
         activation that completed)."""
-        sets = (self.controller.voters, self.controller.shadows, self.keep_level,
-                self.discounted)
+        sets = (self.voters, self.shadows, self.keep_level, self.discounted)
         if self.plane is not None and (force or sets != self._published):
             self._published = sets
             self.plane.changed()
@@ -517,7 +619,7 @@ class MimicGateway:
         while True:
             await asyncio.sleep(interval)
             for name, runner in self.executors.items():
-                state = self.controller.state(name)
+                state = self.state(name)
                 if state not in (ExecutorState.ACTIVE, ExecutorState.SPARE):
                     continue
                 impostor = runner.impostor() if self._attestor is not None else None
@@ -531,7 +633,7 @@ class MimicGateway:
                 serving = self.now - self._agreed_at.get(name, -math.inf) < 2 * interval
                 if not healthy and runner.running and serving:
                     continue
-                if not healthy and self.controller.state(name) is state:
+                if not healthy and self.state(name) is state:
                     self.events.emit("unhealthy", executor=name)
                     self._dispatch(HealthReport(name, False, self.now))
 
@@ -617,7 +719,7 @@ class MimicGateway:
             for name in list(self.executors):
                 if attestor.due.get(name, math.inf) > self.now:
                     continue
-                if self.controller.state(name) in (ExecutorState.QUARANTINED,
+                if self.state(name) in (ExecutorState.QUARANTINED,
                                                    ExecutorState.CLEANSING):
                     attestor.due.pop(name)  # measured again at its relaunch
                     continue
@@ -686,14 +788,14 @@ class MimicGateway:
 
     def _trust_figures(self) -> dict[str, tuple[float, int, float]]:
         now = self.now
-        return {name: (self.trust.score(name), int(self.controller.level(name, now)),
+        return {name: (self.trust.score(name), int(self.level(name, now)),
                        self.trust.points(name)) for name in self.executors}
 
     def review_levels(self) -> None:
         """Log and sign every change of an executor's trust level (`endosec.core.trust`)."""
         now = self.now
         for name in self.executors:
-            level = self.controller.level(name, now)
+            level = self.level(name, now)
             was = self._levels.get(name)
             self._levels[name] = level
             if was is not None and level != was:
@@ -719,6 +821,8 @@ class MimicGateway:
     def admin(self, kind: str, executor: str) -> list[Action]:
         if executor not in self.executors:
             raise KeyError(executor)
+        if self.follows is not None:
+            raise NotLeading(self.follows.leader)
         self.events.emit("admin", action=kind, executor=executor)
         driver = self.executors[executor]
         if kind == "cleanse" and isinstance(driver, UrlExecutor):
@@ -734,9 +838,9 @@ class MimicGateway:
             runner = self.executors[e.name]
             executors.append({
                 "name": e.name,
-                "state": self.controller.state(e.name).value,
+                "state": self.state(e.name).value,
                 "trust": round(trust[e.name], 4),
-                "level": self.controller.level(e.name, now).name,
+                "level": self.level(e.name, now).name,
                 "points": round(self.trust.points(e.name), 1),
                 "identity": self.trust.identity(e.name).value,
                 "attested_at": self.trust.attested_at(e.name),
@@ -754,8 +858,8 @@ class MimicGateway:
                 "usage": usage.get(e.name),
             })
         return {
-            "active": list(self.controller.voters),
-            "shadows": list(self.controller.shadows),
+            "active": list(self.voters),
+            "shadows": list(self.shadows),
             "discounted": list(self.discounted),
             "floor": self.floor,
             "strategy": self.config.arbiter.strategy,

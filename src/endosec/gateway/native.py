@@ -127,8 +127,7 @@ class NativePlane:
 
     def changed(self) -> None:
         gw = self.gateway
-        c = gw.controller
-        voters, shadows = ((), ()) if self._held else (c.voters, c.shadows)
+        voters, shadows = ((), ()) if self._held else (gw.voters, gw.shadows)
         self.native.publish(build_snapshot(
             self.config, voters=voters, shadows=shadows, keep_level=gw.keep_level,
             placements=self._placements,
@@ -206,7 +205,7 @@ class NativePlane:
             async with asyncio.timeout(hold):
                 paused = await self._ticket(lambda t: self.native.pause_writes(t, hold))
                 seq = int(paused["seq"])
-                voters = [v for v in gw.controller.voters if v in self._placements]
+                voters = [v for v in gw.voters if v in self._placements]
                 if not cps.can_take(voters) or (cps.latest and cps.latest.seq >= seq):
                     return
                 addresses = {v: (self._placements[v].host, self._placements[v].port)

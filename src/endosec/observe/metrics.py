@@ -123,6 +123,11 @@ class GatewayMetrics:
                                 "Controller actions carried out, per executor and kind",
                                 ["executor", "action"], registry=r)
         self.voters = Gauge("endosec_active_executors", "Executors voting now", registry=r)
+        self.reports = Counter("endosec_cluster_reports",
+                               "Verdicts and reports this gateway sent to its boundary's leader "
+                               "(sent), received from its followers (received), or dropped "
+                               "while the store was out of reach (dropped)", ["way"],
+                               registry=r)
 
     def action(self, executor: str, action: str) -> None:
         self._actions.labels(executor, action).inc()

@@ -1,0 +1,160 @@
+"""What the leading gateway tells the others, and what they tell it: plain data, no I/O.
+
+The leader alone runs the controller. After every change it publishes a `ControlView` (who
+votes, shadows, is kept level, lends no support, and every executor's state); followers apply
+the newest view to their data planes and keep it, so that whichever of them leads next
+resumes from it (`endosec.core.controller.Controller.start`). What a follower's data plane
+learns that needs the controller (dissent, failures, probation results, behaviour and identity
+reports) goes to the leader as a `Report`, and the leader feeds it to its controller as if its
+own data plane had seen it, timed by its own clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from endosec.core.controller_events import (
+    BehaviourObserved,
+    IdentityReport,
+    ProbationResult,
+    VerdictReached,
+)
+from endosec.core.model import ExecutorState, Outcome, Verdict
+
+__all__ = ["ControlError", "ControlView", "Forwarded", "decode_report", "encode_report"]
+
+Forwarded = VerdictReached | ProbationResult | BehaviourObserved | IdentityReport
+"""The controller events a follower sends to the leader."""
+
+
+class ControlError(ValueError):
+    """A view or report that is not well-formed (it is ignored, with an alert)."""
+
+
+def _names(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ControlError(f"{key}: expected a list of executor names")
+    return tuple(value)
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ControlError(f"{key}: expected a string")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ControlError(f"{key}: expected a non-negative integer")
+    return value
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ControlError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ControlError("expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ControlView:
+    """The boundary's control state as its leader ``leader`` published it, ``seq``-th in its
+    term ``term`` (the lease it leads under: a new leader has a new term)."""
+
+    leader: str
+    term: int
+    seq: int
+    states: Mapping[str, ExecutorState]
+    voters: tuple[str, ...]
+    shadows: tuple[str, ...]
+    keep_level: tuple[str, ...]
+    discounted: tuple[str, ...]
+    held: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        named = set(self.states)
+        for key in ("voters", "shadows", "keep_level", "discounted", "held"):
+            if not set(getattr(self, key)) <= named:
+                raise ControlError(f"{key}: names an executor without a state")
+        if any(self.states[n] is not ExecutorState.ACTIVE for n in self.voters):
+            raise ControlError("voters: every voter must be active")
+
+    def newer_than(self, other: ControlView | None) -> bool:
+        return other is None or (self.term, self.seq) != (other.term, other.seq)
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "leader": self.leader, "term": self.term, "seq": self.seq,
+            "states": {n: s.value for n, s in self.states.items()},
+            "voters": list(self.voters), "shadows": list(self.shadows),
+            "keep_level": list(self.keep_level), "discounted": list(self.discounted),
+            "held": list(self.held)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ControlView:
+        data = _load(raw)
+        states = data.get("states")
+        if not isinstance(states, dict):
+            raise ControlError("states: expected an object")
+        try:
+            parsed = {str(n): ExecutorState(s) for n, s in states.items()}
+        except ValueError as exc:
+            raise ControlError(f"states: {exc}") from exc
+        return cls(_str(data, "leader"), _int(data, "term"), _int(data, "seq"), parsed,
+                   *(_names(data, k) for k in ("voters", "shadows", "keep_level",
+                                                "discounted", "held")))
+
+
+def encode_report(event: Forwarded) -> bytes:
+    """A follower's event for the leader, without its time (the leader's clock decides)."""
+    match event:
+        case VerdictReached(verdict=v, confirmed=confirmed):
+            data: dict[str, Any] = {
+                "kind": "verdict", "outcome": v.outcome.value, "agreed": list(v.agreed),
+                "dissented": list(v.dissented), "failed": list(v.failed), "reason": v.reason,
+                "confirmed": confirmed}
+        case ProbationResult(executor=name, agreed=agreed):
+            data = {"kind": "probation", "executor": name, "agreed": agreed}
+        case BehaviourObserved(executor=name, reason=reason):
+            data = {"kind": "behaviour", "executor": name, "reason": reason}
+        case IdentityReport(executor=name, ok=ok, detail=detail):
+            data = {"kind": "identity", "executor": name, "ok": ok, "detail": detail}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _bool(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if not isinstance(value, bool):
+        raise ControlError(f"{key}: expected true or false")
+    return value
+
+
+def decode_report(raw: bytes, now: float) -> Forwarded:
+    """The event a report carries, as of ``now``; `ControlError` for anything else."""
+    data = _load(raw)
+    kind = data.get("kind")
+    if kind == "verdict":
+        try:
+            outcome = Outcome(_str(data, "outcome"))
+        except ValueError as exc:
+            raise ControlError(f"outcome: {exc}") from exc
+        verdict = Verdict(outcome, None, _names(data, "agreed"), _names(data, "dissented"),
+                          _names(data, "failed"), _str(data, "reason"))
+        return VerdictReached(verdict, now, _bool(data, "confirmed"))
+    if kind == "probation":
+        return ProbationResult(_str(data, "executor"), _bool(data, "agreed"), now)
+    if kind == "behaviour":
+        return BehaviourObserved(_str(data, "executor"), _str(data, "reason"), now)
+    if kind == "identity":
+        return IdentityReport(_str(data, "executor"), _bool(data, "ok"), _str(data, "detail"),
+                              now)
+    raise ControlError(f"kind: {kind!r} is not a report")
