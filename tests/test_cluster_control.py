@@ -27,13 +27,9 @@ NAMES = ("a", "b", "c", "d", "e")
 STATES = st.sampled_from(list(ExecutorState))
 
 
-def view(**states: ExecutorState) -> ControlView:
-    voters = tuple(n for n, s in states.items() if s is ExecutorState.ACTIVE)
-    return ControlView("gw-a", 7, 3, states, voters, (), voters, (), ())
-
-
 def test_a_view_survives_the_store_and_refuses_what_is_not_one() -> None:
-    v = ControlView("gw-a", 7, 3, {"a": ExecutorState.ACTIVE, "b": ExecutorState.QUARANTINED},
+    v = ControlView("gw-a", 7, 3, "http://127.0.0.1:1",
+                    {"a": ExecutorState.ACTIVE, "b": ExecutorState.QUARANTINED},
                     ("a",), (), ("a",), (), ("b",))
     assert ControlView.decode(v.encode()) == v
     assert not v.newer_than(ControlView.decode(v.encode()))

@@ -3,11 +3,6 @@ serving for cluster.stale_after, then fails closed, then catches up when the sto
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,58 +10,9 @@ import pytest
 
 from tests.etcd_cluster import EtcdCluster, need_etcd
 from tests.gatewayctl import Gateway, demo_config
+from tests.netns import Host, need_root_tools
 
 pytestmark = pytest.mark.slow
-
-
-def need_root_tools() -> None:
-    missing = [t for t in ("ip", "nft") if shutil.which(t) is None]
-    if os.geteuid() == 0 and not missing:
-        return
-    why = "network namespaces need root, iproute2 (ip) and nftables (nft)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}: CI runs as root with both")
-    pytest.skip(why)
-
-
-def run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=10)
-
-
-class Host:
-    """A namespace joined to this host by a veth pair: the host is .1, the namespace .2."""
-
-    def __init__(self) -> None:
-        tag = secrets.token_hex(2)
-        self.ns, self.link = f"esc{tag}", f"vc{tag}"
-        net = f"10.{100 + int(tag[:2], 16) % 100}.{int(tag[2:], 16) % 250}"
-        self.outside, self.inside = f"{net}.1", f"{net}.2"
-        run("ip", "netns", "add", self.ns)
-        run("ip", "-n", self.ns, "link", "set", "lo", "up")
-        run("ip", "link", "add", self.link, "type", "veth", "peer", "name", f"vp{tag}",
-            "netns", self.ns)
-        run("ip", "addr", "add", f"{self.outside}/30", "dev", self.link)
-        run("ip", "-n", self.ns, "addr", "add", f"{self.inside}/30", "dev", f"vp{tag}")
-        run("ip", "link", "set", self.link, "up")
-        run("ip", "-n", self.ns, "link", "set", f"vp{tag}", "up")
-
-    def cut(self, ports: list[int]) -> None:
-        """Drop what the namespace sends to these ports of the host (the store's)."""
-        nft = ["ip", "netns", "exec", self.ns, "nft"]
-        run(*nft, "add", "table", "ip", "escut")
-        run(*nft, "add", "chain", "ip", "escut", "out",
-            "{ type filter hook output priority 0 ; policy accept ; }")
-        run(*nft, "add", "rule", "ip", "escut", "out", "ip", "daddr", self.outside, "tcp",
-            "dport", "{ " + ", ".join(map(str, ports)) + " }", "drop")
-
-    def mend(self) -> None:
-        run("ip", "netns", "exec", self.ns, "nft", "delete", "table", "ip", "escut")
-
-    def close(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            run("ip", "netns", "del", self.ns)
-        with contextlib.suppress(subprocess.CalledProcessError):
-            run("ip", "link", "del", self.link)
 
 
 def test_cut_off_it_serves_then_fails_closed_then_catches_up(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Three gateways on a real three-member etcd in front of the same three executors: one
-boundary. The executors run outside every gateway (url executors, restored by a command), so
-whatever a gateway decides about them, it decides for all."""
+boundary. Each gateway runs in a network namespace of its own (root only), reaching the store,
+the executors and the other gateways through this host. The executors run outside every
+gateway (url executors, restored by a command), so whatever a gateway decides about them, it
+decides for all."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.etcd_cluster import EtcdCluster
+from tests.etcd_cluster import EtcdCluster, need_etcd
 from tests.gatewayctl import DEMO, Gateway, demo_config
+from tests.netns import Host, forwarding, need_root_tools
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +36,17 @@ EXECUTORS = {"stdlib": ["{python}", str(HERE / "stdlib_notes.py")],
              "node": ["node", str(HERE / "notes.js")]}
 
 # Restores one executor: stop the running process, start a pristine one (no implant) on the
-# same port, and count the restoration. It is the service's, not a gateway's: it outlives them.
+# same port, on the host, and count the restoration. It is the service's, not a gateway's: it
+# outlives them.
 RESTORE = textwrap.dedent("""\
     import json, os, signal, socket, subprocess, sys, time
     from pathlib import Path
     name, root = sys.argv[1], Path(sys.argv[2])
     spec = json.loads((root / f"{name}.json").read_text())
+    host = str(spec["host_pid"])  # a process in the host's network namespace
+    if os.readlink("/proc/self/ns/net") != os.readlink(f"/proc/{host}/ns/net"):
+        # run by a gateway in its namespace: the service lives on the host
+        os.execvp("nsenter", ["nsenter", "-t", host, "-n", sys.executable, *sys.argv])
     try:
         os.kill(int((root / f"{name}.pid").read_text()), signal.SIGKILL)
     except ProcessLookupError:
@@ -73,9 +83,9 @@ class Shared:
         self.ports = {name: free_port() for name in EXECUTORS}
         self.procs: list[subprocess.Popen[bytes]] = []
         for name, argv in EXECUTORS.items():
-            spec = {"port": self.ports[name],
+            spec = {"port": self.ports[name], "host_pid": os.getpid(),
                     "argv": [sys.executable if a == "{python}" else a for a in argv]
-                    + ["--port", str(self.ports[name])]}
+                    + ["--port", str(self.ports[name]), "--host", "0.0.0.0"]}
             (root / f"{name}.json").write_text(json.dumps(spec))
             env = {**os.environ, **({"NOTES_BACKDOOR_SECRET": str(SECRET)}
                                     if name == "stdlib" else {})}
@@ -84,9 +94,10 @@ class Shared:
             (root / f"{name}.pid").write_text(str(proc.pid))
             self.procs.append(proc)
 
-    def config(self, demo: dict[str, Any]) -> list[dict[str, Any]]:
+    def config(self, demo: dict[str, Any], host: str) -> list[dict[str, Any]]:
+        """The executors as a gateway reaches them at ``host``."""
         profiles = {e["name"]: e["profile"] for e in demo["executors"]}
-        return [{"name": name, "url": f"http://127.0.0.1:{port}", "profile": profiles[name],
+        return [{"name": name, "url": f"http://{host}:{port}", "profile": profiles[name],
                  "state": {"http": "/_endosec/state"},
                  "cleanse": {"command": [sys.executable, str(self.root / "restore.py"), name,
                                          str(self.root)]}}
@@ -104,6 +115,28 @@ class Shared:
         for proc in self.procs:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[tuple[Host, ...]]:
+    need_root_tools()
+    need_etcd()
+    made: list[Host] = []
+    try:
+        with forwarding():
+            made.extend(Host(routed=True) for _ in range(3))
+            yield tuple(made)
+    finally:
+        for host in made:
+            host.close()
+
+
+@pytest.fixture(scope="module")
+def etcd(hosts: tuple[Host, ...],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), also=tuple(h.outside for h in hosts))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
@@ -128,16 +161,48 @@ def out_at(gw: Gateway, name: str, timeout: float = 10.0) -> float:
     return time.time()
 
 
-def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same_state(
-        shared: Shared, tmp_path: Path) -> None:
-    etcd = EtcdCluster(tmp_path / "etcd")
-    demo = demo_config()
+def boundary(hosts: tuple[Host, ...], etcd: EtcdCluster, shared: Shared, tmp_path: Path,
+             name: str) -> dict[str, Gateway]:
+    """Gateways gw-a (the leader: it starts first), gw-b and gw-c, in boundary ``name``, each
+    in its own namespace."""
     gateways: dict[str, Gateway] = {}
     try:
-        for name in ("a", "b", "c"):
-            data = demo_config(executors=shared.config(demo),
-                               cluster={"name": f"gw-{name}", "boundary": "shared"})
-            gateways[name] = Gateway(tmp_path / name, data, args=("--cluster", etcd.url))
+        for gw, host in zip("abc", hosts, strict=True):
+            data = demo_config(executors=shared.config(demo_config(), host.outside),
+                               listen=f"{host.inside}:0", admin={"listen": f"{host.inside}:0"},
+                               cluster={"name": f"gw-{gw}", "boundary": name})
+            gateways[gw] = Gateway(tmp_path / gw, data,
+                                   args=("--cluster", etcd.url_on(host.outside)),
+                                   prefix=("ip", "netns", "exec", host.ns))
+    except BaseException:
+        for started in gateways.values():
+            started.stop()
+        raise
+    return gateways
+
+
+def leader_after_kill(followers: tuple[Gateway, ...]) -> Gateway:
+    killed = time.monotonic()
+    while True:
+        assert time.monotonic() - killed < 10, "no gateway took over within 10 s"
+        for gw in followers:  # leads, and has resumed control
+            if gw.status()["cluster"]["role"] == "leader" and events(gw, "cluster-resumed"):
+                print(f"{gw.url} leads {time.monotonic() - killed:.2f} s after kill -9 of the "
+                      "leader")
+                return gw
+        time.sleep(0.1)
+
+
+def notes(port: int) -> list[str]:
+    """The texts of the notes an executor holds, in its order, asked directly."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/notes", timeout=5) as reply:
+        return [n["text"] for n in json.loads(reply.read())["notes"]]
+
+
+def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same_state(
+        hosts: tuple[Host, ...], etcd: EtcdCluster, shared: Shared, tmp_path: Path) -> None:
+    gateways = boundary(hosts, etcd, shared, tmp_path, "shared")
+    try:
         a, b, c = gateways["a"], gateways["b"], gateways["c"]
         assert a.status()["cluster"]["role"] == "leader"
         for follower in (b, c):
@@ -171,15 +236,7 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
         # The leader dies: another resumes from the state it published, redoing nothing.
         before = a.status()
         os.kill(a.proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        leader = None
-        while leader is None:
-            assert time.monotonic() - killed < 10, "no gateway took over within 10 s"
-            for gw in (b, c):
-                if gw.status()["cluster"]["role"] == "leader":
-                    leader = gw
-            time.sleep(0.1)
-        print(f"{leader.url} leads {time.monotonic() - killed:.2f} s after kill -9 of the leader")
+        leader = leader_after_kill((b, c))
         resumed = events(leader, "cluster-resumed")
         assert resumed and resumed[-1]["previous"] == "gw-a"
         time.sleep(2)
@@ -192,4 +249,66 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
     finally:
         for gw in gateways.values():
             gw.stop()
-        etcd.stop()
+
+
+def test_writes_through_every_gateway_take_one_order_through_a_leaders_kill(
+        hosts: tuple[Host, ...], etcd: EtcdCluster, shared: Shared, tmp_path: Path) -> None:
+    gateways = boundary(hosts, etcd, shared, tmp_path, "writes")
+    a, b, c = gateways["a"], gateways["b"], gateways["c"]
+    acked: dict[str, list[str]] = {name: [] for name in gateways}
+    stop = threading.Event()
+
+    def write(name: str, gw: Gateway) -> None:
+        for i in range(10_000):
+            if stop.wait(0.01):
+                return
+            try:
+                code = gw.request("POST", "/notes", {"text": f"{name}-{i}"}, timeout=5)[0]
+            except OSError:
+                code = 0
+            if code == 201:
+                acked[name].append(f"{name}-{i}")
+
+    writers = [threading.Thread(target=write, args=item) for item in gateways.items()]
+    try:
+        for thread in writers:
+            thread.start()
+        deadline = time.monotonic() + 15
+        while sum(map(len, acked.values())) < 30:
+            assert time.monotonic() < deadline, f"writes did not go through: {acked}"
+            time.sleep(0.02)
+        os.kill(a.proc.pid, signal.SIGKILL)  # while the writes go on
+        leader = leader_after_kill((b, c))
+        name = leader.status()["cluster"]["gateway"]
+        for gw in (b, c):  # the followers send their writes to the new leader
+            gw.wait_for(lambda s: s["cluster"]["control"]["leader"] == name, "the new view",
+                        timeout=2)
+        since = {n: len(acked[n]) for n in "bc"}
+        time.sleep(1.5)
+        stop.set()
+        for thread in writers:
+            thread.join()
+        assert all(len(acked[n]) > since[n] for n in "bc"), "writes go on after the failover"
+        assert events(leader, "checkpoint"), "the new leader adopted what the voters hold"
+        held = {name: notes(shared.ports[name]) for name in leader.status()["active"]}
+        assert len(held) == 3
+        first = next(iter(held.values()))
+        assert all(texts == first for texts in held.values()), "one order on every executor"
+        missing = {t for texts in acked.values() for t in texts} - set(first)
+        assert not missing, f"acknowledged writes lost: {sorted(missing)}"
+        print(f"{len(first)} notes on every executor; acknowledged through a, b, c: "
+              f"{[len(acked[n]) for n in 'abc']}")
+        # An executor cleansed now is restored from what the new leader adopted.
+        code, _, _ = leader.request("POST", "/executors/node/cleanse", admin=True)
+        assert code == 202
+        leader.wait_for(lambda s: any(e["event"] == "cleansed" and e.get("executor") == "node"
+                                      for e in leader.event_kinds()), "node cleansed")
+        assert notes(shared.ports["node"]) == first
+        assert shared.restored == ["node"], "nothing else was cleansed"
+    finally:
+        stop.set()
+        for thread in writers:
+            if thread.is_alive():
+                thread.join()
+        for gw in gateways.values():
+            gw.stop()

@@ -752,6 +752,10 @@ class ClusterConfig(_Strict):
                                 "ledger anchors, while the ledger grows")
     timeout: float = Field(default=2.0, gt=0, le=60, description="seconds one call to the "
                            "store may take, tries on other members included")
+    advertise: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$",
+                                  description="the URL other gateways reach this one's client "
+                                  "listener at, to send it their writes while it leads "
+                                  "(default: the listener's own address)")
     poll: float = Field(default=0.25, ge=0.02, le=10, description="seconds between a "
                         "gateway's exchanges of control state with the store: a follower "
                         "applies the leader's decisions within about twice this")

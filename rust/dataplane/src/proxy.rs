@@ -66,6 +66,9 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
         return Reply { status: 404, outcome: Outcome::AllFailed,
                        bytes: http::error_response(404, &[("error", "not found")], keep_alive) };
     }
+    if let (true, Some(leader)) = (write, ctx.snapshot.writes_to.clone()) {
+        return relay(&leader, &http, ctx.snapshot.limits, ctx.id).await;
+    }
     if below_floor(&shared, &ctx).is_some() {
         return refuse(keep_alive, ctx.id, Outcome::NoQuorum);
     }
@@ -205,6 +208,22 @@ fn replay(keep_alive: bool, id: u64, outcome: &Keyed) -> Reply {
                                                            (before a gateway restart)"),
                                                 ("write", &format!("#{seq}"))],
                                         keep_alive) },
+    }
+}
+
+/// A write through a follower: its leader orders, journals and judges it, and its answer is
+/// this one's. No answer from the leader is a 502 with the write in doubt.
+async fn relay(leader: &Executor, http: &Http, limits: http::Limits, id: u64) -> Reply {
+    let asked = exchange(&leader.pool, &http.payload, &http.method, limits,
+                         leader.read_timeout).await;
+    let Ok(response) = asked.outcome else {
+        return in_doubt(http.keep_alive, id);
+    };
+    match http::encode_response(&response, http.keep_alive, http.head_only, &[]) {
+        Ok(bytes) => Reply { status: response.status, bytes,
+                             outcome: if response.status == 502 { Outcome::NoQuorum }
+                                      else { Outcome::Accepted } },
+        Err(_) => in_doubt(http.keep_alive, id),
     }
 }
 

@@ -156,6 +156,10 @@ pub struct SnapshotSpec {
     pub shadows: Vec<String>,
     #[serde(default)]
     pub keep_level: Vec<String>,
+    /// Where writes go instead of to the executors: the boundary's leading gateway, which
+    /// orders, journals and judges every write of the boundary (this gateway follows it).
+    #[serde(default)]
+    pub writes_to: Option<ExecutorSpec>,
     /// ``stderr``, a file path, or None: one JSON line per request.
     #[serde(default)]
     pub access_log: Option<String>,
@@ -210,6 +214,7 @@ pub struct Snapshot {
     pub discounted: Vec<Arc<str>>,
     pub shadows: Vec<Arc<Executor>>,
     pub keep_level: Vec<Arc<Executor>>,
+    pub writes_to: Option<Arc<Executor>>,
     pub executors: HashMap<Arc<str>, Arc<Executor>>,
     pub access_log: Option<String>,
     pub evidence: EvidenceSpec,
@@ -258,31 +263,14 @@ impl Snapshot {
         let strategy = Strategy::from_config(&a.strategy, a.k, a.min_support)?;
         let mut executors = HashMap::new();
         for e in &spec.executors {
-            let addr = resolve(&e.host, e.port)
-                .ok_or_else(|| format!("executors.{}: bad address {}:{}", e.name, e.host,
-                                       e.port))?;
-            let name: Arc<str> = Arc::from(e.name.as_str());
-            let stats = stats.entry(name.clone()).or_default().clone();
-            let read_timeout = seconds("read_timeout", e.read_timeout)?;
-            let connect_timeout = seconds("connect_timeout", e.connect_timeout)?;
-            let kept = previous.get(&name).filter(|x| {
-                x.epoch == e.epoch && x.pool.addr() == addr && x.read_timeout == read_timeout
-                    && x.stateless == e.stateless
-            });
-            let executor = match kept {
-                Some(x) => x.clone(),
-                None => {
-                    let synced = previous.get(&name).filter(|x| x.epoch == e.epoch)
-                        .map_or(0, |x| x.synced.load(Ordering::Acquire));
-                    Arc::new(Executor {
-                        name: name.clone(), epoch: e.epoch, read_timeout,
-                        stateless: e.stateless, synced: AtomicU64::new(synced),
-                        pool: Pool::new(addr, connect_timeout, pool_limits), stats,
-                    })
-                }
-            };
-            executors.insert(name, executor);
+            let stats = stats.entry(Arc::from(e.name.as_str())).or_default().clone();
+            let executor = upstream(e, previous, pool_limits, stats)?;
+            executors.insert(executor.name.clone(), executor);
         }
+        let writes_to = match &spec.writes_to {
+            None => None,
+            Some(e) => Some(upstream(e, previous, pool_limits, Arc::default())?),
+        };
         let pick = |names: &[String], role: &str| -> Result<Vec<Arc<Executor>>, String> {
             names.iter().map(|n| executors.get(n.as_str()).cloned()
                 .ok_or_else(|| format!("{role}: unknown executor {n:?}"))).collect()
@@ -306,11 +294,36 @@ impl Snapshot {
             verdict_headers: spec.verdict_headers, verdict_names: spec.verdict_names,
             face: Face::compile(&spec.face)?, recent_verdicts: spec.recent_verdicts,
             discounted: spec.discounted.iter().map(|n| Arc::from(n.as_str())).collect(),
-            journal: spec.journal, voters, weights, shadows, keep_level, executors,
+            journal: spec.journal, voters, weights, shadows, keep_level, writes_to, executors,
             access_log: spec.access_log, evidence: spec.evidence,
             reserved_paths: spec.reserved_paths,
         })
     }
+}
+
+/// The upstream ``e`` names: the previous snapshot's when its address and epoch are unchanged
+/// (its pool and journal position carry over), else a new one.
+fn upstream(e: &ExecutorSpec, previous: &HashMap<Arc<str>, Arc<Executor>>,
+            pool_limits: PoolLimits, stats: Arc<ExecutorStats>) -> Result<Arc<Executor>, String> {
+    let addr = resolve(&e.host, e.port)
+        .ok_or_else(|| format!("executors.{}: bad address {}:{}", e.name, e.host, e.port))?;
+    let name: Arc<str> = Arc::from(e.name.as_str());
+    let read_timeout = seconds("read_timeout", e.read_timeout)?;
+    let connect_timeout = seconds("connect_timeout", e.connect_timeout)?;
+    let kept = previous.get(&name).filter(|x| {
+        x.epoch == e.epoch && x.pool.addr() == addr && x.read_timeout == read_timeout
+            && x.stateless == e.stateless
+    });
+    if let Some(x) = kept {
+        return Ok(x.clone());
+    }
+    let synced = previous.get(&name).filter(|x| x.epoch == e.epoch)
+        .map_or(0, |x| x.synced.load(Ordering::Acquire));
+    Ok(Arc::new(Executor {
+        name, epoch: e.epoch, read_timeout, stateless: e.stateless,
+        synced: AtomicU64::new(synced), pool: Pool::new(addr, connect_timeout, pool_limits),
+        stats,
+    }))
 }
 
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
@@ -334,7 +347,7 @@ impl Snapshot {
                                    idempotency_keys: default_keys() },
             voters: Vec::new(),
             weights: None, discounted: Vec::new(), shadows: Vec::new(),
-            keep_level: Vec::new(), executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
+            keep_level: Vec::new(), writes_to: None, executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
             reserved_paths: Vec::new(),
         }
     }

@@ -615,3 +615,38 @@ fn a_retried_keyed_write_gets_the_first_reply() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(fakes.iter().all(|f| f.requests.load(Ordering::SeqCst) == 2));
 }
+
+#[test]
+fn a_followers_writes_go_to_its_leader_and_its_reads_to_the_executors() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let (fakes, leader) = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(fake(Behaviour::fixed(r#"{"from":"executor"}"#)).await);
+        }
+        (v, fake(Behaviour::fixed(r#"{"from":"leader"}"#)).await)
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let writes_to = format!(r#","writes_to":{{"name":"leader:gw-a","host":"127.0.0.1","port":{},
+        "epoch":1,"connect_timeout":1.0,"read_timeout":2.0}}"#, leader.addr.port());
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, &writes_to);
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let post = "POST /n HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}";
+    for _ in 0..3 {
+        let reply = request(addr, post);
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.contains("leader"), "{reply}");
+    }
+    assert_eq!(leader.requests.load(Ordering::SeqCst), 3);
+    assert!(fakes.iter().all(|f| f.requests.load(Ordering::SeqCst) == 0),
+            "no write reached an executor but through the leader");
+    assert_eq!(plane.journal().0, 0, "the leader journals the boundary's writes, not a follower");
+    assert!(get(addr, "/n").contains("executor"));
+    assert!(fakes.iter().all(|f| f.requests.load(Ordering::SeqCst) == 1));
+    // A leader that does not answer: the write fails closed, in doubt.
+    let gone = snapshot(&named, &["a", "b", "c"], 2, r#","writes_to":{"name":"leader:gw-a",
+        "host":"127.0.0.1","port":9,"epoch":1,"connect_timeout":1.0,"read_timeout":2.0}"#);
+    plane.publish(&gone).unwrap();
+    let reply = request(addr, post);
+    assert!(reply.starts_with("HTTP/1.1 502") && reply.contains("in doubt"), "{reply}");
+}

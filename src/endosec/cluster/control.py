@@ -73,6 +73,7 @@ class ControlView:
     leader: str
     term: int
     seq: int
+    serve: str  # the leader's listener, where followers send writes ("": none)
     states: Mapping[str, ExecutorState]
     voters: tuple[str, ...]
     shadows: tuple[str, ...]
@@ -93,7 +94,7 @@ class ControlView:
 
     def encode(self) -> bytes:
         return json.dumps({
-            "leader": self.leader, "term": self.term, "seq": self.seq,
+            "leader": self.leader, "term": self.term, "seq": self.seq, "serve": self.serve,
             "states": {n: s.value for n, s in self.states.items()},
             "voters": list(self.voters), "shadows": list(self.shadows),
             "keep_level": list(self.keep_level), "discounted": list(self.discounted),
@@ -109,7 +110,8 @@ class ControlView:
             parsed = {str(n): ExecutorState(s) for n, s in states.items()}
         except ValueError as exc:
             raise ControlError(f"states: {exc}") from exc
-        return cls(_str(data, "leader"), _int(data, "term"), _int(data, "seq"), parsed,
+        return cls(_str(data, "leader"), _int(data, "term"), _int(data, "seq"),
+                   _str(data, "serve"), parsed,
                    *(_names(data, k) for k in ("voters", "shadows", "keep_level",
                                                 "discounted", "held")))
 

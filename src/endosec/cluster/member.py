@@ -18,7 +18,8 @@ When a renewal fails, the member asks whether any store member answers at all. O
 answers but cannot decide means the store lost its quorum: the gateway keeps serving (no
 control change can be made meanwhile). None answering means this gateway is cut off: it keeps
 serving on what it knew for ``stale_after`` seconds, then fails closed (``on_stale(True)``)
-until the store answers again and it has renewed, campaigned and anchored (``on_stale(False)``).
+until the store answers again and it has renewed, campaigned, anchored and caught up with the
+boundary's control state (``catch_up``; then ``on_stale(False)``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,6 +88,10 @@ class Keys:
         return self.anchors + key_hex.encode()
 
 
+async def _nothing() -> None:
+    return None
+
+
 def default_name(admin_port: int) -> str:
     return f"{socket.gethostname()}:{admin_port}"
 
@@ -108,6 +113,7 @@ class Member:
         self.ledger, self.events, self.card = ledger, events, card
         self.lease_ttl, self.anchor_every = lease_ttl, anchor_every
         self.stale_after, self.on_stale = stale_after, on_stale
+        self.catch_up: Callable[[], Awaitable[None]] = _nothing  # before serving again
         self.role: Role = "joining"
         self.leader: str | None = None
         self.anchored = 0  # seq of the newest anchor written
@@ -190,7 +196,8 @@ class Member:
                              seconds=round(time.monotonic() - self._lost_at, 3),
                              failed_closed=self.stale)
             self._lost_at = self._unreachable_since = None
-        if self.stale:  # caught up: renewed, campaigned, anchored
+        if self.stale:  # caught up: renewed, campaigned, anchored, and the control state
+            await self.catch_up()
             self.stale = False
             self.on_stale(False)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Protocol
 
 from endosec.cluster.control import (
@@ -45,11 +46,11 @@ class Controlled(Protocol):
 
     def follow(self, view: ControlView) -> None: ...
 
-    def lead(self, view: ControlView | None) -> None: ...
+    async def take_over(self, view: ControlView | None) -> None: ...
 
     def forwarded(self, event: Forwarded) -> None: ...
 
-    def control_view(self, leader: str, term: int, seq: int) -> ControlView: ...
+    def control_view(self, leader: str, term: int, seq: int, serve: str) -> ControlView: ...
 
     def reported(self, way: str, count: int) -> None: ...
 
@@ -94,8 +95,9 @@ class Steward:
             await self._collect()
             await self._publish()
             return
-        if gw.follows is None:  # no longer leads: decide nothing more
-            gw.follow(self.view or gw.control_view(self.member.name, self.member.lease or 0, 0))
+        if gw.follows is None:  # no longer leads: decide nothing more, write as before
+            last = self.view or gw.control_view(self.member.name, self.member.lease or 0, 0, "")
+            gw.follow(replace(last, serve=""))
         if self.member.role == "follower":
             await self._fetch()
             await self._send()
@@ -129,7 +131,7 @@ class Steward:
                 self.events.emit("alert", level="error", message=f"the published control "
                                  f"state is unreadable, resuming from this gateway's: {exc}")
         if self.gateway.follows is not None:
-            self.gateway.lead(view)
+            await self.gateway.take_over(view)
             self.events.emit("cluster-resumed", gateway=self.member.name,
                              previous=None if view is None else view.leader,
                              seq=None if view is None else view.seq)
@@ -149,7 +151,8 @@ class Steward:
         term = self.member.lease or 0
         last = self.view
         seq = 1 if last is None or last.term != term else last.seq + 1
-        view = self.gateway.control_view(self.member.name, term, seq)
+        view = self.gateway.control_view(self.member.name, term, seq,
+                                         str(self.member.card.get("serve", "")))
         if last is not None and last.term == term and _same(view, last):
             return
         await self.store.put(self.keys.control, view.encode())
@@ -166,8 +169,12 @@ class Steward:
                              message=f"the published control state is unreadable: {exc}")
             return
         # Only the current leader's: a deposed one may still write before it learns it is.
-        if view.leader == self.member.leader and (view.newer_than(self.view)
-                                                  or self.gateway.follows is None):
+        if view.leader != self.member.leader:
+            leading = await self.store.get(self.keys.leader)
+            if leading is None or leading.value.decode(errors="replace") != view.leader:
+                return
+            self.member.leader = view.leader  # a new leader: known before the next renewal
+        if view.newer_than(self.view) or self.gateway.follows is None:
             self.gateway.follow(view)
             self._hold(view)
 
@@ -187,5 +194,5 @@ class Steward:
 
 def _same(a: ControlView, b: ControlView) -> bool:
     """The same control state, whatever the numbering."""
-    return (a.states, a.voters, a.shadows, a.keep_level, a.discounted, a.held) == (
-        b.states, b.voters, b.shadows, b.keep_level, b.discounted, b.held)
+    return (a.serve, a.states, a.voters, a.shadows, a.keep_level, a.discounted, a.held) == (
+        b.serve, b.states, b.voters, b.shadows, b.keep_level, b.discounted, b.held)

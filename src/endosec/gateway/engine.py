@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from endosec.cluster.control import ControlView, Forwarded
 from endosec.config import Config, ExecutorConfig, load_rotation_policy
@@ -122,6 +123,10 @@ class DataPlane(Protocol):
         """Replay the writes ``name`` missed; raises `CatchUpError`."""
         ...
 
+    async def adopt(self) -> None:
+        """Make what the voters hold the journal's starting point (a new leader's)."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """``journal``, ``synced`` and ``recent_verdicts`` for the status page."""
         ...
@@ -204,7 +209,7 @@ class MimicGateway:
                            trust=self._trust_figures)
         self._dissents = {name: self.metrics.dissents.labels(name) for name in names}
         self._wakeups: list[asyncio.TimerHandle] = []
-        self._published: tuple[tuple[str, ...], ...] | None = None
+        self._published: tuple[object, ...] | None = None
         self._awaiting_human: set[str] = set()
         self._agreed_at: dict[str, float] = {}
         self._levels: dict[str, Level] = {}
@@ -324,6 +329,15 @@ class MimicGateway:
     def level(self, name: str, now: float) -> Level:
         return state_level(self.trust.level(name, now), self.state(name))
 
+    @property
+    def writes_to(self) -> tuple[str, int] | None:
+        """Where this gateway's writes go to be ordered: its leader's listener (None: to the
+        executors, in its own order, as the leader)."""
+        serve = None if self.follows is None else urlsplit(self.follows.serve)
+        if serve is None or serve.scheme != "http" or serve.hostname is None:
+            return None
+        return serve.hostname, serve.port or 80
+
     def follow(self, view: ControlView) -> None:
         """Another gateway leads: serve by its ``view``; this controller decides nothing."""
         if self.follows is None:
@@ -340,16 +354,25 @@ class MimicGateway:
         if not following and self.controller.started:
             return
         self.follows = None
-        self.outbox.clear()
         if self.controller.started or following:  # what it knew (the pool, included) is old
             self.controller = self._controller()
         self._execute(self.controller.start(self.now) if view is None else
                       self.controller.start(self.now, view.states, view.held))
+        while self.outbox:  # seen here while it followed and not yet sent: its own to handle
+            self._dispatch(replace(self.outbox.popleft(), now=self.now))
 
-    def control_view(self, leader: str, term: int, seq: int) -> ControlView:
-        """What this gateway's controller decided, for the boundary's other gateways."""
+    async def take_over(self, view: ControlView | None) -> None:
+        """Lead, resuming from ``view``: first the voters' state, written through the previous
+        leader, becomes this gateway's checkpoint (`DataPlane.adopt`)."""
+        if view is not None and self.follows is not None:
+            await self._data_plane.adopt()
+        self.lead(view)
+
+    def control_view(self, leader: str, term: int, seq: int, serve: str) -> ControlView:
+        """What this gateway's controller decided, for the boundary's other gateways (which
+        send their writes to ``serve``)."""
         c = self.controller
-        return ControlView(leader, term, seq, dict(c.states), c.voters, c.shadows,
+        return ControlView(leader, term, seq, serve, dict(c.states), c.voters, c.shadows,
                            self.keep_level, self.discounted, c.held)
 
     def reported(self, way: str, count: int) -> None:
@@ -405,10 +428,10 @@ class MimicGateway:
         ready_timeout = max(e.health.start_timeout for e in self.config.executors) + 5.0
         results = await asyncio.gather(
             *(self._start_one(name) for name in self.executors), return_exceptions=True)
+        if view is not None:
+            self.follow(view)  # a leader until it has adopted what the voters hold
         if leader:
-            self.lead(view)
-        elif view is not None:
-            self.follow(view)
+            await self.take_over(view)
         for name, result in zip(self.executors, results, strict=True):
             if isinstance(result, BaseException):  # quarantined and retried by cleansing
                 self.events.emit("start-failed", executor=name, detail=str(result))
@@ -575,7 +598,7 @@ class MimicGateway:
         """Tell the data plane who votes (and who lends no support), shadows and is kept
         level, when that changed (an event can change them without any action, e.g. an
         activation that completed)."""
-        sets = (self.voters, self.shadows, self.keep_level, self.discounted)
+        sets = (self.voters, self.shadows, self.keep_level, self.discounted, self.writes_to)
         if self.plane is not None and (force or sets != self._published):
             self._published = sets
             self.plane.changed()

@@ -133,7 +133,8 @@ class NativePlane:
             placements=self._placements,
             weights=gw.trust.weights(gw.now) if gw.weighted else None, discounted=gw.discounted,
             refused_clients=gw.attribution.refused(gw.now)
-            if gw.config.attribution.refuse else ()))
+            if gw.config.attribution.refuse else (),
+            writes_to=None if self._held else gw.writes_to))
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the
@@ -146,7 +147,9 @@ class NativePlane:
         self._catching_up[name] += 1
         try:
             latest = self.checkpoints.latest if self.checkpoints is not None else None
-            if latest is not None and self.native.synced().get(name, 0) < latest.seq:
+            synced = self.native.synced().get(name, 0)
+            # (a pristine one also when the checkpoint is at #0: one a new leader adopted)
+            if latest is not None and (synced < latest.seq or synced == 0):
                 assert self.checkpoints is not None
                 try:
                     seq = await self.checkpoints.restore(name, (place.host, place.port))
@@ -195,8 +198,22 @@ class NativePlane:
         return head - done >= c.every_writes or (
             head > done and now - self._last_checkpoint >= c.every_seconds)
 
-    async def _take_checkpoint(self) -> None:
-        """Hold writes, have the voters export, vote, keep the winner, truncate the journal."""
+    async def adopt(self) -> None:
+        """This gateway comes to lead a boundary: the writes the voters hold are in the
+        previous leader's journal, not in this one's. What they hold becomes its checkpoint at
+        its own journal's head, and the voters that agree on it are level with its journal
+        from there, so an executor cleansed from now on is restored from it."""
+        if self.checkpoints is None:
+            self.gateway.events.emit("alert", level="warning", message=(
+                "leading without checkpoints (no checkpoint section, or an executor without "
+                "state export): an executor cleansed from now on gets only the writes this "
+                "gateway journals"))
+            return
+        await self._take_checkpoint(adopt=True)
+
+    async def _take_checkpoint(self, *, adopt: bool = False) -> None:
+        """Hold writes, have the voters export, vote, keep the winner, truncate the journal
+        (``adopt``: even at the seq of the latest, and the voters agreeing are level)."""
         cps, gw = self.checkpoints, self.gateway
         assert cps is not None
         hold = self.config.checkpoint.hold
@@ -206,7 +223,8 @@ class NativePlane:
                 paused = await self._ticket(lambda t: self.native.pause_writes(t, hold))
                 seq = int(paused["seq"])
                 voters = [v for v in gw.voters if v in self._placements]
-                if not cps.can_take(voters) or (cps.latest and cps.latest.seq >= seq):
+                if not cps.can_take(voters) or (
+                        not adopt and cps.latest and cps.latest.seq >= seq):
                     return
                 addresses = {v: (self._placements[v].host, self._placements[v].port)
                              for v in voters}
@@ -230,6 +248,9 @@ class NativePlane:
                                      reason=v.reason),
                        digests=taken.digests, errors=taken.errors, shadows={})
         if taken.checkpoint is not None:
+            if adopt:
+                for name in v.agreed:
+                    self.native.restored(name, seq)
             self._truncate(seq + 1)
 
     def _truncate(self, seq: int) -> None:

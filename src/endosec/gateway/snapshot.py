@@ -31,12 +31,14 @@ class Placement:
 def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[str],
                    keep_level: Sequence[str], placements: Mapping[str, Placement],
                    weights: Mapping[str, float] | None, discounted: Sequence[str] = (),
-                   refused_clients: Sequence[str] = ()) -> str:
+                   refused_clients: Sequence[str] = (),
+                   writes_to: tuple[str, int] | None = None) -> str:
     """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
 
     Executors without a placement (never started) are left out; none of them may vote.
     ``discounted`` voters are heard without lending support (strict voting); ``refused_clients``
-    are the addresses held responsible for repeated dissent (refused over TCP).
+    are the addresses held responsible for repeated dissent (refused over TCP); ``writes_to``
+    is the listener of the boundary's leader, where a follower sends its writes.
     """
     limits = config.limits
     executors: list[dict[str, Any]] = []
@@ -92,6 +94,11 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "refused_clients": list(refused_clients),
         "shadows": [n for n in shadows if n in placed],
         "keep_level": [n for n in keep_level if n in placed],
+        "writes_to": None if writes_to is None else {
+            "name": "leader", "host": writes_to[0], "port": writes_to[1], "epoch": 1,
+            "connect_timeout": limits.connect_timeout,
+            # the leader waits its turn to write, then for its own executors
+            "read_timeout": 4 * limits.read_timeout},
         "access_log": (None if config.gateway.access_log is None
                        else str(config.gateway.access_log)),
         "evidence": {"bodies": config.evidence.bodies, "max_body": config.evidence.max_body},
