@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 
-def need_root_tools() -> None:
-    missing = [t for t in ("ip", "nft") if shutil.which(t) is None]
+def need_root_tools(*tools: str) -> None:
+    """Root, iproute2 and the ``tools`` (e.g. ``nft``); skip without them, fail in CI."""
+    missing = [t for t in ("ip", *tools) if shutil.which(t) is None]
     if os.geteuid() == 0 and not missing:
         return
-    why = "network namespaces need root, iproute2 (ip) and nftables (nft)"
+    why = f"network namespaces need root and {', '.join(('ip', *tools))}"
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}: CI runs as root with both")
+        pytest.fail(f"{why}: CI runs as root with them")
     pytest.skip(why)
 
 

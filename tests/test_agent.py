@@ -45,20 +45,12 @@ from endosec.runtime.process import ProcessExecutor, free_port
 from endosec.runtime.remote import AgentExecutor, pinned
 from endosec.runtime.wire import exchange
 from tests.gatewayctl import DEMO, Gateway
+from tests.netns import need_root_tools
 
 pytestmark = pytest.mark.slow
 
 EXECUTORS = DEMO.parent / "executors"
 SECRET = DEMO.parent / "secret.txt"
-
-
-def need_namespaces() -> None:
-    if os.geteuid() == 0 and shutil.which("ip") is not None:
-        return
-    why = "network namespaces need root and iproute2 (ip)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}: CI runs as root")
-    pytest.skip(why)
 
 
 def ip(*args: str) -> None:
@@ -166,7 +158,7 @@ def notes_executor(name: str, script: str, profile: list[str], **env: str) -> di
 
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
-    need_namespaces()
+    need_root_tools()
     h = Hosts(2)
     try:
         yield h

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_cut_off_it_serves_then_fails_closed_then_catches_up(tmp_path: Path) -> None:
-    need_root_tools()
+    need_root_tools("nft")
     need_etcd()
     host = Host()
     etcd: EtcdCluster | None = None

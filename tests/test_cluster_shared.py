@@ -26,6 +26,7 @@ import pytest
 from tests.etcd_cluster import EtcdCluster, need_etcd
 from tests.gatewayctl import DEMO, Gateway, demo_config
 from tests.netns import Host, forwarding, need_root_tools
+from tests.test_cluster_gateway import status
 
 pytestmark = pytest.mark.slow
 
@@ -208,6 +209,9 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
         for follower in (b, c):
             follower.wait_for(lambda s: s["cluster"]["role"] == "follower", "a follower")
             assert follower.status()["active"] == a.status()["active"]
+        report = status(etcd.url, "shared")
+        assert report["control"]["leader"] == "gw-a" and len(report["members"]) == 3
+        assert sorted(report["control"]["voters"]) == sorted(a.status()["active"])
         # Only the leader takes orders.
         code, _, body = b.request("POST", "/executors/node/quarantine", admin=True)
         assert code == 409 and json.loads(body)["leader"] == "gw-a"

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from endosec.cluster.control import ControlError, ControlView
 from endosec.cluster.member import Keys
 from endosec.cluster.store import EMBEDDED, StoreError, open_store
 from endosec.config import ConfigError, load_config
@@ -32,6 +33,7 @@ async def _status(url: str, state_dir: Path, boundary: str, timeout: float) -> d
         keys = Keys(boundary)
         cards = [json.loads(item.value) for item in await store.prefix(keys.members)]
         leading = await store.get(keys.leader)
+        published = await store.get(keys.control)
         anchors: dict[str, Anchor] = {}
         for item in await store.prefix(keys.anchors):
             try:
@@ -41,12 +43,14 @@ async def _status(url: str, state_dir: Path, boundary: str, timeout: float) -> d
             anchors[anchor.key] = anchor
     finally:
         await store.close()
+    view = _view(None if published is None else published.value)
     now = time.time()
     members = []
     for card in sorted(cards, key=lambda c: str(c.get("gateway"))):
         kept = anchors.get(str(card.get("ledger_key")))
         members.append({**card, "seen_ago": round(now - float(card.get("at", now)), 3),
-                        "anchored": None if kept is None else kept.seq})
+                        "anchored": None if kept is None else kept.seq,
+                        "control_lag": _lag(view, card.get("control"))})
     return {"store": {"url": store.url, "kind": health.kind, "ok": health.ok,
                       "leader": health.leader, "index": health.index,
                       "members": [{"name": n, "endpoint": e, "answering": a}
@@ -54,6 +58,10 @@ async def _status(url: str, state_dir: Path, boundary: str, timeout: float) -> d
             "boundary": boundary,
             "leader": None if leading is None else leading.value.decode(errors="replace"),
             "members": members,
+            "control": None if view is None else {
+                "leader": view.leader, "term": view.term, "seq": view.seq, "serve": view.serve,
+                "voters": list(view.voters),
+                "states": {n: s.value for n, s in view.states.items()}},
             "anchors": [{"gateway": a.gateway, "seq": a.seq, "ts": a.ts,
                          "key": fingerprint(a.key)} for a in anchors.values()]}
 
@@ -70,14 +78,37 @@ def _print(report: dict[str, Any]) -> None:
                    "shows them; the file keeps the anchors)")
     click.echo(f"boundary {report['boundary']}: {len(report['members'])} gateway(s), "
                f"leader {report['leader'] or 'none'}")
+    control = report["control"]
+    if control is not None:
+        click.echo(f"control: published by {control['leader']} (term {control['term']}, "
+                   f"#{control['seq']}); voters {', '.join(control['voters']) or 'none'}; "
+                   f"writes to {control['serve'] or '-'}")
     for m in report["members"]:
         anchored = "-" if m["anchored"] is None else f"#{m['anchored']}"
+        lag = "-" if m["control_lag"] is None else str(m["control_lag"])
         click.echo(f"  {m.get('gateway', '?'):<24} {m.get('role', '?'):<9} ledger "
-                   f"#{m.get('ledger_seq', 0)} anchored {anchored}  seen {m['seen_ago']:.1f} s "
+                   f"#{m.get('ledger_seq', 0)} anchored {anchored}  control lag {lag}  "
+                   f"seen {m['seen_ago']:.1f} s "
                    f"ago  serve {m.get('serve', '-')}  admin {m.get('admin', '-')}")
     for a in report["anchors"]:
         click.echo(f"  anchor of ledger {a['key']}: #{a['seq']} by {a['gateway']} at "
                    f"{a['ts']:.0f}")
+
+
+def _view(raw: bytes | None) -> ControlView | None:
+    try:
+        return None if raw is None else ControlView.decode(raw)
+    except ControlError:
+        return None
+
+
+def _lag(view: ControlView | None, applied: Any) -> int | None:
+    """How many views behind the published one a member's card says it is (None: unknown,
+    or it applied another leader's)."""
+    if view is None or not isinstance(applied, dict) or applied.get("term") != view.term:
+        return None
+    seq = applied.get("seq")
+    return view.seq - seq if isinstance(seq, int) else None
 
 
 @cluster.command(name="status")

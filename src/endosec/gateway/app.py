@@ -112,7 +112,9 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                   else "https" if config.tls is not None else "http")
         serve_url = f"{scheme}://{_host(host)}:{port}"
         member.card["serve"] = config.cluster.advertise or serve_url
-        spawn(steward.run(), name="endosec-control")
+        if steward.store.url != EMBEDDED:  # the embedded store is this gateway's alone
+            gateway.on_control, member.catch_up = steward.changed, steward.step
+            spawn(steward.run(), name="endosec-control")
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.voters))
         on_ready(Listening(serve_url, _url(servers[-1]), gateway.voters))
@@ -164,7 +166,7 @@ async def _join(member: Member, gateway: MimicGateway, plane: NativePlane, *,
     steward = Steward(member.store, member.keys, member, gateway,
                       poll=gateway.config.cluster.poll, events=gateway.events)
     gateway.cluster = lambda: {**member.status(), **steward.status()}
-    member.on_stale, member.catch_up = plane.hold, steward.step
+    member.on_stale = plane.hold
     spawn(member.run(), name="endosec-cluster")
     return steward
 
@@ -185,7 +187,6 @@ async def _start(gateway: MimicGateway, plane: NativePlane, steward: Steward) ->
             raise StartupError(f"cluster: {steward.member.leader} leads the boundary but "
                                f"published no control state within {wait:g} s")
     await gateway.start(plane, leader=leader, view=view)
-    gateway.on_control = steward.changed
 
 
 def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:

@@ -344,6 +344,12 @@ class MimicGateway:
             for handle in self._wakeups:
                 handle.cancel()
             self._wakeups = []
+        if view.serve.startswith("https:") and (self.follows is None
+                                                 or self.follows.serve != view.serve):
+            self.events.emit("alert", level="warning", message=(
+                f"the leader {view.leader} serves TLS ({view.serve}): writes through this "
+                "gateway go to the executors in its own order, not the boundary's (writes "
+                "are relayed to a leader over plain HTTP only)"))
         self.follows = view
         self._sync()
 
