@@ -107,14 +107,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         servers.append(await serve(admin, *parse_address(config.admin.listen)))
         steward = await _join(member, gateway, native, admin=_url(servers[-1]))
         await _start(gateway, native, steward)
-        host, port = native.listen(*parse_address(config.listen))
-        scheme = ("dns" if config.protocol == "dns"
-                  else "https" if config.tls is not None else "http")
-        serve_url = f"{scheme}://{_host(host)}:{port}"
-        member.card["serve"] = config.cluster.advertise or serve_url
-        if steward.store.url != EMBEDDED:  # the embedded store is this gateway's alone
-            gateway.on_control, member.catch_up = steward.changed, steward.step
-            spawn(steward.run(), name="endosec-control")
+        serve_url = _listen(config, native, steward)
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.voters))
         on_ready(Listening(serve_url, _url(servers[-1]), gateway.voters))
@@ -187,6 +180,20 @@ async def _start(gateway: MimicGateway, plane: NativePlane, steward: Steward) ->
             raise StartupError(f"cluster: {steward.member.leader} leads the boundary but "
                                f"published no control state within {wait:g} s")
     await gateway.start(plane, leader=leader, view=view)
+
+
+def _listen(config: Config, plane: NativePlane, steward: Steward) -> str:
+    """Open the client listener; then, in a boundary of several gateways, take part in its
+    control (the embedded store is this gateway's alone). Returns the listener's URL."""
+    host, port = plane.listen(*parse_address(config.listen))
+    scheme = "dns" if config.protocol == "dns" else "https" if config.tls is not None else "http"
+    serve_url = f"{scheme}://{_host(host)}:{port}"
+    steward.member.card["serve"] = config.cluster.advertise or serve_url
+    if steward.store.url != EMBEDDED:
+        plane.gateway.on_control = steward.changed
+        steward.member.catch_up = steward.step
+        spawn(steward.run(), name="endosec-control")
+    return serve_url
 
 
 def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:
