@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from endosec.cluster.embedded import EmbeddedStore
 from endosec.cluster.etcd import EtcdStore
 from endosec.cluster.member import Keys, Member, MemberError
 from endosec.cluster.store import ControlStore, StoreError, open_store, parse_store_url
+from endosec.observe.chain import FIRST, Link, check_chain
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
+from endosec.observe.ledger_verify import verify_since
 from tests.etcd_cluster import EtcdCluster
 
 
@@ -265,3 +268,54 @@ async def test_etcd_endpoints_may_be_names_of_one_address_family(etcd: EtcdClust
         await named.close()
     with pytest.raises(StoreError, match="one family"):
         EtcdStore((("127.0.0.1", 1), ("::1", 2)))
+
+
+async def test_the_ledgers_of_a_boundary_take_one_chain_on_etcd(
+        etcd: EtcdCluster, tmp_path: Path) -> None:
+    """Three members anchoring at once: their links take one order, numbered without a gap,
+    each bound to the one before; each ledger holds what its newest link says; and a
+    tampered, missing or reordered link is named."""
+    boundary = f"c{time.monotonic_ns()}"
+    members = [_member(open_store(etcd.url, tmp_path), tmp_path, f"gw-{c}", boundary)
+               for c in "abc"]
+    for m in members:
+        await m.check()
+        await m.join()
+    try:
+        for i in range(4):
+            for m in members:
+                m.events.emit("alert", message=f"{m.name} {i}")
+                m._anchored_at = -float("inf")  # anchor at every round here
+            await asyncio.gather(*(m.round() for m in members))
+        keys = Keys(boundary)
+        links = [Link.decode(i.value) for i in await members[0].store.prefix(keys.links)]
+        assert [link.n for link in links] == list(range(1, len(links) + 1))
+        assert len(links) >= 3 * 4 and {link.gateway for link in links} == {"gw-a", "gw-b",
+                                                                              "gw-c"}
+        assert check_chain(links) == []
+        for m in members:
+            newest = max((link for link in links if link.gateway == m.name),
+                         key=lambda link: link.n)
+            assert newest.seq == m.anchored
+            assert verify_since(m.ledger.directory, newest.anchor(),
+                                public_key=m.ledger.public_key).ok
+        forged = replace(links[3], seq=links[3].seq + 1)
+        swapped = [*links[:2], links[3], links[2], *links[4:]]
+        assert any("not signed" in p for p in check_chain([*links[:3], forged, *links[4:]]))
+        assert any("missing" in p for p in check_chain([*links[:2], *links[3:]]))
+        assert any("does not follow" in p or "missing" in p for p in check_chain(swapped))
+    finally:
+        for m in members:
+            m.events.close()
+            await m.leave()
+
+
+def test_a_chain_whose_ledger_goes_back_is_named(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l") as ledger:
+        ledger.append("alert", {"m": 1}, now=1.0)
+        ledger.flush()
+        first = ledger.link(1, FIRST, ledger.anchor("gw-a", 1.0))
+        back = ledger.link(2, first.digest, replace(ledger.anchor("gw-a", 2.0), seq=0))
+    assert Link.decode(first.encode()) == first
+    assert check_chain([first]) == []
+    assert any("goes back" in p for p in check_chain([first, back]))

@@ -26,7 +26,7 @@ import pytest
 from tests.etcd_cluster import EtcdCluster, need_etcd
 from tests.gatewayctl import DEMO, Gateway, demo_config
 from tests.netns import Host, forwarding, need_root_tools
-from tests.test_cluster_gateway import status
+from tests.test_cluster_gateway import cut_tail, endosec, status
 
 pytestmark = pytest.mark.slow
 
@@ -253,6 +253,19 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
     finally:
         for gw in gateways.values():
             gw.stop()
+    # One chain for the three ledgers, each holding what it linked; a cut tail shows.
+    ledgers = [str(gw.state / "ledger") for gw in gateways.values()]
+    args = ["cluster", "chain", "--cluster", etcd.url, "--boundary", "shared", "--json"]
+    for ledger in ledgers:
+        args += ["--ledger", ledger]
+    chain = endosec(*args)
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+    report = json.loads(chain.stdout)
+    assert report["gateways"] == ["gw-a", "gw-b", "gw-c"] and not report["problems"]
+    assert all(found["ok"] for found in report["ledgers"].values())
+    cut_tail(Path(ledgers[1]), 3)
+    cut = endosec(*args)
+    assert cut.returncode == 1 and ledgers[1] in "".join(json.loads(cut.stdout)["problems"])
 
 
 def test_writes_through_every_gateway_take_one_order_through_a_leaders_kill(

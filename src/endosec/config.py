@@ -750,6 +750,8 @@ class ClusterConfig(_Strict):
                            "member (and leader) after its last renewal")
     anchor_every: float = Field(default=1.0, ge=0.1, le=3600, description="seconds between "
                                 "ledger anchors, while the ledger grows")
+    chain_keep: int = Field(default=10_000, ge=100, description="links of the boundary's "
+                            "chain a shared store keeps (the oldest are deleted)")
     timeout: float = Field(default=2.0, gt=0, le=60, description="seconds one call to the "
                            "store may take, tries on other members included")
     advertise: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$",

@@ -7,6 +7,9 @@ Keys, under ``/endosec/BOUNDARY/``:
     leader           the leading gateway's name, under the leader's lease
     anchors/KEY      the newest anchor of the ledger signed by KEY (hex public key), kept
     control, reports/   what the leader decided and what followers tell it (`steward`)
+    links/N          link N of the boundary's chain (`endosec.observe.chain`), kept for the
+                     last ``chain_keep`` links; links-head: the newest link's number and digest,
+                     a hint (shared stores only: on the embedded one the ledger is the chain)
 
 Every ``lease_ttl / 3`` seconds a member renews its lease, tries to become leader (a create
 that succeeds only when no one leads), refreshes its card and, when its ledger has grown and
@@ -25,6 +28,7 @@ boundary's control state (``catch_up``; then ``on_stale(False)``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import time
@@ -32,8 +36,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from endosec.cluster.store import ControlStore, StoreError
+from endosec.cluster.store import EMBEDDED, ControlStore, StoreError
 from endosec.observe.anchor import Anchor, AnchorError
+from endosec.observe.chain import FIRST
 from endosec.observe.events import EventLog
 from endosec.observe.ledger import Ledger
 from endosec.observe.ledger_format import raw_public
@@ -81,6 +86,17 @@ class Keys:
     def report(self, gateway: str, report_id: str) -> bytes:
         return self.reports + f"{gateway}/{report_id}".encode()
 
+    @property
+    def links(self) -> bytes:
+        return self.top + b"links/"
+
+    @property
+    def links_head(self) -> bytes:
+        return self.top + b"links-head"
+
+    def link(self, n: int) -> bytes:
+        return self.links + f"{n:020d}".encode()
+
     def member(self, name: str) -> bytes:
         return self.members + name.encode()
 
@@ -90,6 +106,15 @@ class Keys:
 
 async def _nothing() -> None:
     return None
+
+
+def _head(raw: bytes) -> tuple[int, str] | None:
+    """The number and digest the links' head names (None: unreadable)."""
+    try:
+        data = json.loads(raw)
+        return int(data["n"]), str(data["digest"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def default_name(admin_port: int) -> str:
@@ -108,10 +133,13 @@ class Member:
     def __init__(self, store: ControlStore, keys: Keys, name: str, *, ledger: Ledger,
                  events: EventLog, card: dict[str, Any], lease_ttl: int,
                  anchor_every: float, stale_after: float | None = None,
+                 chain_keep: int = 10_000,
                  on_stale: Callable[[bool], None] = lambda stale: None) -> None:
         self.store, self.keys, self.name = store, keys, name
         self.ledger, self.events, self.card = ledger, events, card
         self.lease_ttl, self.anchor_every = lease_ttl, anchor_every
+        self.chain_keep = chain_keep
+        self.linked = 0  # the number of the newest link this gateway appended
         self.stale_after, self.on_stale = stale_after, on_stale
         self.catch_up: Callable[[], Awaitable[None]] = _nothing  # before serving again
         self.role: Role = "joining"
@@ -255,6 +283,30 @@ class Member:
             anchor = self.ledger.anchor(self.name, time.time())
             await self.store.put(self.keys.anchor(self.key_hex), anchor.encode())
             self.anchored, self._anchored_at = anchor.seq, now
+            if self.store.url != EMBEDDED:
+                await self._link(anchor)
+
+    async def _link(self, anchor: Anchor) -> None:
+        """Append ``anchor`` to the boundary's chain: after the newest link, which the head
+        hints at (a link created meanwhile by another gateway moves this one further on)."""
+        hint = await self.store.get(self.keys.links_head)
+        found = None if hint is None else _head(hint.value)
+        if found is None:  # none yet, or unreadable: the newest kept link, if any
+            kept = await self.store.prefix(self.keys.links)
+            found = (0, FIRST) if not kept else (
+                int(kept[-1].key.rsplit(b"/", 1)[1]), hashlib.sha256(kept[-1].value).hexdigest())
+        n, prev = found
+        while True:
+            link = self.ledger.link(n + 1, prev, anchor)
+            held = await self.store.create(self.keys.link(n + 1), link.encode())
+            n, prev = n + 1, hashlib.sha256(held.value).hexdigest()
+            if held.value == link.encode():
+                break
+        self.linked = n
+        await self.store.put(self.keys.links_head,
+                             json.dumps({"n": n, "digest": prev}).encode())
+        if n > self.chain_keep:
+            await self.store.delete(self.keys.link(n - self.chain_keep))
 
     async def _lost(self, reason: str) -> None:
         """A round failed: tell a store without quorum from one out of reach, and fail

@@ -136,7 +136,7 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
     except StoreError as exc:
         raise StartupError(f"cluster: {exc}") from exc
     member = Member(store, Keys(c.boundary), c.name or "", ledger=ledger, events=events, card={},
-                    lease_ttl=c.lease_ttl, anchor_every=c.anchor_every,
+                    lease_ttl=c.lease_ttl, anchor_every=c.anchor_every, chain_keep=c.chain_keep,
                     stale_after=c.stale_after)
     try:
         await member.check()

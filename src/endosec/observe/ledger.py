@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from endosec.observe.anchor import Anchor, sign_anchor
+from endosec.observe.chain import Link, sign_link
 from endosec.observe.ledger_format import (
     DOMAIN,
     GENESIS,
@@ -287,6 +288,11 @@ class Ledger:
         lose what is buffered, so only what is on disk is anchored)."""
         seq, head = self._durable
         return sign_anchor(self._key, gateway=gateway, seq=seq, head=head, ts=now)
+
+    def link(self, n: int, prev: str, anchor: Anchor) -> Link:
+        """Link ``n`` of the boundary's chain, after ``prev``, for what ``anchor`` (this
+        ledger's) says: signed with this ledger's key (`endosec.observe.chain`)."""
+        return sign_link(self._key, n=n, prev=prev, anchor=anchor)
 
     @property
     def public_key(self) -> Ed25519PublicKey:
