@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from endosec.cluster.control import ControlError, ControlView, decode_report, encode_report
+from endosec.cluster.control import (
+    Agreements,
+    ControlError,
+    ControlView,
+    decode_report,
+    encode_report,
+)
 from endosec.core.controller import RESUMED, Controller, ControllerPolicy
 from endosec.core.controller_events import (
     Activate,
@@ -49,6 +55,7 @@ def test_a_view_survives_the_store_and_refuses_what_is_not_one() -> None:
     ProbationResult("d", False, 1.0),
     BehaviourObserved("b", "behaviour: exec: /bin/sh", 1.0),
     IdentityReport("c", False, "program differs", 1.0),
+    Agreements({"a": 12, "b": 3}, 1.0),
 ])
 def test_a_report_carries_its_event_and_takes_the_leaders_time(event: object) -> None:
     got = decode_report(encode_report(event), 42.0)  # type: ignore[arg-type]
@@ -64,7 +71,8 @@ def _fields(event: object) -> dict[str, object]:
 def test_a_report_that_is_not_one_is_refused() -> None:
     for raw in (b'{"kind":"tick"}', b'{"kind":"probation","executor":"a","agreed":"yes"}',
                 b'{"kind":"verdict","outcome":"won","agreed":[],"dissented":[],"failed":[],'
-                b'"reason":"","confirmed":false}'):
+                b'"reason":"","confirmed":false}',
+                b'{"kind":"agreements","counts":{"a":-1}}'):
         with pytest.raises(ControlError):
             decode_report(raw, 0.0)
 

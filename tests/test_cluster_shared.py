@@ -194,6 +194,10 @@ def leader_after_kill(followers: tuple[Gateway, ...]) -> Gateway:
         time.sleep(0.1)
 
 
+def points(gw: Gateway, executor: str) -> float:
+    return float(gw.executor(executor)["points"])
+
+
 def notes(port: int) -> list[str]:
     """The texts of the notes an executor holds, in its order, asked directly."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/notes", timeout=5) as reply:
@@ -217,6 +221,12 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
         assert code == 409 and json.loads(body)["leader"] == "gw-a"
 
         assert a.request("POST", "/notes", {"text": "kept"})[0] == 201
+        # What a follower's voters agree on earns them trust at the leader, which decides.
+        before = points(a, "node")
+        for _ in range(30):
+            assert c.request("GET", "/notes")[0] == 200
+        a.wait_for(lambda s: points(a, "node") >= before + 30, "the follower's agreements",
+                   timeout=5)
         # The implant, triggered through a follower: its verdict reaches the leader.
         code, _, body = c.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
         assert code == 200 and SECRET.read_text().strip().encode() not in body

@@ -24,10 +24,21 @@ from endosec.core.controller_events import (
 )
 from endosec.core.model import ExecutorState, Outcome, Verdict
 
-__all__ = ["ControlError", "ControlView", "Forwarded", "decode_report", "encode_report"]
+__all__ = ["Agreements", "ControlError", "ControlView", "Forwarded", "decode_report",
+           "encode_report"]
 
-Forwarded = VerdictReached | ProbationResult | BehaviourObserved | IdentityReport
-"""The controller events a follower sends to the leader."""
+
+@dataclass(frozen=True, slots=True)
+class Agreements:
+    """Clean agreements a follower's data plane counted, per executor: they earn trust
+    points, which the leader's controller decides by."""
+
+    counts: Mapping[str, int]
+    now: float
+
+
+Forwarded = VerdictReached | ProbationResult | BehaviourObserved | IdentityReport | Agreements
+"""What a follower sends to the leader: controller events, and agreements for trust."""
 
 
 class ControlError(ValueError):
@@ -130,6 +141,8 @@ def encode_report(event: Forwarded) -> bytes:
             data = {"kind": "behaviour", "executor": name, "reason": reason}
         case IdentityReport(executor=name, ok=ok, detail=detail):
             data = {"kind": "identity", "executor": name, "ok": ok, "detail": detail}
+        case Agreements(counts=counts):
+            data = {"kind": "agreements", "counts": dict(counts)}
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -159,4 +172,11 @@ def decode_report(raw: bytes, now: float) -> Forwarded:
     if kind == "identity":
         return IdentityReport(_str(data, "executor"), _bool(data, "ok"), _str(data, "detail"),
                               now)
+    if kind == "agreements":
+        counts = data.get("counts")
+        if not isinstance(counts, dict) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for n in counts.values()):
+            raise ControlError("counts: expected executor names mapped to counts")
+        return Agreements({str(k): v for k, v in counts.items()}, now)
     raise ControlError(f"kind: {kind!r} is not a report")

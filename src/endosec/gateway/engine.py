@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from endosec.cluster.control import ControlView, Forwarded
+from endosec.cluster.control import Agreements, ControlView, Forwarded
 from endosec.config import Config, ExecutorConfig, load_rotation_policy
 from endosec.core.arbiter import TrustWeightedMajority, strategy_from_config
 from endosec.core.attribution import Attribution, AttributionPolicy
@@ -148,6 +148,8 @@ def _named(event: Forwarded) -> tuple[str, ...]:
     if isinstance(event, VerdictReached):
         v = event.verdict
         return (*v.agreed, *v.dissented, *v.failed)
+    if isinstance(event, Agreements):
+        return tuple(event.counts)
     return (event.executor,)
 
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
@@ -365,7 +367,9 @@ class MimicGateway:
         self._execute(self.controller.start(self.now) if view is None else
                       self.controller.start(self.now, view.states, view.held))
         while self.outbox:  # seen here while it followed and not yet sent: its own to handle
-            self._dispatch(replace(self.outbox.popleft(), now=self.now))
+            event = self.outbox.popleft()
+            if not isinstance(event, Agreements):  # those, its trust book has already
+                self._dispatch(replace(event, now=self.now))
 
     async def take_over(self, view: ControlView | None) -> None:
         """Lead, resuming from ``view``: first the voters' state, written through the previous
@@ -381,6 +385,12 @@ class MimicGateway:
         return ControlView(leader, term, seq, serve, dict(c.states), c.voters, c.shadows,
                            self.keep_level, self.discounted, c.held)
 
+    def _outbox(self, event: Forwarded) -> None:
+        if len(self.outbox) >= _OUTBOX:
+            self.outbox.popleft()
+            self.reported("dropped", 1)
+        self.outbox.append(event)
+
     def reported(self, way: str, count: int) -> None:
         self.metrics.reports.labels(way).inc(count)
 
@@ -389,7 +399,10 @@ class MimicGateway:
         for name in _named(event):
             if name not in self.executors:
                 raise ValueError(f"names {name!r}, which this gateway does not know")
-        self._dispatch(event)
+        if isinstance(event, Agreements):
+            self._agreed(event.counts)
+        else:
+            self._dispatch(event)
 
     @property
     def discounted(self) -> tuple[str, ...]:
@@ -544,8 +557,21 @@ class MimicGateway:
         self.events.emit("no-quorum", request=request, method=method, path=path, reason=reason)
 
     def agreements(self, counts: Mapping[str, int]) -> None:
-        """Clean agreements since the last report, per executor: they feed trust, and they
-        show it serving (a probe lost in a busy moment does not outweigh them)."""
+        """Clean agreements since the last report, per executor: they feed trust (the
+        leader's too: a follower sends them on, merged while they wait), and they show it
+        serving (a probe lost in a busy moment does not outweigh them)."""
+        self._agreed(counts)
+        counted = {name: n for name, n in counts.items() if n > 0}
+        if self.follows is None or not counted:
+            return
+        last = self.outbox[-1] if self.outbox else None
+        if isinstance(last, Agreements):
+            self.outbox[-1] = Agreements(dict(Counter(last.counts) + Counter(counted)),
+                                         self.now)
+        else:
+            self._outbox(Agreements(counted, self.now))
+
+    def _agreed(self, counts: Mapping[str, int]) -> None:
         now = self.now
         for name, n in counts.items():
             self.trust.record_agreements(name, n)
@@ -558,10 +584,7 @@ class MimicGateway:
         if self.follows is not None:  # the leader decides, on what it is told
             if isinstance(event, (VerdictReached, ProbationResult, BehaviourObserved,
                                   IdentityReport)):
-                if len(self.outbox) >= _OUTBOX:
-                    self.outbox.popleft()
-                    self.reported("dropped", 1)
-                self.outbox.append(event)
+                self._outbox(event)
             return []
         actions = self.controller.handle(event)
         self._execute(actions)
