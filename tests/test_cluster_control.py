@@ -36,7 +36,8 @@ STATES = st.sampled_from(list(ExecutorState))
 def test_a_view_survives_the_store_and_refuses_what_is_not_one() -> None:
     v = ControlView("gw-a", 7, 3, "http://127.0.0.1:1",
                     {"a": ExecutorState.ACTIVE, "b": ExecutorState.QUARANTINED},
-                    ("a",), (), ("a",), (), ("b",))
+                    ("a",), (), ("a",), (), ("b",), {"a": (130.0, 29.5, 0.0),
+                                                     "b": (0.0, 3.0, 1.0)})
     assert ControlView.decode(v.encode()) == v
     assert not v.newer_than(ControlView.decode(v.encode()))
     assert v.newer_than(None)
@@ -44,7 +45,9 @@ def test_a_view_survives_the_store_and_refuses_what_is_not_one() -> None:
                      (v.encode().replace(b'"quarantined"', b'"gone"'), "states"),
                      (v.encode().replace(b'"term":7', b'"term":-1'), "term"),
                      (v.encode().replace(b'"voters":["a"]', b'"voters":["b"]'), "active"),
-                     (v.encode().replace(b'"held":["b"]', b'"held":["z"]'), "held")]:
+                     (v.encode().replace(b'"held":["b"]', b'"held":["z"]'), "held"),
+                     (v.encode().replace(b'"b":[0.0', b'"z":[0.0'), "trust"),
+                     (v.encode().replace(b'"b":[0.0,3.0,1.0]', b'"b":[0.0]'), "trust")]:
         with pytest.raises(ControlError, match=why):
             ControlView.decode(raw)
 

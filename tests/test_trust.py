@@ -224,3 +224,19 @@ def test_an_l3_weight_breaks_ties_and_nothing_more(n: int, l3_for: int, l3_again
     assert (sum(w[x] for x in tied_for) > sum(w[x] for x in tied_against)) == more
     book.attestation_failed("e1")
     assert book.weights(0.0)["e1"] == 0.0
+
+
+def test_a_carried_count_is_the_other_books_and_identity_stays_this_ones() -> None:
+    leader, successor = TrustBook(["a", "b"]), TrustBook(["a", "b"])
+    for agreed in (True, True, False, True):
+        leader.record("a", agreed)
+    successor.attested("a", 5.0)
+    successor.carry("a", leader.points("a"), *leader.evidence("a"))
+    assert successor.points("a") == leader.points("a")
+    assert successor.behaviour("a") == leader.behaviour("a")
+    assert successor.identity("a") is Identity.ATTESTED
+    for bad in ((-1.0, 0.0, 0.0), (1e9, 0.0, 0.0), (10.0, -1.0, 0.0),
+                (10.0, 0.0, float("nan"))):
+        with pytest.raises(ValueError):
+            successor.carry("b", *bad)
+    assert successor.points("b") == PointRules().start

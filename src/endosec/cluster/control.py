@@ -91,6 +91,8 @@ class ControlView:
     keep_level: tuple[str, ...]
     discounted: tuple[str, ...]
     held: tuple[str, ...]
+    # the leader's trust book: points, and the decayed (agreed, dissented) behind behaviour
+    trust: Mapping[str, tuple[float, float, float]]
 
     def __post_init__(self) -> None:
         named = set(self.states)
@@ -99,6 +101,8 @@ class ControlView:
                 raise ControlError(f"{key}: names an executor without a state")
         if any(self.states[n] is not ExecutorState.ACTIVE for n in self.voters):
             raise ControlError("voters: every voter must be active")
+        if not set(self.trust) <= named:
+            raise ControlError("trust: names an executor without a state")
 
     def newer_than(self, other: ControlView | None) -> bool:
         return other is None or (self.term, self.seq) != (other.term, other.seq)
@@ -109,7 +113,8 @@ class ControlView:
             "states": {n: s.value for n, s in self.states.items()},
             "voters": list(self.voters), "shadows": list(self.shadows),
             "keep_level": list(self.keep_level), "discounted": list(self.discounted),
-            "held": list(self.held)}, separators=(",", ":")).encode()
+            "held": list(self.held), "trust": {n: list(t) for n, t in self.trust.items()}},
+            separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> ControlView:
@@ -121,10 +126,24 @@ class ControlView:
             parsed = {str(n): ExecutorState(s) for n, s in states.items()}
         except ValueError as exc:
             raise ControlError(f"states: {exc}") from exc
+        voters, shadows, keep, discounted, held = (
+            _names(data, k) for k in ("voters", "shadows", "keep_level", "discounted", "held"))
         return cls(_str(data, "leader"), _int(data, "term"), _int(data, "seq"),
-                   _str(data, "serve"), parsed,
-                   *(_names(data, k) for k in ("voters", "shadows", "keep_level",
-                                                "discounted", "held")))
+                   _str(data, "serve"), parsed, voters, shadows, keep, discounted, held,
+                   _trust(data))
+
+
+def _trust(data: Mapping[str, Any]) -> dict[str, tuple[float, float, float]]:
+    found = data.get("trust")
+    if not isinstance(found, dict):
+        raise ControlError("trust: expected an object")
+    book: dict[str, tuple[float, float, float]] = {}
+    for name, counts in found.items():
+        if not (isinstance(counts, list) and len(counts) == 3 and all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) for c in counts)):
+            raise ControlError(f"trust.{name}: expected [points, agreed, dissented]")
+        book[str(name)] = (float(counts[0]), float(counts[1]), float(counts[2]))
+    return book
 
 
 def encode_report(event: Forwarded) -> bytes:

@@ -34,6 +34,9 @@ from endosec.observe.events import EventLog
 
 __all__ = ["Controlled", "Steward"]
 
+#: Seconds between views published for a change of trust alone (every agreement changes it).
+_TRUST_EVERY = 5.0
+
 
 class Controlled(Protocol):
     """The gateway as the steward drives it (`endosec.gateway.engine.MimicGateway`)."""
@@ -66,6 +69,7 @@ class Steward:
         self.applied_at: float | None = None  # wall-clock time self.view came to hold here
         self._wake = asyncio.Event()
         self._sent = 0
+        self._published_at = -float("inf")
 
     def changed(self) -> None:
         """The controller acted: publish without waiting for the next poll."""
@@ -153,10 +157,13 @@ class Steward:
         seq = 1 if last is None or last.term != term else last.seq + 1
         view = self.gateway.control_view(self.member.name, term, seq,
                                          str(self.member.card.get("serve", "")))
-        if last is not None and last.term == term and _same(view, last):
+        now = time.monotonic()
+        if last is not None and last.term == term and _same(view, last) and (
+                view.trust == last.trust or now - self._published_at < _TRUST_EVERY):
             return
         await self.store.put(self.keys.control, view.encode())
         self._hold(view)
+        self._published_at = now
 
     async def _fetch(self) -> None:
         found = await self.store.get(self.keys.control)

@@ -180,6 +180,18 @@ class TrustBook:
         self._dissented[name] = self._dissented[name] * kept
         self._points[name] = min(self.rules.cap, self._points[name] + self.rules.gain * count)
 
+    def carry(self, name: str, points: float, agreed: float, dissented: float) -> None:
+        """Take over another book's count for ``name``: its points and the decayed evidence
+        behind its behaviour (a new leader's, from what its predecessor published); identity
+        stays what this book measured."""
+        self._known(name)
+        for what, value in (("agreed", agreed), ("dissented", dissented)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{what}: expected a non-negative count, got {value!r}")
+        if not (math.isfinite(points) and 0 <= points <= self.rules.cap):
+            raise ValueError(f"points: expected 0..{self.rules.cap:g}, got {points!r}")
+        self._points[name], self._agreed[name], self._dissented[name] = points, agreed, dissented
+
     def attested(self, name: str, now: float) -> None:
         """A measurement of ``name`` matched its reference at ``now``."""
         self._known(name)

@@ -364,6 +364,9 @@ class MimicGateway:
         self.follows = None
         if self.controller.started or following:  # what it knew (the pool, included) is old
             self.controller = self._controller()
+        for name, counts in ({} if view is None else view.trust).items():
+            if name in self.executors:  # the boundary's trust, not this gateway's share of it
+                self.trust.carry(name, *counts)
         self._execute(self.controller.start(self.now) if view is None else
                       self.controller.start(self.now, view.states, view.held))
         while self.outbox:  # seen here while it followed and not yet sent: its own to handle
@@ -381,9 +384,10 @@ class MimicGateway:
     def control_view(self, leader: str, term: int, seq: int, serve: str) -> ControlView:
         """What this gateway's controller decided, for the boundary's other gateways (which
         send their writes to ``serve``)."""
-        c = self.controller
+        c, t = self.controller, self.trust
         return ControlView(leader, term, seq, serve, dict(c.states), c.voters, c.shadows,
-                           self.keep_level, self.discounted, c.held)
+                           self.keep_level, self.discounted, c.held,
+                           {n: (t.points(n), *t.evidence(n)) for n in self.executors})
 
     def _outbox(self, event: Forwarded) -> None:
         if len(self.outbox) >= _OUTBOX:
