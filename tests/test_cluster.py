@@ -128,6 +128,15 @@ def _member(store: ControlStore, root: Path, name: str, boundary: str,
                   card={"serve": f"http://{name}"}, lease_ttl=ttl, anchor_every=0.1)
 
 
+async def _joined(etcd: EtcdCluster, root: Path, boundary: str) -> list[Member]:
+    """Members gw-a, gw-b and gw-c of ``boundary`` on ``etcd``, checked and joined in order."""
+    members = [_member(open_store(etcd.url, root), root, f"gw-{c}", boundary) for c in "abc"]
+    for m in members:
+        await m.check()
+        await m.join()
+    return members
+
+
 async def _leader(store: ControlStore, keys: Keys) -> str | None:
     found = await store.get(keys.leader)
     return None if found is None else found.value.decode()
@@ -136,11 +145,7 @@ async def _leader(store: ControlStore, keys: Keys) -> str | None:
 async def test_one_member_leads_and_another_takes_over_when_its_lease_lapses(
         etcd: EtcdCluster, tmp_path: Path) -> None:
     boundary = f"b{time.monotonic_ns()}"
-    members = [_member(open_store(etcd.url, tmp_path), tmp_path, f"gw-{c}", boundary)
-               for c in "abc"]
-    for m in members:
-        await m.check()
-        await m.join()
+    members = await _joined(etcd, tmp_path, boundary)
     assert [m.role for m in members] == ["leader", "follower", "follower"]
     tasks = [asyncio.ensure_future(m.run()) for m in members]
     try:
@@ -276,11 +281,7 @@ async def test_the_ledgers_of_a_boundary_take_one_chain_on_etcd(
     each bound to the one before; each ledger holds what its newest link says; and a
     tampered, missing or reordered link is named."""
     boundary = f"c{time.monotonic_ns()}"
-    members = [_member(open_store(etcd.url, tmp_path), tmp_path, f"gw-{c}", boundary)
-               for c in "abc"]
-    for m in members:
-        await m.check()
-        await m.join()
+    members = await _joined(etcd, tmp_path, boundary)
     try:
         for i in range(4):
             for m in members:

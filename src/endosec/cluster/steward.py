@@ -112,9 +112,8 @@ class Steward:
         None when none is published."""
         deadline = time.monotonic() + timeout
         while True:
-            found = await self.store.get(self.keys.control)
-            if found is not None:
-                return ControlView.decode(found.value)
+            if (view := await self._stored()) is not None:
+                return view
             if self.member.role == "leader" or time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(self.poll)
@@ -125,15 +124,18 @@ class Steward:
             "leader": v.leader, "term": v.term, "seq": v.seq, "applied_at": self.applied_at},
             "reports_waiting": len(self.gateway.outbox)}
 
-    async def _take_over(self) -> None:
+    async def _stored(self) -> ControlView | None:
+        """The view in the store (None: none); `ControlError` when it is unreadable."""
         found = await self.store.get(self.keys.control)
-        view = self.view
-        if found is not None:
-            try:
-                view = ControlView.decode(found.value)
-            except ControlError as exc:
-                self.events.emit("alert", level="error", message=f"the published control "
-                                 f"state is unreadable, resuming from this gateway's: {exc}")
+        return None if found is None else ControlView.decode(found.value)
+
+    async def _take_over(self) -> None:
+        try:
+            view = await self._stored() or self.view
+        except ControlError as exc:
+            view = self.view
+            self.events.emit("alert", level="error", message=f"the published control state "
+                             f"is unreadable, resuming from this gateway's: {exc}")
         if self.gateway.follows is not None:
             await self.gateway.take_over(view)
             self.events.emit("cluster-resumed", gateway=self.member.name,
@@ -158,7 +160,8 @@ class Steward:
         view = self.gateway.control_view(self.member.name, term, seq,
                                          str(self.member.card.get("serve", "")))
         now = time.monotonic()
-        if last is not None and last.term == term and _same(view, last) and (
+        # The same decisions whatever the numbering; the same trust, or published lately.
+        if last is not None and replace(view, seq=last.seq, trust=last.trust) == last and (
                 view.trust == last.trust or now - self._published_at < _TRUST_EVERY):
             return
         await self.store.put(self.keys.control, view.encode())
@@ -166,14 +169,13 @@ class Steward:
         self._published_at = now
 
     async def _fetch(self) -> None:
-        found = await self.store.get(self.keys.control)
-        if found is None:
-            return
         try:
-            view = ControlView.decode(found.value)
+            view = await self._stored()
         except ControlError as exc:
             self.events.emit("alert", level="error",
                              message=f"the published control state is unreadable: {exc}")
+            return
+        if view is None:
             return
         # Only the current leader's: a deposed one may still write before it learns it is.
         if view.leader != self.member.leader:
@@ -198,8 +200,3 @@ class Steward:
         self.view, self.applied_at = view, round(time.time(), 3)
         self.member.card["control"] = {"term": view.term, "seq": view.seq}
 
-
-def _same(a: ControlView, b: ControlView) -> bool:
-    """The same control state, whatever the numbering."""
-    return (a.serve, a.states, a.voters, a.shadows, a.keep_level, a.discounted, a.held) == (
-        b.serve, b.states, b.voters, b.shadows, b.keep_level, b.discounted, b.held)
