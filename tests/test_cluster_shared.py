@@ -220,6 +220,12 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
         code, _, body = b.request("POST", "/executors/node/quarantine", admin=True)
         assert code == 409 and json.loads(body)["leader"] == "gw-a"
 
+        # One etcd member dies: serving and control go on, on the two left.
+        etcd.kill(0)
+        killed = time.monotonic()
+        while not status(etcd.url, "shared")["store"]["ok"]:
+            assert time.monotonic() - killed < 15, "the store did not recover its quorum"
+            time.sleep(0.2)
         assert a.request("POST", "/notes", {"text": "kept"})[0] == 201
         # What a follower's voters agree on earns them trust at the leader, which decides.
         before = points(a, "node")
@@ -268,6 +274,8 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
     finally:
         for gw in gateways.values():
             gw.stop()
+        if etcd.procs[0].poll() is not None:
+            etcd.restart(0)
     # One chain for the three ledgers, each holding what it linked; a cut tail shows.
     ledgers = [str(gw.state / "ledger") for gw in gateways.values()]
     args = ["cluster", "chain", "--cluster", etcd.url, "--boundary", "shared", "--json"]
