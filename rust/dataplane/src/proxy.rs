@@ -66,8 +66,8 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
         return Reply { status: 404, outcome: Outcome::AllFailed,
                        bytes: http::error_response(404, &[("error", "not found")], keep_alive) };
     }
-    if let (true, Some(leader)) = (write, ctx.snapshot.writes_to.clone()) {
-        return relay(&leader, &http, ctx.snapshot.limits, ctx.id).await;
+    if let Some(leader) = ctx.snapshot.writes_to.as_deref().filter(|_| write) {
+        return relay(leader, &http, ctx.snapshot.limits, ctx.id).await;
     }
     if below_floor(&shared, &ctx).is_some() {
         return refuse(keep_alive, ctx.id, Outcome::NoQuorum);
