@@ -261,7 +261,7 @@ def browser() -> Iterator[Any]:
 def test_backdoor_quarantine_and_recovery_show_live_in_the_browser(browser: Any,
                                                                    tmp_path: Path) -> None:
     need_node()
-    gw = Gateway(tmp_path, with_env(demo_config(), "stdlib",
+    gw = Gateway(tmp_path, with_env(demo_config(immune={"min_self": 5}), "stdlib",
                                     NOTES_BACKDOOR_SECRET=str(SECRET_FILE)))
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
@@ -315,6 +315,15 @@ def test_backdoor_quarantine_and_recovery_show_live_in_the_browser(browser: Any,
         expect(card.locator(".counters .counter").filter(has_text="quarantines")
                .locator("dd")).to_have_text("1")
         expect(page.locator('.verdict.dissent .votes').first).to_contain_text("stdlib")
+        # The trigger became an immune memory implicating stdlib; its disguise matches it.
+        expect(timeline.locator('li[data-event="immune-memory"][data-executor="stdlib"]')
+               ).to_have_count(1)
+        memory = page.locator("#memories li[data-memory]")
+        expect(memory).to_have_count(1)
+        expect(memory).to_contain_text("rotate · implicates stdlib")
+        assert gw.request("GET", "/notes?x=1", headers={"X-Debug": "letmein"})[0] == 200
+        expect(memory).to_contain_text("1 matches", timeout=10_000)
+        expect(timeline.locator('li[data-event="immune-match"]')).to_have_count(1)
 
         # Unlock the actions: a wrong token is refused, the right one kept for the tab.
         page.fill("#token", "not-the-token")

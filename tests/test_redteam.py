@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,11 @@ def check_required_figures(data: dict) -> None:
     assert identity["cases"] == 3 and identity["suppressed"] == identity["detected"] == 3, [
         {k: c.get(k) for k in ("name", "detected", "suppressed", "victims", "notes")}
         for c in data["cases"] if c["class"] == "identity"]
+    # A trigger seen once comes back in ten other guises: the memory it formed meets each
+    # before the implicated executor can answer.
+    immune = classes["immune"]
+    assert immune["cases"] == 1 and immune["suppressed"] == immune["detected"] == 1, [
+        c for c in data["cases"] if c["class"] == "immune"]
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
             c["benign"] for c in data["cases"] if c["class"] == name])
@@ -203,6 +209,29 @@ def test_without_attestation_the_identity_cases_go_unseen(tmp_path: Path,
         assert not cases[name]["detected"] and not cases[name]["suppressed"], cases[name]
         assert cases[name]["fired"] == 1 and cases[name]["benign"]["wrong"] == 0, cases[name]
     assert cases["admission"]["suppressed"], cases["admission"]  # not attestation's doing
+
+
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="node is needed for the three-stack demo "
+                           "(scripts/install-system-deps.sh installs it)")
+def test_without_immune_memory_the_recall_case_fails(tmp_path: Path, report_dir: Path) -> None:
+    """What meets the disguised triggers is the memory: without it the victim answers them
+    whenever it votes (outvoted, so every reply stays right), and is cleansed again."""
+    demo = tmp_path / "demo"
+    shutil.copytree(ROOT / "src/endosec/demo", demo,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with (demo / "endosec.yaml").open("a") as f:
+        f.write("\nimmune:\n  enabled: false\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(demo / "endosec.yaml"),
+         "--report", str(report_dir), "--only", "immune", "--no-incremental",
+         "--benign-requests", "200"],
+        capture_output=True, text=True, timeout=300, check=False)
+    data = json.loads((report_dir / "report.json").read_text())
+    [case] = [c for c in data["cases"] if c["class"] == "immune"]
+    assert not case["detected"] and not case["suppressed"], proc.stdout + proc.stderr
+    recalled = re.search(r"recalled (\d+)/10", case["notes"][-1])
+    assert recalled and int(recalled[1]) < 10 and case["attack"]["wrong"] == 0, case
 
 
 SOAK = 100_000

@@ -25,7 +25,14 @@ class DataPlane:
     def catch_up(self, name: str, ticket: int) -> None:
         """Bring ``name`` level with the journal; a ``catch-up`` event carries ``ticket``."""
     def drain(self, max: int) -> list[dict[str, Any]]:
-        """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused`` or ``in-doubt``)."""
+        """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused``, ``in-doubt`` or
+        ``immune``)."""
+    def self_counts(self, features: list[int]) -> tuple[int, list[int]]:
+        """Requests sampled into the self sketch (clean ones), and how many of them carried
+        each of ``features``."""
+    def take_self_samples(self) -> list[list[int]]:
+        """The features of the self requests sampled since the last call (at most 1024, the
+        newest)."""
     def take_agreements(self) -> dict[str, int]:
         """Clean agreements per executor since the last call."""
     def take_lags(self) -> dict[str, dict[str, list[int]]]:
@@ -92,6 +99,11 @@ def upstream_request_bytes(method: bytes, target: bytes, headers: _Headers, body
 def encode_response(status: int, headers: _Headers, body: bytes, keep_alive: bool,
                     head_only: bool, extra_headers: _Headers) -> bytes: ...
 def error_response(status: int, payload: list[tuple[str, str]], keep_alive: bool) -> bytes: ...
+def request_features(method: bytes, target: bytes, headers: _Headers, body: bytes) -> list[int]:
+    """The request's immune features (`endosec.core.antigen.request_features`)."""
+def detector_score(weights: list[float], bias: float, features: list[int]) -> float:
+    """A learned detector's score (`endosec.immune.detector.score`); ValueError if the
+    weights are empty or not finite."""
 
 def compile_rules(config_json: str) -> None:
     """Check a ``canonicalise`` configuration (JSON); ValueError with Python's message if bad."""

@@ -249,6 +249,7 @@ def _register_components() -> None:
     from endosec.attest.cli import attest
     from endosec.cluster.cli import cluster
     from endosec.identity.cli import identity
+    from endosec.immune.cli import immune
     from endosec.learn_cli import learn
     from endosec.observe.evidence_cli import evidence
     from endosec.observe.ledger_cli import ledger
@@ -263,6 +264,7 @@ def _register_components() -> None:
     main.add_command(attest)
     main.add_command(identity)
     main.add_command(cluster)
+    main.add_command(immune)
 
 
 _register_components()

@@ -38,6 +38,7 @@ from endosec.configfile import (
 )
 from endosec.core.canonical_json import JsonRule
 from endosec.core.canonicalise import TextRule, compile_rules
+from endosec.core.immune import ImmunePolicy
 from endosec.core.model import Profile
 from endosec.core.rotation_policy import PolicyFileError, RotationPolicy
 from endosec.core.trust import PointRules
@@ -243,6 +244,53 @@ class AttributionConfig(_Strict):
                                    "is closed). Off by default: many users may stand behind one "
                                    "address (a load balancer, a NAT), and a flaky executor "
                                    "dissenting on a hot request looks like a lever")
+
+
+class LearnConfig(_Strict):
+    """Detectors learned online by the boundary's gateways together (`endosec.immune.online`,
+    docs/immune.md): needs a shared cluster store."""
+
+    enabled: bool = False
+    every: float = Field(default=60.0, ge=1, description="seconds per federated round")
+    scheme: Literal["clonal", "fedavg"] = "clonal"
+    dim: int = Field(default=1024, ge=8, description="hash buckets per detector")
+    margin: float = Field(default=0.05, ge=0, le=1,
+                          description="accuracy an update may lose against the current model "
+                                      "and still be aggregated")
+    min_level: Literal["L0", "L1", "L2", "L3"] = Field(
+        default="L2", description="trust level a gateway needs to take part (a live member "
+                                  "of the boundary is L2, its leader L3)")
+    min_antigens: int = Field(default=5, ge=1)
+    min_self: int = Field(default=50, ge=1)
+    threshold: float = Field(default=0.9, gt=0, lt=1,
+                             description="score above which a request is met as an antigen")
+    response: Literal["unanimity", "refuse"] = "unanimity"
+
+
+class ImmuneConfig(_Strict):
+    """Immune memory (`endosec.core.immune`, docs/immune.md): an antigen seen once is met at
+    once the next time, anywhere in the boundary."""
+
+    enabled: bool = True
+    response: Literal["rotate", "unanimity", "refuse"] = Field(
+        default="rotate", description="rotate: the executors implicated last time are left "
+                                      "out of the vote; unanimity: every voter and shadow votes "
+                                      "and all must agree; refuse: 403 (DNS: REFUSED)")
+    rare: float = Field(default=0.01, ge=0, lt=1,
+                        description="most share of self traffic a signature feature is seen in")
+    match: float = Field(default=0.5, gt=0, le=1,
+                         description="share of a signature's features that makes a match")
+    max_features: int = Field(default=16, ge=1)
+    min_self: int = Field(default=50, ge=0,
+                          description="self requests sampled before any memory is formed")
+    decay: float = Field(default=3600.0, gt=0,
+                         description="seconds without a match after which a memory is forgotten")
+    capacity: int = Field(default=256, ge=1, description="memories kept (least recently seen "
+                                                         "forgotten first)")
+    learn: LearnConfig = Field(default_factory=LearnConfig)
+
+    def policy(self) -> ImmunePolicy:
+        return ImmunePolicy(**self.model_dump(exclude={"enabled", "learn"}))
 
 
 class TrustConfig(_Strict):
@@ -783,6 +831,7 @@ class Config(_Strict):
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
+    immune: ImmuneConfig = Field(default_factory=ImmuneConfig)
     behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

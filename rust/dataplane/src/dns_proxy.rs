@@ -44,7 +44,8 @@ pub async fn serve(shared: Arc<Shared>, query: Query, transport: Transport, clie
     let snapshot = shared.snapshot.load_full();
     let settings = snapshot.dns.clone();
     let ctx = Context { id: shared.ids.next(), label: query.label(), key: query.key(),
-                        client: Some(client), started: Instant::now(), snapshot };
+                        client: Some(client), started: Instant::now(), snapshot, memory: None,
+                        features: None, sample: false };
     if below_floor(&shared, &ctx).is_some() {
         respond(dns::servfail(&query, &settings, &refusal_text(ctx.id)));
         return;

@@ -39,6 +39,10 @@ pub struct VerdictEvent {
     pub refused: bool,
     /// The winner's and the dissenters' replies.
     pub evidence: Vec<(Arc<str>, Evidence)>,
+    /// The request's features, when an executor dissented (an antigen) or a memory matched.
+    pub features: Vec<u64>,
+    /// The immune memory the request matched.
+    pub memory: Option<String>,
 }
 
 /// One executor's reply as evidence: status, headers, and the body when enabled.
@@ -68,6 +72,9 @@ pub enum Event {
     /// will reach every executor, though some may have applied it already.
     InDoubt { seq: u64, request: u64, method: String, path: String, status: u16,
               reason: String },
+    /// A request matched an immune memory and met its response.
+    Immune { memory: String, response: &'static str, request: u64, method: String,
+             path: String, client: Option<SocketAddr> },
 }
 
 /// The bounded queue and its wake-up pipe.

@@ -5,7 +5,7 @@
 //! reply -> report. Decisions that are not per request live in the Python control plane, which
 //! publishes immutable [`snapshot::Snapshot`]s down and drains [`events`] up.
 //!
-//! Pure parts (no I/O): [`model`], [`canon`], [`ballot`], [`http`], [`dns`], [`journal`],
+//! Pure parts (no I/O): [`model`], [`canon`], [`immune`], [`ballot`], [`http`], [`dns`], [`journal`],
 //! [`stats`]. I/O parts, on tokio: [`pool`], [`upstream`], [`round`] (one request's phases,
 //! whatever the protocol), [`proxy`] and [`listener`] (HTTP), [`dns_proxy`] and
 //! [`dns_listener`] (DNS), [`plane`].
@@ -19,6 +19,7 @@ pub mod dns_proxy;
 pub mod events;
 pub mod http;
 pub mod idempotency;
+pub mod immune;
 pub mod journal;
 pub mod listener;
 pub mod model;

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 use crate::ballot::{Output, Verdict};
 use crate::canon::BodyRule;
 use crate::events::{Event, Evidence};
+use crate::immune;
 use crate::idempotency::{Claim, Outcome as Keyed, MAX_KEY};
 use crate::http::clock::{rfc3339_micros, TIME_HEADER};
 use crate::http::{self, Request, Response};
@@ -45,6 +46,16 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
     let started = Instant::now();
     let write = !SAFE_METHODS.contains(&request.method.as_ref());
     request.headers.retain(|(name, _)| name.as_ref() != TIME_HEADER);
+    let snapshot = shared.snapshot.load_full();
+    let sample = shared.sketch.sample();
+    let watched = !snapshot.memories.is_empty() || snapshot.detector.is_some();
+    let features: Option<Arc<[u64]>> = (sample || watched).then(|| {
+        immune::request_features(&request.method, &request.target, &request.headers,
+                                 &request.body).into()
+    });
+    let memory = features.as_deref().and_then(|f| {
+        snapshot.memories.matching(f).or_else(|| snapshot.detector.as_ref()?.flags(f))
+    });
     if write {
         let now = rfc3339_micros(std::time::SystemTime::now());
         request.headers.push((Bytes::from_static(TIME_HEADER), Bytes::from(now)));
@@ -59,13 +70,24 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
     let path = target.split('?').next().unwrap_or("").to_owned();
     let ctx = Context { id: shared.ids.next(),
                         label: String::from_utf8_lossy(&request.method).into_owned(), key: path,
-                        client, started, snapshot: shared.snapshot.load_full() };
-    let http = Http { method: request.method.clone(), payload, keep_alive,
-                      head_only: request.method == "HEAD", turn: None, order: None };
+                        client, started, snapshot, memory, features, sample };
     if ctx.snapshot.reserved_paths.contains(&ctx.key) {
         return Reply { status: 404, outcome: Outcome::AllFailed,
                        bytes: http::error_response(404, &[("error", "not found")], keep_alive) };
     }
+    if let Some(memory) = &ctx.memory {
+        shared.events.push(Event::Immune {
+            memory: memory.id.clone(), response: memory.response.as_str(), request: ctx.id,
+            method: ctx.label.clone(), path: ctx.key.clone(), client }, &shared.stats);
+        if memory.response == immune::Response::Refuse {
+            return Reply { status: 403, outcome: Outcome::AllFailed,
+                           bytes: http::error_response(403, &[("error", "forbidden"),
+                                                              ("request", &format!("{:016x}", ctx.id))],
+                                                       keep_alive) };
+        }
+    }
+    let http = Http { method: request.method.clone(), payload, keep_alive,
+                      head_only: request.method == "HEAD", turn: None, order: None, request };
     if let Some(leader) = ctx.snapshot.writes_to.as_deref().filter(|_| write) {
         return relay(leader, &http, ctx.snapshot.limits, ctx.id).await;
     }
@@ -74,7 +96,7 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     if write {
-        let key = request.headers.iter().find(|(n, _)| n.as_ref() == b"idempotency-key")
+        let key = http.request.headers.iter().find(|(n, _)| n.as_ref() == b"idempotency-key")
             .map(|(_, v)| v.clone());
         let claim = match key {
             None => None,
@@ -269,6 +291,8 @@ struct Http {
     turn: Option<Turn>,
     /// The half of the write-order lock held until every executor answered.
     order: Option<Order>,
+    /// The client's request, for its features if it turns out an antigen.
+    request: Request,
 }
 
 impl Phases for Http {
@@ -290,6 +314,11 @@ impl Phases for Http {
         let content_type = response.header(b"content-type").cloned().unwrap_or_default();
         let rule = rules.body_rule(&ctx.key, &content_type, response.status).clone();
         Output::value(executor, head, response.body.clone(), rule, latency)
+    }
+
+    fn features(&self, _ctx: &Context) -> Vec<u64> {
+        let r = &self.request;
+        immune::request_features(&r.method, &r.target, &r.headers, &r.body)
     }
 
     fn failure_rule(&self, ctx: &Context) -> Arc<BodyRule> {

@@ -18,7 +18,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::ballot::{Ballot, Output, Verdict};
 use crate::canon::BodyRule;
+use crate::ballot::Strategy;
 use crate::events::{Event, Evidence, VerdictEvent};
+use crate::immune::{Memory, Response};
 use crate::model::{ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
 use crate::snapshot::{Executor, Snapshot};
@@ -37,6 +39,12 @@ pub struct Context {
     pub started: Instant,
     /// Read once: a published change never applies to half a request.
     pub snapshot: Arc<Snapshot>,
+    /// The immune memory the request matched: its response decides who votes and how.
+    pub memory: Option<Arc<Memory>>,
+    /// The request's features, when they were computed before the round.
+    pub features: Option<Arc<[u64]>>,
+    /// Its features go into the self sketch if every executor agrees.
+    pub sample: bool,
 }
 
 /// A protocol's part of a round.
@@ -64,6 +72,11 @@ pub trait Phases: Send + 'static {
     /// Every executor answered or timed out: release what the round held.
     fn settle(&mut self) {}
 
+    /// The request's features (for the self sketch and for an antigen's event).
+    fn features(&self, _ctx: &Context) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// The winner's and the dissenters' replies, for the verdict event.
     fn evidence(&self, _ctx: &Context, _replies: &[(Arc<str>, Self::Reply)], _verdict: &Verdict)
                 -> Vec<(Arc<str>, Evidence)> {
@@ -85,7 +98,7 @@ pub fn below_floor(shared: &Shared, ctx: &Context) -> Option<String> {
         method: ctx.label.clone(), path: ctx.key.clone(), client: ctx.client,
         request: ctx.id, outcome: Outcome::NoQuorum, agreed: vec![], dissented: vec![],
         failed: vec![], reason: reason.clone(), digests: vec![], errors: vec![], shadows: vec![],
-        refused: true, evidence: vec![] })), &shared.stats);
+        refused: true, evidence: vec![], features: vec![], memory: None })), &shared.stats);
     Some(reason)
 }
 
@@ -122,8 +135,9 @@ pub type Respond<A> = Box<dyn FnOnce(A) + Send>;
 impl<P: Phases> Round<P> {
     pub fn new(shared: Arc<Shared>, ctx: Context, phases: P, fanout: Fanout) -> Round<P> {
         let snap = ctx.snapshot.clone();
-        let names = snap.voters.iter().map(|e| e.name.clone()).collect();
-        let mut ballot = Ballot::new(snap.strategy, names, snap.weights.as_deref())
+        let judged = Judged::new(&snap, ctx.memory.as_deref());
+        let names = judged.voters.iter().map(|e| e.name.clone()).collect();
+        let mut ballot = Ballot::new(judged.strategy, names, judged.weights.as_deref())
             .expect("a published snapshot has a valid ballot");
         ballot.discount(&snap.discounted);
         let quiet = shared.stats.rounds.fetch_add(1, Relaxed) < QUIET_ROUNDS;
@@ -137,8 +151,10 @@ impl<P: Phases> Round<P> {
             Fanout::Write { seq } => (true, seq, seq - 1),
         };
         let mut seen = std::collections::HashSet::new();
-        let candidates = snap.voters.iter().chain(&snap.shadows)
-            .chain(if write { snap.keep_level.as_slice() } else { &[] });
+        // An executor a memory leaves out still gets writes, to stay level.
+        let candidates = judged.voters.iter().chain(&judged.shadows)
+            .chain(if write { snap.voters.iter().chain(&snap.keep_level).collect::<Vec<_>>() }
+                   else { Vec::new() });
         for executor in candidates {
             if !seen.insert(executor.name.clone()) {
                 continue;
@@ -197,7 +213,8 @@ impl<P: Phases> Round<P> {
         };
         if self.ballot.is_pending(&executor.name) {
             self.add_vote(output);
-        } else if self.ctx.snapshot.shadows.iter().any(|s| s.name == executor.name) {
+        } else if self.ctx.memory.is_none()
+            && self.ctx.snapshot.shadows.iter().any(|s| s.name == executor.name) {
             self.shadow_outputs.push(output);
         }
     }
@@ -239,6 +256,11 @@ impl<P: Phases> Round<P> {
         let clean = verdict.outcome == Outcome::Accepted && verdict.dissented.is_empty()
             && verdict.failed.is_empty() && shadows.is_empty();
         if clean {
+            if self.ctx.sample {
+                let features = self.ctx.features.as_deref().map(<[u64]>::to_vec)
+                    .unwrap_or_else(|| self.phases.features(&self.ctx));
+                shared.sketch.add(features);
+            }
             let outputs = self.ballot.outputs();
             // Against the fastest of the others, so one slow peer does not make the rest look
             // fast; and three voters or more: with two, a lag cannot say which one is slow.
@@ -260,18 +282,66 @@ impl<P: Phases> Round<P> {
             .map(|o| (o.executor.clone(), hex(&o.digest()))).collect();
         let evidence = self.phases.evidence(&self.ctx, &self.replies, verdict);
         let errors = std::mem::take(&mut self.errors);
+        let features = match &self.ctx.features {
+            Some(f) => f.to_vec(),
+            None if verdict.dissented.is_empty() => Vec::new(),
+            None => self.phases.features(&self.ctx),
+        };
         shared.events.push(Event::Verdict(Box::new(VerdictEvent {
             method: self.ctx.label.clone(), path: self.ctx.key.clone(), client: self.ctx.client,
             request: self.ctx.id, outcome: verdict.outcome, agreed: verdict.agreed.clone(),
             dissented: verdict.dissented.clone(), failed: verdict.failed.clone(),
             reason: verdict.reason.clone(), digests, errors, shadows, refused: false,
-            evidence })), &shared.stats);
+            evidence, features,
+            memory: self.ctx.memory.as_ref().map(|m| m.id.clone()) })), &shared.stats);
     }
 }
 
 impl<P: Phases> Drop for Round<P> {
     fn drop(&mut self) {
         self.shared.stats.rounds.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Who votes on a request and how: the snapshot's ballot, or a memory's response to it.
+struct Judged {
+    voters: Vec<Arc<Executor>>,
+    shadows: Vec<Arc<Executor>>,
+    strategy: Strategy,
+    weights: Option<Vec<f64>>,
+}
+
+impl Judged {
+    fn new(snap: &Snapshot, memory: Option<&Memory>) -> Judged {
+        let plain = || Judged { voters: snap.voters.clone(), shadows: snap.shadows.clone(),
+                                strategy: snap.strategy, weights: snap.weights.clone() };
+        let whole = || {
+            let mut voters = snap.voters.clone();
+            for s in &snap.shadows {
+                if !voters.iter().any(|v| v.name == s.name) {
+                    voters.push(s.clone());
+                }
+            }
+            Judged { voters, shadows: Vec::new(), strategy: Strategy::Unanimity, weights: None }
+        };
+        match memory.map(|m| (m.response, m)) {
+            None | Some((Response::Refuse, _)) => plain(),
+            Some((Response::Unanimity, _)) => whole(),
+            Some((Response::Rotate, m)) => {
+                let out = |e: &Arc<Executor>| m.implicated.iter().any(|n| **n == *e.name);
+                let kept: Vec<usize> = (0..snap.voters.len()).filter(|&i| !out(&snap.voters[i]))
+                    .collect();
+                if kept.len() == snap.voters.len() || kept.len() < snap.floor.max(1) {
+                    // Nobody to leave out, or too few left to vote: as without a memory.
+                    return plain();
+                }
+                Judged { voters: kept.iter().map(|&i| snap.voters[i].clone()).collect(),
+                         shadows: snap.shadows.iter().filter(|e| !out(e)).cloned().collect(),
+                         strategy: snap.strategy,
+                         weights: snap.weights.as_ref()
+                             .map(|w| kept.iter().map(|&i| w[i]).collect()) }
+            }
+        }
     }
 }
 

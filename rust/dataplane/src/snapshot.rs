@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::immune::{Detector, DetectorSpec, Memories, Memory};
 use crate::ballot::Strategy;
 use crate::canon::RuleSet;
 use crate::dns;
@@ -168,6 +169,12 @@ pub struct SnapshotSpec {
     /// Paths only the control plane may use on executors (state export): 404 to clients.
     #[serde(default)]
     pub reserved_paths: Vec<String>,
+    /// Immune memory: requests that match one are judged by its response.
+    #[serde(default)]
+    pub memories: Vec<Memory>,
+    /// The boundary's learned detector: a request it flags is met by its response.
+    #[serde(default)]
+    pub detector: Option<DetectorSpec>,
 }
 
 /// What verdict events carry of the replies (see [`crate::events::Evidence`]).
@@ -219,6 +226,8 @@ pub struct Snapshot {
     pub access_log: Option<String>,
     pub evidence: EvidenceSpec,
     pub reserved_paths: Vec<String>,
+    pub memories: Memories,
+    pub detector: Option<Detector>,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -296,7 +305,8 @@ impl Snapshot {
             discounted: spec.discounted.iter().map(|n| Arc::from(n.as_str())).collect(),
             journal: spec.journal, voters, weights, shadows, keep_level, writes_to, executors,
             access_log: spec.access_log, evidence: spec.evidence,
-            reserved_paths: spec.reserved_paths,
+            reserved_paths: spec.reserved_paths, memories: Memories::compile(spec.memories)?,
+            detector: spec.detector.map(Detector::compile).transpose()?,
         })
     }
 }
@@ -348,7 +358,7 @@ impl Snapshot {
             voters: Vec::new(),
             weights: None, discounted: Vec::new(), shadows: Vec::new(),
             keep_level: Vec::new(), writes_to: None, executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
-            reserved_paths: Vec::new(),
+            reserved_paths: Vec::new(), memories: Memories::default(), detector: None,
         }
     }
 }

@@ -100,6 +100,16 @@ impl DataPlane {
         Ok(out)
     }
 
+    /// Requests sampled into the self sketch, and how many of them carried each feature.
+    fn self_counts(&self, features: Vec<u64>) -> PyResult<(u64, Vec<u32>)> {
+        Ok(self.plane()?.shared().sketch.counts(&features))
+    }
+
+    /// The features of self requests sampled since the last call.
+    fn take_self_samples(&self) -> PyResult<Vec<Vec<u64>>> {
+        Ok(self.plane()?.shared().sketch.take_samples())
+    }
+
     /// Clean agreements per executor since the last call.
     fn take_agreements<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -300,6 +310,15 @@ fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
             d.set_item("status", status)?;
             d.set_item("reason", reason)?;
         }
+        Event::Immune { memory, response, request, method, path, client } => {
+            d.set_item("kind", "immune")?;
+            d.set_item("memory", memory)?;
+            d.set_item("response", response)?;
+            d.set_item("request", format!("{request:016x}"))?;
+            d.set_item("method", method)?;
+            d.set_item("path", path)?;
+            d.set_item("client", client.map(|c| c.to_string()))?;
+        }
         Event::CatchUp(c) => {
             d.set_item("kind", "catch-up")?;
             d.set_item("ticket", c.ticket)?;
@@ -335,6 +354,8 @@ fn verdict_dict(d: &Bound<'_, PyDict>, v: VerdictEvent) -> PyResult<()> {
     d.set_item("failed", names(&v.failed))?;
     d.set_item("reason", v.reason)?;
     d.set_item("refused", v.refused)?;
+    d.set_item("features", v.features)?;
+    d.set_item("memory", v.memory)?;
     let digests = PyDict::new(py);
     for (name, hex) in v.digests {
         digests.set_item(&*name, hex)?;

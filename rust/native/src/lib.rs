@@ -7,6 +7,7 @@ mod canon;
 mod dataplane;
 mod dns;
 mod http;
+mod immune;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dataplane::register(m)?;
     dns::register(m)?;
     http::register(m)?;
+    immune::register(m)?;
     Ok(())
 }

@@ -22,6 +22,7 @@ from endosec.core.controller_events import (
     ProbationResult,
     VerdictReached,
 )
+from endosec.core.immune import Antigen, Matched, Memory
 from endosec.core.model import ExecutorState, Outcome, Verdict
 
 __all__ = ["Agreements", "ControlError", "ControlView", "Forwarded", "decode_report",
@@ -37,8 +38,10 @@ class Agreements:
     now: float
 
 
-Forwarded = VerdictReached | ProbationResult | BehaviourObserved | IdentityReport | Agreements
-"""What a follower sends to the leader: controller events, and agreements for trust."""
+Forwarded = (VerdictReached | ProbationResult | BehaviourObserved | IdentityReport | Agreements
+             | Antigen | Matched)
+"""What a follower sends to the leader: controller events, agreements for trust, antigens and
+matches for immune memory."""
 
 
 class ControlError(ValueError):
@@ -93,6 +96,8 @@ class ControlView:
     held: tuple[str, ...]
     # the leader's trust book: points, and the decayed (agreed, dissented) behind behaviour
     trust: Mapping[str, tuple[float, float, float]]
+    # the leader's immune memories, as `Memory.record` gives them
+    memories: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         named = set(self.states)
@@ -113,7 +118,8 @@ class ControlView:
             "states": {n: s.value for n, s in self.states.items()},
             "voters": list(self.voters), "shadows": list(self.shadows),
             "keep_level": list(self.keep_level), "discounted": list(self.discounted),
-            "held": list(self.held), "trust": {n: list(t) for n, t in self.trust.items()}},
+            "held": list(self.held), "trust": {n: list(t) for n, t in self.trust.items()},
+            "memories": list(self.memories)},
             separators=(",", ":")).encode()
 
     @classmethod
@@ -130,7 +136,17 @@ class ControlView:
             _names(data, k) for k in ("voters", "shadows", "keep_level", "discounted", "held"))
         return cls(_str(data, "leader"), _int(data, "term"), _int(data, "seq"),
                    _str(data, "serve"), parsed, voters, shadows, keep, discounted, held,
-                   _trust(data))
+                   _trust(data), _memories(data))
+
+
+def _memories(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    found = data.get("memories", [])
+    if not isinstance(found, list):
+        raise ControlError("memories: expected a list")
+    try:
+        return tuple(Memory.from_record(m).record() for m in found)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ControlError(f"memories: {exc}") from exc
 
 
 def _trust(data: Mapping[str, Any]) -> dict[str, tuple[float, float, float]]:
@@ -162,6 +178,11 @@ def encode_report(event: Forwarded) -> bytes:
             data = {"kind": "identity", "executor": name, "ok": ok, "detail": detail}
         case Agreements(counts=counts):
             data = {"kind": "agreements", "counts": dict(counts)}
+        case Antigen(features=features, counts=counts, sampled=sampled, implicated=names):
+            data = {"kind": "antigen", "features": list(features), "counts": list(counts),
+                    "sampled": sampled, "implicated": list(names)}
+        case Matched(memory=memory):
+            data = {"kind": "matched", "memory": memory}
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -198,4 +219,15 @@ def decode_report(raw: bytes, now: float) -> Forwarded:
                 for n in counts.values()):
             raise ControlError("counts: expected executor names mapped to counts")
         return Agreements({str(k): v for k, v in counts.items()}, now)
+    if kind == "antigen":
+        features, counts = data.get("features"), data.get("counts")
+        if not (isinstance(features, list) and isinstance(counts, list)
+                and len(features) == len(counts)
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**64
+                        for n in (*features, *counts))):
+            raise ControlError("features, counts: expected two lists of counts, as long")
+        return Antigen(tuple(features), tuple(counts), _int(data, "sampled"),
+                       _names(data, "implicated"), now)
+    if kind == "matched":
+        return Matched(_str(data, "memory"), now)
     raise ControlError(f"kind: {kind!r} is not a report")

@@ -20,6 +20,7 @@ from endosec.config import Config, ExecutorConfig, parse_address
 from endosec.gateway.admin import AdminHandler
 from endosec.gateway.dns import dns_health_probe
 from endosec.gateway.engine import MimicGateway, StartupError
+from endosec.gateway.learning import OnlineLearning, load_key
 from endosec.gateway.native import NativePlane
 from endosec.gateway.server import ServerState, serve, submitting
 from endosec.observe.events import EventLog
@@ -92,6 +93,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
                     sha256=hashlib.sha256(config.model_dump_json().encode()).hexdigest())
         spawn(_tick_ledger(ledger), name="endosec-ledger-tick")
         native = NativePlane(gateway)
+        gateway.immunity.open(state_dir)
         native.changed()  # limits and journal bounds before anything else
         if config.protocol == "http":  # DNS queries never change executor state: no journal
             recovered = native.open_state(state_dir)
@@ -108,6 +110,7 @@ async def run(config: Config, *, state_dir: Path, stop: asyncio.Event,
         steward = await _join(member, gateway, native, admin=_url(servers[-1]))
         await _start(gateway, native, steward)
         serve_url = _listen(config, native, steward)
+        _learn(config, member, gateway, state_dir, ledger)
         events.emit("serving", url=serve_url, admin=_url(servers[-1]),
                     active=list(gateway.voters))
         on_ready(Listening(serve_url, _url(servers[-1]), gateway.voters))
@@ -135,6 +138,10 @@ async def _member(config: Config, state_dir: Path, ledger: Ledger,
         store = open_store(c.store, state_dir, timeout=c.timeout)
     except StoreError as exc:
         raise StartupError(f"cluster: {exc}") from exc
+    if config.immune.learn.enabled and store.url == EMBEDDED:
+        await store.close()
+        raise StartupError("immune.learn: learning is done with the boundary's other gateways, "
+                           "through a shared cluster store (cluster.store)")
     member = Member(store, Keys(c.boundary), c.name or "", ledger=ledger, events=events, card={},
                     lease_ttl=c.lease_ttl, anchor_every=c.anchor_every, chain_keep=c.chain_keep,
                     stale_after=c.stale_after)
@@ -194,6 +201,15 @@ def _listen(config: Config, plane: NativePlane, steward: Steward) -> str:
         steward.member.catch_up = steward.step
         spawn(steward.run(), name="endosec-control")
     return serve_url
+
+
+def _learn(config: Config, member: Member, gateway: MimicGateway, state_dir: Path,
+           ledger: Ledger) -> None:
+    """Take part in the boundary's federated rounds, when ``immune.learn`` says so."""
+    if config.immune.learn.enabled:
+        learning = OnlineLearning(config.immune.learn, member, gateway.immunity,
+                                  key=load_key(state_dir / "immune.key"), ledger=ledger)
+        spawn(learning.run(), name="endosec-immune-learning")
 
 
 def _probe_for(config: Config) -> Callable[[ExecutorConfig], HealthProbe | None]:

@@ -49,6 +49,7 @@ from endosec.core.controller_events import (
     Tick,
     VerdictReached,
 )
+from endosec.core.immune import Antigen, Matched
 from endosec.core.lag import Lags
 from endosec.core.model import ExecutorState, Outcome, Verdict
 from endosec.core.scan import ScanPolicy, Scans
@@ -56,6 +57,7 @@ from endosec.core.scheduler import scheduler_from_config
 from endosec.core.threat import THREAT_STEP, Band, Threat, ThreatPolicy, band_of
 from endosec.core.trust import LEVEL_MEANINGS, Level, TrustBook
 from endosec.gateway.attestation import AttestationFailed, Attestor
+from endosec.gateway.immunity import Immunity
 from endosec.observe.events import EventLog
 from endosec.observe.evidence import EvidenceStore
 from endosec.observe.metrics import GatewayMetrics
@@ -150,6 +152,10 @@ def _named(event: Forwarded) -> tuple[str, ...]:
         return (*v.agreed, *v.dissented, *v.failed)
     if isinstance(event, Agreements):
         return tuple(event.counts)
+    if isinstance(event, Antigen):
+        return event.implicated
+    if isinstance(event, Matched):
+        return ()
     return (event.executor,)
 
 # What a reload cannot change in a running gateway: listeners, protocol, files opened at start.
@@ -234,6 +240,12 @@ class MimicGateway:
         self._band: Band = "calm"
         self.evidence: EvidenceStore | None = None
         self.cluster: Callable[[], dict[str, Any]] | None = None  # this gateway's membership
+        self.immunity = Immunity(config.immune, events, self.metrics, self._memories_changed)
+
+    def _memories_changed(self) -> None:
+        if self.plane is not None:
+            self.plane.changed()
+        self.on_control()  # a leader publishes its memories to the boundary
 
     async def reconfigure(self, config: Config) -> tuple[str, ...]:
         """Apply a reloaded configuration without dropping a client connection: executors
@@ -353,6 +365,8 @@ class MimicGateway:
                 "gateway go to the executors in its own order, not the boundary's (writes "
                 "are relayed to a leader over plain HTTP only)"))
         self.follows = view
+        self.immunity.forward = self._outbox
+        self.immunity.adopt(view.memories)
         self._sync()
 
     def lead(self, view: ControlView | None) -> None:
@@ -362,6 +376,9 @@ class MimicGateway:
         if not following and self.controller.started:
             return
         self.follows = None
+        self.immunity.forward = None
+        if view is not None:
+            self.immunity.adopt(view.memories)
         if self.controller.started or following:  # what it knew (the pool, included) is old
             self.controller = self._controller()
         for name, counts in ({} if view is None else view.trust).items():
@@ -371,7 +388,9 @@ class MimicGateway:
                       self.controller.start(self.now, view.states, view.held))
         while self.outbox:  # seen here while it followed and not yet sent: its own to handle
             event = self.outbox.popleft()
-            if not isinstance(event, Agreements):  # those, its trust book has already
+            if isinstance(event, (Antigen, Matched)):
+                self.immunity.heard(replace(event, now=self.now))
+            elif not isinstance(event, Agreements):  # those, its trust book has already
                 self._dispatch(replace(event, now=self.now))
 
     async def take_over(self, view: ControlView | None) -> None:
@@ -387,7 +406,8 @@ class MimicGateway:
         c, t = self.controller, self.trust
         return ControlView(leader, term, seq, serve, dict(c.states), c.voters, c.shadows,
                            self.keep_level, self.discounted, c.held,
-                           {n: (t.points(n), *t.evidence(n)) for n in self.executors})
+                           {n: (t.points(n), *t.evidence(n)) for n in self.executors},
+                           tuple(self.immunity.memory.records()))
 
     def _outbox(self, event: Forwarded) -> None:
         if len(self.outbox) >= _OUTBOX:
@@ -405,6 +425,8 @@ class MimicGateway:
                 raise ValueError(f"names {name!r}, which this gateway does not know")
         if isinstance(event, Agreements):
             self._agreed(event.counts)
+        elif isinstance(event, (Antigen, Matched)):
+            self.immunity.heard(event)
         else:
             self._dispatch(event)
 
@@ -929,4 +951,5 @@ class MimicGateway:
             "executors": executors,
             "recent_verdicts": plane["recent_verdicts"],
             "cluster": None if self.cluster is None else self.cluster(),
+            "immune": self.immunity.status(),
         }

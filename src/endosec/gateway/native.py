@@ -20,6 +20,7 @@ from typing import Any
 
 from endosec import _native
 from endosec.config import Config, checkpoints_possible
+from endosec.core.immune import Antigen
 from endosec.core.lag import Lags
 from endosec.core.model import Outcome
 from endosec.gateway.checkpoint import Checkpoints
@@ -134,7 +135,8 @@ class NativePlane:
             weights=gw.trust.weights(gw.now) if gw.weighted else None, discounted=gw.discounted,
             refused_clients=gw.attribution.refused(gw.now)
             if gw.config.attribution.refuse else (),
-            writes_to=None if self._held else gw.writes_to))
+            writes_to=None if self._held else gw.writes_to, memories=gw.immunity.specs(),
+            detector=gw.immunity.detector))
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the
@@ -297,13 +299,28 @@ class NativePlane:
                                          method=event["method"],
                                          path=event["path"], status=event["status"],
                                          reason=event["reason"])
+            elif event["kind"] == "immune":
+                self.gateway.immunity.matched(event, self.gateway.now)
             elif event["refused"]:
                 self.gateway.refused(method=event["method"], path=event["path"],
                                      reason=event["reason"], request=event["request"])
             else:
-                self.gateway.verdict(_report(event), digests=event["digests"],
+                report = _report(event)
+                self.gateway.verdict(report, digests=event["digests"],
                                      errors=event["errors"], shadows=event["shadows"],
                                      evidence=event.get("evidence"))
+                if report.dissented and event["features"]:
+                    self._antigen(report, event["features"])
+
+    def _antigen(self, report: VerdictReport, features: list[int]) -> None:
+        """A request after which executors dissented: remembered, unless the dissent was a
+        client's doing (attributed divergence is no attack on the executors)."""
+        gw = self.gateway
+        if gw.attribution.held(report.client, gw.now):
+            return
+        sampled, counts = self.native.self_counts(features)
+        gw.immunity.antigen(Antigen(tuple(features), tuple(counts), sampled, report.dissented,
+                                    gw.now))
 
     async def _pumping(self) -> None:
         weights: Mapping[str, float] | None = None
@@ -319,6 +336,9 @@ class NativePlane:
             self.gateway.client_errors(self.native.take_client_errors())
             self.gateway.threat_update()  # evidence fades: the level falls back
             self.gateway.review_levels()
+            self.gateway.immunity.review(self.gateway.now)
+            if self.gateway.immunity.selves.maxlen:
+                self.gateway.immunity.sampled(self.native.take_self_samples())
             ticks += 1
             if ticks % _LOAD_EVERY == 0:
                 utilisation = cpu.sample()

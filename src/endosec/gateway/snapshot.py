@@ -32,13 +32,17 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
                    keep_level: Sequence[str], placements: Mapping[str, Placement],
                    weights: Mapping[str, float] | None, discounted: Sequence[str] = (),
                    refused_clients: Sequence[str] = (),
-                   writes_to: tuple[str, int] | None = None) -> str:
+                   writes_to: tuple[str, int] | None = None,
+                   memories: Sequence[Mapping[str, Any]] = (),
+                   detector: Mapping[str, Any] | None = None) -> str:
     """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
 
     Executors without a placement (never started) are left out; none of them may vote.
     ``discounted`` voters are heard without lending support (strict voting); ``refused_clients``
     are the addresses held responsible for repeated dissent (refused over TCP); ``writes_to``
-    is the listener of the boundary's leader, where a follower sends its writes.
+    is the listener of the boundary's leader, where a follower sends its writes; ``memories``
+    are the immune memories requests are matched against, ``detector`` the boundary's learned
+    detector.
     """
     limits = config.limits
     executors: list[dict[str, Any]] = []
@@ -104,4 +108,6 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
         "evidence": {"bodies": config.evidence.bodies, "max_body": config.evidence.max_body},
         "reserved_paths": sorted({e.state.http for e in config.executors
                                   if e.state is not None and e.state.http is not None}),
+        "memories": list(memories),
+        "detector": None if detector is None else dict(detector),
     })

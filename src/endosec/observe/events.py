@@ -52,6 +52,10 @@ LEDGER_KINDS = {
     "cluster-store-lost": "cluster",
     "cluster-store-back": "cluster",
     "cluster-stale": "cluster",
+    "immune-memory": "immune",
+    "immune-match": "immune",
+    "immune-forgotten": "immune",
+    "immune-detector": "immune",
 }
 
 

@@ -20,7 +20,7 @@ FAULTS = "faults"
 COVERT = "covert"
 #: Every class in report order (benign traffic first: it sets the false-alarm figure).
 CLASSES = ("benign", DIFFERENTIAL, COMMON_MODE, "incremental", FAULTS, COVERT,
-           "benign-divergence", "reconnaissance", "identity", "evidence", "input-agent")
+           "benign-divergence", "reconnaissance", "identity", "immune", "evidence", "input-agent")
 TRIGGER = {"header": "X-Debug", "value": "letmein"}
 
 

@@ -31,6 +31,7 @@ from endosec.redteam.divergence import (
 from endosec.redteam.drill import CaseResult, Drill, DrillError
 from endosec.redteam.evidence import EVIDENCE, tail_cut
 from endosec.redteam.identity import IDENTITY, run_identity
+from endosec.redteam.immune import IMMUNE, run_immune
 from endosec.redteam.incremental import IncrementalParams, run_incremental
 from endosec.redteam.inputagent import run_input_agent
 from endosec.redteam.recon import RECONNAISSANCE, run_reconnaissance
@@ -316,6 +317,15 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
         results += found
         if crashed:
             detail = "the gateway process exited during the identity phase"
+    if not crashed and config.protocol == "http" and (not opts.only or IMMUNE in opts.only
+                                                      or "recall" in opts.only):
+        log(IMMUNE)
+        found, crashed = await run_immune(config, root / IMMUNE, new_workload, seed=opts.seed)
+        for r in found:
+            log(f"  {r.name}: suppressed={r.suppressed} detected={r.detected} {r.notes[-1]}")
+        results += found
+        if crashed:
+            detail = "the gateway process exited during the immune phase"
     incremental = None
     if opts.incremental and not crashed and (not opts.only or "incremental" in opts.only):
         incremental = await _incremental_phase(config, root, opts, new_workload, log)
@@ -323,7 +333,9 @@ async def run_suite(config: Config, config_name: str, report_dir: Path, opts: Su
             crashed, detail = True, "the gateway process exited during the incremental phase"
     req = requirements or Requirements(
         min_benign_requests=min(opts.benign_requests, 2000) if opts.quick
-        else opts.benign_requests)
+        else opts.benign_requests,
+        full_classes=Requirements().full_classes
+        + ((IMMUNE,) if config.protocol == "http" else ()))
     return build_report(config=config_name, workload=new_workload().name, quick=opts.quick,
                         seconds=time.monotonic() - started, benign=benign, results=results,
                         incremental=incremental, crashed=crashed, detail=detail,

@@ -84,6 +84,7 @@ function eventWho(e) {
   if (e.event === "dissent" || e.event === "no-quorum" || e.event === "all-failed") {
     return [...(e.dissented || []), ...(e.failed || [])];
   }
+  if (e.event === "immune-memory") return e.implicated || [];
   return e.executor ? [e.executor] : [];
 }
 
@@ -109,6 +110,9 @@ function eventText(e) {
     case "unhealthy": return "health check failed";
     case "serving": return `clients on ${e.url}`;
     case "config-loaded": return `executors: ${(e.executors || []).join(", ")}`;
+    case "immune-memory": return `remembered antigen ${e.id} (${e.features.length} features; response ${e.response})`;
+    case "immune-match": return `${req}: matched memory ${e.memory}, met by ${e.response}`;
+    case "immune-forgotten": return `memory ${e.id} forgotten after ${e.matches} matches`;
     default: return e.detail || "";
   }
 }
@@ -389,6 +393,22 @@ function renderRisk(r) {
   $("contrib").replaceChildren(...items);
 }
 
+function renderMemories(immune) {
+  const memories = (immune && immune.memories) || [];
+  const items = memories.slice().reverse().map((m) => {
+    const li = el("li");
+    li.dataset.memory = m.id;
+    li.append(el("span", "chip", m.id), el("span", "muted",
+      ` ${m.response} · implicates ${m.implicated.join(", ") || "nobody"} · seen ${clock(m.seen)} `),
+      el("b", null, `${m.matches} matches`));
+    return li;
+  });
+  if (!items.length) {
+    items.push(el("li", "muted", immune && !immune.enabled ? "immune memory is off" : "no antigen remembered"));
+  }
+  $("memories").replaceChildren(...items);
+}
+
 function render() {
   const s = st.status;
   renderMeta(s);
@@ -404,6 +424,7 @@ function render() {
   renderVerdictBars(st.series);
   renderVerdicts(s);
   renderRisk(st.risk);
+  renderMemories(s.immune);
 }
 
 function setLive(ok, detail) {
