@@ -5,7 +5,6 @@ memory is kept across a restart and forgotten after its decay time without match
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +54,22 @@ def _disguised(gw: Gateway) -> tuple[int, bytes]:
 
 
 def test_a_remembered_antigen_leaves_the_implicated_executor_out(tmp_path: Path) -> None:
-    gw = _backdoored(tmp_path, response="rotate", decay=6.0)
+    gw = _backdoored(tmp_path, response="rotate", decay=10.0)
     try:
         memory = _first_antigen(gw)
         dissents = len(_events(gw, "dissent"))
         for _ in range(3):
             status, body = _disguised(gw)
             assert status == 200 and b"notes" in body and SECRET.read_bytes().strip() not in body
-        time.sleep(0.5)
+        gw.wait_for(lambda s: s["immune"]["memories"][0]["matches"] == 3, what="3 matches")
         assert len(_events(gw, "dissent")) == dissents, "stdlib was asked again"
         assert gw.executor("stdlib")["counters"]["quarantines"] == 1
-        matches = _events(gw, "immune-match")
-        assert len(matches) == 3 and {m["memory"] for m in matches} == {memory["id"]}
-        assert all(m["response"] == "rotate" for m in matches)
+        matches = _events(gw, "immune-match")  # one per memory and pump, with a count
+        assert sum(m["count"] for m in matches) == 3
+        assert {(m["memory"], m["response"]) for m in matches} == {(memory["id"], "rotate")}
         # Not matched for its decay time: forgotten, and the backdoor is a dissent again.
         gw.wait_for(lambda s: not s["immune"]["memories"], what="the memory forgotten",
-                    timeout=15.0)
+                    timeout=30.0)
         assert [e["id"] for e in _events(gw, "immune-forgotten")] == [memory["id"]]
         assert b"endosec_immune_matches_total{response=\"rotate\"} 3.0" in \
             gw.request("GET", "/metrics", admin=True)[2]

@@ -50,6 +50,21 @@ def test_the_data_plane_scores_as_the_reference_detector(weights, bias, features
     assert _native.detector_score(weights, bias, features) == expected
 
 
+_MANY = "&".join(f"p{i}=tok{i}a tok{i}b" for i in range(50))
+
+
+@pytest.mark.parametrize(("method", "target", "headers", "body"), [
+    (b"GET", f"/a?{_MANY}".encode(), [], b""),  # past the 64 query tokens
+    (b"get", b"/%", [(b"X-A", b" ".join(b"w%da" % i for i in range(100)))], b""),
+    (b"POST", b"/a%4", [(b"\xff\xfe", b"\xc3\x28 caf\xc3\xa9")], b"\x00" * 5000),
+    (b"PUT", b"/a%2x%41?%=%&&=&+a+=%2B", [(b"HOST", b"h"), (b"x-endosec-", b"v")], b"ab" * 3000),
+    (b"GET", b"/" + b"9" * 40 + b"/ab1cd2" + b"x" * 33, [], b"a1 " + b"b" * 32 + b" " + b"c" * 33),
+])
+def test_edge_cases_give_the_same_features_natively(method, target, headers, body):
+    expected = request_features(method, target, headers, body)
+    assert _native.request_features(method, target, headers, body) == expected
+
+
 def test_fnv1a_is_the_published_function():
     # FNV-1a 64 test vectors (the offset basis for the empty string, and "a").
     assert fnv1a(b"") == 0xCBF29CE484222325
@@ -119,7 +134,10 @@ def test_the_least_recently_seen_memory_goes_first():
 
 @pytest.mark.parametrize("bad", [
     {"features": [1], "need": 2}, {"features": [], "need": 1}, {"features": [-1], "need": 1},
-    {"features": [1], "need": 1, "response": "shrug"}])
+    {"features": [1], "need": 1, "response": "shrug"}, {"features": [1.5], "need": 1},
+    {"features": [2**64], "need": 1}, {"features": [1], "need": True},
+    {"features": [1], "need": 1, "seen": float("inf")}, {"features": [1], "need": 1e999},
+    {"features": [1], "need": 1, "implicated": "a"}, {"features": [1], "need": 1, "id": 3}])
 def test_a_bad_memory_record_is_refused(bad):
     record = {"id": "x", "learned": 0, "seen": 0, "response": "rotate", **bad}
     with pytest.raises(ValueError):
@@ -129,7 +147,7 @@ def test_a_bad_memory_record_is_refused(bad):
 def test_antigens_matches_and_memories_cross_the_store():
     antigen = Antigen((1, 2**64 - 1), (0, 3), 40, ("a",), 9.0)
     assert decode_report(encode_report(antigen), 9.0) == antigen
-    assert decode_report(encode_report(Matched("abc", 1.0)), 2.0) == Matched("abc", 2.0)
+    assert decode_report(encode_report(Matched("abc", 1.0, 7)), 2.0) == Matched("abc", 2.0, 7)
     with pytest.raises(ControlError):
         decode_report(b'{"kind":"antigen","features":[1],"counts":[],"sampled":1,'
                       b'"implicated":[]}', 0.0)
@@ -140,6 +158,7 @@ def test_antigens_matches_and_memories_cross_the_store():
                        {}, tuple(memory.records()))
     back = ControlView.decode(view.encode())
     assert back == view and back.memories[0]["id"] == learned.id
-    bad = view.encode().replace(b'"need":1', b'"need":9')
-    with pytest.raises(ControlError):
-        ControlView.decode(bad)
+    for bad in (b'"need":9', b'"need":1e999', b'"learned":1e999'):
+        with pytest.raises(ControlError):
+            ControlView.decode(view.encode().replace(b'"need":1', bad)
+                               .replace(b'"learned":1.0', bad))

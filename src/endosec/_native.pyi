@@ -25,11 +25,13 @@ class DataPlane:
     def catch_up(self, name: str, ticket: int) -> None:
         """Bring ``name`` level with the journal; a ``catch-up`` event carries ``ticket``."""
     def drain(self, max: int) -> list[dict[str, Any]]:
-        """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused``, ``in-doubt`` or
-        ``immune``)."""
+        """Queued events (``kind``: ``verdict``, ``catch-up``, ``paused`` or ``in-doubt``)."""
     def self_counts(self, features: list[int]) -> tuple[int, list[int]]:
         """Requests sampled into the self sketch (clean ones), and how many of them carried
         each of ``features``."""
+    def take_matches(self) -> list[dict[str, Any]]:
+        """Per memory matched since the last call: ``memory``, ``response``, ``count`` and the
+        last such request's ``request``, ``method``, ``path``, ``client``."""
     def take_self_samples(self) -> list[list[int]]:
         """The features of the self requests sampled since the last call (at most 1024, the
         newest)."""

@@ -120,7 +120,7 @@ impl Strategy {
     }
 
     /// The least support that reaches the quorum, given the ballot's total weight.
-    fn quorum(self, total: u64) -> u64 {
+    pub fn quorum(self, total: u64) -> u64 {
         match self {
             Strategy::Majority | Strategy::TrustWeighted => total / 2 + 1,
             Strategy::Threshold(k) => u64::from(k),

@@ -72,9 +72,6 @@ pub enum Event {
     /// will reach every executor, though some may have applied it already.
     InDoubt { seq: u64, request: u64, method: String, path: String, status: u16,
               reason: String },
-    /// A request matched an immune memory and met its response.
-    Immune { memory: String, response: &'static str, request: u64, method: String,
-             path: String, client: Option<SocketAddr> },
 }
 
 /// The bounded queue and its wake-up pipe.

@@ -7,6 +7,7 @@
 //! memory matches a request carrying at least ``need`` of its features; the round then judges
 //! it by the memory's response before any executor answers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use serde::Deserialize;
@@ -277,6 +278,34 @@ fn common(a: &[u64], b: &[u64]) -> usize {
     n
 }
 
+/// Requests that met a memory's response since the control plane last asked: counted here,
+/// and reported once per memory, so that a flood of them costs no more events than one.
+#[derive(Default)]
+pub struct Matches(parking_lot::Mutex<HashMap<String, Matched>>);
+
+/// One memory's matches, and the last request that made one.
+#[derive(Clone, Debug)]
+pub struct Matched {
+    pub response: &'static str,
+    pub count: u64,
+    pub request: u64,
+    pub method: String,
+    pub path: String,
+    pub client: Option<std::net::SocketAddr>,
+}
+
+impl Matches {
+    pub fn record(&self, memory: &Memory, last: Matched) {
+        let mut all = self.0.lock();
+        let count = all.get(&memory.id).map_or(0, |m| m.count);
+        all.insert(memory.id.clone(), Matched { count: count + 1, ..last });
+    }
+
+    pub fn take(&self) -> Vec<(String, Matched)> {
+        self.0.lock().drain().collect()
+    }
+}
+
 /// Buckets of the self sketch.
 pub const SKETCH_BUCKETS: usize = 4096;
 /// Every request is sampled until this many were, then one in `SAMPLE_EVERY`.
@@ -312,12 +341,16 @@ impl SelfSketch {
         n < SAMPLE_ALL || n.is_multiple_of(SAMPLE_EVERY)
     }
 
-    pub fn add(&self, features: Vec<u64>) {
+    /// Count a clean request's features; ``keep`` them whole too (while detectors learn).
+    pub fn add(&self, features: Vec<u64>, keep: bool) {
         for f in &features {
             let c = &self.counts[(*f % SKETCH_BUCKETS as u64) as usize];
             let _ = c.fetch_update(Relaxed, Relaxed, |v| v.checked_add(1));
         }
         self.sampled.fetch_add(1, Relaxed);
+        if !keep {
+            return;
+        }
         let mut samples = self.samples.lock();
         if samples.len() == SAMPLES_KEPT {
             samples.pop_front();
@@ -387,9 +420,10 @@ mod tests {
     #[test]
     fn the_sketch_counts_sampled_features() {
         let sketch = SelfSketch::default();
-        sketch.add(vec![1, 2]);
-        sketch.add(vec![2]);
-        assert_eq!(sketch.counts(&[1, 2, 3]), (2, vec![1, 2, 0]));
+        sketch.add(vec![1, 2], true);
+        sketch.add(vec![2], true);
+        sketch.add(vec![3], false);
+        assert_eq!(sketch.counts(&[1, 2, 3]), (3, vec![1, 2, 1]));
         assert_eq!(sketch.take_samples(), vec![vec![1, 2], vec![2]]);
         assert!(sketch.take_samples().is_empty());
     }

@@ -44,6 +44,8 @@ pub struct Shared {
     pub stats: PlaneStats,
     /// How common each feature is in requests every executor agreed on.
     pub sketch: crate::immune::SelfSketch,
+    /// Requests that met an immune memory's response, per memory.
+    pub matches: crate::immune::Matches,
     pub journal: Mutex<Journal>,
     /// The seq of the last write forwarded: writes are forwarded in seq order, each once every
     /// earlier one was (see `proxy`), so executors level with this have seen them all.
@@ -126,6 +128,7 @@ impl Plane {
             order: Arc::new(RwLock::new(())),
             events: EventQueue::new(event_capacity, wake),
             stats: PlaneStats::default(), sketch: Default::default(),
+            matches: Default::default(),
             journal: Mutex::new(Journal::memory(Window { entries: 1, bytes: 1 })),
             forwarded: watch::channel(0).0,
             keys: Keys::new(Duration::from_secs(86_400), 100_000),

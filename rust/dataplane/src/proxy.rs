@@ -76,9 +76,9 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
                        bytes: http::error_response(404, &[("error", "not found")], keep_alive) };
     }
     if let Some(memory) = &ctx.memory {
-        shared.events.push(Event::Immune {
-            memory: memory.id.clone(), response: memory.response.as_str(), request: ctx.id,
-            method: ctx.label.clone(), path: ctx.key.clone(), client }, &shared.stats);
+        shared.matches.record(memory, immune::Matched {
+            response: memory.response.as_str(), count: 1, request: ctx.id,
+            method: ctx.label.clone(), path: ctx.key.clone(), client });
         if memory.response == immune::Response::Refuse {
             return Reply { status: 403, outcome: Outcome::AllFailed,
                            bytes: http::error_response(403, &[("error", "forbidden"),

@@ -123,6 +123,8 @@ pub struct Round<P: Phases> {
     phases: P,
     ballot: Ballot,
     replies: Vec<(Arc<str>, P::Reply)>,
+    /// Who shadows this request (a memory's response may change it).
+    shadows: Vec<Arc<str>>,
     shadow_outputs: Vec<Output>,
     errors: Vec<(Arc<str>, String)>,
     targets: Vec<Arc<Executor>>,
@@ -135,26 +137,30 @@ pub type Respond<A> = Box<dyn FnOnce(A) + Send>;
 impl<P: Phases> Round<P> {
     pub fn new(shared: Arc<Shared>, ctx: Context, phases: P, fanout: Fanout) -> Round<P> {
         let snap = ctx.snapshot.clone();
-        let judged = Judged::new(&snap, ctx.memory.as_deref());
-        let names = judged.voters.iter().map(|e| e.name.clone()).collect();
-        let mut ballot = Ballot::new(judged.strategy, names, judged.weights.as_deref())
-            .expect("a published snapshot has a valid ballot");
-        ballot.discount(&snap.discounted);
-        let quiet = shared.stats.rounds.fetch_add(1, Relaxed) < QUIET_ROUNDS;
-        let mut round = Round { shared, ctx, quiet, phases, ballot, replies: Vec::new(),
-                                shadow_outputs: Vec::new(), errors: Vec::new(),
-                                targets: Vec::new(), reply: None };
         // A write reaches every executor kept level; it was level before this write if its
         // journal position is the entry just before this one.
         let (write, head, level_at) = match fanout {
             Fanout::Read { head } => (false, head, head),
             Fanout::Write { seq } => (true, seq, seq - 1),
         };
+        let judged = Judged::new(&snap, ctx.memory.as_deref(), level_at);
+        let names = judged.voters.iter().map(|e| e.name.clone()).collect();
+        let mut ballot = Ballot::new(judged.strategy, names, judged.weights.as_deref())
+            .expect("a published snapshot has a valid ballot");
+        ballot.discount(&snap.discounted);
+        let quiet = shared.stats.rounds.fetch_add(1, Relaxed) < QUIET_ROUNDS;
+        let shadows = judged.shadows.iter().map(|e| e.name.clone()).collect();
+        let mut round = Round { shared, ctx, quiet, phases, ballot, replies: Vec::new(),
+                                shadows, shadow_outputs: Vec::new(), errors: Vec::new(),
+                                targets: Vec::new(), reply: None };
         let mut seen = std::collections::HashSet::new();
-        // An executor a memory leaves out still gets writes, to stay level.
-        let candidates = judged.voters.iter().chain(&judged.shadows)
-            .chain(if write { snap.voters.iter().chain(&snap.keep_level).collect::<Vec<_>>() }
-                   else { Vec::new() });
+        // An executor a memory leaves out of the vote still gets writes, to stay level.
+        let everyone: Vec<&Arc<Executor>> = if write {
+            snap.voters.iter().chain(&snap.shadows).chain(&snap.keep_level).collect()
+        } else {
+            Vec::new()
+        };
+        let candidates = judged.voters.iter().chain(&judged.shadows).chain(everyone);
         for executor in candidates {
             if !seen.insert(executor.name.clone()) {
                 continue;
@@ -213,8 +219,7 @@ impl<P: Phases> Round<P> {
         };
         if self.ballot.is_pending(&executor.name) {
             self.add_vote(output);
-        } else if self.ctx.memory.is_none()
-            && self.ctx.snapshot.shadows.iter().any(|s| s.name == executor.name) {
+        } else if self.shadows.contains(&executor.name) {
             self.shadow_outputs.push(output);
         }
     }
@@ -256,10 +261,11 @@ impl<P: Phases> Round<P> {
         let clean = verdict.outcome == Outcome::Accepted && verdict.dissented.is_empty()
             && verdict.failed.is_empty() && shadows.is_empty();
         if clean {
-            if self.ctx.sample {
+            // A request a memory met is no sample of self, however it went.
+            if self.ctx.sample && self.ctx.memory.is_none() {
                 let features = self.ctx.features.as_deref().map(<[u64]>::to_vec)
                     .unwrap_or_else(|| self.phases.features(&self.ctx));
-                shared.sketch.add(features);
+                shared.sketch.add(features, self.ctx.snapshot.keep_samples);
             }
             let outputs = self.ballot.outputs();
             // Against the fastest of the others, so one slow peer does not make the rest look
@@ -312,34 +318,46 @@ struct Judged {
 }
 
 impl Judged {
-    fn new(snap: &Snapshot, memory: Option<&Memory>) -> Judged {
+    /// ``level_at``: the journal position a shadow must be at to vote with the voters.
+    fn new(snap: &Snapshot, memory: Option<&Memory>, level_at: u64) -> Judged {
         let plain = || Judged { voters: snap.voters.clone(), shadows: snap.shadows.clone(),
                                 strategy: snap.strategy, weights: snap.weights.clone() };
-        let whole = || {
-            let mut voters = snap.voters.clone();
-            for s in &snap.shadows {
-                if !voters.iter().any(|v| v.name == s.name) {
-                    voters.push(s.clone());
+        let Some(memory) = memory else { return plain() };
+        // Voters flagged by behaviour lend no support: in a vote where all must agree they
+        // would make agreement impossible, so they are left out of it.
+        let supports = |e: &Arc<Executor>| !snap.discounted.contains(&e.name);
+        let implicated = |e: &Arc<Executor>| memory.implicated.iter().any(|n| **n == *e.name);
+        match memory.response {
+            Response::Refuse => plain(),
+            Response::Unanimity => {
+                let mut voters: Vec<Arc<Executor>> =
+                    snap.voters.iter().filter(|e| supports(e)).cloned().collect();
+                for s in snap.shadows.iter().filter(|s| supports(s) && s.level(level_at)) {
+                    if !voters.iter().any(|v| v.name == s.name) {
+                        voters.push(s.clone());
+                    }
                 }
-            }
-            Judged { voters, shadows: Vec::new(), strategy: Strategy::Unanimity, weights: None }
-        };
-        match memory.map(|m| (m.response, m)) {
-            None | Some((Response::Refuse, _)) => plain(),
-            Some((Response::Unanimity, _)) => whole(),
-            Some((Response::Rotate, m)) => {
-                let out = |e: &Arc<Executor>| m.implicated.iter().any(|n| **n == *e.name);
-                let kept: Vec<usize> = (0..snap.voters.len()).filter(|&i| !out(&snap.voters[i]))
-                    .collect();
-                if kept.len() == snap.voters.len() || kept.len() < snap.floor.max(1) {
-                    // Nobody to leave out, or too few left to vote: as without a memory.
+                if voters.is_empty() {
                     return plain();
                 }
-                Judged { voters: kept.iter().map(|&i| snap.voters[i].clone()).collect(),
-                         shadows: snap.shadows.iter().filter(|e| !out(e)).cloned().collect(),
-                         strategy: snap.strategy,
-                         weights: snap.weights.as_ref()
-                             .map(|w| kept.iter().map(|&i| w[i]).collect()) }
+                Judged { voters, shadows: Vec::new(), strategy: Strategy::Unanimity,
+                         weights: None }
+            }
+            Response::Rotate => {
+                // Everyone left must agree, and they must be at least as many as the whole
+                // ballot's quorum: leaving executors out never lets fewer of them decide.
+                let kept: Vec<Arc<Executor>> = snap.voters.iter()
+                    .filter(|e| !implicated(e) && supports(e)).cloned().collect();
+                let quorum = usize::try_from(snap.strategy.quorum(snap.voters.len() as u64))
+                    .unwrap_or(usize::MAX);
+                if !snap.voters.iter().any(implicated) || kept.len() < quorum.max(snap.floor)
+                    || kept.is_empty() {
+                    return plain();  // nobody to leave out, or too few left to decide
+                }
+                Judged { voters: kept,
+                         shadows: snap.shadows.iter().filter(|e| !implicated(e)).cloned()
+                             .collect(),
+                         strategy: Strategy::Unanimity, weights: None }
             }
         }
     }

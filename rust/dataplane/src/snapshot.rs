@@ -175,6 +175,9 @@ pub struct SnapshotSpec {
     /// The boundary's learned detector: a request it flags is met by its response.
     #[serde(default)]
     pub detector: Option<DetectorSpec>,
+    /// Keep sampled self requests whole for the control plane (while detectors learn).
+    #[serde(default)]
+    pub keep_samples: bool,
 }
 
 /// What verdict events carry of the replies (see [`crate::events::Evidence`]).
@@ -228,6 +231,7 @@ pub struct Snapshot {
     pub reserved_paths: Vec<String>,
     pub memories: Memories,
     pub detector: Option<Detector>,
+    pub keep_samples: bool,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -307,6 +311,7 @@ impl Snapshot {
             access_log: spec.access_log, evidence: spec.evidence,
             reserved_paths: spec.reserved_paths, memories: Memories::compile(spec.memories)?,
             detector: spec.detector.map(Detector::compile).transpose()?,
+            keep_samples: spec.keep_samples,
         })
     }
 }
@@ -359,6 +364,7 @@ impl Snapshot {
             weights: None, discounted: Vec::new(), shadows: Vec::new(),
             keep_level: Vec::new(), writes_to: None, executors: HashMap::new(), access_log: None, evidence: EvidenceSpec::default(),
             reserved_paths: Vec::new(), memories: Memories::default(), detector: None,
+            keep_samples: false,
         }
     }
 }

@@ -650,3 +650,88 @@ fn a_followers_writes_go_to_its_leader_and_its_reads_to_the_executors() {
     let reply = request(addr, post);
     assert!(reply.starts_with("HTTP/1.1 502") && reply.contains("in doubt"), "{reply}");
 }
+
+/// A memory of the trigger header (its two rare features), published with ``response``.
+fn memory_of_the_trigger(response: &str, implicated: &[&str]) -> String {
+    use endosec_dataplane::immune::request_features;
+    let host: (&[u8], &[u8]) = (b"host", b"t");
+    let plain = request_features(b"GET", b"/x", &[host], b"");
+    let antigen = request_features(b"GET", b"/x", &[host, (b"x-debug", b"letmein")], b"");
+    let rare: Vec<String> = antigen.iter().filter(|f| !plain.contains(f)).map(u64::to_string)
+        .collect();
+    let names: Vec<String> = implicated.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(r#","memories":[{{"id":"m1","features":[{}],"need":2,"response":"{response}",
+        "implicated":[{}]}}]"#, rare.join(","), names.join(","))
+}
+
+const TRIGGERED: &str = "GET /y?z=1 HTTP/1.1\r\nHost: t\r\nX-Debug: LetMeIn\r\nConnection: close\r\n\r\n";
+
+fn asked(fakes: &[Fake]) -> Vec<usize> {
+    fakes.iter().map(|f| f.requests.load(Ordering::SeqCst)).collect()
+}
+
+#[test]
+fn a_remembered_antigen_meets_its_memorys_response_before_any_executor_answers() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let fakes: Vec<Fake> = rt.block_on(async {
+        vec![fake(Behaviour::fixed(r#"{"n":"leak"}"#)).await,
+             fake(Behaviour::fixed(r#"{"n":1}"#)).await, fake(Behaviour::fixed(r#"{"n":1}"#)).await]
+    });
+    let named: Vec<(&str, &Fake)> = vec![("a", &fakes[0]), ("b", &fakes[1]), ("c", &fakes[2])];
+    let (plane, addr) = start(&named, &["a", "b", "c"], 2, &memory_of_the_trigger("rotate", &["a"]));
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    // rotate: the implicated executor is not asked; the others, all agreeing, answer; and a
+    // request a memory met is no sample of self traffic.
+    let sampled = plane.shared().sketch.counts(&[]).0;
+    let reply = request(addr, TRIGGERED);
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with(r#"{"n":1}"#), "{reply}");
+    assert_eq!(asked(&fakes), vec![0, 1, 1]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(plane.shared().sketch.counts(&[]).0, sampled);
+    assert!(get(addr, "/y").ends_with(r#"{"n":1}"#), "no match: everyone votes");
+    assert_eq!(asked(&fakes), vec![1, 2, 2]);
+    let matched = plane.shared().matches.take();
+    assert_eq!(matched.len(), 1);
+    assert_eq!((matched[0].0.as_str(), matched[0].1.count), ("m1", 1));
+    // Leaving out two of three would let one decide: the memory is not applied.
+    plane.publish(&snapshot(&named, &["a", "b", "c"], 2,
+                            &memory_of_the_trigger("rotate", &["a", "b"]))).unwrap();
+    assert!(request(addr, TRIGGERED).starts_with("HTTP/1.1 200"));
+    assert_eq!(asked(&fakes), vec![2, 3, 3]);
+    // unanimity: every voter, all agreeing, or no answer.
+    plane.publish(&snapshot(&named, &["a", "b", "c"], 2,
+                            &memory_of_the_trigger("unanimity", &[]))).unwrap();
+    assert!(request(addr, TRIGGERED).starts_with("HTTP/1.1 502"));
+    // refuse: 403, and nobody is asked.
+    plane.publish(&snapshot(&named, &["a", "b", "c"], 2,
+                            &memory_of_the_trigger("refuse", &[]))).unwrap();
+    let reply = request(addr, TRIGGERED);
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(asked(&fakes), vec![3, 4, 4]);
+}
+
+#[test]
+fn rotate_never_lets_fewer_than_the_quorum_decide() {
+    let rt = runtime();
+    let _g = rt.enter();
+    // Five voters, two of them lying alike; an attacker had the memory implicate two honest.
+    let fakes: Vec<Fake> = rt.block_on(async {
+        let mut v = vec![fake(Behaviour::fixed(r#"{"n":"lie"}"#)).await,
+                         fake(Behaviour::fixed(r#"{"n":"lie"}"#)).await];
+        for _ in 0..3 {
+            v.push(fake(Behaviour::fixed(r#"{"n":1}"#)).await);
+        }
+        v
+    });
+    let named: Vec<(&str, &Fake)> = vec![("c1", &fakes[0]), ("c2", &fakes[1]), ("h1", &fakes[2]),
+                                         ("h2", &fakes[3]), ("h3", &fakes[4])];
+    let voters = ["c1", "c2", "h1", "h2", "h3"];
+    let (_plane, addr) = start(&named, &voters, 3, &memory_of_the_trigger("rotate", &["h1", "h2"]));
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    // Three are left, as many as the quorum: they must all agree, and they do not.
+    let reply = request(addr, TRIGGERED);
+    assert!(reply.starts_with("HTTP/1.1 502"), "the liars must not carry it: {reply}");
+    assert!(get(addr, "/y").ends_with(r#"{"n":1}"#));
+}

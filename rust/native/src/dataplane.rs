@@ -105,6 +105,21 @@ impl DataPlane {
         Ok(self.plane()?.shared().sketch.counts(&features))
     }
 
+    /// Requests that met each immune memory's response since the last call.
+    fn take_matches<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.plane()?.shared().matches.take().into_iter().map(|(memory, m)| {
+            let d = PyDict::new(py);
+            d.set_item("memory", memory)?;
+            d.set_item("response", m.response)?;
+            d.set_item("count", m.count)?;
+            d.set_item("request", format!("{:016x}", m.request))?;
+            d.set_item("method", m.method)?;
+            d.set_item("path", m.path)?;
+            d.set_item("client", m.client.map(|c| c.to_string()))?;
+            Ok(d)
+        }).collect()
+    }
+
     /// The features of self requests sampled since the last call.
     fn take_self_samples(&self) -> PyResult<Vec<Vec<u64>>> {
         Ok(self.plane()?.shared().sketch.take_samples())
@@ -309,15 +324,6 @@ fn event_dict(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
             d.set_item("path", path)?;
             d.set_item("status", status)?;
             d.set_item("reason", reason)?;
-        }
-        Event::Immune { memory, response, request, method, path, client } => {
-            d.set_item("kind", "immune")?;
-            d.set_item("memory", memory)?;
-            d.set_item("response", response)?;
-            d.set_item("request", format!("{request:016x}"))?;
-            d.set_item("method", method)?;
-            d.set_item("path", path)?;
-            d.set_item("client", client.map(|c| c.to_string()))?;
         }
         Event::CatchUp(c) => {
             d.set_item("kind", "catch-up")?;

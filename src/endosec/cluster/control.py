@@ -109,6 +109,10 @@ class ControlView:
         if not set(self.trust) <= named:
             raise ControlError("trust: names an executor without a state")
 
+    def memory_specs(self) -> list[dict[str, Any]]:
+        """The memories as the data plane reads them (without when they were seen)."""
+        return [Memory.from_record(m).spec() for m in self.memories]
+
     def newer_than(self, other: ControlView | None) -> bool:
         return other is None or (self.term, self.seq) != (other.term, other.seq)
 
@@ -145,7 +149,7 @@ def _memories(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
         raise ControlError("memories: expected a list")
     try:
         return tuple(Memory.from_record(m).record() for m in found)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise ControlError(f"memories: {exc}") from exc
 
 
@@ -181,8 +185,8 @@ def encode_report(event: Forwarded) -> bytes:
         case Antigen(features=features, counts=counts, sampled=sampled, implicated=names):
             data = {"kind": "antigen", "features": list(features), "counts": list(counts),
                     "sampled": sampled, "implicated": list(names)}
-        case Matched(memory=memory):
-            data = {"kind": "matched", "memory": memory}
+        case Matched(memory=memory, count=count):
+            data = {"kind": "matched", "memory": memory, "count": count}
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -229,5 +233,5 @@ def decode_report(raw: bytes, now: float) -> Forwarded:
         return Antigen(tuple(features), tuple(counts), _int(data, "sampled"),
                        _names(data, "implicated"), now)
     if kind == "matched":
-        return Matched(_str(data, "memory"), now)
+        return Matched(_str(data, "memory"), now, max(1, _int(data, "count")))
     raise ControlError(f"kind: {kind!r} is not a report")

@@ -160,9 +160,13 @@ class Steward:
         view = self.gateway.control_view(self.member.name, term, seq,
                                          str(self.member.card.get("serve", "")))
         now = time.monotonic()
-        # The same decisions whatever the numbering; the same trust, or published lately.
-        if last is not None and replace(view, seq=last.seq, trust=last.trust) == last and (
-                view.trust == last.trust or now - self._published_at < _TRUST_EVERY):
+        # The same decisions whatever the numbering; the same trust and memories' matches, or
+        # published lately.
+        if last is not None and replace(view, seq=last.seq, trust=last.trust,
+                                        memories=last.memories) == last \
+                and view.memory_specs() == last.memory_specs() and (
+                (view.trust, view.memories) == (last.trust, last.memories)
+                or now - self._published_at < _TRUST_EVERY):
             return
         await self.store.put(self.keys.control, view.encode())
         self._hold(view)

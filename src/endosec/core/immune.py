@@ -74,18 +74,24 @@ class Memory:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> Memory:
-        features = tuple(sorted({int(f) for f in data["features"]}))
-        need = int(data["need"])
-        if not 1 <= need <= len(features) or any(not 0 <= f < 2**64 for f in features):
-            raise ValueError(f"memory {data.get('id')!r}: bad features or need")
-        response = str(data["response"])
+        """A memory kept elsewhere (a state file, a store): ValueError for anything but one."""
+        key, features, need = data["id"], data["features"], data["need"]
+        implicated, learned, seen = data.get("implicated", []), data["learned"], data["seen"]
+        matches, response = data.get("matches", 0), data["response"]
+        if not (isinstance(key, str) and isinstance(features, list) and _ints(features)
+                and _ints([need, matches]) and isinstance(implicated, list)
+                and all(isinstance(n, str) for n in implicated)
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                        and math.isfinite(t) for t in (learned, seen))):
+            raise ValueError(f"memory {key!r}: malformed")
+        ids = tuple(sorted(set(features)))
+        if not 1 <= need <= len(ids) or any(not 0 <= f < 2**64 for f in ids) or matches < 0:
+            raise ValueError(f"memory {key!r}: bad features, need or matches")
         if response not in RESPONSES:
-            raise ValueError(f"memory {data.get('id')!r}: unknown response {response!r}")
-        return cls(id=str(data["id"]), features=features, need=need,
-                   response=response,  # type: ignore[arg-type]
-                   implicated=tuple(str(n) for n in data.get("implicated", ())),
-                   learned=float(data["learned"]), seen=float(data["seen"]),
-                   matches=int(data.get("matches", 0)))
+            raise ValueError(f"memory {key!r}: unknown response {response!r}")
+        return cls(id=key, features=ids, need=need, response=response,
+                   implicated=tuple(implicated), learned=float(learned), seen=float(seen),
+                   matches=matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +108,15 @@ class Antigen:
 
 @dataclass(frozen=True, slots=True)
 class Matched:
-    """A request met a memory's response."""
+    """Requests met a memory's response (``count`` of them, the last at ``now``)."""
 
     memory: str
     now: float
+    count: int = 1
+
+
+def _ints(values: list[Any]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def signature(features: Sequence[int], counts: Sequence[int], sampled: int,
@@ -148,12 +159,14 @@ class ImmuneMemory:
             del self.memories[min(self.memories.values(), key=lambda m: m.seen).id]
         return memory
 
-    def matched(self, key: str, now: float) -> Memory | None:
-        """A request matched ``key``: it is seen again (None if it was forgotten since)."""
+    def matched(self, key: str, now: float, count: int = 1) -> Memory | None:
+        """``count`` requests matched ``key``: it is seen again (None if it was forgotten
+        since)."""
         old = self.memories.get(key)
         if old is None:
             return None
-        self.memories[key] = replace(old, seen=max(old.seen, now), matches=old.matches + 1)
+        self.memories[key] = replace(old, seen=max(old.seen, now),
+                                     matches=old.matches + count)
         return self.memories[key]
 
     def decay(self, now: float) -> list[Memory]:

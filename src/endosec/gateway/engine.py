@@ -377,8 +377,6 @@ class MimicGateway:
             return
         self.follows = None
         self.immunity.forward = None
-        if view is not None:
-            self.immunity.adopt(view.memories)
         if self.controller.started or following:  # what it knew (the pool, included) is old
             self.controller = self._controller()
         for name, counts in ({} if view is None else view.trust).items():
@@ -386,6 +384,8 @@ class MimicGateway:
                 self.trust.carry(name, *counts)
         self._execute(self.controller.start(self.now) if view is None else
                       self.controller.start(self.now, view.states, view.held))
+        if view is not None:  # after the controller started: a publish now is its own
+            self.immunity.adopt(view.memories)
         while self.outbox:  # seen here while it followed and not yet sent: its own to handle
             event = self.outbox.popleft()
             if isinstance(event, (Antigen, Matched)):

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from endosec.cluster.member import Member
-from endosec.cluster.store import StoreError
 from endosec.config import LearnConfig
 from endosec.core.trust import Level
 from endosec.gateway.immunity import Immunity
@@ -36,9 +35,13 @@ def load_key(path: Path) -> X25519PrivateKey:
     if path.exists():
         return X25519PrivateKey.from_private_bytes(path.read_bytes())
     key = X25519PrivateKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # whole or not at all: a crash leaves no empty key behind
     return key
 
 
@@ -61,9 +64,9 @@ class OnlineLearning:
             number = int(time.time() // every)
             try:
                 await self._round(number, every)
-            except StoreError as exc:  # the store is back by the next round, or the member
-                self.immunity.events.emit("immune-round-failed", round=number,  # says so
-                                          detail=str(exc))
+            except Exception as exc:  # a round lost is logged; the next one runs
+                self.immunity.events.emit("immune-round-failed", round=number,
+                                          detail=f"{type(exc).__name__}: {exc}")
             await _until((number + 1) * every + 0.05 * every)
 
     async def _round(self, number: int, every: float) -> None:
@@ -79,7 +82,7 @@ class OnlineLearning:
                                eta=outcome.eta, accepted=list(outcome.accepted),
                                rejected=list(outcome.rejected))
         await _until((number + 1) * every)
-        model = await self.learner.adopt(number)
+        model = await self.learner.adopt(number, self.member.leader)
         if model is not None:
             im.learned({"id": f"detector-{number}", "weights": [float(w) for w in model[:-1]],
                         "bias": float(model[-1]), "threshold": self.config.threshold,
@@ -88,7 +91,8 @@ class OnlineLearning:
     async def _levels(self) -> dict[str, Level]:
         """Every live member at L2, the leader at L3."""
         top = self.member.keys.members
-        names = [item.key[len(top):].decode() for item in await self.member.store.prefix(top)]
+        names = [item.key[len(top):].decode(errors="replace")
+                 for item in await self.member.store.prefix(top)]
         return {n: Level.L3 if n == self.member.leader else Level.L2 for n in names}
 
 

@@ -50,6 +50,7 @@ class NativePlane:
                                             wake_w)
         finally:
             os.close(wake_w)  # the data plane holds its own duplicate
+        gateway.immunity.self_counts = self.native.self_counts
         self._placements: dict[str, Placement] = {}
         self._epoch = 0
         self._tickets: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -136,7 +137,7 @@ class NativePlane:
             refused_clients=gw.attribution.refused(gw.now)
             if gw.config.attribution.refuse else (),
             writes_to=None if self._held else gw.writes_to, memories=gw.immunity.specs(),
-            detector=gw.immunity.detector))
+            detector=gw.immunity.detector, keep_samples=bool(gw.immunity.selves.maxlen)))
 
     async def catch_up(self, name: str) -> None:
         """Restore ``name`` from the latest checkpoint if it is behind it, then replay the
@@ -299,8 +300,6 @@ class NativePlane:
                                          method=event["method"],
                                          path=event["path"], status=event["status"],
                                          reason=event["reason"])
-            elif event["kind"] == "immune":
-                self.gateway.immunity.matched(event, self.gateway.now)
             elif event["refused"]:
                 self.gateway.refused(method=event["method"], path=event["path"],
                                      reason=event["reason"], request=event["request"])
@@ -336,9 +335,12 @@ class NativePlane:
             self.gateway.client_errors(self.native.take_client_errors())
             self.gateway.threat_update()  # evidence fades: the level falls back
             self.gateway.review_levels()
-            self.gateway.immunity.review(self.gateway.now)
-            if self.gateway.immunity.selves.maxlen:
-                self.gateway.immunity.sampled(self.native.take_self_samples())
+            immunity = self.gateway.immunity
+            for tally in self.native.take_matches():
+                immunity.matched(tally, self.gateway.now)
+            immunity.review(self.gateway.now)
+            if immunity.selves.maxlen:
+                immunity.sampled(self.native.take_self_samples())
             ticks += 1
             if ticks % _LOAD_EVERY == 0:
                 utilisation = cpu.sample()

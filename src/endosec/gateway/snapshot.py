@@ -34,7 +34,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
                    refused_clients: Sequence[str] = (),
                    writes_to: tuple[str, int] | None = None,
                    memories: Sequence[Mapping[str, Any]] = (),
-                   detector: Mapping[str, Any] | None = None) -> str:
+                   detector: Mapping[str, Any] | None = None, keep_samples: bool = False) -> str:
     """The snapshot as the JSON the data plane reads (see rust/dataplane/src/snapshot.rs).
 
     Executors without a placement (never started) are left out; none of them may vote.
@@ -42,7 +42,7 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
     are the addresses held responsible for repeated dissent (refused over TCP); ``writes_to``
     is the listener of the boundary's leader, where a follower sends its writes; ``memories``
     are the immune memories requests are matched against, ``detector`` the boundary's learned
-    detector.
+    detector, ``keep_samples`` whether sampled self requests are kept for it to learn from.
     """
     limits = config.limits
     executors: list[dict[str, Any]] = []
@@ -110,4 +110,5 @@ def build_snapshot(config: Config, *, voters: Sequence[str], shadows: Sequence[s
                                   if e.state is not None and e.state.http is not None}),
         "memories": list(memories),
         "detector": None if detector is None else dict(detector),
+        "keep_samples": keep_samples,
     })

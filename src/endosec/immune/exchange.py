@@ -30,12 +30,13 @@ from endosec.observe.ledger_format import Record
 __all__ = ["RECORD_KIND", "Collected", "Exchange", "record_round"]
 
 RECORD_KIND: Final = "immune-round"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# Gateway names as the cluster gives them (``host:port`` by default), boundaries as configured.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 def _checked(name: str, what: str) -> str:
     if not _NAME.fullmatch(name):
-        raise ValueError(f"{what} {name!r}: letters, digits, '.', '_' and '-' only")
+        raise ValueError(f"{what} {name!r}: letters, digits, '.', '_', ':' and '-' only")
     return name
 
 
@@ -96,10 +97,26 @@ class Exchange:
     async def publish_aggregate(self, number: int, sealed: bytes) -> None:
         await self.store.put(self.aggregate_key(number), sealed)
 
+    async def forget(self, number: int) -> None:
+        """Delete the updates of rounds up to ``number`` (collected) and the aggregates before
+        ``number - 1`` (adopted): the store keeps only what a round still needs."""
+        for item in await self.store.prefix(self.top + b"updates/"):
+            if _round_of(item.key) <= number:
+                await self.store.delete(item.key)
+        for item in await self.store.prefix(self.top + b"aggregates/"):
+            if _round_of(item.key) < number - 1:
+                await self.store.delete(item.key)
+
     async def aggregate(self, number: int) -> bytes | None:
         """The sealed aggregate of round ``number``, if published."""
         item = await self.store.get(self.aggregate_key(number))
         return None if item is None else item.value
+
+
+def _round_of(key: bytes) -> int:
+    """The round a key names (a key that names none counts as round 0: it goes)."""
+    last = key.rsplit(b"/", 1)[-1]
+    return int(last) if last.isdigit() else 0
 
 
 def record_round(ledger: Ledger, scheme: str, outcome: Round, *, now: float) -> Record:

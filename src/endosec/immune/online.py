@@ -194,6 +194,7 @@ class Learner:
             return None
         keys = await self._eligible(levels)
         got = await self.exchange.collect(number, self.key, keys)
+        await self.exchange.forget(number)
         models = {n: m for n, m in got.models.items() if len(m) == p.dim + 1}
         refused = {n for n in got.refused if n in keys} | set(got.models) - set(models)
         check = Check(*_labelled(antigens, selves, p.dim))
@@ -219,25 +220,28 @@ class Learner:
             record_round(self.ledger, p.scheme, outcome, now=self._clock())
         return outcome
 
-    async def adopt(self, number: int) -> Vector | None:
-        """Open round ``number``'s aggregate with the announced key of the leader it names and
-        make it the global model; None if absent, not sealed for us, or altered."""
+    async def adopt(self, number: int, leader: str | None = None) -> Vector | None:
+        """Open round ``number``'s aggregate with the announced key of the leader it names
+        (which must be ``leader``, when given: the boundary's) and make it the global model;
+        None if absent, not sealed for us, from another, altered, or not finite."""
         sealed = await self.exchange.aggregate(number)
         if sealed is None:
             return None
         try:
             data = json.loads(sealed)
-            if data["round"] != number or self.gateway not in data["keys"]:
+            if data["round"] != number or self.gateway not in data["keys"] or (
+                    leader is not None and data["leader"] != leader):
                 return None
             self.exchange.update_key(str(data["leader"]), number)  # a name, or ValueError
-            leader = await self._public(self._key_path(str(data["leader"])))
-            if leader is None:
+            sealer = await self._public(self._key_path(str(data["leader"])))
+            if sealer is None:
                 return None
-            model = from_bytes(open_for(data, self.key, self.gateway, leader))
+            model = from_bytes(open_for(data, self.key, self.gateway, sealer))
             strength = float(data["eta"])
         except (SealError, ValueError, KeyError, TypeError):
             return None
-        if len(model) != self.policy.dim + 1:
+        if len(model) != self.policy.dim + 1 or not np.isfinite(model).all() \
+                or not np.isfinite(strength):
             return None
         self._model = model
         if self.policy.scheme == "clonal":

@@ -22,6 +22,7 @@ Wire format: ``salt (16) | nonce (12) | ciphertext and tag`` for uploads, ``leve
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -134,40 +135,46 @@ def _wrap_key(mine: X25519PrivateKey, theirs: X25519PublicKey, salt: bytes) -> A
     return AESGCM(HKDF(hashes.SHA256(), 32, salt, _WRAP).derive(mine.exchange(theirs)))
 
 
-def _wrap_context(leader: str, gateway: str, number: int) -> bytes:
-    return b"%s\0%s\0%s\0%d" % (_WRAP, leader.encode(), gateway.encode(), number)
+def _wrap_context(leader: str, gateway: str, number: int, body: bytes) -> bytes:
+    """What a wrapped key is bound to: who sealed it for whom, the round, and the body's
+    SHA-256 (a recipient, who knows the content key, cannot put another body under it)."""
+    digest = hashlib.sha256(body).digest()
+    return b"%s\0%s\0%s\0%d\0%s" % (_WRAP, leader.encode(), gateway.encode(), number, digest)
 
 
 def _header(head: Mapping[str, Any]) -> bytes:
     return _BODY + b"\0" + json.dumps(head, sort_keys=True).encode()
 
 
-def seal_for(leader_key: X25519PrivateKey, leader: str, recipients: Mapping[str, X25519PublicKey],
-          head: Mapping[str, Any], model: bytes) -> bytes:
+def seal_for(leader_key: X25519PrivateKey, leader: str,
+             recipients: Mapping[str, X25519PublicKey], head: Mapping[str, Any],
+             model: bytes) -> bytes:
     """The aggregate under a fresh content key, that key wrapped for each recipient; ``head``
     (leader, round, scheme, eta) travels in clear, bound to the body as associated data."""
     content, nonce = AESGCM.generate_key(bit_length=256), os.urandom(_NONCE)
+    body = AESGCM(content).encrypt(nonce, model, _header(head))
     wrapped = {}
     for name, public in recipients.items():
         salt, wn = os.urandom(_SALT), os.urandom(_NONCE)
         sealed = _wrap_key(leader_key, public, salt).encrypt(
-            wn, content, _wrap_context(leader, name, head["round"]))
+            wn, content, _wrap_context(leader, name, head["round"], nonce + body))
         wrapped[name] = _b64(salt + wn + sealed)
-    body = AESGCM(content).encrypt(nonce, model, _header(head))
     return json.dumps({**head, "nonce": _b64(nonce), "body": _b64(body),
                        "keys": wrapped}).encode()
 
 
 def open_for(data: Mapping[str, Any], key: X25519PrivateKey, gateway: str,
-          leader: X25519PublicKey) -> bytes:
+             leader: X25519PublicKey) -> bytes:
+    """The model in an aggregate sealed for ``gateway`` by ``leader``; `SealError` if any
+    byte of it was changed."""
     head = {k: data[k] for k in ("leader", "round", "scheme", "eta")}
     wrapped = base64.b64decode(data["keys"][gateway], validate=True)
     salt, wn, sealed = wrapped[:_SALT], wrapped[_SALT:_SALT + _NONCE], wrapped[_SALT + _NONCE:]
     try:
+        nonce = base64.b64decode(data["nonce"], validate=True)
+        body = base64.b64decode(data["body"], validate=True)
         content = _wrap_key(key, leader, salt).decrypt(
-            wn, sealed, _wrap_context(head["leader"], gateway, head["round"]))
-        return AESGCM(content).decrypt(base64.b64decode(data["nonce"], validate=True),
-                                       base64.b64decode(data["body"], validate=True),
-                                       _header(head))
+            wn, sealed, _wrap_context(head["leader"], gateway, head["round"], nonce + body))
+        return AESGCM(content).decrypt(nonce, body, _header(head))
     except (InvalidTag, ValueError) as exc:
         raise SealError(f"the aggregate of round {head['round']} does not open") from exc
