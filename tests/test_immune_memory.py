@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from endosec import _native
 from endosec.cluster.control import ControlError, ControlView, decode_report, encode_report
-from endosec.core.antigen import fnv1a, request_features
+from endosec.core.antigen import fnv1a, query_features, request_features
 from endosec.core.immune import Antigen, ImmuneMemory, ImmunePolicy, Matched, Memory, signature
 from endosec.core.model import ExecutorState
 from endosec.immune.detector import score
@@ -63,6 +63,14 @@ _MANY = "&".join(f"p{i}=tok{i}a tok{i}b" for i in range(50))
 def test_edge_cases_give_the_same_features_natively(method, target, headers, body):
     expected = request_features(method, target, headers, body)
     assert _native.request_features(method, target, headers, body) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(qtype=st.sampled_from(["A", "AAAA", "TXT", "TYPE65534"]),
+       labels=st.lists(st.text("abcxyz0123456789-_é\\", min_size=1, max_size=12), max_size=5))
+def test_the_data_plane_computes_the_reference_query_features(qtype, labels):
+    name = ".".join(labels) + "."
+    assert _native.query_features(qtype, name) == query_features(qtype, name)
 
 
 def test_fnv1a_is_the_published_function():

@@ -103,6 +103,8 @@ def encode_response(status: int, headers: _Headers, body: bytes, keep_alive: boo
 def error_response(status: int, payload: list[tuple[str, str]], keep_alive: bool) -> bytes: ...
 def request_features(method: bytes, target: bytes, headers: _Headers, body: bytes) -> list[int]:
     """The request's immune features (`endosec.core.antigen.request_features`)."""
+def query_features(qtype: str, name: str) -> list[int]:
+    """A DNS query's immune features (`endosec.core.antigen.query_features`)."""
 def detector_score(weights: list[float], bias: float, features: list[int]) -> float:
     """A learned detector's score (`endosec.immune.detector.score`); ValueError if the
     weights are empty or not finite."""

@@ -16,6 +16,7 @@ use crate::ballot::{Output, Verdict};
 use crate::canon::BodyRule;
 use crate::dns::{self, Query, Reply, Settings, MAX_TCP_MESSAGE};
 use crate::http::UpstreamError;
+use crate::immune;
 use crate::model::ErrorKind;
 use crate::plane::Shared;
 use crate::pool::{Conn, Pool};
@@ -43,9 +44,25 @@ pub async fn serve(shared: Arc<Shared>, query: Query, transport: Transport, clie
     });
     let snapshot = shared.snapshot.load_full();
     let settings = snapshot.dns.clone();
-    let ctx = Context { id: shared.ids.next(), label: query.label(), key: query.key(),
-                        client: Some(client), started: Instant::now(), snapshot, memory: None,
-                        features: None, sample: false };
+    let (label, key) = (query.label(), query.key());
+    let sample = shared.sketch.sample();
+    let watched = !snapshot.memories.is_empty() || snapshot.detector.is_some();
+    let features: Option<Arc<[u64]>> =
+        (sample || watched).then(|| immune::query_features(&label, &key).into());
+    let memory = features.as_deref().and_then(|f| {
+        snapshot.memories.matching(f).or_else(|| snapshot.detector.as_ref()?.flags(f))
+    });
+    let ctx = Context { id: shared.ids.next(), label, key, client: Some(client),
+                        started: Instant::now(), snapshot, memory, features, sample };
+    if let Some(memory) = &ctx.memory {
+        shared.matches.record(memory, immune::Matched {
+            response: memory.response.as_str(), count: 1, request: ctx.id,
+            method: ctx.label.clone(), path: ctx.key.clone(), client: ctx.client });
+        if memory.response == immune::Response::Refuse {
+            respond(dns::refused(&query, &settings));
+            return;
+        }
+    }
     if below_floor(&shared, &ctx).is_some() {
         respond(dns::servfail(&query, &settings, &refusal_text(ctx.id)));
         return;
@@ -87,6 +104,10 @@ impl Phases for Dns {
 
     fn output(&self, _ctx: &Context, executor: Arc<str>, reply: &Reply, latency: f64) -> Output {
         reply.output(executor, &self.settings, latency)
+    }
+
+    fn features(&self, ctx: &Context) -> Vec<u64> {
+        immune::query_features(&ctx.label, &ctx.key)
     }
 
     fn failure_rule(&self, _ctx: &Context) -> Arc<BodyRule> {

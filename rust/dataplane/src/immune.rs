@@ -130,6 +130,19 @@ pub fn request_features(method: &[u8], target: &[u8], headers: &[(impl AsRef<[u8
     out
 }
 
+/// A DNS query's feature ids: its type (``m:``), its name with digit runs as ``#`` (``p:``)
+/// and each of that name's labels (``s:``), sorted and without repeats. ``name`` is lowercase,
+/// with its final dot, as events carry it.
+pub fn query_features(qtype: &str, name: &str) -> Vec<u64> {
+    let tpl = template(name.as_bytes());
+    let mut out = vec![fnv1a(&[b"m:", qtype.as_bytes()]), fnv1a(&[b"p:", &tpl])];
+    out.extend(tpl.split(|&b| b == b'.').filter(|l| !l.is_empty())
+        .map(|label| fnv1a(&[b"s:", label])));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// What the gateway does with a request that matches a memory.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

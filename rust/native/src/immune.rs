@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request_features, m)?)?;
+    m.add_function(wrap_pyfunction!(query_features, m)?)?;
     m.add_function(wrap_pyfunction!(detector_score, m)?)?;
     Ok(())
 }
@@ -15,6 +16,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn request_features(method: &[u8], target: &[u8], headers: Vec<(Vec<u8>, Vec<u8>)>, body: &[u8])
                     -> Vec<u64> {
     immune::request_features(method, target, &headers, body)
+}
+
+/// A DNS query's immune features, as the data plane computes them.
+#[pyfunction]
+fn query_features(qtype: &str, name: &str) -> Vec<u64> {
+    immune::query_features(qtype, name)
 }
 
 /// A learned detector's score of ``features``, as the data plane computes it.

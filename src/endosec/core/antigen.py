@@ -9,8 +9,9 @@ that a memory neither keys on noise nor keeps a credential; the gateway's own ``
 headers give nothing. Percent-escapes in the path and query
 are decoded first (``+`` as a space in the query), so that spelling does not hide a token.
 
-This is the reference; the data plane computes the same ids natively (``request_features``)
-and a differential property holds them equal.
+A DNS query is reduced the same way (`query_features`): its type, its name's template and
+labels. This is the reference; the data plane computes the same ids natively and a
+differential property holds them equal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["BODY_BYTES", "MAX_TOKENS", "fnv1a", "request_features", "tokens"]
+__all__ = ["BODY_BYTES", "MAX_TOKENS", "fnv1a", "query_features", "request_features", "tokens"]
 
 #: How much of a body is read for tokens.
 BODY_BYTES = 4096
@@ -85,4 +86,13 @@ def request_features(method: bytes, target: bytes, headers: Sequence[tuple[bytes
         if lname not in _VALUELESS:
             names += _tagged(b"hv:" + lname + b"=", tokens(value))
     names += _tagged(b"b:", tokens(body[:BODY_BYTES]))
+    return sorted({fnv1a(n) for n in names})
+
+
+def query_features(qtype: str, name: str) -> list[int]:
+    """A DNS query's feature ids: its type (``m:``), its name (lowercase, with its final dot)
+    with digit runs as ``#`` (``p:``), and each label of that (``s:``)."""
+    template = _DIGITS.sub(b"#", name.encode())
+    names = [b"m:" + qtype.encode(), b"p:" + template]
+    names += [b"s:" + label for label in template.split(b".") if label]
     return sorted({fnv1a(n) for n in names})

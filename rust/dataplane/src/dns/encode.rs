@@ -9,7 +9,7 @@ use domain::dep::octseq::OctetsBuilder;
 
 use super::query::Query;
 use super::reply::{RRset, Reply};
-use super::{Settings, ECHOED, FROM_WINNER, QR, SERVFAIL, TC};
+use super::{Settings, ECHOED, FROM_WINNER, QR, REFUSED, SERVFAIL, TC};
 
 /// The Extended DNS Error code for "other" (RFC 8914).
 const EDE_OTHER: u16 = 0;
@@ -118,6 +118,15 @@ pub fn encode_reply(query: &Query, winner: &Reply, settings: &Settings, max_size
 /// Fail closed: SERVFAIL, with an Extended DNS Error naming the reason when the client uses
 /// EDNS; never any executor's answer.
 pub fn servfail(query: &Query, settings: &Settings, reason: &str) -> Vec<u8> {
+    empty(query, settings, SERVFAIL, reason)
+}
+
+/// REFUSED, before any executor is asked (a query an immune memory refuses).
+pub fn refused(query: &Query, settings: &Settings) -> Vec<u8> {
+    empty(query, settings, REFUSED, "")
+}
+
+fn empty(query: &Query, settings: &Settings, rcode: u16, reason: &str) -> Vec<u8> {
     let reason = match reason.char_indices().nth(MAX_REASON) {
         Some((end, _)) => &reason[..end],
         None => reason,
@@ -126,7 +135,7 @@ pub fn servfail(query: &Query, settings: &Settings, reason: &str) -> Vec<u8> {
         payload: settings.udp_payload, dnssec_ok: false,
         ede: (!reason.is_empty()).then_some(reason) });
     compose(&Draft { id: query.id, flags: QR | (query.client_flags() & ECHOED),
-                     rcode: SERVFAIL, question: Some((query.qname(), query.qtype, Class::IN)),
+                     rcode, question: Some((query.qname(), query.qtype, Class::IN)),
                      sections: [&[], &[], &[]], opt }, usize::MAX)
         .expect("a header, a question and an OPT record always fit")
 }

@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 use crate::canon::BodyRule;
 
-pub use encode::{encode_reply, servfail};
+pub use encode::{encode_reply, refused, servfail};
 pub use query::{parse_query, Query, Refusal};
 pub use reply::{parse_reply, Reply};
 
@@ -71,6 +71,7 @@ const FROM_WINNER: u16 = AA | TC | RA | AD;
 const ECHOED: u16 = OPCODE | RD | CD;
 /// The rcode of a reply that cannot be given.
 const SERVFAIL: u16 = 2;
+const REFUSED: u16 = 5;
 
 /// The `dns` section of a snapshot, as the control plane sends it.
 #[derive(Clone, Debug, Deserialize)]

@@ -226,6 +226,18 @@ fn servfail_names_the_reason_only_with_edns() {
 }
 
 #[test]
+fn refused_echoes_the_question_and_says_nothing_more() {
+    let settings = Settings::default();
+    let q = query("Leak.test", Rtype::TXT, Some(1232));
+    let out = Message::from_octets(refused(&q, &settings)).unwrap();
+    assert_eq!(out.header().rcode(), Rcode::REFUSED);
+    assert_eq!(out.header().id(), q.id);
+    assert_eq!(out.sole_question().unwrap().qname().to_string(), "Leak.test");
+    assert!(out.opt().unwrap().opt().first::<domain::base::opt::ExtendedError<_>>().is_none());
+    assert_eq!(out.header_counts().ancount(), 0);
+}
+
+#[test]
 fn the_referral_glue_counts_only_in_referrals_when_so_configured() {
     let referrals = Settings::compile(&Spec { additional: "referrals".into(), ..Spec::default() })
         .unwrap();
