@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endosec.cluster.embedded import EmbeddedStore
-from endosec.cluster.store import ControlStore, open_store
+from endosec.cluster.store import ControlStore
 from endosec.core.trust import Level
 from endosec.immune.cli import immune
 from endosec.immune.clonal import aggregate, eta, mutate, rank, run_clonal, select
@@ -37,7 +35,6 @@ from endosec.immune.synthetic import FAMILIES, antigens, benign, mixed
 from endosec.immune.traffic import TrafficError, dump_jsonl, parse_jsonl
 from endosec.observe.ledger import Ledger
 from endosec.observe.ledger_verify import read_records, verify
-from tests.etcd_cluster import EtcdCluster
 
 vectors = st.lists(st.floats(-50, 50), min_size=1, max_size=6)
 
@@ -206,18 +203,6 @@ def test_each_round_is_in_the_ledger_by_the_hash_of_its_aggregate(tmp_path: Path
     assert [r.payload["eta"] for r in mine] == [r.eta for r in run.rounds]
     assert verify(tmp_path / "ledger").ok
 
-
-@pytest.fixture(params=["embedded", "etcd"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ControlStore]:
-    cluster = EtcdCluster(tmp_path / "etcd", members=1) if request.param == "etcd" else None
-    opened: ControlStore = EmbeddedStore(tmp_path / "control.json") if cluster is None \
-        else open_store(cluster.url, tmp_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 async def test_gateways_exchange_sealed_models_through_the_store(store: ControlStore) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from endosec.cluster.embedded import EmbeddedStore
-from endosec.cluster.store import ControlStore, open_store
+from endosec.cluster.store import ControlStore
 from endosec.core.trust import Level
 from endosec.immune.detector import Fit, Vector, design, score, to_bytes
 from endosec.immune.exchange import RECORD_KIND, Exchange
@@ -25,7 +24,6 @@ from endosec.immune.online import Learner, LearnPolicy
 from endosec.immune.synthetic import antigens, benign
 from endosec.observe.ledger import Ledger
 from endosec.observe.ledger_verify import read_records
-from tests.etcd_cluster import EtcdCluster
 
 # Non-IID: each gateway sees one family. A wide margin lets honest updates that forget some
 # of the others' families through (docs/immune.md, "Verification"); 0.5 is `flagged`'s line.
@@ -63,18 +61,6 @@ async def _round(learners: dict[str, Learner], number: int, traffic: dict[str, T
     for learner in learners.values():
         await learner.adopt(number)
 
-
-@pytest.fixture(params=["embedded", "etcd"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ControlStore]:
-    cluster = EtcdCluster(tmp_path / "etcd", members=1) if request.param == "etcd" else None
-    opened: ControlStore = EmbeddedStore(tmp_path / "control.json") if cluster is None \
-        else open_store(cluster.url, tmp_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 async def test_a_gateway_learns_a_family_it_never_saw(store: ControlStore,

@@ -185,6 +185,22 @@ def test_redteam_against_the_web_example(request: pytest.FixtureRequest,
     check_required_figures(data)
 
 
+def _demo_with(tmp_path: Path, report_dir: Path, settings: str,
+               only: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
+    """The red team's class ``only`` against the demo with ``settings`` (YAML) added."""
+    demo = tmp_path / "demo"
+    shutil.copytree(ROOT / "src/endosec/demo", demo,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with (demo / "endosec.yaml").open("a") as f:
+        f.write("\n" + settings)
+    proc = subprocess.run(
+        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(demo / "endosec.yaml"),
+         "--report", str(report_dir), "--only", only, "--no-incremental",
+         "--benign-requests", "200"],
+        capture_output=True, text=True, timeout=300, check=False)
+    return json.loads((report_dir / "report.json").read_text()), proc
+
+
 @pytest.mark.skipif(shutil.which("node") is None,
                     reason="node is needed for the three-stack demo "
                            "(scripts/install-system-deps.sh installs it)")
@@ -192,17 +208,7 @@ def test_without_attestation_the_identity_cases_go_unseen(tmp_path: Path,
                                                           report_dir: Path) -> None:
     """What catches them is attestation: with ``attest.action: off`` neither case is caught,
     though every answer stays right."""
-    demo = tmp_path / "demo"
-    shutil.copytree(ROOT / "src/endosec/demo", demo,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    with (demo / "endosec.yaml").open("a") as f:
-        f.write('\nattest:\n  action: "off"\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(demo / "endosec.yaml"),
-         "--report", str(report_dir), "--only", "identity", "--no-incremental",
-         "--benign-requests", "200"],
-        capture_output=True, text=True, timeout=300, check=False)
-    data = json.loads((report_dir / "report.json").read_text())
+    data, proc = _demo_with(tmp_path, report_dir, 'attest:\n  action: "off"\n', "identity")
     cases = {c["name"]: c for c in data["cases"] if c["class"] == "identity"}
     assert set(cases) == {"admission", "port-squat", "tampered-image"}, proc.stdout + proc.stderr
     for name in ("port-squat", "tampered-image"):
@@ -217,17 +223,7 @@ def test_without_attestation_the_identity_cases_go_unseen(tmp_path: Path,
 def test_without_immune_memory_the_recall_case_fails(tmp_path: Path, report_dir: Path) -> None:
     """What meets the disguised triggers is the memory: without it the victim answers them
     whenever it votes (outvoted, so every reply stays right), and is cleansed again."""
-    demo = tmp_path / "demo"
-    shutil.copytree(ROOT / "src/endosec/demo", demo,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    with (demo / "endosec.yaml").open("a") as f:
-        f.write("\nimmune:\n  enabled: false\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "endosec.redteam.cli", "--config", str(demo / "endosec.yaml"),
-         "--report", str(report_dir), "--only", "immune", "--no-incremental",
-         "--benign-requests", "200"],
-        capture_output=True, text=True, timeout=300, check=False)
-    data = json.loads((report_dir / "report.json").read_text())
+    data, proc = _demo_with(tmp_path, report_dir, "immune:\n  enabled: false\n", "immune")
     [case] = [c for c in data["cases"] if c["class"] == "immune"]
     assert not case["detected"] and not case["suppressed"], proc.stdout + proc.stderr
     recalled = re.search(r"recalled (\d+)/10", case["notes"][-1])
