@@ -222,8 +222,10 @@ async def _incremental_run(config: Config, root: Path, opts: SuiteOptions,
         "threat": {"half_life": params.threat_half_life, "scale": params.threat_scale,
                    "isolate_at": None},
         # Only rotation removes a foothold here, as in the faithful simulation it is compared
-        # with: dissent costs no Proof-of-Trust points, so none falls to probation for it.
-        "trust": {"penalty": 0.0}})
+        # with: dissent costs no Proof-of-Trust points, so none falls to probation for it; and
+        # no immune memory of the footholds' trigger keeps them from dissenting (the
+        # simulation knows none, and it is the dissent that moves threat-aware rotation).
+        "trust": {"penalty": 0.0}, "immune": {"enabled": False}})
     gw = GatewayProcess(dep, data)
     await gw.start()
     drill = Drill(gw, new_workload(), canary="", active_size=params.n,
