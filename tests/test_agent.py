@@ -523,3 +523,25 @@ def test_the_manifest_asks_the_agent_to_measure_its_executor(
     far = manifest["executors"]["far"]
     assert any(label.startswith("exe:") for label in far) and "entry" in far, far
     assert any(label.endswith("/stdlib_notes.py") for label in far), far
+
+
+def test_what_an_agent_sweeps_at_start_is_said_on_stderr_not_before_its_address(
+        tmp_path: Path) -> None:
+    """Standard output carries one line, the address: what an earlier run left (here a
+    segment whose maker is gone) is reported on standard error, and removed."""
+    need_root_tools()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    namespace = f"endosec-{gone.pid}-left"
+    ip("netns", "add", namespace)
+    try:
+        agent = Agent(tmp_path, "127.0.0.1", NOTES, gateways=[identity(tmp_path / "gw.pem")])
+        try:
+            assert agent.url.startswith("https://127.0.0.1:")
+            assert not Path(f"/run/netns/{namespace}").exists()
+            assert f"network namespace {namespace} (its maker is gone)" in agent.log.read_text()
+        finally:
+            agent.stop()
+    finally:
+        if Path(f"/run/netns/{namespace}").exists():
+            ip("netns", "del", namespace)

@@ -79,6 +79,14 @@ def run_suite(request: pytest.FixtureRequest, config: Path, report: Path) -> dic
     return data
 
 
+def shown(data: dict, cls: str) -> str:
+    """The cases of class ``cls`` in full, one per line (a failed assertion shows them
+    uncut)."""
+    return "\n".join(json.dumps({k: c.get(k) for k in ("name", "detected", "suppressed",
+                                                         "victims", "notes")})
+                     for c in data["cases"] if c["class"] == cls)
+
+
 def check_required_figures(data: dict) -> None:
     classes = data["classes"]
     assert not data["gateway"]["crashed"], data["gateway"]
@@ -106,7 +114,7 @@ def check_required_figures(data: dict) -> None:
     assert covert["cases"] == 6 and covert["suppressed"] == 6
     assert covert["false_alarm_events"] == 0
     if segment_possible() is None and opens_possible() is None:
-        assert covert["detected"] == 6, [c for c in data["cases"] if c["class"] == "covert"]
+        assert covert["detected"] == 6, shown(data, "covert")
         assert covert["time_to_quarantine_max"] <= 5.0, covert
     # Inputs the stacks legitimately disagree on, from one client at a high rate: refused or
     # agreed on, so nobody is quarantined and the floor holds.
@@ -119,20 +127,19 @@ def check_required_figures(data: dict) -> None:
         and not (c["suppressed"] and c["detected"])]
     # What tells the executors apart, or the active set, stays hidden.
     recon = classes["reconnaissance"]
-    assert recon["cases"] == 3 and recon["suppressed"] == recon["detected"] == 3, [
-        c for c in data["cases"] if c["class"] == "reconnaissance"]
+    assert recon["cases"] == 3 and recon["suppressed"] == recon["detected"] == 3, shown(
+        data, "reconnaissance")
     # A squatter on an executor's port and a file planted in its image: both caught (health's
     # owner check; a re-measurement), neither by a dissent; and an agent's admission refuses
     # replayed, foreign and forged proofs and calls without a session, logging each.
     identity = classes["identity"]
-    assert identity["cases"] == 3 and identity["suppressed"] == identity["detected"] == 3, [
-        {k: c.get(k) for k in ("name", "detected", "suppressed", "victims", "notes")}
-        for c in data["cases"] if c["class"] == "identity"]
+    assert identity["cases"] == 3 and identity["suppressed"] == identity["detected"] == 3, shown(
+        data, "identity")
     # A trigger seen once comes back in ten other guises: the memory it formed meets each
     # before the implicated executor can answer.
     immune = classes["immune"]
-    assert immune["cases"] == 1 and immune["suppressed"] == immune["detected"] == 1, [
-        c for c in data["cases"] if c["class"] == "immune"]
+    assert immune["cases"] == 1 and immune["suppressed"] == immune["detected"] == 1, shown(
+        data, "immune")
     for name in ("differential", "faults", "benign-divergence"):
         assert classes[name]["availability"] >= 0.999, (name, classes[name], [
             c["benign"] for c in data["cases"] if c["class"] == name])

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -228,11 +229,11 @@ async def serve_agent(config: AgentConfig, state_dir: Path, *, stop: asyncio.Eve
     stale = reap_leftovers(scratch)
     if stale:
         print(f"endosec agent: stopped executors an earlier run left: {'; '.join(stale)}",
-              flush=True)
+              file=sys.stderr, flush=True)
     opens, unwatched = watch_opens()
     if unwatched is not None:
         print(f"endosec agent: {unwatched}: the rule read-outside does not apply here",
-              flush=True)
+              file=sys.stderr, flush=True)
     executors = {e.name: ProcessExecutor(local_spec(e, scratch_root=scratch, health_probe=None),
                                          opens)
                  for e in config.executors}
