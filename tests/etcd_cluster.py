@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -92,23 +91,6 @@ class EtcdCluster:
     def url_on(self, host: str) -> str:
         """The store URL with every member reached at ``host``."""
         return "etcd://" + ",".join(f"{host}:{p}" for p in self.clients)
-
-    def lead(self, index: int) -> None:
-        """Make member ``index`` the etcd cluster's leader (the worst one to lose)."""
-        def etcdctl(*args: str, endpoints: list[int] = self.clients) -> str:
-            return subprocess.run(
-                ["etcdctl", "--endpoints", ",".join(f"127.0.0.1:{p}" for p in endpoints),
-                 *args], capture_output=True, text=True, check=True, timeout=10,
-                env={**os.environ, "ETCDCTL_API": "3"}).stdout
-
-        statuses = json.loads(etcdctl("endpoint", "status", "-w", "json"))
-        ids = {int(s["Endpoint"].rsplit(":", 1)[1]): s["Status"]["header"]["member_id"]
-               for s in statuses}
-        [leader] = {s["Status"]["leader"] for s in statuses}
-        target = ids[self.clients[index]]
-        if leader != target:
-            [port] = [p for p, i in ids.items() if i == leader]
-            etcdctl("move-leader", f"{target:x}", endpoints=[port])
 
     def kill(self, index: int) -> None:
         """kill -9 one member."""
