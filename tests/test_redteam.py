@@ -109,13 +109,19 @@ def check_required_figures(data: dict) -> None:
                for n in informed["informed-alter-json-field"]["notes"]), informed
     # Covert implants keep every reply right; behaviour gives them away, within 5 s, and
     # nobody else is punished (a connection out shows only in a network segment, a file read
-    # only to fanotify: as root).
+    # only to fanotify: as root). The rules that weigh time and CPU against the host's are
+    # given 10 s: the latency rule skips the windows in which the host is busy
+    # (behaviour.busy_above), and on the two cores of CI the suite itself keeps it busy.
     covert = classes["covert"]
     assert covert["cases"] == 6 and covert["suppressed"] == 6
     assert covert["false_alarm_events"] == 0
     if segment_possible() is None and opens_possible() is None:
         assert covert["detected"] == 6, shown(data, "covert")
-        assert covert["time_to_quarantine_max"] <= 5.0, covert
+        caught = {c["name"]: c["time_to_quarantine"] for c in data["cases"]
+                  if c["class"] == "covert"}
+        slow = {n: t for n, t in caught.items()
+                if t > (10.0 if n in ("micro-delay", "cpu-burn") else 5.0)}
+        assert not slow, caught
     # Inputs the stacks legitimately disagree on, from one client at a high rate: refused or
     # agreed on, so nobody is quarantined and the floor holds.
     divergence = classes["benign-divergence"]
