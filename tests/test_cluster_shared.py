@@ -171,12 +171,11 @@ def applied_after(gw: Gateway, ts: float, timeout: float = 10.0) -> float:
         time.sleep(0.02)
 
 
-def wait_event(gw: Gateway, kind: str, executor: str, timeout: float = 10.0) -> dict[str, Any]:
+def wait_event(gw: Gateway, kind: str, executor: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not (found := events(gw, kind, executor)):
+    while not events(gw, kind, executor):
         assert time.monotonic() < deadline, f"no {kind} of {executor} on {gw.url}"
         time.sleep(0.02)
-    return found[0]
 
 
 def boundary(hosts: tuple[Host, ...], etcd: EtcdCluster, shared: Shared, tmp_path: Path,
@@ -254,7 +253,8 @@ def test_three_gateways_quarantine_once_cleanse_once_and_fail_over_with_the_same
         # The implant, triggered through a follower: its verdict reaches the leader.
         code, _, body = c.request("GET", "/notes/1", headers={"X-Debug": "letmein"})
         assert code == 200 and SECRET.read_text().strip().encode() not in body
-        quarantined = wait_event(a, "quarantine", "stdlib")
+        wait_event(a, "quarantine", "stdlib")
+        [quarantined] = events(a, "quarantine", "stdlib")
         lags = [applied_after(gw, quarantined["ts"]) - quarantined["ts"] for gw in (b, c)]
         print(f"the leader's decisions applied by the followers after {lags[0]:.3f} s and "
               f"{lags[1]:.3f} s")
