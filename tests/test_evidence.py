@@ -64,6 +64,22 @@ def test_the_store_keeps_the_newest_within_its_bounds(tmp_path: Path) -> None:
     assert list((tmp_path / "small").glob("*.json")) == []
 
 
+def test_a_store_reopened_counts_the_records_already_kept(tmp_path: Path) -> None:
+    """The bounds hold across restarts: the records an earlier gateway kept are the oldest."""
+    first = EvidenceStore(tmp_path, keep=3, max_bytes=1 << 20, redaction=Redaction())
+    ids = [first.keep({**VERDICT, "path": f"/a/{i}"}, replies(b"a%d" % i)) for i in range(2)]
+    time.sleep(0.01)
+    again = EvidenceStore(tmp_path, keep=3, max_bytes=1 << 20, redaction=Redaction())
+    ids += [again.keep({**VERDICT, "path": f"/b/{i}"}, replies(b"b%d" % i)) for i in range(2)]
+    assert {p.stem for p in tmp_path.glob("*.json")} == set(ids[1:])
+    # The same record kept again is the newest, not the next to go.
+    assert again.keep({**VERDICT, "path": "/a/1"}, replies(b"a1")) == ids[1]
+    again.keep({**VERDICT, "path": "/c"}, replies(b"c"))
+    assert ids[1] in {p.stem for p in tmp_path.glob("*.json")}
+    EvidenceStore(tmp_path, keep=1, max_bytes=1 << 20, redaction=Redaction())  # prunes at once
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+
 def test_the_command_lists_and_shows_records(tmp_path: Path) -> None:
     store = EvidenceStore(tmp_path / "evidence", keep=10, max_bytes=1 << 20,
                           redaction=Redaction())

@@ -13,6 +13,7 @@ headers line by line and JSON bodies field by field.
 from __future__ import annotations
 
 import base64
+import contextlib
 import difflib
 import hashlib
 import json
@@ -79,6 +80,18 @@ class EvidenceStore:
         self.max_bytes = max_bytes
         self.redaction = redaction
         directory.mkdir(parents=True, exist_ok=True)
+        # Oldest first, name to size: read from the directory once, then kept here, since a
+        # gateway under a dissent stream keeps hundreds of records a second.
+        self._sizes: dict[str, int] = {}
+        found = []
+        for path in directory.glob("*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                found.append((info.st_mtime_ns, path.name, info.st_size))
+        for _, name, size in sorted(found):
+            self._sizes[name] = size
+        self._total = sum(self._sizes.values())
+        self._prune()
 
     def keep(self, verdict: Mapping[str, Any], replies: Mapping[str, Mapping[str, Any]]) -> str:
         """Store one verdict's replies; its id (the SHA-256 of the file)."""
@@ -98,19 +111,17 @@ class EvidenceStore:
         partial = path.with_suffix(".part")
         partial.write_bytes(data)
         os.replace(partial, path)
+        self._total += len(data) - self._sizes.pop(path.name, 0)
+        self._sizes[path.name] = len(data)
         self._prune()
         return digest
 
-    def _files(self) -> list[Path]:
-        return sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-
     def _prune(self) -> None:
-        files = self._files()
-        total = sum(p.stat().st_size for p in files)
-        while files and (len(files) > self.keep_files or total > self.max_bytes):
-            oldest = files.pop(0)
-            total -= oldest.stat().st_size
-            oldest.unlink(missing_ok=True)
+        while self._sizes and (len(self._sizes) > self.keep_files
+                               or self._total > self.max_bytes):
+            oldest = next(iter(self._sizes))
+            self._total -= self._sizes.pop(oldest)
+            (self.directory / oldest).unlink(missing_ok=True)
 
 
 def find(directory: Path, prefix: str) -> tuple[str, dict[str, Any]]:
