@@ -14,7 +14,10 @@ exact percentiles:
 * n=3 sampling off  - endosec n=3 (one thread) with ``behaviour.action: off``: the cost of
                       sampling what the executors do is n=3 against this run;
 * n=3 5% dissent    - the same (one thread), with one backend answering a different body on
-                      5% of requests.
+                      5% of requests;
+* minimal voter n=3 - ``bench/http/voter``, a 2-of-3 voting proxy with nothing else (tokio,
+                      httparse, BLAKE2b of status and body, one thread), over three backends:
+                      what this machine allows a voting proxy, measured in the same run.
   The pool is exactly three executors with floor 2: the dissenter is quarantined, the other
   two keep answering, it is cleansed (its nginx restarted) and votes again, so it keeps
   dissenting for the whole run. Quarantines and cleanses are read from the admin ``/status``.
@@ -49,6 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent / "http"
 BACKEND = HERE / "backend.sh"
 REPORT_LUA = HERE / "report.lua"
+VOTER = HERE / "voter"
 ENDOSEC = Path(sys.executable).with_name("endosec")
 DISSENT_PERCENT = 5
 PAUSE_MS = 10  # per-connection pause of the paced (half-load) runs
@@ -208,25 +212,11 @@ class Gateway:
         self.executor_pids |= {e["pid"] for e in status["executors"] if e["pid"]}
         return status
 
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time the gateway process (all its threads) has used so far."""
-        try:
-            fields = Path(f"/proc/{self.group.proc.pid}/stat").read_text().rsplit(")", 1)[1]
-        except OSError:
-            return float("nan")
-        utime, stime = fields.split()[11:13]
-        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
-
     def measure(self, tools: Tools, connections: int, seconds: int, warmup: int,
                 pause_ms: int = 0) -> tuple[Result, float, str]:
         """A wrk run, the gateway's CPU time per request (us) during it, and a line on it."""
-        wrk(tools, self.url, connections, warmup, pause_ms)
-        before = self.cpu_seconds()
-        result = wrk(tools, self.url, connections, seconds, pause_ms)
-        used = self.cpu_seconds() - before
-        per_request = 1e6 * used / max(result.requests, 1)
-        return result, per_request, (f"gateway CPU {per_request:.0f} us/request "
-                                     f"({100 * used / seconds:.0f}% of one core)")
+        return measure_cpu(tools, self.url, self.group.proc.pid, connections, seconds, warmup,
+                           pause_ms)
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -267,6 +257,55 @@ def measure(tools: Tools, url: str, connections: int, seconds: int, warmup: int,
     return wrk(tools, url, connections, seconds, pause_ms)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+    except OSError:
+        return float("nan")
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(tools: Tools, url: str, pid: int, connections: int, seconds: int, warmup: int,
+                pause_ms: int = 0) -> tuple[Result, float, str]:
+    """A wrk run through the proxy ``pid``, its CPU time per request (us), and a line on it."""
+    wrk(tools, url, connections, warmup, pause_ms)
+    before = cpu_seconds(pid)
+    result = wrk(tools, url, connections, seconds, pause_ms)
+    used = cpu_seconds(pid) - before
+    per_request = 1e6 * used / max(result.requests, 1)
+    return result, per_request, (f"gateway CPU {per_request:.0f} us/request "
+                                 f"({100 * used / seconds:.0f}% of one core)")
+
+
+@contextlib.contextmanager
+def _minimal_voter(tools: Tools, root: Path, n: int) -> Iterator[tuple[str, int]]:
+    """``bench/http/voter`` (built here, release, in its own ``target/``) over ``n`` backends:
+    its URL and pid."""
+    built = subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
+                            "--manifest-path", str(VOTER / "Cargo.toml")],
+                           check=False, capture_output=True, text=True, timeout=900)
+    if built.returncode != 0:
+        raise RuntimeError(f"cargo could not build {VOTER}:\n{built.stderr[-3000:]}")
+    groups = []
+    try:
+        ports = [_free_port() for _ in range(n)]
+        for i, port in enumerate(ports):
+            groups.append(_nginx(tools, root / f"voter-b{i}", port))
+        voter = Group([str(VOTER / "target/release/bench-voter"), "127.0.0.1:0",
+                       *(f"127.0.0.1:{port}" for port in ports)], root / "voter.log")
+        groups.append(voter)
+        assert voter.proc.stdout is not None
+        line = voter.proc.stdout.readline().decode()
+        if not line.startswith("bench-voter: serving "):
+            raise RuntimeError(f"the minimal voter did not start: {line!r}")
+        yield "http://" + line.split()[2], voter.proc.pid
+    finally:
+        for group in reversed(groups):
+            group.stop()
+
+
 def half_load(peak: float) -> tuple[int, int]:
     """Connections and per-connection pause that offer about half of ``peak`` requests/s.
 
@@ -295,6 +334,8 @@ def _tools() -> Tools:
     if wrk_bin is None or nginx_bin is None:
         sys.exit("bench_http: needs wrk and nginx (Debian: wrk nginx-light; "
                  "scripts/install-system-deps.sh installs them)")
+    if shutil.which("cargo") is None:
+        sys.exit("bench_http: needs cargo, to build the minimal voter (bench/http/voter)")
     if not ENDOSEC.exists():
         sys.exit(f"bench_http: {ENDOSEC} not found; pip install -e . into this interpreter's venv")
     return Tools(wrk_bin, nginx_bin)
@@ -362,6 +403,9 @@ def main() -> None:
                            f"{delta.get('cleanses', 0)} cleanses; "
                            f"{rd.non2xx} non-2xx of {rd.requests} replies "
                            f"({100 * (1 - rd.non2xx / max(rd.requests, 1)):.3f}% available)")
+        with _minimal_voter(tools, root, 3) as (url, pid):
+            peak["minimal voter n=3"], cpu_floor, extra["minimal voter n=3"] = measure_cpu(
+                tools, url, pid, c, seconds, warmup)
     finally:
         for group in reversed(groups):
             group.stop()
@@ -378,6 +422,9 @@ def main() -> None:
             print(f"    {extra[name]}")
     two = peak["n=3 2 threads"].rps / peak["nginx 2 workers"].rps
     print(f"  two threads against two nginx workers: {two:.2f}x")
+    floor = peak["endosec n=3"].rps / peak["minimal voter n=3"].rps
+    print(f"  endosec n=3 against the minimal voter: {floor:.2f}x the throughput, "
+          f"{cpu3 - cpu_floor:+.0f} us of CPU per request")
 
     print(f"\nLatency at about half of endosec n=3's peak ({r3.rps:,.0f} req/s). Debian's wrk "
           "has no constant-rate mode,\nso the load is paced (bench/http/pace.lua): "

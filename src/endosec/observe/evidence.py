@@ -105,7 +105,8 @@ class EvidenceStore:
                                           else r.body(bytes(reply["body"])))}
                 for name, reply in replies.items()},
         }
-        data = json.dumps(record, sort_keys=True, indent=1).encode()
+        # Compact: only then does json use its C encoder (`endosec evidence` renders it).
+        data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(data).hexdigest()
         path = self.directory / f"{digest}.json"
         partial = path.with_suffix(".part")
