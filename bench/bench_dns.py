@@ -11,8 +11,8 @@ DNS example's zone (answers, NXDOMAIN, NODATA, a CNAME chain, a referral):
 * endosec n=1  - the gateway in front of one such backend;
 * endosec n=3  - the gateway voting over three such backends.
 
-The gateway asks its executors over TCP (one query at a time per pooled connection), dnsdist
-asks its backend over UDP; every backend is the same NSD so that the front is what differs.
+The gateway asks its executors over UDP (one socket per query in flight), as dnsdist asks
+its backend; every backend is the same NSD so that the front is what differs.
 The gateway runs with ``gateway.threads: 2``, dnsdist with its defaults (a listener thread and
 a thread per backend). Every process it starts is stopped; the targets are printed as
 PASS/MISS and never fail the run.

@@ -148,6 +148,11 @@ def test_large_answer_truncates_over_udp_and_is_whole_over_tcp(gw: DnsGateway) -
         assert m.flags & dns.flags.TC and not m.answer
     m = gw.ask("big.example.test.", "TXT", tcp=True)
     assert not m.flags & dns.flags.TC and len(m.answer[0]) == 40
+    # Each executor truncated its UDP answer and was asked again over TCP: all three were
+    # judged on the whole answer, and agreed.
+    gw.wait_for(lambda s: [(v["path"], sorted(v["agreed"])) for v in s["recent_verdicts"][-3:]]
+                == [("big.example.test.", ["bind", "knot", "nsd"])] * 3,
+                "unanimous verdicts on the whole answer", timeout=5)
 
 
 def test_malformed_queries_are_answered_by_the_gateway_or_dropped(gw: DnsGateway) -> None:

@@ -13,8 +13,10 @@ import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -500,18 +502,40 @@ def test_fuzz_mutated_queries(base: bytes, flips: list[tuple[int, int]], cut: in
 # -- the native listeners, with stand-in executors ---------------------------------------------
 
 class Executor:
-    """A DNS server over TCP answering every query with 30 TXT records, after ``delay``;
-    ``hang_up`` closes the connection after each reply (a pooled connection then goes stale)."""
+    """A DNS server over TCP answering every query with 30 TXT records (one for a name under
+    ``small.``), after ``delay``; ``hang_up`` closes the connection after each reply (a pooled
+    connection then goes stale); ``udp`` serves UDP on the same port too, truncating what does
+    not fit, as real servers do."""
 
-    def __init__(self, delay: float = 0.0, hang_up: bool = False) -> None:
-        self.delay, self.hang_up = delay, hang_up
+    def __init__(self, delay: float = 0.0, hang_up: bool = False, udp: bool = False) -> None:
+        self.delay, self.hang_up, self.udp = delay, hang_up, udp
         self.queries = 0
+        self.over_udp = 0
         self.server: asyncio.Server | None = None
+        self.datagrams: asyncio.DatagramTransport | None = None
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port: int = self.server.sockets[0].getsockname()[1]
+        if self.udp:
+            self.datagrams, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Datagrams(self), local_addr=("127.0.0.1", port))
         return port
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        if self.datagrams is not None:
+            self.datagrams.close()
+
+    def answer(self, q: dns.message.Message) -> dns.message.Message:
+        answer = dns.message.make_response(q)
+        answer.flags |= dns.flags.AA
+        name = q.question[0].name.to_text()
+        count = 1 if name.startswith("small.") else 30
+        answer.answer.append(dns.rrset.from_text_list(
+            name, 60, "IN", "TXT", [f'"{i:03d} ' + "y" * 100 + '"' for i in range(count)]))
+        return answer
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -520,12 +544,7 @@ class Executor:
                 q = dns.message.from_wire(await reader.readexactly(size))
                 self.queries += 1
                 await asyncio.sleep(self.delay)
-                answer = dns.message.make_response(q)
-                answer.flags |= dns.flags.AA
-                name = q.question[0].name.to_text()
-                answer.answer.append(dns.rrset.from_text_list(
-                    name, 60, "IN", "TXT", [f'"{i:03d} ' + "y" * 100 + '"' for i in range(30)]))
-                wire = answer.to_wire(max_size=65535)
+                wire = self.answer(q).to_wire(max_size=65535)
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
                 if self.hang_up:
@@ -534,6 +553,31 @@ class Executor:
             pass
         finally:
             writer.close()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """An executor's UDP side: the answer if it fits the query's payload size, else TC."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        q = dns.message.from_wire(data)
+        self.executor.queries += 1
+        self.executor.over_udp += 1
+        limit = max(512, q.payload) if q.edns >= 0 else 512
+        try:
+            wire = self.executor.answer(q).to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            truncated = dns.message.make_response(q)
+            truncated.flags |= dns.flags.TC
+            wire = truncated.to_wire()
+        assert self.transport is not None
+        self.transport.sendto(wire, addr)
 
 
 @contextlib.asynccontextmanager
@@ -564,8 +608,7 @@ async def native_plane(executors: list[Executor], **dns_settings: object
         plane.close()
         os.close(wake_r)
         for e in executors:
-            assert e.server is not None
-            e.server.close()
+            e.close()
 
 
 async def udp_ask(sock: socket.socket, wire: bytes, timeout: float = 2.0) -> bytes | None:
@@ -619,6 +662,42 @@ async def test_udp_and_tcp_on_one_port() -> None:
         assert [(v["method"], v["path"]) for v in recent] == [("TXT", "t.example.")] * 3
         assert all(sorted(v["agreed"]) == ["e0", "e1", "e2"] for v in recent)
         assert plane.take_agreements() == {"e0": 3, "e1": 3, "e2": 3}
+
+
+async def judged(plane: _native.DataPlane, rounds: int) -> None:
+    """Until ``rounds`` rounds ended: the reply goes out at quorum, the last answer after."""
+    for _ in range(100):
+        if len(plane.recent()) >= rounds:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(plane.recent())} of {rounds} rounds ended within 2 s")
+
+
+async def test_executors_are_asked_over_udp_and_over_tcp_when_it_does_not_fit() -> None:
+    """UDP first; an executor whose UDP answer is truncated, or whose UDP port is closed, is
+    asked again over TCP, so every executor is judged on its whole answer."""
+    executors = [Executor(udp=True), Executor(udp=True), Executor()]
+    async with native_plane(executors) as (plane, port):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setblocking(False)
+        udp.connect(("127.0.0.1", port))
+        with udp:
+            raw = await udp_ask(udp, wire_query("small.example.", "TXT", id=1))
+            assert raw is not None and len(dns.message.from_wire(raw).answer[0]) == 1
+            await judged(plane, 1)
+            assert [(e.queries, e.over_udp) for e in executors] == [(1, 1), (1, 1), (1, 0)]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            wire = wire_query("t.example.", "TXT", id=2)
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))[0]
+            whole = dns.message.from_wire(await reader.readexactly(size))
+            writer.close()
+            assert len(whole.answer[0]) == 30 and not whole.flags & dns.flags.TC
+        await judged(plane, 2)
+        # Truncated over UDP, then asked over TCP: one more of each for the UDP servers.
+        assert [(e.queries, e.over_udp) for e in executors] == [(3, 2), (3, 2), (2, 0)]
+        assert all(sorted(v["agreed"]) == ["e0", "e1", "e2"] for v in plane.recent())
+        assert plane.take_agreements() == {"e0": 2, "e1": 2, "e2": 2}
 
 
 async def test_refused_types_and_nul_names_never_reach_an_executor() -> None:

@@ -1,12 +1,14 @@
 //! The DNS request path: a [`Round`] with the DNS phases. Every executor is asked the one
-//! normalised query over TCP (so every answer arrives whole, whatever its size) on a pooled
-//! connection; its reply is checked against the query and judged by its canonical form; the
+//! normalised query over UDP, on a socket of its own for the exchange, and again over TCP on a
+//! pooled connection when the reply was truncated or larger than the query advertised (so every
+//! answer is judged whole, whatever its size); its reply is checked against the query and
+//! judged by its canonical form; the
 //! client gets the winner re-encoded under its own ID and question (TC over UDP when it does
 //! not fit), or SERVFAIL. Queries never change executor state: no journal, no write order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -92,8 +94,11 @@ impl Phases for Dns {
 
     fn ask(&self, _ctx: &Context, executor: Arc<Executor>) -> BoxFuture<'static, Asked<Reply>> {
         let (payload, query) = (self.payload.clone(), self.query.clone());
+        // What the normalised query lets an executor send over UDP.
+        let limit = if query.edns { usize::try_from(self.settings.udp_payload).unwrap_or(512) }
+                    else { 512 };
         Box::pin(async move {
-            let asked = exchange(&executor.pool, &payload, executor.read_timeout).await;
+            let asked = exchange(&executor, &payload, limit).await;
             let outcome = asked.outcome.and_then(|wire| {
                 dns::parse_reply(wire, &query)
                     .map_err(|reason| UpstreamError { kind: ErrorKind::Malformed, reason })
@@ -133,10 +138,67 @@ fn refusal_text(id: u64) -> String {
     format!("no quorum; request {id:016x}")
 }
 
-/// Send one length-prefixed query and read one length-prefixed reply, within
-/// ``read_timeout``.
-async fn exchange(pool: &Pool, payload: &[u8], read_timeout: Duration) -> Asked<Bytes> {
-    exchange_with(pool, read_timeout, |conn| attempt(pool, conn, payload)).await
+/// Ask one executor within its read timeout: over UDP, and over TCP when the UDP reply was
+/// truncated or longer than ``limit``, or its UDP port is closed (``payload`` is the query with
+/// its TCP length prefix).
+async fn exchange(executor: &Executor, payload: &[u8], limit: usize) -> Asked<Bytes> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + executor.read_timeout);
+    let outcome = match datagram(executor, &payload[2..], limit, deadline).await {
+        Datagram::Reply(wire) => Ok(wire),
+        Datagram::Failed(e) => Err(e),
+        Datagram::OverTcp => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let pool = &executor.pool;
+            let asked = exchange_with(pool, left, |conn| attempt(pool, conn, payload)).await;
+            return Asked { latency: started.elapsed(), ..asked };
+        }
+    };
+    let latency = started.elapsed();
+    Asked { outcome, latency, service: latency }
+}
+
+/// How a UDP exchange ended.
+enum Datagram {
+    Reply(Bytes),
+    /// Too long for UDP, or no UDP there: ask over TCP.
+    OverTcp,
+    Failed(UpstreamError),
+}
+
+/// One query over UDP on a socket connected to the executor; datagrams that do not answer
+/// this query's ID are skipped.
+async fn datagram(executor: &Executor, query: &[u8], limit: usize,
+                  deadline: tokio::time::Instant) -> Datagram {
+    let failed = |kind, reason| Datagram::Failed(UpstreamError { kind, reason });
+    let timeout = || failed(ErrorKind::Timeout,
+                            format!("no reply within {:?}", executor.read_timeout));
+    let Some(_slot) = executor.pool.slot(deadline).await else { return timeout() };
+    let socket = match executor.datagrams.take() {
+        Ok(socket) => socket,
+        Err(e) => return failed(ErrorKind::Connect, e.to_string()),
+    };
+    let refused = |e: std::io::Error| if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        Datagram::OverTcp
+    } else {
+        failed(ErrorKind::Connect, e.to_string())
+    };
+    if let Err(e) = socket.send(query).await {
+        return refused(e);
+    }
+    loop {
+        let mut buf = BytesMut::with_capacity(limit + 1);
+        match tokio::time::timeout_at(deadline, socket.recv_buf(&mut buf)).await {
+            Err(_) => return timeout(),
+            Ok(Err(e)) => return refused(e),
+            Ok(Ok(n)) if n < 12 || buf[..2] != query[..2] || buf[2] & 0x80 == 0 => {}
+            Ok(Ok(n)) => {
+                executor.datagrams.give(socket);
+                return if n > limit || buf[2] & 0x02 != 0 { Datagram::OverTcp }
+                       else { Datagram::Reply(buf.freeze()) };
+            }
+        }
+    }
 }
 
 async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8]) -> Attempt<Bytes> {

@@ -62,3 +62,13 @@ impl Outcome {
         }
     }
 }
+
+/// ``bytes`` in lowercase hex, appended to ``out`` (``write!`` per byte is slow on hot paths).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}

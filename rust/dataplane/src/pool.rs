@@ -6,6 +6,7 @@
 //! cannot stay hidden behind a connection to its old worker. At most ``max_connections``
 //! exchanges run at once per executor (the others wait for a slot, within their deadline), so
 //! a burst of clients cannot take every worker an executor has and starve its health checks.
+//! DNS asks over UDP first, on [`Datagrams`]: one connected socket per exchange in flight.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How many connections an executor gets, how long pooled ones may live and how many may wait.
@@ -103,6 +104,43 @@ impl Pool {
     /// How many connections wait in the pool.
     pub fn idle(&self) -> usize {
         self.idle.lock().len()
+    }
+}
+
+/// Connected UDP sockets to one executor, each used by one exchange at a time, so a reply
+/// reaches the exchange that asked (the kernel takes only the executor's datagrams on them).
+#[derive(Debug)]
+pub struct Datagrams {
+    addr: SocketAddr,
+    max_idle: usize,
+    idle: Mutex<Vec<UdpSocket>>,
+}
+
+impl Datagrams {
+    pub fn new(addr: SocketAddr, max_idle: usize) -> Datagrams {
+        Datagrams { addr, max_idle, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// An idle socket, or a new one connected to the executor.
+    pub fn take(&self) -> io::Result<UdpSocket> {
+        if let Some(socket) = self.idle.lock().pop() {
+            return Ok(socket);
+        }
+        let any: SocketAddr = if self.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() }
+                              else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let socket = std::net::UdpSocket::bind(any)?;
+        socket.connect(self.addr)?;
+        socket.set_nonblocking(true)?;
+        UdpSocket::from_std(socket)
+    }
+
+    /// Give back a socket after a complete exchange (never after a timeout: a late reply
+    /// would wait on it).
+    pub fn give(&self, socket: UdpSocket) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.max_idle {
+            idle.push(socket);
+        }
     }
 }
 

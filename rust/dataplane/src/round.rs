@@ -21,7 +21,7 @@ use crate::canon::BodyRule;
 use crate::ballot::Strategy;
 use crate::events::{Event, Evidence, VerdictEvent};
 use crate::immune::{Memory, Response};
-use crate::model::{ErrorKind, Outcome};
+use crate::model::{push_hex, ErrorKind, Outcome};
 use crate::plane::{Recent, Shared};
 use crate::snapshot::{Executor, Snapshot};
 use crate::stats::lag_route;
@@ -364,9 +364,7 @@ impl Judged {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let mut out = String::new();
+    push_hex(&mut out, bytes);
+    out
 }

@@ -20,7 +20,7 @@ use crate::ballot::Strategy;
 use crate::canon::RuleSet;
 use crate::dns;
 use crate::http::{self, Admission, Face, Limits};
-use crate::pool::{Pool, PoolLimits};
+use crate::pool::{Datagrams, Pool, PoolLimits};
 use crate::stats::ExecutorStats;
 
 /// One executor as the request path knows it.
@@ -33,6 +33,8 @@ pub struct Executor {
     /// The seq of the last journal entry this executor received.
     pub synced: AtomicU64,
     pub pool: Pool,
+    /// UDP sockets for DNS queries (made on first use).
+    pub datagrams: Datagrams,
     pub stats: Arc<ExecutorStats>,
 }
 
@@ -337,7 +339,7 @@ fn upstream(e: &ExecutorSpec, previous: &HashMap<Arc<str>, Arc<Executor>>,
     Ok(Arc::new(Executor {
         name, epoch: e.epoch, read_timeout, stateless: e.stateless,
         synced: AtomicU64::new(synced), pool: Pool::new(addr, connect_timeout, pool_limits),
-        stats,
+        datagrams: Datagrams::new(addr, pool_limits.max_idle), stats,
     }))
 }
 

@@ -1,6 +1,7 @@
 """The DNS executors' health probe; the DNS request path itself is the native data plane's.
 
-The gateway asks executors over TCP, so the probe does too.
+The gateway asks executors over UDP and, for answers that do not fit, over TCP; the probe
+asks over TCP, which every executor must serve for those.
 """
 
 from __future__ import annotations

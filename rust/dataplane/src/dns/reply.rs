@@ -1,7 +1,6 @@
 //! Executors' replies: checked against the query, gathered into RRsets, and turned into the
 //! arbiter's outputs.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use domain::rdata::AllRecordData;
 use super::query::{absolute_text, Query};
 use super::{Settings, AA};
 use crate::ballot::Output;
+use crate::model::push_hex;
 
 /// Where records go, in message order; the names start the canonical lines.
 const SECTIONS: [&str; 3] = ["answer", "authority", "additional"];
@@ -200,9 +200,7 @@ impl Reply {
                                            rrset.ttl, rrset.class, rdata.canonical.len());
                     if !rdata.canonical.is_empty() {
                         line.push(' ');
-                        for b in &rdata.canonical {
-                            let _ = write!(line, "{b:02x}");
-                        }
+                        push_hex(&mut line, &rdata.canonical);
                     }
                     section.push((owner.clone(), rtype.clone(), &rdata.canonical, line));
                 }
