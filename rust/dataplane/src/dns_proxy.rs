@@ -95,7 +95,7 @@ impl Phases for Dns {
     fn ask(&self, _ctx: &Context, executor: Arc<Executor>) -> BoxFuture<'static, Asked<Reply>> {
         let (payload, query) = (self.payload.clone(), self.query.clone());
         // What the normalised query lets an executor send over UDP.
-        let limit = if query.edns { usize::try_from(self.settings.udp_payload).unwrap_or(512) }
+        let limit = if query.edns { usize::from(self.settings.udp_payload) }
                     else { 512 };
         Box::pin(async move {
             let asked = exchange(&executor, &payload, limit).await;
