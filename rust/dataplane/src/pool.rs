@@ -62,6 +62,10 @@ impl Pool {
 
     /// A slot for one exchange, held until it ends; None when none freed up by ``deadline``.
     pub async fn slot(&self, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
+        // Mostly one is free: no timer for that.
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
         tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await.ok()?.ok()
     }
 

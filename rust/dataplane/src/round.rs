@@ -153,7 +153,7 @@ impl<P: Phases> Round<P> {
         let mut round = Round { shared, ctx, quiet, phases, ballot, replies: Vec::new(),
                                 shadows, shadow_outputs: Vec::new(), errors: Vec::new(),
                                 targets: Vec::new(), reply: None };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: Vec<&str> = Vec::new(); // a handful of executors: no hashing
         // An executor a memory leaves out of the vote still gets writes, to stay level.
         let everyone: Vec<&Arc<Executor>> = if write {
             snap.voters.iter().chain(&snap.shadows).chain(&snap.keep_level).collect()
@@ -162,9 +162,10 @@ impl<P: Phases> Round<P> {
         };
         let candidates = judged.voters.iter().chain(&judged.shadows).chain(everyone);
         for executor in candidates {
-            if !seen.insert(executor.name.clone()) {
+            if seen.contains(&&*executor.name) {
                 continue;
             }
+            seen.push(&executor.name);
             if executor.level(level_at) {
                 if write && !executor.stateless {
                     executor.synced.store(head, std::sync::atomic::Ordering::Release);
