@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_http import Group
+from bench_http import Group, cpu_seconds
 
 HERE = Path(__file__).resolve().parent / "dns"
 BACKEND = HERE / "backend.sh"
@@ -174,22 +174,13 @@ class Gateway:
         tail = Path(self.group.log.name).read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the gateway did not start:\n{tail}")
 
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time the gateway process (all its threads) has used so far."""
-        try:
-            fields = Path(f"/proc/{self.group.proc.pid}/stat").read_text().rsplit(")", 1)[1]
-        except OSError:
-            return float("nan")
-        utime, stime = fields.split()[11:13]
-        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
-
     def measure(self, tools: Tools, queries: Path, seconds: int, warmup: int,
                 outstanding: int) -> tuple[Result, str]:
         """A dnsperf run and a line on the gateway's CPU time per query during it."""
         dnsperf(tools, self.port, queries, warmup, outstanding)
-        before = self.cpu_seconds()
+        before = cpu_seconds(self.group.proc.pid)
         result = dnsperf(tools, self.port, queries, seconds, outstanding)
-        used = self.cpu_seconds() - before
+        used = cpu_seconds(self.group.proc.pid) - before
         per_query = 1e6 * used / max(result.sent - result.lost, 1)
         return result, (f"gateway CPU {per_query:.0f} us/query "
                         f"({100 * used / seconds:.0f}% of one core)")

@@ -611,6 +611,14 @@ async def native_plane(executors: list[Executor], **dns_settings: object
             e.close()
 
 
+def udp_client(port: int) -> socket.socket:
+    """A non-blocking UDP socket connected to the gateway on ``port``."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setblocking(False)
+    udp.connect(("127.0.0.1", port))
+    return udp
+
+
 async def udp_ask(sock: socket.socket, wire: bytes, timeout: float = 2.0) -> bytes | None:
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(sock, wire)
@@ -623,10 +631,7 @@ async def udp_ask(sock: socket.socket, wire: bytes, timeout: float = 2.0) -> byt
 async def test_udp_and_tcp_on_one_port() -> None:
     executors = [Executor(), Executor(), Executor(hang_up=True)]
     async with native_plane(executors) as (plane, port):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        udp.connect(("127.0.0.1", port))
-        with udp:
+        with udp_client(port) as udp:
             raw = await udp_ask(udp, wire_query("T.example.", "TXT", id=5))
             assert raw is not None
             answer = dns.message.from_wire(raw)
@@ -678,10 +683,7 @@ async def test_executors_are_asked_over_udp_and_over_tcp_when_it_does_not_fit() 
     asked again over TCP, so every executor is judged on its whole answer."""
     executors = [Executor(udp=True), Executor(udp=True), Executor()]
     async with native_plane(executors) as (plane, port):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        udp.connect(("127.0.0.1", port))
-        with udp:
+        with udp_client(port) as udp:
             raw = await udp_ask(udp, wire_query("small.example.", "TXT", id=1))
             assert raw is not None and len(dns.message.from_wire(raw).answer[0]) == 1
             await judged(plane, 1)
@@ -703,9 +705,7 @@ async def test_executors_are_asked_over_udp_and_over_tcp_when_it_does_not_fit() 
 async def test_refused_types_and_nul_names_never_reach_an_executor() -> None:
     executors = [Executor(), Executor(), Executor()]
     async with native_plane(executors, refuse_types=["NULL"]) as (plane, port):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setblocking(False)
-        udp.connect(("127.0.0.1", port))
+        udp = udp_client(port)
         nul = dns.name.Name([b"a\x00b", b"t", b"example", b""])
         refused = [wire_query("t.example.", "TYPE0", id=1), wire_query("t.example.", "TYPE200",
                                                                         id=2),
