@@ -15,12 +15,16 @@ exact percentiles:
                       sampling what the executors do is n=3 against this run;
 * n=3 5% dissent    - the same (one thread), with one backend answering a different body on
                       5% of requests;
+  The pool is exactly three executors with floor 2: the dissenter is quarantined, the other
+  two keep answering, it is cleansed (its nginx restarted) and votes again. Its dissent is
+  all on one request from one client, so once that request has caused
+  ``attribution.quarantines`` quarantines the client is held responsible and the dissent no
+  longer counts against the executor: for the rest of the run every dissent is a verdict
+  event, an evidence record and a ledger record, without quarantines. Quarantines and
+  cleanses are read from the admin ``/status``.
 * minimal voter n=3 - ``bench/http/voter``, a 2-of-3 voting proxy with nothing else (tokio,
                       httparse, BLAKE2b of status and body, one thread), over three backends:
                       what this machine allows a voting proxy, measured in the same run.
-  The pool is exactly three executors with floor 2: the dissenter is quarantined, the other
-  two keep answering, it is cleansed (its nginx restarted) and votes again, so it keeps
-  dissenting for the whole run. Quarantines and cleanses are read from the admin ``/status``.
 
 Every backend is nginx (``bench/http/backend.sh``) so the gateway is what is measured. The
 gateway's executors are declared ``stateless: true`` with distinct profiles, and rotation is
