@@ -109,10 +109,12 @@ class Gateway:
         if admin and not any(h.lower() == "authorization" for h in headers or {}):
             hdrs["authorization"] = f"Bearer {TOKEN}"  # the admin token reads too
         hdrs.update({k: v for k, v in (headers or {}).items() if v})  # "": send none
-        conn.request(method, path, body=payload, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
+        try:  # closed however it ends: a gateway killed mid-request leaves no socket open
+            conn.request(method, path, body=payload, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
     def status(self) -> dict[str, Any]:
