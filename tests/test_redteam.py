@@ -89,7 +89,8 @@ def shown(data: dict, cls: str) -> str:
 
 def check_required_figures(data: dict) -> None:
     classes = data["classes"]
-    assert not data["gateway"]["crashed"], data["gateway"]
+    # A drill that stopped early (the pool did not settle, ...) ran only some classes: say why.
+    assert not data["gateway"]["crashed"] and not data["gateway"]["detail"], data["gateway"]
     assert data["benign"]["requests"] >= BENIGN
     assert data["benign"]["false_alarms"] == 0, data["benign"]
     assert classes["benign"]["false_alarms"] == 0
