@@ -2,9 +2,9 @@
 //! normalised query over UDP, on a socket of its own for the exchange, and again over TCP on a
 //! pooled connection when the reply was truncated or larger than the query advertised (so every
 //! answer is judged whole, whatever its size); its reply is checked against the query and
-//! judged by its canonical form; the
-//! client gets the winner re-encoded under its own ID and question (TC over UDP when it does
-//! not fit), or SERVFAIL. Queries never change executor state: no journal, no write order.
+//! judged by its canonical form; the client gets the winner re-encoded under its own ID and
+//! question (TC over UDP when it does not fit), or SERVFAIL. Queries never change executor
+//! state: no journal, no write order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

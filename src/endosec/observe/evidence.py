@@ -82,14 +82,12 @@ class EvidenceStore:
         directory.mkdir(parents=True, exist_ok=True)
         # Oldest first, name to size: read from the directory once, then kept here, since a
         # gateway under a dissent stream keeps hundreds of records a second.
-        self._sizes: dict[str, int] = {}
         found = []
         for path in directory.glob("*.json"):
             with contextlib.suppress(FileNotFoundError):
                 info = path.stat()
                 found.append((info.st_mtime_ns, path.name, info.st_size))
-        for _, name, size in sorted(found):
-            self._sizes[name] = size
+        self._sizes = {name: size for _, name, size in sorted(found)}
         self._total = sum(self._sizes.values())
         self._prune()
 
