@@ -25,7 +25,7 @@ from endosec.protocols.http import Request, Response
 from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
 from endosec.redteam.deploy import drill_config, new_deployment
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
-from endosec.redteam.drill import CaseResult
+from endosec.redteam.drill import CaseResult, alarm_notes
 from endosec.redteam.evidence import EVIDENCE
 from endosec.redteam.identity import IDENTITY
 from endosec.redteam.implant import INNER_PORT
@@ -248,6 +248,27 @@ def test_a_gateway_crash_reports_lost_writes_and_passes_only_at_zero() -> None:
     assert any("3 acknowledged writes lost" in f for f in lost["verdict"]["failures"])
     blind = report([result("x", DIFFERENTIAL), crash(0, 0)])
     assert any("cannot see a loss" in f for f in blind["verdict"]["failures"])
+
+
+def test_a_false_alarm_names_the_verdict_that_counted_against_an_honest_executor() -> None:
+    def verdict(event: str, ts: float, **kw: object) -> dict:
+        return {"event": event, "ts": ts, "method": "GET", "path": "/a", "agreed": ["a", "b"],
+                "dissented": [], "failed": [], **kw}
+
+    events = [
+        verdict("dissent", 1.0, dissented=["c"]),                        # before the case
+        verdict("dissent", 2.0, dissented=["c"]),                        # c is the victim
+        verdict("dissent", 3.0, dissented=["b"], attributed=True),       # the client's doing
+        {"event": "quarantine", "ts": 4.0, "executor": "b"},
+        verdict("dissent", 5.0, failed=["b"], errors={"b": "connection reset"}),
+        verdict("no-quorum", 6.0, agreed=[], dissented=["a", "b"]),
+    ]
+    assert alarm_notes(events, ["a", "b"], since=2.0) == [
+        "b failed (connection reset) on GET /a: dissent",
+        "a dissented (agreed: none) on GET /a: no-quorum",
+        "b dissented (agreed: none) on GET /a: no-quorum",
+    ]
+    assert alarm_notes(events, ["a"], since=6.5) == []
 
 
 # -- the wrapper around a real executor ---------------------------------------------------------

@@ -24,10 +24,12 @@ from endosec.redteam.deploy import GatewayProcess, implant_path
 from endosec.redteam.workload import Probe, Tally, Workload, drive, send
 from endosec.tasks import spawn
 
-__all__ = ["CaseResult", "Drill", "DrillError"]
+__all__ = ["CaseResult", "Drill", "DrillError", "alarm_notes"]
 
 _SETTLED = frozenset({"active", "spare"})
 _POLL = 0.1
+# The events of a verdict that was not a clean agreement (the arbiter's outcomes).
+_VERDICTS = frozenset({"dissent", "no-quorum", "all-failed"})
 
 
 class DrillError(RuntimeError):
@@ -92,6 +94,26 @@ def _tally(t: Tally) -> dict[str, Any]:
 
 def _count(executors: dict[str, dict[str, Any]], name: str, counter: str) -> int:
     return int(executors[name]["counters"][counter])
+
+
+def alarm_notes(events: list[dict[str, Any]], honest: list[str], since: float) -> list[str]:
+    """What each verdict since ``since`` that counted against an executor of ``honest`` said,
+    so a false alarm in a report explains itself (dissent a responsible client caused does not
+    count; a failure does)."""
+    notes = []
+    for e in events:
+        if e.get("event") not in _VERDICTS or e["ts"] < since:
+            continue
+        dissented = [] if e.get("attributed") else e.get("dissented", [])
+        for name in honest:
+            if name in e.get("failed", []):
+                why = f"failed ({e.get('errors', {}).get(name, 'no detail')})"
+            elif name in dissented:
+                why = f"dissented (agreed: {', '.join(e.get('agreed', [])) or 'none'})"
+            else:
+                continue
+            notes.append(f"{name} {why} on {e.get('method')} {e.get('path')}: {e['event']}")
+    return notes
 
 
 class Drill:
@@ -271,6 +293,8 @@ class Drill:
             result.detected = False
         if not result.suppressed and result.fired:
             result.notes.append(f"{seen} replies carried the attacker's output")
+        if result.false_alarms:
+            result.notes.extend(alarm_notes(self.gw.events(), honest, started))
         quarantined = [n for n in honest
                        if _count(after, n, "quarantines") > _count(before, n, "quarantines")]
         if quarantined:
