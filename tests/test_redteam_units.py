@@ -17,12 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from endosec.config import load_config
 from endosec.protocols.http import Request, Response
 from endosec.redteam.cases import CLASSES, DIFFERENTIAL, catalogue, fill
+from endosec.redteam.cli import redteam
 from endosec.redteam.deploy import drill_config, new_deployment
 from endosec.redteam.divergence import BENIGN_DIVERGENCE
 from endosec.redteam.drill import CaseResult, alarm_notes
@@ -143,6 +145,14 @@ def test_alterations() -> None:
 
 
 # -- configuration rewrite -----------------------------------------------------------------------
+
+
+def test_a_dns_configuration_is_refused_at_once_naming_its_protocol(tmp_path: Path) -> None:
+    config = ROOT / "examples/dns/endosec.yaml"
+    result = CliRunner().invoke(redteam, ["--config", str(config), "--report", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "protocol dns: the red team drills HTTP gateways only" in result.output
+    assert not list(tmp_path.iterdir())  # nothing was started, so nothing reported
 
 
 def test_drill_config_wraps_every_executor_and_keeps_profiles(tmp_path: Path) -> None:

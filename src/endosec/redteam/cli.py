@@ -63,6 +63,10 @@ def redteam(*, config_path: Path, report_dir: Path, quick: bool, benign_requests
         config = load_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    if config.protocol != "http":
+        raise click.ClickException(
+            f"{config_path}: protocol {config.protocol}: the red team drills HTTP gateways "
+            "only (its implant wrapper and clients speak HTTP)")
     opts = SuiteOptions(quick=quick, benign_requests=benign_requests, seed=seed,
                         workload=workload, docroot=docroot, episodes=episodes,
                         incremental=not no_incremental, only=only,
