@@ -8,6 +8,7 @@ import sys
 import tempfile
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from endosec.observe.ledger import TRUNCATED, Ledger
+from endosec.observe.ledger import TRUNCATED, Ledger, _bounded
 from endosec.observe.ledger_cli import ledger as ledger_group
 from endosec.observe.ledger_format import (
     GENESIS,
@@ -170,6 +171,43 @@ def test_payloads_are_bounded_and_plain(tmp_path: Path) -> None:
         assert huge.payload["outcome"] == "agreed"
         assert huge.payload[TRUNCATED]["bytes"] > 9000
     assert verify(tmp_path / "ledger").ok
+
+
+class _Text(str):
+    """A str that is not exactly a str: it takes the general path of the bounding."""
+
+
+def _general(value: object) -> object:
+    """``value`` with every dict a read-only mapping and every str a subclass of it."""
+    if isinstance(value, dict):
+        return MappingProxyType({_general(k): _general(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_general(v) for v in value]
+    return _Text(value) if isinstance(value, str) else value
+
+
+_leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) \
+    | st.binary(max_size=4)
+_payloads = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4)
+                         | st.dictionaries(st.text(max_size=12) | st.integers(), inner,
+                                           max_size=5), max_leaves=40)
+
+
+@given(_payloads, st.integers(min_value=1, max_value=10))
+def test_plain_dicts_and_strings_are_bounded_as_any_mapping_and_string(value: object,
+                                                                      limit: int) -> None:
+    """The exact-type shortcut for plain dicts and strings changes nothing."""
+    assert _bounded(value, limit) == _bounded(_general(value), limit)
+
+
+def test_deep_and_wide_plain_dicts_are_cut_as_any_mapping() -> None:
+    deep: dict[str, object] = {}
+    for _ in range(12):
+        deep = {"k": deep}
+    wide = {f"k{i}": i for i in range(300)}
+    for value in (deep, wide):
+        assert _bounded(value, 50) == _bounded(_general(value), 50)
+    assert "...truncated" in _bounded(wide, 50)
 
 
 # --- tampering -------------------------------------------------------------------------------

@@ -803,9 +803,12 @@ class Controller:
         """Isolate components as suspicion crosses the threshold (or the operator marks
         them), release them as it fades; then keep one voter per isolated component."""
         # Only a component two executors of the pool share can be isolated from anything.
-        held = Counter(c for p in self._profiles.values() for c in p.components)
-        isolated = frozenset(c for c in self._suspicion.isolated(now) if held[c] >= 2)
-        scores = self._suspicion.scores(now)
+        # (Counted only when something is suspect: this runs on every verdict.)
+        isolated = self._suspicion.isolated(now)
+        if isolated:
+            held = Counter(c for p in self._profiles.values() for c in p.components)
+            isolated = frozenset(c for c in isolated if held[c] >= 2)
+        scores = self._suspicion.scores(now) if isolated - self._isolated else {}
         for c in sorted(isolated - self._isolated):
             holders = [n for n in self._voters if c in self._profiles[n].components]
             why = f"suspicion {scores[c]:.2f}" if c in scores and \

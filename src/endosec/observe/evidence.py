@@ -106,12 +106,14 @@ class EvidenceStore:
         # Compact: only then does json use its C encoder (`endosec evidence` renders it).
         data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(data).hexdigest()
-        path = self.directory / f"{digest}.json"
-        partial = path.with_suffix(".part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        self._total += len(data) - self._sizes.pop(path.name, 0)
-        self._sizes[path.name] = len(data)
+        # Plain string paths: this runs for every dissent, and pathlib's objects cost more
+        # than the writing.
+        name, stem = f"{digest}.json", os.path.join(self.directory, digest)
+        with open(f"{stem}.part", "wb") as out:
+            out.write(data)
+        os.replace(f"{stem}.part", f"{stem}.json")
+        self._total += len(data) - self._sizes.pop(name, 0)
+        self._sizes[name] = len(data)
         self._prune()
         return digest
 
@@ -120,7 +122,8 @@ class EvidenceStore:
                                or self._total > self.max_bytes):
             oldest = next(iter(self._sizes))
             self._total -= self._sizes.pop(oldest)
-            (self.directory / oldest).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, oldest))
 
 
 def find(directory: Path, prefix: str) -> tuple[str, dict[str, Any]]:

@@ -79,6 +79,13 @@ def _clip(text: str, limit: int) -> str:
 
 def _bounded(value: object, limit: int, depth: int = 0) -> Any:
     """A plain-JSON copy of ``value`` with long strings, big containers and bytes cut down."""
+    # Plain str and dict first, by exact type (every record passes through here); the same
+    # result as the general case below, which subclasses and mappings still take.
+    if type(value) is str:
+        return value if len(value) <= limit else _clip(value, limit)
+    if type(value) is dict and len(value) <= _MAX_ITEMS and depth < _MAX_DEPTH:
+        return {(k if type(k) is str and len(k) <= limit else _clip(str(k), limit)):
+                _bounded(v, limit, depth + 1) for k, v in value.items()}
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
