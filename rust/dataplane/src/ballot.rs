@@ -129,13 +129,17 @@ impl Strategy {
         }
     }
 
-    fn label(self) -> String {
+}
+
+/// How reasons name the strategy.
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Strategy::Majority => "majority".into(),
-            Strategy::Threshold(k) => format!("threshold k={k}"),
-            Strategy::Plurality(m) => format!("plurality min_support={m}"),
-            Strategy::Unanimity => "unanimity".into(),
-            Strategy::TrustWeighted => "trust-weighted majority".into(),
+            Strategy::Majority => f.write_str("majority"),
+            Strategy::Threshold(k) => write!(f, "threshold k={k}"),
+            Strategy::Plurality(m) => write!(f, "plurality min_support={m}"),
+            Strategy::Unanimity => f.write_str("unanimity"),
+            Strategy::TrustWeighted => f.write_str("trust-weighted majority"),
         }
     }
 }
@@ -178,8 +182,9 @@ pub struct Ballot {
     top: Option<usize>,
     s1: u64,
     s2: u64,
-    decided: Option<Verdict>,
-    closed: Option<Verdict>,
+    /// Shared, not copied: the round hands each verdict on and keeps it for its report.
+    decided: Option<Arc<Verdict>>,
+    closed: Option<Arc<Verdict>>,
     discounted: Vec<Arc<str>>,
 }
 
@@ -236,7 +241,7 @@ impl Ballot {
     }
 
     /// Record one output; the verdict the first time it is certain.
-    pub fn add(&mut self, output: Output) -> Result<Option<Verdict>, String> {
+    pub fn add(&mut self, output: Output) -> Result<Option<Arc<Verdict>>, String> {
         if self.closed.is_some() {
             return Err("ballot is closed".into());
         }
@@ -281,19 +286,19 @@ impl Ballot {
         }
         let (s1, p, need) = (self.s1, self.pending_weight, self.need);
         if s1 >= need && s1 > self.s2 + p {
-            self.decided = Some(self.verdict(Outcome::Accepted, false));
+            self.decided = Some(Arc::new(self.verdict(Outcome::Accepted, false)));
         } else if s1 + p < need || s1 + p <= self.s2 {
             if !self.classes.is_empty() {
-                self.decided = Some(self.verdict(Outcome::NoQuorum, false));
+                self.decided = Some(Arc::new(self.verdict(Outcome::NoQuorum, false)));
             } else if p == 0 && self.heard.iter().all(|h| *h != Heard::Pending) {
-                self.decided = Some(self.verdict(Outcome::AllFailed, false));
+                self.decided = Some(Arc::new(self.verdict(Outcome::AllFailed, false)));
             }
         }
         Ok(self.decided.clone())
     }
 
     /// The final verdict; voters still pending count as failed (timed out). Idempotent.
-    pub fn close(&mut self) -> Verdict {
+    pub fn close(&mut self) -> Arc<Verdict> {
         if self.closed.is_none() {
             let outcome = if self.classes.is_empty() {
                 Outcome::AllFailed
@@ -302,13 +307,13 @@ impl Ballot {
             } else {
                 Outcome::NoQuorum
             };
-            self.closed = Some(self.verdict(outcome, true));
+            self.closed = Some(Arc::new(self.verdict(outcome, true)));
         }
         self.closed.clone().expect("just set")
     }
 
     /// The verdict `add` announced once it became certain (None until then).
-    pub fn decided_verdict(&self) -> Option<Verdict> {
+    pub fn decided_verdict(&self) -> Option<Arc<Verdict>> {
         self.decided.clone()
     }
 
@@ -346,47 +351,54 @@ impl Ballot {
         Verdict { outcome, winner, agreed, dissented, failed, reason }
     }
 
+    /// Written into one string: every decided ballot builds one, most of them clean.
     fn reason(&self, outcome: Outcome, dissented: &[Arc<str>], failed: &[Arc<str>]) -> String {
-        let label = self.strategy.label();
+        use std::fmt::Write;
+        let label = self.strategy;
+        let mut text = String::with_capacity(96);
+        // (Writing to a String cannot fail.)
         if outcome == Outcome::AllFailed {
             let n = self.voters.len();
-            return format!("{label}: no value from any of {n} executors ({})",
-                           self.failures(n));
+            let _ = write!(text, "{label}: no value from any of {n} executors (");
+            self.failures(&mut text, n);
+            text.push(')');
+            return text;
         }
-        let mut text = if outcome == Outcome::Accepted {
-            let mut t = format!("{label}: accepted with support {} of {} (quorum {})",
-                                self.amount(self.s1), self.amount(self.total),
-                                self.amount(self.need));
-            if !dissented.is_empty() {
-                t += &format!("; dissented: {}", dissented.join(", "));
-            }
-            t
+        let _ = if outcome == Outcome::Accepted {
+            write!(text, "{label}: accepted with support {} of {} (quorum {})",
+                   self.amount(self.s1), self.amount(self.total), self.amount(self.need))
         } else {
             let classes = self.classes.len();
             let tie = if classes > 1 && self.s1 == self.s2 { " tied" } else { "" };
-            format!("{label}: no quorum; {classes} distinct value(s), best support {}{tie}, \
-                     quorum {} of {}", self.amount(self.s1), self.amount(self.need),
-                    self.amount(self.total))
+            write!(text, "{label}: no quorum; {classes} distinct value(s), best support \
+                          {}{tie}, quorum {} of {}", self.amount(self.s1),
+                   self.amount(self.need), self.amount(self.total))
         };
+        if outcome == Outcome::Accepted && !dissented.is_empty() {
+            text.push_str("; dissented: ");
+            join(&mut text, dissented);
+        }
         if !failed.is_empty() {
-            text += &format!("; failed: {} ({})", failed.join(", "), self.failures(failed.len()));
+            text.push_str("; failed: ");
+            join(&mut text, failed);
+            text.push_str(" (");
+            self.failures(&mut text, failed.len());
+            text.push(')');
         }
         if !self.discounted.is_empty() {
-            text += &format!("; discounted: {}", self.discounted.join(", "));
+            text.push_str("; discounted: ");
+            join(&mut text, &self.discounted);
         }
         text
     }
 
-    fn amount(&self, units: u64) -> String {
-        if self.unit == 1 {
-            units.to_string()
-        } else {
-            format!("{:.3}", units as f64 / self.unit as f64)
-        }
+    fn amount(&self, units: u64) -> Amount {
+        Amount { units, unit: self.unit }
     }
 
     /// Failure kinds in order of first appearance, then voters never heard.
-    fn failures(&self, count: usize) -> String {
+    fn failures(&self, text: &mut String, count: usize) {
+        use std::fmt::Write;
         let mut kinds: Vec<(&str, usize)> = Vec::new();
         for o in &self.failed {
             let kind = o.error.map_or("none", ErrorKind::as_str);
@@ -398,7 +410,35 @@ impl Ballot {
         if count > self.failed.len() {
             kinds.push(("no answer", count - self.failed.len()));
         }
-        kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
+        for (i, (k, n)) in kinds.iter().enumerate() {
+            let _ = write!(text, "{}{k}: {n}", if i == 0 { "" } else { ", " });
+        }
+    }
+}
+
+/// Support as reasons show it: a head count, or a weight to three decimals.
+struct Amount {
+    units: u64,
+    unit: u64,
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unit == 1 {
+            write!(f, "{}", self.units)
+        } else {
+            write!(f, "{:.3}", self.units as f64 / self.unit as f64)
+        }
+    }
+}
+
+/// ``names`` joined by ", ", appended to ``text``.
+fn join(text: &mut String, names: &[Arc<str>]) {
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(name);
     }
 }
 
@@ -524,7 +564,7 @@ mod tests {
         b.add(val("b", "y")).unwrap();
         b.add(val("c", "y")).unwrap();
         let v = b.close();
-        assert_eq!((v.agreed, v.dissented), (names(&["a"]), names(&["b", "c"])));
+        assert_eq!((&v.agreed, &v.dissented), (&names(&["a"]), &names(&["b", "c"])));
         assert!(v.reason.contains("0.900 of 1.000"), "{}", v.reason);
         assert!(Ballot::new(Strategy::TrustWeighted, names(&["a"]), Some(&[f64::NAN]))
             .unwrap_err().contains("weight for 'a'"));
@@ -552,6 +592,22 @@ mod tests {
         b.add(out("b", r#"{"v":1}"#)).unwrap();
         b.add(out("c", r#"{"v":1}"#)).unwrap();
         assert_eq!(b.close().winner.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn reasons_name_each_strategy_as_the_python_arbiter_does() {
+        let named = [(Strategy::Majority, "majority"), (Strategy::Threshold(2), "threshold k=2"),
+                     (Strategy::Plurality(1), "plurality min_support=1"),
+                     (Strategy::Unanimity, "unanimity"),
+                     (Strategy::TrustWeighted, "trust-weighted majority")];
+        for (strategy, label) in named {
+            let mut b = Ballot::new(strategy, names(&["a", "b"]), None).unwrap();
+            b.add(val("a", "x")).unwrap();
+            b.add(val("b", "x")).unwrap();
+            let reason = b.close().reason.clone();
+            assert!(reason.starts_with(&format!("{label}: accepted with support 2 of 2")),
+                    "{reason}");
+        }
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub async fn serve(shared: Arc<Shared>, mut request: Request,
                                    bytes: http::error_response(400, &[("error", &why)], false) },
     };
     let keep_alive = request.keep_alive;
-    let target = String::from_utf8_lossy(&request.target).into_owned();
-    let path = target.split('?').next().unwrap_or("").to_owned();
+    let path = request.target.split(|&b| b == b'?').next().unwrap_or(b"");
+    let path = String::from_utf8_lossy(path).into_owned();
     let ctx = Context { id: shared.ids.next(),
                         label: String::from_utf8_lossy(&request.method).into_owned(), key: path,
                         client, started, snapshot, memory, features, sample };

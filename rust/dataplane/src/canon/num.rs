@@ -3,6 +3,7 @@
 //! floats), and floats spelled as orjson and as `repr` spell them.
 
 use std::cmp::Ordering;
+use std::io::Write;
 
 /// Limbs of a magnitude are base 10^9, least significant first.
 const BASE: u64 = 1_000_000_000;
@@ -91,17 +92,20 @@ impl Int {
 
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
-            Int::Small(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            // Formatted in place (writing to a Vec cannot fail): one of these per number.
+            Int::Small(v) => {
+                let _ = write!(out, "{v}");
+            }
             Int::Big(b) => {
                 if b.neg {
                     out.push(b'-');
                 }
                 let mut limbs = b.limbs.iter().rev();
                 if let Some(top) = limbs.next() {
-                    out.extend_from_slice(top.to_string().as_bytes());
+                    let _ = write!(out, "{top}");
                 }
                 for l in limbs {
-                    out.extend_from_slice(format!("{l:09}").as_bytes());
+                    let _ = write!(out, "{l:09}");
                 }
             }
         }

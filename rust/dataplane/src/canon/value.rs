@@ -292,7 +292,14 @@ impl Parser<'_> {
             while matches!(self.peek(), Some(c) if c != b'"' && c != b'\\' && c >= 0x20) {
                 self.i += 1;
             }
-            out.extend_from_slice(&self.s[start..self.i]);
+            match self.peek() {
+                // Most strings have no escape: one allocation of the exact size.
+                Some(b'"') if out.is_empty() => {
+                    self.i += 1;
+                    return Ok(Text(self.s[start..self.i - 1].into()));
+                }
+                _ => out.extend_from_slice(&self.s[start..self.i]),
+            }
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;
