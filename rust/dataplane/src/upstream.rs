@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::http::{Limits, Response, ResponseReader, UpstreamError};
@@ -68,6 +67,10 @@ where F: FnMut(Conn) -> Fut, Fut: std::future::Future<Output = Attempt<R>> {
     Asked { outcome, latency: started.elapsed(), service: sent.elapsed() }
 }
 
+/// Room made in the reader's buffer before each read: most replies fit in one. The buffer
+/// lives as long as the reply (its head and body are slices of it), so it is kept small.
+const READ_ROOM: usize = 4096;
+
 /// Send ``payload`` (answering ``method``) and read the HTTP response.
 pub async fn exchange(pool: &Pool, payload: &[u8], method: &[u8], limits: Limits,
                       read_timeout: Duration) -> Asked<Response> {
@@ -82,20 +85,18 @@ async fn attempt(pool: &Pool, mut conn: Conn, payload: &[u8], method: &[u8], lim
         return if conn.reused { Attempt::Stale } else { Attempt::Done(Err(reset(e))) };
     }
     let mut reader = ResponseReader::new(limits, method);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut received = false;
     loop {
-        buf.clear();
-        match conn.stream.read_buf(&mut buf).await {
+        match conn.stream.read_buf(reader.spare(READ_ROOM)).await {
             Ok(0) => {
                 if !received {
                     return Attempt::Stale;
                 }
                 reader.receive_eof();
             }
-            Ok(_) => {
+            Ok(n) => {
                 received = true;
-                reader.receive(&buf);
+                reader.received(n);
             }
             Err(e) => {
                 return if received || !conn.reused { Attempt::Done(Err(reset(e))) }

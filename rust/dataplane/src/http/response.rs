@@ -41,8 +41,8 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Reads one executor response: feed bytes with `receive` (`receive_eof` when the executor
-/// closed) and call `next` until it returns the response. A bad response is an
+/// Reads one executor response: feed bytes with `receive` (or read them into `spare`), call
+/// `receive_eof` when the executor closed, and call `next` until it returns the response. A bad response is an
 /// [`UpstreamError`] (MALFORMED or OVERSIZE; RESET when it closed before any byte) and the
 /// reader stays broken.
 #[derive(Debug)]
@@ -68,6 +68,18 @@ impl ResponseReader {
             self.wire += data.len();
             self.buf.extend_from_slice(data);
         }
+    }
+
+    /// The reader's own buffer, with room for at least ``room`` more bytes, to read the
+    /// socket into without a copy; then say how many came with [`Self::received`].
+    pub fn spare(&mut self, room: usize) -> &mut BytesMut {
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
+    /// ``n`` bytes were read into [`Self::spare`].
+    pub fn received(&mut self, n: usize) {
+        self.wire += n;
     }
 
     /// The executor closed the connection.
