@@ -128,7 +128,6 @@ impl Strategy {
             Strategy::Unanimity => total,
         }
     }
-
 }
 
 /// How reasons name the strategy.

@@ -106,8 +106,8 @@ class EvidenceStore:
         # Compact: only then does json use its C encoder (`endosec evidence` renders it).
         data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(data).hexdigest()
-        # Plain string paths: this runs for every dissent, and pathlib's objects cost more
-        # than the writing.
+        # Plain string paths: this runs for every dissent, and pathlib's objects were a
+        # visible share of it.
         name, stem = f"{digest}.json", os.path.join(self.directory, digest)
         with open(f"{stem}.part", "wb") as out:
             out.write(data)

@@ -23,13 +23,12 @@ from typing import Any
 
 from endosec.redteam.cases import FAULTS
 from endosec.redteam.client import Call, Client, ClientError
-from endosec.redteam.drill import CaseResult, Drill, DrillError
+from endosec.redteam.drill import VERDICT_EVENTS, CaseResult, Drill, DrillError
 from endosec.redteam.workload import Tally
 
 __all__ = ["GATEWAY_CRASH", "lost_writes", "run_gateway_crash"]
 
 GATEWAY_CRASH = "gateway-crash"
-_JUDGED = frozenset({"dissent", "no-quorum", "all-failed"})
 
 
 async def _write_until_killed(drill: Drill, tag: str, kill_after: int, concurrency: int,
@@ -109,7 +108,7 @@ async def lost_writes(drill: Drill, acknowledged: dict[int, str]) -> set[int]:
     await asyncio.sleep(1.0)  # the last verdicts reach the event log
     for e in drill.gw.events():
         path = str(e.get("path", ""))
-        if e.get("event") in _JUDGED and e["ts"] >= started and e.get("method") == "GET" \
+        if e.get("event") in VERDICT_EVENTS and e["ts"] >= started and e.get("method") == "GET" \
                 and path.startswith("/notes/") and path[7:].isdigit():
             nid = int(path[7:])
             if nid in acknowledged:

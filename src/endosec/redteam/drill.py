@@ -24,12 +24,12 @@ from endosec.redteam.deploy import GatewayProcess, implant_path
 from endosec.redteam.workload import Probe, Tally, Workload, drive, send
 from endosec.tasks import spawn
 
-__all__ = ["CaseResult", "Drill", "DrillError", "alarm_notes"]
+__all__ = ["VERDICT_EVENTS", "CaseResult", "Drill", "DrillError", "alarm_notes"]
 
 _SETTLED = frozenset({"active", "spare"})
 _POLL = 0.1
 # The events of a verdict that was not a clean agreement (the arbiter's outcomes).
-_VERDICTS = frozenset({"dissent", "no-quorum", "all-failed"})
+VERDICT_EVENTS = frozenset({"dissent", "no-quorum", "all-failed"})
 
 
 class DrillError(RuntimeError):
@@ -102,7 +102,7 @@ def alarm_notes(events: list[dict[str, Any]], honest: list[str], since: float) -
     count; a failure does)."""
     notes = []
     for e in events:
-        if e.get("event") not in _VERDICTS or e["ts"] < since:
+        if e.get("event") not in VERDICT_EVENTS or e["ts"] < since:
             continue
         dissented = [] if e.get("attributed") else e.get("dissented", [])
         for name in honest:

@@ -292,14 +292,12 @@ impl Parser<'_> {
             while matches!(self.peek(), Some(c) if c != b'"' && c != b'\\' && c >= 0x20) {
                 self.i += 1;
             }
-            match self.peek() {
+            if out.is_empty() && self.peek() == Some(b'"') {
                 // Most strings have no escape: one allocation of the exact size.
-                Some(b'"') if out.is_empty() => {
-                    self.i += 1;
-                    return Ok(Text(self.s[start..self.i - 1].into()));
-                }
-                _ => out.extend_from_slice(&self.s[start..self.i]),
+                self.i += 1;
+                return Ok(Text(self.s[start..self.i - 1].into()));
             }
+            out.extend_from_slice(&self.s[start..self.i]);
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;

@@ -42,9 +42,9 @@ struct Head {
 }
 
 /// Reads one executor response: feed bytes with `receive` (or read them into `spare`), call
-/// `receive_eof` when the executor closed, and call `next` until it returns the response. A bad response is an
-/// [`UpstreamError`] (MALFORMED or OVERSIZE; RESET when it closed before any byte) and the
-/// reader stays broken.
+/// `receive_eof` when the executor closed, and call `next` until it returns the response. A bad
+/// response is an [`UpstreamError`] (MALFORMED or OVERSIZE; RESET when it closed before any
+/// byte) and the reader stays broken.
 #[derive(Debug)]
 pub struct ResponseReader {
     limits: Limits,
